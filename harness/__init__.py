@@ -1,0 +1,3 @@
+"""Containerized reproducibility matrix harness for PyTorch."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,29 @@
+"""One user-error type, caught in one place (the CLI), carrying what to do next."""
+
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """An error the user can act on: ``message`` says what happened, ``hint`` what to do."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class MatrixError(HarnessError):
+    """A matrix file that cannot be used: names the file, the line and the fix."""
+
+
+class ExecutorError(HarnessError):
+    """An executor that cannot start runs at all (no daemon, no image, no GPU runtime)."""
+
+
+class StoreError(HarnessError):
+    """A results folder that cannot be used (locked, another matrix, not writable)."""
