@@ -1,0 +1,40 @@
+"""``harness doctor``: print what this machine can do (a rich table, or --output json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from harness.doctor import DoctorReport, run_doctor
+
+
+def render_table(report: DoctorReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    marks = {True: "[green]ok[/]", False: "[red]no[/]", None: "[dim]-[/]"}
+    table = Table(title="harness doctor")
+    for column in ("check", "", "detail", "hint"):
+        table.add_column(column)
+    for check in report.checks:
+        table.add_row(check.name, marks[check.ok], check.detail, check.hint)
+    Console().print(table)
+
+
+def command(
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="MNIST folder (default: HARNESS_MNIST_DIR)")
+    ] = None,
+) -> None:
+    """Say whether Docker, a GPU runtime, GPUs, disk and MNIST are there."""
+    if output not in ("text", "json"):
+        raise typer.BadParameter("--output must be text or json")
+    report = run_doctor(data_dir=data_dir)
+    if output == "json":
+        typer.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        render_table(report)

@@ -1,0 +1,202 @@
+"""``harness doctor``: what this machine can do, before a matrix is started on it.
+
+Docker reachable and its version, the GPU runtime, the GPUs seen, the free disk, and whether
+MNIST is found and matches its MD5s. Every check returns data; nothing here raises or prints.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MD5_FILE = "MD5SUMS.raw"
+NVIDIA_SMI_TIMEOUT_S = 20
+
+
+@dataclass
+class Check:
+    """One line of the report: ``ok`` is None where the answer is "not applicable"."""
+
+    name: str
+    ok: bool | None
+    detail: str
+    hint: str = ""
+
+
+@dataclass
+class DoctorReport:
+    docker_host: str
+    docker_reachable: bool
+    docker_version: str | None
+    docker_error: str | None
+    runtimes: list[str]
+    gpu_runtime: bool
+    gpus: list[str]
+    gpu_error: str | None
+    disk_path: str
+    disk_free_bytes: int
+    mnist_dir: str | None
+    mnist_found: bool
+    mnist_md5_ok: bool | None
+    mnist_error: str | None
+    checks: list[Check] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def docker_status() -> tuple[bool, str | None, list[str], str | None]:
+    """(reachable, server version, runtimes, error) of the engine DOCKER_HOST points at."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        try:
+            version = client.version().get("Version")
+            runtimes = sorted(client.info().get("Runtimes", {}))
+        finally:
+            client.close()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable", with the reason
+        return False, None, [], str(exc)
+    return True, version, runtimes, None
+
+
+def gpus_seen() -> tuple[list[str], str | None]:
+    """``nvidia-smi -L`` lines, or why there are none."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return [], "nvidia-smi not found"
+    try:
+        proc = subprocess.run(  # noqa: S603 - argv list, no shell
+            [exe, "-L"], capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [], f"nvidia-smi -L failed: {exc}"
+    if proc.returncode != 0:
+        return [], f"nvidia-smi -L exited {proc.returncode}: {proc.stderr.strip()[:300]}"
+    return [line.strip() for line in proc.stdout.splitlines() if line.strip()], None
+
+
+def check_mnist(data_dir: Path | None) -> tuple[bool, bool | None, str | None]:
+    """(found, md5 ok, error): the four IDX files (plain or .gz) against MD5SUMS.raw."""
+    if data_dir is None or not data_dir.is_dir():
+        return False, None, f"no MNIST folder at {data_dir}" if data_dir else "no MNIST folder"
+    sums_path = data_dir / MD5_FILE
+    if not sums_path.is_file():
+        names = (
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        )
+        missing = [n for n in names if not _idx_path(data_dir, n)]
+        if missing:
+            return False, None, f"missing {', '.join(missing)}"
+        return True, None, f"no {MD5_FILE}: contents not checked"
+    bad: list[str] = []
+    for line in sums_path.read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) != 2:
+            continue
+        expected, name = parts[0], parts[1].lstrip("*")
+        path = _idx_path(data_dir, name)
+        if path is None:
+            return False, None, f"{name} (or {name}.gz) not found in {data_dir}"
+        opener = gzip.open if path.suffix == ".gz" else open
+        digest = hashlib.md5()  # noqa: S324 - the published checksums are MD5
+        with opener(path, "rb") as handle:
+            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != expected:
+            bad.append(name)
+    if bad:
+        return True, False, f"MD5 mismatch: {', '.join(bad)}"
+    return True, True, None
+
+
+def _idx_path(data_dir: Path, name: str) -> Path | None:
+    for candidate in (data_dir / name, data_dir / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def run_doctor(data_dir: Path | None = None, disk_path: Path | None = None) -> DoctorReport:
+    """Collect every check; ``data_dir`` defaults to the runner's MNIST default."""
+    if data_dir is None:
+        from harness.runner import default_data_dir
+
+        data_dir = default_data_dir()
+    disk_path = Path(disk_path or Path.cwd())
+    reachable, version, runtimes, docker_error = docker_status()
+    gpus, gpu_error = gpus_seen()
+    free = shutil.disk_usage(disk_path).free
+    found, md5_ok, mnist_error = check_mnist(data_dir)
+    report = DoctorReport(
+        docker_host=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
+        docker_reachable=reachable,
+        docker_version=version,
+        docker_error=docker_error,
+        runtimes=runtimes,
+        gpu_runtime="nvidia" in runtimes,
+        gpus=gpus,
+        gpu_error=gpu_error,
+        disk_path=str(disk_path),
+        disk_free_bytes=free,
+        mnist_dir=str(data_dir) if data_dir else None,
+        mnist_found=found,
+        mnist_md5_ok=md5_ok,
+        mnist_error=mnist_error,
+    )
+    report.checks = _checks(report)
+    return report
+
+
+def _checks(r: DoctorReport) -> list[Check]:
+    gib = r.disk_free_bytes / 2**30
+    return [
+        Check(
+            "docker",
+            r.docker_reachable,
+            f"engine {r.docker_version} at {r.docker_host}"
+            if r.docker_reachable
+            else f"not reachable at {r.docker_host}: {r.docker_error}",
+            ""
+            if r.docker_reachable
+            else 'eval "$(scripts/docker-engine.sh start)", set DOCKER_HOST, or --executor local',
+        ),
+        Check(
+            "gpu runtime",
+            r.gpu_runtime if r.docker_reachable else None,
+            "nvidia" if r.gpu_runtime else f"none (runtimes: {', '.join(r.runtimes) or '-'})",
+            ""
+            if r.gpu_runtime
+            else "GPU cells in containers need the NVIDIA Container Toolkit; or --executor local",
+        ),
+        Check(
+            "gpus",
+            bool(r.gpus) if r.gpus or r.gpu_error != "nvidia-smi not found" else None,
+            "; ".join(r.gpus) if r.gpus else (r.gpu_error or "none"),
+        ),
+        Check(
+            "disk",
+            gib >= 10,
+            f"{gib:.1f} GiB free at {r.disk_path}",
+            "" if gib >= 10 else "a workload image needs about 7 GB",
+        ),
+        Check(
+            "mnist",
+            r.mnist_found and r.mnist_md5_ok is not False,
+            f"{r.mnist_dir}: " + ("MD5 ok" if r.mnist_md5_ok else (r.mnist_error or "found")),
+            "" if r.mnist_found else "set HARNESS_MNIST_DIR or pass --data-dir",
+        ),
+    ]

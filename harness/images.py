@@ -1,0 +1,265 @@
+"""Build or reuse one workload image per base image, through the docker SDK.
+
+The workload image is ``docker/Dockerfile`` on top of a CUDA PyTorch base (the matrix's
+``image`` axis). Its tag names the base and a digest of the workload code, so a code change
+builds a new image and an unchanged tree reuses the one built before:
+``harness-workload:<base-slug>-<12 hex>``.
+
+Provenance: every run records the *base* image's digest (its RepoDigests entry; a base that was
+never pushed or pulled, such as the local CPU stand-in, has none, so its image id stands in and
+``base_digest_kind`` says so) and the *built* image's id.
+
+Offline builds: when ``HARNESS_WHEELHOUSE`` names a folder of wheels, it is served from a
+loopback ``http.server`` and the build runs with host networking and
+``pip --no-index --find-links http://127.0.0.1:PORT/``, so the build reaches no registry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import http.server
+import io
+import logging
+import os
+import re
+import tarfile
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ExecutorError
+
+log = logging.getLogger(__name__)
+
+IMAGE_REPOSITORY = "harness-workload"
+DOCKERFILE = "docker/Dockerfile"
+WHEELHOUSE_ENV = "HARNESS_WHEELHOUSE"
+LABEL_CODE = "harness.workload-digest"
+LABEL_BASE = "harness.base-image"
+LABEL_BASE_DIGEST = "harness.base-digest"
+
+START_ENGINE_HINT = (
+    'start an engine (eval "$(scripts/docker-engine.sh start)"), or point DOCKER_HOST at a '
+    "running one; or run without containers: --executor local"
+)
+
+
+@dataclass(frozen=True)
+class WorkloadImage:
+    """A workload image ready to run, and what a run record says about it."""
+
+    base: str
+    tag: str
+    image_id: str
+    base_digest: str
+    base_digest_kind: str  # "repo_digest" or "image_id" (a local image with no registry digest)
+    code_digest: str
+    built: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def repo_root() -> Path:
+    """The source tree the workload code is taken from (the checkout this module lives in)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def connect(timeout: float = 60.0) -> Any:
+    """A docker client that has answered a ping; ExecutorError naming the fix otherwise."""
+    import docker  # lazy: `harness plan` and `report` never need the SDK
+
+    try:
+        client = docker.from_env(timeout=int(timeout))
+        client.ping()
+    except docker.errors.DockerException as exc:
+        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (DOCKER_HOST unset)"
+        raise ExecutorError(
+            f"cannot reach a Docker engine at {where}: {exc}", hint=START_ENGINE_HINT
+        ) from exc
+    return client
+
+
+def workload_files(root: Path | None = None) -> list[tuple[str, Path]]:
+    """The files that go into the image: (path in the context, path on disk), sorted.
+
+    Only the workload side: ``harness/__init__.py``, ``harness/contract.py``,
+    ``harness/workload/**`` (no caches) and the Dockerfile itself.
+    """
+    root = root or repo_root()
+    files = [
+        (DOCKERFILE, root / DOCKERFILE),
+        ("harness/__init__.py", root / "harness/__init__.py"),
+        ("harness/contract.py", root / "harness/contract.py"),
+    ]
+    workload = root / "harness" / "workload"
+    for path in sorted(workload.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            files.append((path.relative_to(root).as_posix(), path))
+    missing = [name for name, path in files if not path.is_file()]
+    if missing:
+        raise ExecutorError(
+            f"the workload sources are incomplete under {root}: missing {', '.join(missing)}",
+            hint="run harness from a full checkout of the repository",
+        )
+    return sorted(files)
+
+
+def code_digest(root: Path | None = None) -> str:
+    """sha256 over each context file's path and bytes: the image's identity besides its base."""
+    digest = hashlib.sha256()
+    for name, path in workload_files(root):
+        data = path.read_bytes()
+        digest.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+    return digest.hexdigest()
+
+
+def base_slug(base: str) -> str:
+    """A tag-safe name for a base image: ``nvcr.io/nvidia/pytorch:24.01-py3`` -> ``nvcr.io-...``."""
+    slug = re.sub(r"[^a-z0-9_.-]+", "-", base.lower()).strip("-.")
+    return (slug or "base")[:100]
+
+
+def workload_tag(base: str, digest: str) -> str:
+    return f"{IMAGE_REPOSITORY}:{base_slug(base)}-{digest[:12]}"
+
+
+def build_context(root: Path | None = None) -> io.BytesIO:
+    """A tar of the Dockerfile and the workload sources only (not the 6 GB venv beside them)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, path in workload_files(root):
+            data = path.read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+def base_image_digest(client: Any, base: str) -> tuple[str, str, str]:
+    """(digest, kind, image id) of the base: a registry digest, or the id where there is none."""
+    import docker
+
+    try:
+        image = client.images.get(base)
+    except docker.errors.ImageNotFound:
+        log.info("base image %s is not in the engine; pulling it", base)
+        try:
+            image = client.images.pull(base)
+        except docker.errors.DockerException as exc:
+            raise ExecutorError(
+                f"no such image: {base} is not in the engine and could not be pulled ({exc})",
+                hint=(
+                    f"docker pull {base} on a machine with registry access, or build the CPU "
+                    "stand-in with scripts/build-standin-base.sh; or use --executor local"
+                ),
+            ) from exc
+    repo_digests = image.attrs.get("RepoDigests") or []
+    if repo_digests:
+        return repo_digests[0].split("@", 1)[-1], "repo_digest", image.id
+    return image.id, "image_id", image.id
+
+
+@contextlib.contextmanager
+def serve_directory(path: Path) -> Iterator[str]:
+    """Serve ``path`` on 127.0.0.1 at a free port for the duration of a build; yields the URL."""
+    handler = functools.partial(_QuietHandler, directory=str(path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="wheelhouse", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("wheelhouse: " + format, *args)
+
+
+def ensure_workload_image(
+    client: Any,
+    base: str,
+    *,
+    root: Path | None = None,
+    wheelhouse: Path | None = None,
+    rebuild: bool = False,
+) -> WorkloadImage:
+    """Return the workload image for ``base``, building it only when no image has this tag."""
+    import docker
+
+    root = root or repo_root()
+    digest = code_digest(root)
+    tag = workload_tag(base, digest)
+    base_digest, kind, _ = base_image_digest(client, base)
+    if not rebuild:
+        try:
+            image = client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            pass
+        else:
+            if image.labels.get(LABEL_BASE_DIGEST) == base_digest:
+                log.info("reusing %s (%s)", tag, image.id)
+                return WorkloadImage(base, tag, image.id, base_digest, kind, digest, built=False)
+            log.info("%s was built on another %s; rebuilding", tag, base)
+
+    if wheelhouse is None and os.environ.get(WHEELHOUSE_ENV):
+        wheelhouse = Path(os.environ[WHEELHOUSE_ENV])
+    if wheelhouse is not None and not wheelhouse.is_dir():
+        raise ExecutorError(
+            f"wheelhouse {wheelhouse} is not a folder",
+            hint=f"fill it: scripts/build-wheelhouse.sh {wheelhouse}; or unset {WHEELHOUSE_ENV}",
+        )
+    with contextlib.ExitStack() as stack:
+        pip_args = ""
+        if wheelhouse is not None:
+            url = stack.enter_context(serve_directory(wheelhouse))
+            pip_args = f"--no-index --find-links {url}"
+        log.info("building %s on %s (%s)", tag, base, pip_args or "pip reaches its index")
+        image = _build(client, root, base, tag, pip_args, digest, base_digest)
+    return WorkloadImage(base, tag, image.id, base_digest, kind, digest, built=True)
+
+
+def _build(
+    client: Any, root: Path, base: str, tag: str, pip_args: str, digest: str, base_digest: str
+) -> Any:
+    import docker
+
+    try:
+        image, _logs = client.images.build(
+            fileobj=build_context(root),
+            custom_context=True,
+            dockerfile=DOCKERFILE,
+            tag=tag,
+            buildargs={"BASE_IMAGE": base, "PIP_INSTALL_ARGS": pip_args},
+            labels={LABEL_CODE: digest, LABEL_BASE: base, LABEL_BASE_DIGEST: base_digest},
+            network_mode="host",
+            rm=True,
+            forcerm=True,
+            pull=False,
+        )
+    except docker.errors.BuildError as exc:
+        tail = "".join(
+            str(chunk.get("stream") or chunk.get("error") or "") for chunk in exc.build_log
+        )[-2000:]
+        raise ExecutorError(
+            f"building {tag} on {base} failed: {exc.msg}\n{tail}",
+            hint=(
+                f"offline, set {WHEELHOUSE_ENV} to a folder of wheels "
+                "(scripts/build-wheelhouse.sh makes one); see docs/docker.md"
+            ),
+        ) from exc
+    except docker.errors.APIError as exc:
+        raise ExecutorError(
+            f"building {tag} on {base} failed: {exc}", hint=START_ENGINE_HINT
+        ) from exc
+    return image

@@ -1,0 +1,136 @@
+"""``harness run --executor docker`` end to end, in a real process: report, signals, cleanup.
+
+Every test lists the containers by their ``harness.run`` label (``<matrix name>-<digest>``), so a
+container this matrix run started is found whatever state it is in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.docker
+
+REPO = Path(__file__).resolve().parents[1]
+BASE_IMAGE = os.environ.get("HARNESS_TEST_BASE_IMAGE", "harness-standin/pytorch:2.14.1-cpu")
+
+
+@pytest.fixture(scope="module")
+def client():
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.skip(
+            f"no Docker engine reachable (DOCKER_HOST={os.environ.get('DOCKER_HOST')}): {exc}"
+        )
+    return client
+
+
+@pytest.fixture(scope="module")
+def workload_image(client):
+    from harness.images import ensure_workload_image
+
+    return ensure_workload_image(client, BASE_IMAGE)
+
+
+def write_matrix(
+    path: Path, name: str, *, repeats: int, steps: int | None, epochs: int = 1
+) -> Path:
+    steps_yaml = "null" if steps is None else str(steps)
+    path.write_text(
+        f"name: {name}\n"
+        f"run: {{repeats: {repeats}, epochs: {epochs}, max_steps_per_epoch: {steps_yaml}, "
+        "seed: 201014, threads: 1, timeout_s: 600}\n"
+        "axes:\n"
+        f"  image: ['{BASE_IMAGE}']\n"
+        "  accelerator: [cpu]\n"
+        "  placement: [before_model]\n"
+        "  devices: [1]\n"
+    )
+    return path
+
+
+def ours(client, name: str) -> list:
+    """Containers whose harness.run label belongs to the matrix called ``name``."""
+    return [
+        c
+        for c in client.containers.list(all=True, filters={"label": "harness.run"})
+        if c.labels.get("harness.run", "").startswith(f"{name}-")
+    ]
+
+
+def harness_run(matrix: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(  # noqa: S603 - argv list
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            str(matrix),
+            "--executor",
+            "docker",
+            "--out",
+            str(out),
+            "--progress",
+            "plain",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_repeats_in_containers_reproduce_and_report_lists_image_digest(
+    client, workload_image, tmp_path
+) -> None:
+    name = f"dock-{uuid.uuid4().hex[:6]}"
+    matrix = write_matrix(tmp_path / "m.yaml", name, repeats=2, steps=200)
+    proc = harness_run(matrix, tmp_path / "out")
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out").rglob("run.json")]
+    assert len(records) == 2
+    assert {r["status"] for r in records} == {"ok"}
+    assert len({r["digests"]["trajectory"] for r in records}) == 1  # repeats reproduce
+    for record in records:
+        assert record["provenance"]["image_digest"] == workload_image.base_digest
+        assert record["provenance"]["image_id"] == workload_image.image_id
+    assert ours(client, name) == []
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert workload_image.base_digest[:19] in report, (
+        "report.md must list each image's digest (issue 4 must-show; harness/report renders it)"
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_harness_removes_its_containers(client, workload_image, tmp_path, sig) -> None:
+    name = f"sig-{uuid.uuid4().hex[:6]}"
+    matrix = write_matrix(tmp_path / "m.yaml", name, repeats=1, steps=None, epochs=20)
+    proc = harness_run(matrix, tmp_path / "out")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not [
+            c for c in ours(client, name) if c.status == "running"
+        ]:
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.3)
+        assert ours(client, name), "no container started within 120 s"
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output
+    assert ours(client, name) == [], output

@@ -1,0 +1,262 @@
+"""The Docker executor on a real engine, a real workload image and real MNIST.
+
+Skipped only when no engine answers (CI always starts one: scripts/docker-engine.sh start).
+The base image is the CPU stand-in (scripts/build-standin-base.sh) unless HARNESS_TEST_BASE_IMAGE
+names another; the workload image is built through harness.images (HARNESS_WHEELHOUSE offline).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.contract import LOG_FILE, LOSSES_FILE, SPEC_FILE, RunSpec, write_json_atomic
+from harness.errors import ExecutorError
+from harness.executors.base import ExecutorOptions, RunStatus, Slot
+from harness.record import load_record
+
+pytestmark = pytest.mark.docker
+
+BASE_IMAGE = os.environ.get("HARNESS_TEST_BASE_IMAGE", "harness-standin/pytorch:2.14.1-cpu")
+ROOT = Path(__file__).resolve().parents[1]
+MNIST = Path(os.environ.get("HARNESS_MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
+STEPS = 200
+
+
+@pytest.fixture(scope="session")
+def client():
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.skip(
+            f"no Docker engine reachable (DOCKER_HOST={os.environ.get('DOCKER_HOST')}): {exc}"
+        )
+    return client
+
+
+@pytest.fixture(scope="session")
+def workload_image(client):
+    from harness.images import ensure_workload_image
+
+    return ensure_workload_image(client, BASE_IMAGE)
+
+
+def make_executor(label: str | None = None):
+    from harness.executors.docker import DockerExecutor
+
+    return DockerExecutor(
+        ExecutorOptions(run_label=label or f"test-{uuid.uuid4().hex[:8]}", data_dir=MNIST)
+    )
+
+
+def labelled(client, label: str) -> list:
+    return client.containers.list(all=True, filters={"label": f"harness.run={label}"})
+
+
+def write_spec(run_dir: Path, spec: RunSpec) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / SPEC_FILE, spec.to_dict())
+    return run_dir
+
+
+def cell_spec(**changes) -> RunSpec:
+    base = RunSpec(
+        placement="before_model",
+        max_steps_per_epoch=STEPS,
+        threads=1,
+        image=BASE_IMAGE,
+        cell_id="dockertest",
+        cell_name="docker-test",
+    )
+    return base.replace(**changes)
+
+
+def trajectory_digest(run_dir: Path) -> str:
+    losses = np.load(run_dir / LOSSES_FILE)
+    return hashlib.sha256(np.ascontiguousarray(losses, dtype="<f4").tobytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_container_matches_local_and_repeats_reproduce(client, workload_image, tmp_path) -> None:
+    """Same wheels, same cell: local process and two container repeats, bit for bit."""
+    from harness.executors.local import LocalExecutor
+
+    executor = make_executor()
+    provenance = executor.prepare([cell_spec()])
+    assert provenance[BASE_IMAGE] == {
+        "image_digest": workload_image.base_digest,
+        "image_id": workload_image.image_id,
+    }
+    local_dir = write_spec(tmp_path / "local", cell_spec(image="local"))
+    local = LocalExecutor(ExecutorOptions(run_label="local", data_dir=MNIST, python=sys.executable))
+    outcome = local.run(
+        cell_spec(image="local"),
+        Slot(cpus=(0,)),
+        local_dir,
+        timeout_s=600,
+        cancel=threading.Event(),
+    )
+    assert outcome.status is RunStatus.OK, (local_dir / LOG_FILE).read_text()[-3000:]
+
+    digests = []
+    for repeat in (0, 1):
+        spec = cell_spec(repeat=repeat, **provenance[BASE_IMAGE])
+        run_dir = write_spec(tmp_path / f"docker-{repeat}", spec)
+        outcome = executor.run(
+            spec, Slot(cpus=(0,)), run_dir, timeout_s=600, cancel=threading.Event()
+        )
+        assert outcome.status is RunStatus.OK, outcome.message + outcome.log_tail
+        record = load_record(run_dir)
+        assert record.ok and record.steps == STEPS
+        assert record.provenance.image_digest == workload_image.base_digest
+        assert record.provenance.image_id == workload_image.image_id
+        assert record.provenance.env.get("OMP_NUM_THREADS") == "1"
+        assert record.digests.trajectory == trajectory_digest(run_dir)
+        assert (run_dir / LOG_FILE).stat().st_size > 0  # logs streamed from the container
+        assert (run_dir / LOSSES_FILE).stat().st_uid == os.getuid()
+        digests.append(record.digests.trajectory)
+        assert labelled(client, executor.options.run_label) == []  # removed after a normal run
+
+    local_record = load_record(local_dir)
+    assert local_record.digests.trajectory == digests[0] == digests[1]
+    assert (
+        local_record.digests.final_weights
+        == load_record(tmp_path / "docker-0").digests.final_weights
+    )
+
+
+def test_failed_run_is_an_outcome_and_leaves_nothing(client, workload_image, tmp_path) -> None:
+    empty = tmp_path / "no-mnist"
+    empty.mkdir()
+    from harness.executors.docker import DockerExecutor
+
+    executor = DockerExecutor(
+        ExecutorOptions(run_label=f"test-{uuid.uuid4().hex[:8]}", data_dir=empty)
+    )
+    spec = cell_spec()
+    run_dir = write_spec(tmp_path / "run", spec)
+    outcome = executor.run(spec, Slot(cpus=(0,)), run_dir, timeout_s=300, cancel=threading.Event())
+    assert outcome.status is RunStatus.FAILED
+    assert outcome.exit_code not in (0, None)
+    assert "MNIST" in (run_dir / LOG_FILE).read_text() + outcome.log_tail
+    assert labelled(client, executor.options.run_label) == []
+
+
+def test_timeout_kills_and_removes(client, workload_image, tmp_path) -> None:
+    executor = make_executor()
+    spec = cell_spec(max_steps_per_epoch=None, epochs=5)
+    run_dir = write_spec(tmp_path / "run", spec)
+    start = time.monotonic()
+    outcome = executor.run(spec, Slot(cpus=(0,)), run_dir, timeout_s=4, cancel=threading.Event())
+    assert outcome.status is RunStatus.TIMEOUT
+    assert time.monotonic() - start < 30
+    assert "timed out" in outcome.message
+    assert labelled(client, executor.options.run_label) == []
+
+
+def test_live_container_is_hardened_and_cancel_aborts(client, workload_image, tmp_path) -> None:
+    """docker inspect of a running run's container, then a cancel: aborted and removed."""
+    executor = make_executor()
+    spec = cell_spec(max_steps_per_epoch=None, epochs=5)
+    run_dir = write_spec(tmp_path / "run", spec)
+    cancel = threading.Event()
+    result = {}
+    thread = threading.Thread(
+        target=lambda: result.update(
+            outcome=executor.run(spec, Slot(cpus=(0,)), run_dir, timeout_s=300, cancel=cancel)
+        )
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        running = []
+        while time.monotonic() < deadline and not running:
+            running = [
+                c for c in labelled(client, executor.options.run_label) if c.status == "running"
+            ]
+            time.sleep(0.2)
+        assert running, "the run's container never showed up as running"
+        attrs = client.api.inspect_container(running[0].id)
+        host = attrs["HostConfig"]
+        assert host["CapDrop"] == ["ALL"]
+        assert "no-new-privileges" in host["SecurityOpt"]
+        assert host["ReadonlyRootfs"] is True
+        assert "/tmp" in host["Tmpfs"]
+        assert host["PidsLimit"] and host["PidsLimit"] > 0
+        assert host["NetworkMode"] == "none"
+        assert host["CpusetCpus"] == "0"
+        assert host["ShmSize"] >= 2**30
+        assert not host.get("NanoCpus")
+        assert attrs["Config"]["User"] == f"{os.getuid()}:{os.getgid()}"
+        assert attrs["Config"]["Labels"]["harness.cell"] == "dockertest"
+        mounts = {m["Destination"]: m for m in attrs["Mounts"]}
+        assert mounts["/data"]["RW"] is False
+        assert mounts["/out"]["RW"] is True
+        assert mounts["/out"]["Source"] == str(run_dir.resolve())
+    finally:
+        cancel.set()
+        thread.join(timeout=60)
+    assert result["outcome"].status is RunStatus.ABORTED
+    assert labelled(client, executor.options.run_label) == []
+
+
+def test_gpu_cell_without_nvidia_runtime_is_a_clear_error(client, workload_image, tmp_path) -> None:
+    if "nvidia" in client.info().get("Runtimes", {}):
+        pytest.skip("this engine has an NVIDIA runtime")
+    executor = make_executor()
+    spec = cell_spec(accelerator="gpu")
+    with pytest.raises(ExecutorError) as info:
+        executor.prepare([spec])
+    assert "GPU runtime" in info.value.message
+    assert "NVIDIA Container Toolkit" in (info.value.hint or "")
+    assert "--executor local" in (info.value.hint or "")
+    assert labelled(client, executor.options.run_label) == []
+    # Started anyway (no prepare): a failed outcome, and the created container is removed.
+    run_dir = write_spec(tmp_path / "run", spec)
+    outcome = executor.run(
+        spec, Slot(cpus=(0,), gpus=(0,)), run_dir, timeout_s=60, cancel=threading.Event()
+    )
+    assert outcome.status is RunStatus.FAILED
+    assert "NVIDIA Container Toolkit" in outcome.message
+    assert labelled(client, executor.options.run_label) == []
+
+
+def test_missing_base_image_is_a_clear_error(client) -> None:
+    executor = make_executor()
+    with pytest.raises(ExecutorError) as info:
+        executor.prepare([cell_spec(image=f"harness-test/no-such-image:{uuid.uuid4().hex[:8]}")])
+    assert "no such image" in info.value.message
+    assert "build-standin-base.sh" in (info.value.hint or "")
+
+
+def test_unreachable_daemon_is_a_clear_error(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    executor = make_executor()
+    with pytest.raises(ExecutorError) as info:
+        executor.prepare([cell_spec()])
+    assert "cannot reach a Docker engine" in info.value.message
+    assert "docker-engine.sh start" in (info.value.hint or "")
+
+
+def test_cleanup_removes_every_labelled_container(client, workload_image) -> None:
+    executor = make_executor()
+    label = executor.options.run_label
+    for _ in range(2):
+        client.containers.create(
+            workload_image.tag, labels={"harness.run": label}, network_mode="none"
+        )
+    assert len(labelled(client, label)) == 2
+    executor.cleanup()  # never ran anything: the client is connected here
+    assert labelled(client, label) == []
+    assert json.dumps(workload_image.to_dict())  # the image's provenance is serialisable

@@ -1,0 +1,74 @@
+"""``harness doctor`` on this machine: real engine (when reachable), real MNIST, real disk."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.cli.main import main
+from harness.doctor import check_mnist, run_doctor
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST = Path(os.environ.get("HARNESS_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
+
+
+def test_real_mnist_is_found_and_its_md5s_match() -> None:
+    assert check_mnist(MNIST) == (True, True, None)
+
+
+def test_a_changed_mnist_file_fails_the_md5_check(tmp_path: Path) -> None:
+    for path in MNIST.iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    raw = gzip.decompress((MNIST / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(raw[:-1] + b"\x09"))
+    found, md5_ok, error = check_mnist(tmp_path)
+    assert found and md5_ok is False
+    assert "t10k-labels-idx1-ubyte" in error
+
+
+def test_missing_mnist_is_reported(tmp_path: Path) -> None:
+    found, md5_ok, error = check_mnist(tmp_path / "nowhere")
+    assert not found and md5_ok is None and "nowhere" in error
+
+
+def test_doctor_json_reports_this_machine(capsys) -> None:
+    assert main(["doctor", "--output", "json", "--data-dir", str(MNIST)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["mnist_found"] is True and data["mnist_md5_ok"] is True
+    assert data["disk_free_bytes"] == pytest.approx(shutil.disk_usage(Path.cwd()).free, rel=0.05)
+    assert {c["name"] for c in data["checks"]} == {"docker", "gpu runtime", "gpus", "disk", "mnist"}
+    if shutil.which("nvidia-smi") is None:
+        assert data["gpus"] == [] and data["gpu_error"] == "nvidia-smi not found"
+
+
+@pytest.mark.docker
+def test_doctor_sees_the_engine_and_no_gpu_runtime_here() -> None:
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env(timeout=30)
+        version = client.version()["Version"]
+        runtimes = set(client.info()["Runtimes"])
+    except docker.errors.DockerException as exc:
+        pytest.skip(f"no Docker engine reachable: {exc}")
+    report = run_doctor(data_dir=MNIST)
+    assert report.docker_reachable and report.docker_version == version
+    assert report.gpu_runtime == ("nvidia" in runtimes)
+
+
+def test_doctor_says_when_the_engine_is_unreachable(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
+    report = run_doctor(data_dir=MNIST)
+    assert not report.docker_reachable and report.docker_error
+    docker_check = next(c for c in report.checks if c.name == "docker")
+    assert docker_check.ok is False and "docker-engine.sh start" in docker_check.hint
+
+
+def test_doctor_table_renders(capsys) -> None:
+    assert main(["doctor", "--data-dir", str(MNIST)]) == 0
+    out = capsys.readouterr().out
+    assert "mnist" in out and "MD5 ok" in out
