@@ -1,0 +1,65 @@
+"""The typer app, one registration line per verb, and the one place that catches HarnessError.
+
+Exit codes: 0 every run succeeded, 1 some runs failed, 2 bad input (matrix, flags, folder),
+130 interrupted (Ctrl-C or SIGTERM); finished results are kept in every case.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from harness.cli import doctor, plan, report, run, schema
+from harness.errors import HarnessError
+from harness.runner import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
+
+app = typer.Typer(
+    name="harness",
+    help="Run a PyTorch reproducibility matrix and report which settings reproduce bit for bit.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="log what the harness decides")
+    ] = False,
+) -> None:
+    logging.getLogger("harness").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+app.command("run")(run.command)
+app.command("plan")(plan.command)
+app.command("report")(report.command)
+app.command("schema")(schema.command)
+app.command("doctor")(doctor.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: returns the exit code (the console script passes it to sys.exit)."""
+    logging.basicConfig(format="harness: %(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        result = app(args=argv, prog_name="harness", standalone_mode=False)
+    except HarnessError as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        if exc.hint:
+            sys.stderr.write(f"  hint: {exc.hint}\n")
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    except typer.TyperException as exc:
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            sys.stderr.write(f"error: {exc.format_message()}\n")
+        return EXIT_BAD_INPUT
+    return result if isinstance(result, int) else EXIT_OK

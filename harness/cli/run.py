@@ -1,0 +1,91 @@
+"""``harness run FILE``: run every repeat of every cell, then write the report."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from threading import Event
+from typing import Annotated, Optional
+
+import typer
+
+from harness.runner import RunConfig, run_matrix
+
+
+@contextmanager
+def _cancel_on_signals(cancel: Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM ask the runs to stop; finished results stay."""
+
+    def handler(signum: int, frame: object) -> None:
+        cancel.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def command(
+    matrix: Annotated[Path, typer.Argument(help="the matrix YAML file")],
+    out: Annotated[
+        Optional[Path],  # noqa: UP045 - typer reads the annotation at runtime
+        typer.Option(
+            "--out",
+            "-o",
+            help="results folder (default results/<name>-<UTC time>/); reuse it to resume",
+        ),
+    ] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="auto | local | docker (auto: image 'local' runs as a local "
+            "process, other images in containers)"
+        ),
+    ] = "auto",
+    progress: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="rich | plain | quiet (default: rich on a terminal, plain otherwise)"),
+    ] = None,
+    gpus: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="GPU ids to use, e.g. 0,1 (default: nvidia-smi -L)"),
+    ] = None,
+    data_dir: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="MNIST folder (default: HARNESS_MNIST_DIR, else ../shared/data/mnist)"),
+    ] = None,
+    python: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="interpreter with the workload installed, for the local executor "
+            "(default: HARNESS_WORKLOAD_PYTHON, else this one)"
+        ),
+    ] = None,
+    report: Annotated[
+        bool, typer.Option(help="write report.md/json/csv and plots at the end")
+    ] = True,
+) -> int:
+    """Run the matrix; exit 0 if every run succeeded, 1 if some failed, 130 if interrupted."""
+    if progress is not None and progress not in ("rich", "plain", "quiet"):
+        raise typer.BadParameter("choose rich, plain or quiet", param_hint="--progress")
+    config = RunConfig(
+        matrix=matrix,
+        out=out,
+        executor=executor,
+        progress=progress,
+        gpus=gpus,
+        data_dir=data_dir,
+        python=python,
+        formats=("md", "json", "csv") if report else (),
+    )
+    with _cancel_on_signals(config.cancel):
+        summary = run_matrix(config)
+    for path in summary.reports:
+        if path.suffix == ".md":
+            typer.echo(f"report: {path}")
+    typer.echo(f"results: {summary.out}")
+    return summary.exit_code

@@ -1,0 +1,64 @@
+"""The executor registry: names map to lazy ``module:attr`` entries, so ``plan`` and ``schema``
+never import docker, and an unknown name says which ones exist."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+
+from harness.errors import ExecutorError
+from harness.executors.base import Executor, ExecutorOptions, RunOutcome, RunStatus, Slot
+
+__all__ = [
+    "EXECUTORS",
+    "Executor",
+    "ExecutorOptions",
+    "RunOutcome",
+    "RunStatus",
+    "Slot",
+    "get_executor_class",
+    "choose_executor",
+]
+
+EXECUTORS: dict[str, str] = {
+    "local": "harness.executors.local:LocalExecutor",
+    "docker": "harness.executors.docker:DockerExecutor",
+    "fake": "harness.executors.fake:FakeExecutor",
+}
+
+
+def get_executor_class(name: str) -> type[Executor]:
+    """Load one executor class by its registry name."""
+    entry = EXECUTORS.get(name)
+    if entry is None:
+        close = difflib.get_close_matches(name, EXECUTORS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ExecutorError(
+            f"unknown executor {name!r}", f"{hint}available: {', '.join(sorted(EXECUTORS))}"
+        )
+    module_name, attr = entry.split(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ExecutorError(
+            f"executor {name!r} cannot be loaded: {exc}",
+            "install the package with its dependencies (pip install -e .)",
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, Executor)):
+        raise ExecutorError(f"{entry} is not an Executor", "fix the registry entry")
+    return cls
+
+
+def choose_executor(choice: str, images: set[str]) -> str:
+    """``auto``: the image ``local`` runs as a local process, anything else in a container."""
+    if choice != "auto":
+        get_executor_class(choice)  # validates the name early
+        return choice
+    non_local = images - {"local"}
+    if non_local and "local" in images:
+        raise ExecutorError(
+            "the matrix mixes image 'local' with container images "
+            f"({', '.join(sorted(non_local))}); one harness run uses one executor",
+            "split the matrix, or pass --executor local|docker explicitly",
+        )
+    return "docker" if non_local else "local"

@@ -1,0 +1,115 @@
+"""A deterministic stand-in executor for unit tests of scheduling, resume and failure handling.
+
+It writes a well-formed run record computed from the spec alone (no torch), sleeps a chosen
+time, and records which slots were in use at once. It never replaces the real executors in the
+end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from harness.contract import LOG_FILE, LOSSES_FILE, RECORD_FILE, RunSpec, write_json_atomic
+from harness.executors.base import Executor, ExecutorOptions, RunOutcome, RunStatus, Slot
+
+
+class FakeExecutor(Executor):
+    """Options ``extra``: ``seconds`` (sleep per run), ``fail_placement`` (runs of that
+    placement exit non-zero), ``diverge_placement`` (repeats of it differ from step 10)."""
+
+    name = "fake"
+
+    def __init__(self, options: ExecutorOptions) -> None:
+        super().__init__(options)
+        self.seconds = float(options.extra.get("seconds", "0.05"))
+        self.fail_placement = options.extra.get("fail_placement")
+        self.diverge_placement = options.extra.get("diverge_placement")
+        self._lock = threading.Lock()
+        self.running: list[Slot] = []
+        self.max_concurrency = 0
+        self.overlaps: list[tuple[Slot, Slot]] = []
+        self.calls: list[tuple[str, int]] = []
+
+    def run(
+        self,
+        spec: RunSpec,
+        slot: Slot,
+        run_dir: Path,
+        *,
+        timeout_s: float,
+        cancel: threading.Event,
+    ) -> RunOutcome:
+        with self._lock:
+            for other in self.running:
+                if set(other.cpus) & set(slot.cpus) or set(other.gpus) & set(slot.gpus):
+                    self.overlaps.append((other, slot))
+            self.running.append(slot)
+            self.max_concurrency = max(self.max_concurrency, len(self.running))
+            self.calls.append((spec.cell_id, spec.repeat))
+        start = time.monotonic()
+        try:
+            (run_dir / LOG_FILE).write_text(f"epoch 1/{spec.epochs} done: fake\n")
+            if cancel.wait(min(self.seconds, timeout_s)):
+                return RunOutcome(RunStatus.ABORTED, time.monotonic() - start, None, "cancelled")
+            if self.seconds > timeout_s:
+                return RunOutcome(RunStatus.TIMEOUT, timeout_s, None, "timed out")
+            if spec.placement == self.fail_placement:
+                (run_dir / LOG_FILE).write_text("Traceback: boom\nRuntimeError: fake failure\n")
+                return RunOutcome(RunStatus.FAILED, time.monotonic() - start, 1, "exit code 1")
+            write_fake_record(spec, run_dir, diverge=spec.placement == self.diverge_placement)
+            return RunOutcome(RunStatus.OK, time.monotonic() - start, 0)
+        finally:
+            with self._lock:
+                self.running.remove(slot)
+
+
+def write_fake_record(
+    spec: RunSpec, run_dir: Path, *, diverge: bool = False, steps: int = 50
+) -> None:
+    """A run record in the documented format with a trajectory derived from the spec."""
+    rng = np.random.default_rng(spec.seed)
+    losses = (2.3 * np.exp(-np.arange(steps) / 20) + rng.random(steps) * 0.01).astype("<f4")
+    if diverge and spec.repeat > 0:
+        losses[10:] += np.float32(1e-3 * spec.repeat)
+    losses = losses.reshape(steps, 1)
+    np.save(run_dir / LOSSES_FILE, losses)
+    traj = hashlib.sha256(np.ascontiguousarray(losses, dtype="<f4").tobytes()).hexdigest()
+    final = hashlib.sha256(b"final" + traj.encode()).hexdigest()
+    record = {
+        "format_version": 1,
+        "status": "ok",
+        "error": None,
+        "spec": spec.to_dict(),
+        "steps": steps,
+        "ranks": 1,
+        "steps_per_epoch": [steps],
+        "digests": {
+            "trajectory": traj,
+            "init_weights": "init",
+            "final_weights": final,
+            "epochs": [traj],
+            "split": "split",
+        },
+        "epochs": [
+            {
+                "epoch": 0,
+                "steps": steps,
+                "first_step": 0,
+                "val_loss": 0.5,
+                "val_acc": 0.9,
+                "train_seconds": 1.0,
+                "val_seconds": 0.1,
+                "steps_per_second": steps / 1.0,
+            }
+        ],
+        "timing": {"wall_seconds": 1.2, "setup_seconds": 0.1},
+        "nondeterministic_ops": [],
+        "provenance": {},
+        "files": {"losses": LOSSES_FILE},
+    }
+    write_json_atomic(run_dir / RECORD_FILE, record)

@@ -1,0 +1,204 @@
+"""Run one repeat as a child process on this machine: no containers.
+
+The child gets its own session (so the terminal's Ctrl-C reaches only the harness, which then
+stops runs in order), is pinned to its slot's cores, and dies with the harness even on SIGKILL
+(PR_SET_PDEATHSIG, set by a tiny launcher before it execs the workload). Stopping escalates
+SIGINT -> SIGTERM -> SIGKILL over the whole process group, since Lightning's DDP starts children.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from harness.contract import (
+    CUBLAS_WORKSPACE_DETERMINISTIC,
+    LOG_FILE,
+    SPEC_FILE,
+    RunSpec,
+)
+from harness.executors.base import Executor, ExecutorOptions, RunOutcome, RunStatus, Slot
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait after each signal of the SIGINT -> SIGTERM -> SIGKILL escalation.
+GRACE_S = 5.0
+POLL_S = 0.1
+
+# Runs in the child before the workload: die with the harness, then become the workload.
+# argv: [python, -c, LAUNCHER, <expected parent pid>, <workload argv...>]
+LAUNCHER = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(137)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def default_python() -> str:
+    return os.environ.get("HARNESS_WORKLOAD_PYTHON") or sys.executable
+
+
+def run_env(spec: RunSpec, slot: Slot, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The child's environment: pinned threads, visible GPUs, hash seed, cuBLAS workspace."""
+    env = dict(os.environ if base is None else base)
+    threads = str(spec.threads)
+    env.update(
+        OMP_NUM_THREADS=threads,
+        MKL_NUM_THREADS=threads,
+        PYTHONHASHSEED=str(spec.pythonhashseed),
+        CUDA_VISIBLE_DEVICES=",".join(map(str, slot.gpus)),
+        PYTHONUNBUFFERED="1",
+    )
+    if spec.deterministic_algorithms != "off" and spec.accelerator == "gpu":
+        env["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE_DETERMINISTIC
+    env.update(spec.extra_env)
+    return env
+
+
+class LocalExecutor(Executor):
+    """``python -m harness.workload`` per run, with ``options.python`` as the interpreter."""
+
+    name = "local"
+
+    def __init__(self, options: ExecutorOptions) -> None:
+        super().__init__(options)
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    def argv(self, run_dir: Path) -> list[str]:
+        python = self.options.python or default_python()
+        argv = [
+            python,
+            "-m",
+            "harness.workload",
+            "--spec",
+            str(run_dir / SPEC_FILE),
+            "--out",
+            str(run_dir),
+        ]
+        if self.options.data_dir is not None:
+            argv += ["--data-dir", str(self.options.data_dir)]
+        return argv
+
+    def run(
+        self,
+        spec: RunSpec,
+        slot: Slot,
+        run_dir: Path,
+        *,
+        timeout_s: float,
+        cancel: threading.Event,
+    ) -> RunOutcome:
+        workload = self.argv(run_dir)
+        argv = [workload[0], "-c", LAUNCHER, str(os.getpid()), *workload]
+        start = time.monotonic()
+        with open(run_dir / LOG_FILE, "ab") as log_file:
+            try:
+                proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    env=run_env(spec, slot),
+                    cwd=run_dir,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                return RunOutcome(
+                    RunStatus.FAILED, 0.0, None, f"cannot start {workload[0]}: {exc.strerror}"
+                )
+        with self._lock:
+            self._procs[proc.pid] = proc
+        try:
+            if slot.cpus:
+                try:
+                    os.sched_setaffinity(proc.pid, slot.cpus)
+                except OSError as exc:  # the child may already be gone
+                    log.debug("sched_setaffinity(%d): %s", proc.pid, exc)
+            return self._wait(proc, start, timeout_s, cancel)
+        finally:
+            _stop_group(proc, grace_s=0.0)  # stragglers (DDP ranks) of a finished run
+            with self._lock:
+                self._procs.pop(proc.pid, None)
+
+    def _wait(
+        self, proc: subprocess.Popen[bytes], start: float, timeout_s: float, cancel: threading.Event
+    ) -> RunOutcome:
+        deadline = start + timeout_s
+        while True:
+            try:
+                code = proc.wait(timeout=POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if cancel.is_set():
+                _stop_group(proc)
+                return RunOutcome(
+                    RunStatus.ABORTED,
+                    time.monotonic() - start,
+                    proc.returncode,
+                    "stopped: the harness was interrupted",
+                )
+            if time.monotonic() > deadline:
+                _stop_group(proc)
+                return RunOutcome(
+                    RunStatus.TIMEOUT,
+                    time.monotonic() - start,
+                    proc.returncode,
+                    f"timed out after {timeout_s:g} s; raise run.timeout_s in the "
+                    "matrix if the run needs longer",
+                )
+        seconds = time.monotonic() - start
+        if code == 0:
+            return RunOutcome(RunStatus.OK, seconds, 0)
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            return RunOutcome(
+                RunStatus.FAILED, seconds, code, f"killed by {name}", extra={"error_type": "killed"}
+            )
+        return RunOutcome(RunStatus.FAILED, seconds, code, f"exited with code {code}")
+
+    def cleanup(self) -> None:
+        with self._lock:
+            procs = list(self._procs.values())
+        for proc in procs:
+            _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen[bytes], grace_s: float = GRACE_S) -> None:
+    """SIGINT, SIGTERM, then SIGKILL to the run's process group, and reap the leader."""
+    pgid = proc.pid  # start_new_session: the child leads its own group
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        if grace_s == 0.0 and sig is not signal.SIGKILL:
+            continue
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
+        if _group_gone(proc, pgid, grace_s if sig is not signal.SIGKILL else GRACE_S):
+            break
+    try:
+        proc.wait(timeout=GRACE_S)
+    except subprocess.TimeoutExpired:
+        log.warning("process %d did not exit after SIGKILL", proc.pid)
+
+
+def _group_gone(proc: subprocess.Popen[bytes], pgid: int, wait_s: float) -> bool:
+    deadline = time.monotonic() + wait_s
+    while True:
+        proc.poll()  # reap the leader so its group can empty
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)

@@ -1,0 +1,41 @@
+"""The reproducibility report: ``analyze`` a results folder, then render md/json/csv + plots."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.report.analyze import analyze
+from harness.report.model import Report
+
+__all__ = ["FORMATS", "Report", "analyze", "write_reports"]
+
+FORMATS = ("md", "json", "csv")
+
+
+def write_reports(root: str | Path, formats: Sequence[str], *, plots: bool = True) -> list[Path]:
+    """Write report.<fmt> (and plots/ for md) into the results folder; returns the paths."""
+    from harness.report.exporters import EXPORTERS
+    from harness.store import write_bytes_atomic
+
+    for fmt in formats:
+        if fmt not in EXPORTERS:
+            close = difflib.get_close_matches(fmt, EXPORTERS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise HarnessError(
+                f"unknown report format {fmt!r}", f"{hint}available: {', '.join(EXPORTERS)}"
+            )
+    report = analyze(root)
+    written: list[Path] = []
+    if plots and "md" in formats:
+        from harness.report.plots import write_plots
+
+        written += write_plots(report)
+    for fmt in dict.fromkeys(formats):
+        filename, render = EXPORTERS[fmt]
+        path = report.root / filename
+        write_bytes_atomic(path, render(report))
+        written.append(path)
+    return written

@@ -1,0 +1,54 @@
+"""Exporters: pure functions from the report model to bytes, looked up by format name."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+
+from harness.report.flatten import rows, to_jsonable
+from harness.report.markdown import render_markdown
+from harness.report.model import Report
+
+REPORT_FORMAT_VERSION = 1
+
+
+def render_json(report: Report) -> bytes:
+    cells = []
+    for cell in report.cells:
+        entry = to_jsonable(cell)
+        entry["runs"] = [
+            {k: v for k, v in run.items() if k != "run_dir"} for run in entry.pop("runs")
+        ]
+        cells.append(entry)
+    data = {
+        "format_version": REPORT_FORMAT_VERSION,
+        "name": report.name,
+        "summaries": report.summaries,
+        "cells": cells,
+        "table": rows(report),
+        "comparisons": to_jsonable(report.comparisons),
+        "costs": [{**to_jsonable(c), "ratio": c.ratio} for c in report.costs],
+        "failures": to_jsonable(report.failures),
+    }
+    return (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8")
+
+
+def render_csv(report: Report) -> bytes:
+    table = rows(report)
+    buffer = io.StringIO()
+    if table:
+        writer = csv.DictWriter(buffer, fieldnames=list(table[0]), lineterminator="\n")
+        writer.writeheader()
+        for row in table:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buffer.getvalue().encode("utf-8")
+
+
+#: format name -> (file name, renderer)
+EXPORTERS: dict[str, tuple[str, Callable[[Report], bytes]]] = {
+    "md": ("report.md", render_markdown),
+    "json": ("report.json", render_json),
+    "csv": ("report.csv", render_csv),
+}

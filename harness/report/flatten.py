@@ -1,0 +1,63 @@
+"""One row per cell, shared by the CSV and the Markdown table, so the two never drift."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from harness.report.model import CellReport, Report
+
+#: Settings shown as table columns, in this order.
+SHOWN_SETTINGS = (
+    "image",
+    "accelerator",
+    "devices",
+    "placement",
+    "cudnn_deterministic",
+    "cudnn_benchmark",
+    "deterministic_algorithms",
+    "threads",
+)
+
+
+def cell_row(cell: CellReport) -> dict[str, Any]:
+    d = cell.first_divergence
+    row: dict[str, Any] = {"id": cell.id, "name": cell.name}
+    row.update({k: cell.settings.get(k) for k in SHOWN_SETTINGS})
+    row.update(
+        repeats=cell.repeats,
+        ok_runs=cell.ok_runs,
+        distinct_trajectories=cell.distinct_trajectories,
+        reproducible=cell.reproducible,
+        divergence_epoch=d.epoch if d else None,
+        divergence_batch=d.batch if d else None,
+        divergence_step=d.step if d else None,
+        max_abs_delta=d.max_abs_delta if d else None,
+        max_ulps=d.max_ulps if d else None,
+        init_weights_equal=cell.init_equal,
+        final_weights_equal=cell.final_equal,
+        val_acc_mean=cell.val_acc_mean,
+        val_acc_sd=cell.val_acc_sd,
+        seconds_per_epoch=cell.seconds_per_epoch,
+        verdict=cell.verdict,
+    )
+    return row
+
+
+def rows(report: Report) -> list[dict[str, Any]]:
+    return [cell_row(c) for c in report.cells]
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    return value

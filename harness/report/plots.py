@@ -1,0 +1,104 @@
+"""PNG plots of |Δloss| per step between repeats (log y), one per cell that does not reproduce."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from harness.report.analyze import load_losses
+from harness.report.model import CellReport, Report
+
+log = logging.getLogger(__name__)
+
+PLOTS_DIR = "plots"
+MAX_POINTS = 800
+#: Plots drawn per report: each takes ~0.1-0.2 s on a small CPU; the rest are listed unplotted.
+MAX_PLOTS = 25
+
+
+def _envelope(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Downsample to at most MAX_POINTS by keeping each bin's maximum (spikes stay visible)."""
+    n = len(values)
+    if n <= MAX_POINTS:
+        return np.arange(n), values
+    width = int(np.ceil(n / MAX_POINTS))
+    pad = (-n) % width
+    padded = np.concatenate([values, np.full(pad, np.nan)]).reshape(-1, width)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # bins of equal steps are all NaN
+        return np.arange(0, n, width), np.nanmax(padded, axis=1)
+
+
+class _Canvas:
+    """One Agg figure reused for every plot: creating figures dominates the cost."""
+
+    def __init__(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+
+        self.fig = Figure(figsize=(7, 3), dpi=72)
+        self.ax = self.fig.add_axes((0.1, 0.17, 0.87, 0.72))
+
+    def draw(
+        self, title: str, series: list[tuple[str, np.ndarray, np.ndarray]], path: Path
+    ) -> None:
+        ax = self.ax
+        ax.clear()
+        for label, x, y in series:
+            ax.plot(x, y, linewidth=0.8, label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("global step")
+        ax.set_ylabel("|Δloss|")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7, loc="upper right")
+        self.fig.savefig(path)
+
+
+def plot_cell(cell: CellReport, out_dir: Path, canvas: _Canvas | None = None) -> str | None:
+    ok = [r for r in cell.runs if r.status == "ok"]
+    if cell.reproducible is not False or len(ok) < 2 or cell.distinct_trajectories < 2:
+        return None
+    ref = load_losses(ok[0].run_dir)
+    series = []
+    for run in ok[1:]:
+        if run.trajectory == ok[0].trajectory:
+            continue
+        other = load_losses(run.run_dir)
+        n = min(len(ref), len(other))
+        if ref.shape[1] != other.shape[1] or n == 0:
+            continue
+        delta = np.abs(ref[:n].astype(np.float64) - other[:n].astype(np.float64)).max(axis=1)
+        delta[delta == 0] = np.nan  # log scale: equal steps leave a gap
+        x, y = _envelope(delta)
+        series.append((f"repeat {run.repeat} vs {ok[0].repeat}", x, y))
+    if not series:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{cell.name}--{cell.id}.png"
+    (canvas or _Canvas()).draw(cell.name, series, out_dir / name)
+    return f"{PLOTS_DIR}/{name}"
+
+
+def write_plots(report: Report) -> list[Path]:
+    written = []
+    canvas: _Canvas | None = None
+    for cell in report.cells:
+        if cell.reproducible is not False:
+            continue
+        if len(written) >= MAX_PLOTS:
+            log.info("plot limit %d reached; no plot for %s", MAX_PLOTS, cell.name)
+            continue
+        canvas = canvas or _Canvas()
+        try:
+            cell.plot = plot_cell(cell, report.root / PLOTS_DIR, canvas)
+        except (OSError, ValueError) as exc:
+            log.warning("no plot for %s: %s", cell.name, exc)
+            cell.plot = None
+        if cell.plot:
+            written.append(report.root / cell.plot)
+    return written

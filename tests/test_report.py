@@ -1,0 +1,248 @@
+"""Verdicts and divergences on hand-made run records (no torch, no training)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.contract import RunSpec, write_json_atomic
+from harness.report import analyze, write_reports
+from harness.report.analyze import divergence, ulp_order
+from harness.report.exporters import render_csv, render_json
+from harness.report.markdown import escape, fence
+
+STEPS = 120
+EPOCHS = [(0, 0), (1, 60)]  # (epoch, first_step): two epochs of 60 steps
+
+
+def digest(losses: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(losses, dtype="<f4").tobytes()).hexdigest()
+
+
+def base_losses(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (2.3 * np.exp(-np.arange(STEPS) / 40) + rng.random(STEPS) * 0.05).astype("<f4")[:, None]
+
+
+def write_run(
+    root: Path,
+    cell: dict,
+    repeat: int,
+    losses: np.ndarray | None,
+    *,
+    final: str = "w",
+    status: str = "ok",
+    error: dict | None = None,
+    acc: float = 0.9,
+) -> None:
+    run_dir = root / cell["dir"] / f"repeat-{repeat}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec = RunSpec(**cell["settings"], repeat=repeat, cell_id=cell["id"], cell_name=cell["name"])
+    if losses is not None:
+        np.save(run_dir / "losses.npy", losses)
+    traj = digest(losses) if losses is not None else None
+    write_json_atomic(
+        run_dir / "run.json",
+        {
+            "format_version": 1,
+            "status": status,
+            "error": error,
+            "spec": spec.to_dict(),
+            "steps": 0 if losses is None else len(losses),
+            "ranks": 1,
+            "steps_per_epoch": [60, 60],
+            "digests": {
+                "trajectory": traj,
+                "init_weights": "i",
+                "final_weights": final,
+                "epochs": [],
+                "split": "s",
+            },
+            "epochs": [
+                {
+                    "epoch": e,
+                    "steps": 60,
+                    "first_step": f,
+                    "val_acc": acc,
+                    "train_seconds": 2.0 + e,
+                    "val_seconds": 0.5,
+                }
+                for e, f in EPOCHS
+            ],
+            "timing": {"wall_seconds": 6.0},
+        },
+    )
+
+
+def make_cell(name: str, **settings) -> dict:
+    full = {"image": "local", "placement": "before_model", **settings}
+    cid = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return {"id": cid, "name": name, "dir": f"cells/{name}--{cid}", "settings": full}
+
+
+def make_results(root: Path, cells: list[dict], repeats: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(
+        root / "manifest.json",
+        {"format_version": 1, "name": "hand-made", "repeats": repeats, "cells": cells},
+    )
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """Four cells: identical; diverging at step 75; final weights only; one failed run."""
+    same = make_cell("same", placement="before_model")
+    diverge = make_cell("diverge", placement="none")
+    weights = make_cell("weights", placement="before_trainer")
+    failed = make_cell("failed", placement="process_start")
+    make_results(tmp_path, [same, diverge, weights, failed], repeats=3)
+    base = base_losses()
+    for k in range(3):
+        write_run(tmp_path, same, k, base)
+        changed = base.copy()
+        if k == 2:
+            changed[75, 0] = np.nextafter(changed[75, 0], np.float32(10))  # one ULP
+            changed[90, 0] += np.float32(0.25)
+        write_run(tmp_path, diverge, k, changed, acc=0.9 + 0.01 * k)
+        write_run(tmp_path, weights, k, base, final=f"w{k}")
+    write_run(tmp_path, failed, 0, base)
+    write_run(
+        tmp_path,
+        failed,
+        1,
+        None,
+        status="failed",
+        error={
+            "type": "timeout",
+            "message": "timed out after 5 s",
+            "log_tail": "line | with <b>html</b>\n``` fence",
+        },
+    )
+    return tmp_path
+
+
+def by_name(report) -> dict:
+    return {c.name: c for c in report.cells}
+
+
+def test_identical_repeats_reproduce(results: Path):
+    cell = by_name(analyze(results))["same"]
+    assert cell.reproducible is True
+    assert cell.distinct_trajectories == 1
+    assert cell.first_divergence is None
+    assert cell.init_equal is True and cell.final_equal is True
+    assert cell.seconds_per_epoch == pytest.approx(3.0)  # (2.5 + 3.5) / 2
+
+
+def test_divergence_at_a_known_step(results: Path):
+    cell = by_name(analyze(results))["diverge"]
+    assert cell.reproducible is False
+    assert cell.distinct_trajectories == 2
+    d = cell.first_divergence
+    assert (d.epoch, d.batch, d.step, d.repeat) == (1, 15, 75, 2)
+    assert d.max_abs_delta == pytest.approx(0.25, rel=1e-3)
+    assert d.max_ulps > 1
+    assert cell.val_acc_mean == pytest.approx(0.91)
+    assert cell.val_acc_sd == pytest.approx(0.01)
+
+
+def test_final_weights_only(results: Path):
+    cell = by_name(analyze(results))["weights"]
+    assert cell.distinct_trajectories == 1
+    assert cell.first_divergence is None
+    assert cell.final_equal is False
+    assert cell.reproducible is False
+    assert "final weights differ" in cell.verdict
+
+
+def test_failed_run_is_listed_with_its_log(results: Path):
+    report = analyze(results)
+    cell = by_name(report)["failed"]
+    assert cell.reproducible is False and cell.ok_runs == 1
+    kinds = {(f.cell, f.repeat): f for f in report.failures}
+    assert kinds[("failed", 1)].type == "timeout"
+    assert kinds[("failed", 2)].type == "missing"
+
+
+def test_summary_says_which_axis_breaks_it(results: Path):
+    text = analyze(results).summaries["local"]
+    assert "1 of 4 cells reproduce bit for bit" in text
+    assert "placement=before_model always does" in text
+
+
+def test_ulp_distance_uses_the_int32_ordering():
+    a = np.array([1.0, -0.0, 0.0, -1e-45], dtype="<f4")
+    b = np.array([np.nextafter(np.float32(1), np.float32(2)), 0.0, 1e-45, 1e-45], dtype="<f4")
+    ulps = np.abs(ulp_order(a.view("<i4")) - ulp_order(b.view("<i4")))
+    assert ulps.tolist() == [1, 0, 1, 2]
+
+
+def test_divergence_by_bits_counts_nan_and_length():
+    a = np.zeros((5, 1), dtype="<f4")
+    assert divergence(a, a.copy(), 1, [(0, 0)]) is None
+    short = divergence(a, a[:3].copy(), 1, [(0, 0)])
+    assert short.step == 3 and short.shape_differs
+
+
+def test_markdown_escapes_user_text_and_links_plots(results: Path):
+    write_reports(results, ["md", "json", "csv"])
+    md = (results / "report.md").read_text()
+    assert "<b>" not in md.split("<details>")[0]
+    assert "line | with <b>html</b>" in md  # inside a fenced block, verbatim
+    assert "````text" in md  # the fence is longer than the ``` inside the log
+    assert "(plots/diverge--" in md
+    plot = next((results / "plots").glob("diverge--*.png"))
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((results / "plots").glob("same--*.png"))
+    assert escape("a|b <i>[x](y)") == "a\\|b &lt;i&gt;\\[x\\]\\(y\\)"
+    assert fence("``` x").startswith("````")
+
+
+def test_json_and_csv_carry_the_same_numbers(results: Path):
+    report = analyze(results)
+    data = json.loads(render_json(report))
+    rows = list(csv.DictReader(io.StringIO(render_csv(report).decode())))
+    assert [c["name"] for c in data["cells"]] == [r["name"] for r in rows]
+    for cell, row in zip(data["cells"], rows, strict=True):
+        for key in (
+            "id",
+            "name",
+            "settings",
+            "repeats",
+            "reproducible",
+            "distinct_trajectories",
+            "first_divergence",
+        ):
+            assert key in cell
+        assert str(cell["distinct_trajectories"]) == row["distinct_trajectories"]
+        d = cell["first_divergence"]
+        assert (str(d["step"]) if d else "") == row["divergence_step"]
+
+
+def test_report_runs_without_torch(results: Path):
+    code = (
+        "import sys, builtins\n"
+        "real = builtins.__import__\n"
+        "def guard(name, *a, **k):\n"
+        "    if name.split('.')[0] in ('torch', 'lightning', 'pytorch_lightning'):\n"
+        "        raise ImportError('torch is not allowed on the host side')\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = guard\n"
+        "from harness.cli import main\n"
+        f"rc = main(['report', {str(results)!r}])\n"
+        "assert 'torch' not in sys.modules\n"
+        "sys.exit(rc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (results / "report.md").exists()
