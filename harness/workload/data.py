@@ -1,0 +1,220 @@
+"""MNIST from IDX files, checked by MD5, as the exact tensors ``transforms.ToTensor()`` makes.
+
+Converting every sample through PIL and ToTensor costs more than the training itself on a small
+CPU, so the whole set is converted once with the same arithmetic (uint8 -> float32, then / 255)
+and batches are cut with ``index_select``, which copies the same bytes that ``default_collate``
+would stack. A test proves the equality over all 70,000 images.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import shutil
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+#: MD5 of the uncompressed IDX files (the published values; ../shared/data/mnist/MD5SUMS.raw).
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+
+#: The mirrors torchvision downloads from, in its order.
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+
+TRAIN_SIZE = 55_000
+VAL_SIZE = 5_000
+
+_IDX_DTYPES = {0x08: np.uint8}
+
+
+class DataError(Exception):
+    """MNIST is missing or corrupt; the message names the file and the fix."""
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "harness" / "mnist"
+
+
+def _candidates(data_dir: Path, name: str) -> list[Path]:
+    paths = []
+    for folder in (data_dir, data_dir / "MNIST" / "raw"):
+        paths += [folder / name, folder / f"{name}.gz"]
+    return paths
+
+
+def read_idx_bytes(data_dir: Path, name: str) -> bytes:
+    """The uncompressed bytes of one IDX file (raw or .gz), checked against its known MD5."""
+    for path in _candidates(data_dir, name):
+        if path.is_file():
+            break
+    else:
+        raise DataError(
+            f"MNIST file {name} (or {name}.gz) not found in {data_dir}: point --data-dir, "
+            "spec.data_dir or HARNESS_MNIST_DIR at a folder holding the four IDX files, "
+            "or leave them unset to download MNIST"
+        )
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path}: not a readable gzip file ({exc}); replace it") from exc
+    digest = hashlib.md5(raw).hexdigest()  # noqa: S324 - a checksum, not security
+    if digest != MNIST_MD5[name]:
+        raise DataError(
+            f"{path}: MD5 of the uncompressed data is {digest}, expected {MNIST_MD5[name]}; "
+            "the file is corrupt or not MNIST: delete it and copy or download it again"
+        )
+    return raw
+
+
+def parse_idx(raw: bytes) -> np.ndarray:
+    """Parse an IDX file (big-endian header: 0, 0, dtype code, ndim; then the dims)."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError("not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    count = int(np.prod(dims)) if dims else 0
+    if len(raw) - offset != count:
+        raise DataError(f"IDX body has {len(raw) - offset} bytes, header says {count}")
+    return np.frombuffer(raw, dtype=_IDX_DTYPES[raw[2]], offset=offset).reshape(dims)
+
+
+def to_tensor_scale(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N, 28, 28] -> float32 [N, 1, 28, 28] in [0, 1], the arithmetic ToTensor uses."""
+    return torch.from_numpy(images.copy()).to(dtype=torch.float32).div(255).unsqueeze(1)
+
+
+@dataclass(frozen=True)
+class Mnist:
+    """One MNIST split as tensors: images float32 [N, 1, 28, 28], labels int64 [N]."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def load_mnist(data_dir: Path, train: bool = True) -> Mnist:
+    """Read, verify and convert one split; fails before any training if a file is bad."""
+    prefix = "train" if train else "t10k"
+    images = parse_idx(read_idx_bytes(data_dir, f"{prefix}-images-idx3-ubyte"))
+    labels = parse_idx(read_idx_bytes(data_dir, f"{prefix}-labels-idx1-ubyte"))
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(f"{data_dir}: {images.shape[0]} images but {labels.shape[0]} labels")
+    return Mnist(to_tensor_scale(images), torch.from_numpy(labels.astype(np.int64)))
+
+
+def verify_mnist(data_dir: Path) -> None:
+    """Check all four files (name and MD5) without converting them."""
+    for name in MNIST_MD5:
+        read_idx_bytes(data_dir, name)
+
+
+def download_mnist(dest: Path, mirrors: Sequence[str] = MIRRORS, timeout: float = 60.0) -> Path:
+    """Download the four gzipped files like torchvision does, trying each mirror, verified.
+
+    A file already in ``dest`` with the right MD5 is kept. A download that fails the check is
+    deleted and the next mirror is tried.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in MNIST_MD5:
+        try:
+            read_idx_bytes(dest, name)
+            continue
+        except DataError:
+            pass
+        target = dest / f"{name}.gz"
+        errors = []
+        for mirror in mirrors:
+            url = f"{mirror}{name}.gz"
+            tmp = target.with_name(f".{target.name}.part")
+            try:
+                log.info("downloading %s", url)
+                with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+                    with open(tmp, "wb") as handle:
+                        shutil.copyfileobj(response, handle)
+                tmp.replace(target)
+                read_idx_bytes(dest, name)
+                break
+            except (OSError, DataError) as exc:
+                errors.append(f"{url}: {exc}")
+                tmp.unlink(missing_ok=True)
+                target.unlink(missing_ok=True)
+        else:
+            raise DataError(
+                f"could not download {name}.gz: {'; '.join(errors)}; copy MNIST to a folder "
+                "and pass --data-dir or set HARNESS_MNIST_DIR"
+            )
+    return dest
+
+
+def resolve_data_dir(cli_dir: str | None, spec_dir: str | None) -> Path:
+    """Where MNIST is: --data-dir, then spec.data_dir, then HARNESS_MNIST_DIR, else download."""
+    for candidate in (cli_dir, spec_dir, os.environ.get("HARNESS_MNIST_DIR")):
+        if candidate:
+            return Path(candidate)
+    return download_mnist(default_cache_dir())
+
+
+def shard_indices(indices: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """The indices rank ``rank`` sees, as DistributedSampler(shuffle=False, drop_last=False).
+
+    The list is padded by wrapping to a multiple of ``world``; rank r takes ``indices[r::world]``.
+    """
+    if world == 1:
+        return indices
+    total = -(-len(indices) // world) * world
+    pad = total - len(indices)
+    if pad:
+        reps = -(-pad // len(indices))
+        indices = torch.cat([indices, indices.repeat(reps)[:pad]])
+    return indices[rank:total:world]
+
+
+def split_digest(train_indices: Sequence[int], val_indices: Sequence[int]) -> str:
+    """sha256 over the int64 little-endian train indices, then the validation indices."""
+    digest = hashlib.sha256()
+    digest.update(np.asarray(train_indices, dtype="<i8").tobytes())
+    digest.update(np.asarray(val_indices, dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
+class Batches:
+    """Batches of ``batch_size`` over ``indices`` in order, cut from pre-converted tensors.
+
+    A plain iterable with a length: Lightning 2.x takes it as a dataloader when
+    ``use_distributed_sampler=False``, and no per-sample Python runs per step.
+    """
+
+    def __init__(self, data: Mnist, indices: torch.Tensor, batch_size: int) -> None:
+        self.images = data.images
+        self.labels = data.labels
+        self.indices = indices.to(device=data.images.device, dtype=torch.int64)
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx in torch.split(self.indices, self.batch_size):
+            yield self.images.index_select(0, idx), self.labels.index_select(0, idx)

@@ -1,0 +1,108 @@
+"""The post's LitMNIST, ported to Lightning 2.x and stripped of per-step overhead.
+
+Same network, loss, optimizer and data order as the post's model.py, so a ``before_model`` run
+gives the bits of benchmarks/post_port.py. What differs is only how it gets there: batches are
+cut from pre-converted tensors, optimization is manual (one zero_grad, backward, step per batch,
+as Lightning's automatic loop does, without its closure and result bookkeeping), the loss is
+kept on the device, and nothing is logged per step.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning import LightningModule
+from torch import nn
+from torch.utils.data import TensorDataset, random_split
+
+from harness.workload.data import TRAIN_SIZE, VAL_SIZE, Batches, Mnist, shard_indices
+from harness.workload.recorder import LossRecorder
+
+
+class LitMNIST(LightningModule):
+    """Flatten -> Linear(784, hidden) -> ReLU -> Linear(hidden, 10), log_softmax, nll_loss."""
+
+    def __init__(
+        self,
+        mnist: Mnist,
+        recorder: LossRecorder,
+        hidden_size: int = 64,
+        learning_rate: float = 1e-4,
+        batch_size: int = 32,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.mnist = mnist
+        self.recorder = recorder
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.num_classes = 10
+        self.model = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(28 * 28, hidden_size),
+            nn.ReLU(),
+            nn.Linear(hidden_size, self.num_classes),
+        )
+        self.train_indices: list[int] = []
+        self.val_indices: list[int] = []
+        self._val_loss_sum: torch.Tensor | None = None
+        self._val_correct: torch.Tensor | None = None
+        self._device_mnist: Mnist | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.model(x), dim=1)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.learning_rate)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        loss = F.nll_loss(self(x), y)
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        self.recorder.record(batch_idx, loss)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._val_correct = torch.zeros((), dtype=torch.int64, device=self.device)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self._val_loss_sum += F.nll_loss(logits, y, reduction="sum").double()
+        self._val_correct += (logits.argmax(dim=1) == y).sum()
+
+    def validation_result(self) -> tuple[float, float] | None:
+        """Mean loss and accuracy over all validation samples (one host sync per epoch)."""
+        if self._val_loss_sum is None or self._val_correct is None:
+            return None
+        count = len(self.val_indices)
+        return self._val_loss_sum.item() / count, self._val_correct.item() / count
+
+    def setup(self, stage: str) -> None:
+        """Split as the post does: random_split with the default generator, in setup()."""
+        full_train = TensorDataset(self.mnist.images, self.mnist.labels)
+        train, val = random_split(full_train, [TRAIN_SIZE, VAL_SIZE])
+        self.train_indices, self.val_indices = list(train.indices), list(val.indices)
+
+    def _on_device(self) -> Mnist:
+        if self._device_mnist is None or self._device_mnist.images.device != self.device:
+            self._device_mnist = Mnist(
+                self.mnist.images.to(self.device), self.mnist.labels.to(self.device)
+            )
+        return self._device_mnist
+
+    def train_dataloader(self) -> Batches:
+        indices = shard_indices(
+            torch.tensor(self.train_indices, dtype=torch.int64),
+            self.global_rank,
+            self.trainer.world_size,
+        )
+        return Batches(self._on_device(), indices, self.batch_size)
+
+    def val_dataloader(self) -> Batches:
+        """Every rank validates on all 5,000 samples, so the numbers are exact sums."""
+        indices = torch.tensor(self.val_indices, dtype=torch.int64)
+        return Batches(self._on_device(), indices, self.batch_size)

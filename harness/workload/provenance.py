@@ -1,0 +1,123 @@
+"""Where and with what a run ran: versions, hardware, numerics-relevant env, code digest.
+
+Two runs that should match but don't are first compared here, so every field is read from the
+running process, not from what the host believes it started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.contract import NUMERIC_ENV_VARS, RunSpec
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def workload_digest() -> str:
+    """sha256 over this package's .py files (sorted relative path + bytes) and contract.py."""
+    files = sorted(_PACKAGE.rglob("*.py"))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(_PACKAGE.parent).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    contract = _PACKAGE.parent / "contract.py"
+    digest.update(b"contract.py\0" + contract.read_bytes())
+    return digest.hexdigest()
+
+
+def cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def gpu_driver() -> str | None:
+    """The NVIDIA driver version from ``nvidia-smi``, if it is installed and answers."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        result = subprocess.run(  # noqa: S603 - fixed argv, no shell
+            [exe, "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = result.stdout.strip().splitlines()
+    return lines[0].strip() if result.returncode == 0 and lines else None
+
+
+def _gpus() -> list[dict[str, Any]]:
+    if not torch.cuda.is_available():
+        return []
+    gpus = []
+    for index in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(index)
+        gpus.append(
+            {
+                "index": index,
+                "name": props.name,
+                "capability": f"{props.major}.{props.minor}",
+                "memory_bytes": int(props.total_memory),
+                "uuid": str(getattr(props, "uuid", "")) or None,
+            }
+        )
+    return gpus
+
+
+def _nccl() -> str | None:
+    try:
+        version = torch.cuda.nccl.version()
+    except Exception:  # noqa: BLE001 - no NCCL in this build
+        return None
+    return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+
+
+def collect(spec: RunSpec, world_size: int) -> dict[str, Any]:
+    """The ``provenance`` object of run.json (see docs/run-record.md)."""
+    import pytorch_lightning
+    import torchvision
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torch_git": torch.version.git_version,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "nccl": _nccl(),
+        "lightning": pytorch_lightning.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "gpus": _gpus(),
+        "gpu_driver": gpu_driver(),
+        "cpu_model": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "env": {name: os.environ.get(name) for name in NUMERIC_ENV_VARS},
+        "image": spec.image,
+        "image_digest": spec.image_digest,
+        "image_id": spec.image_id,
+        "workload_digest": workload_digest(),
+        "initial_seed": torch.initial_seed(),
+        "world_size": world_size,
+    }

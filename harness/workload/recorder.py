@@ -1,0 +1,226 @@
+"""What a run records while it trains: losses on the device, digests, per-epoch numbers.
+
+Losses stay on the device during an epoch (one preallocated tensor, one device-side copy per
+step, no ``.item()``), so recording adds no host synchronisation per step; they are copied to
+the host once per epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pytorch_lightning import Callback, LightningModule, Trainer
+
+#: The host reads this logger's lines (stdout) for its progress display.
+progress = logging.getLogger("harness.workload.progress")
+
+
+def trajectory_digest(losses: np.ndarray) -> str:
+    """sha256 of the float32 little-endian bytes of a [steps, ranks] loss array."""
+    return hashlib.sha256(np.ascontiguousarray(losses, dtype="<f4").tobytes()).hexdigest()
+
+
+def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over (name, dtype, shape, bytes) of each tensor, in the state_dict's key order."""
+    digest = hashlib.sha256()
+    for name, tensor in state_dict.items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(name.encode("utf-8") + b"\0")
+        digest.update(str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class EpochSummary:
+    """One epoch's row in run.json (``epochs``)."""
+
+    epoch: int
+    steps: int
+    first_step: int
+    val_loss: float | None = None
+    val_acc: float | None = None
+    train_seconds: float | None = None
+    val_seconds: float | None = None
+    steps_per_second: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Stopwatch:
+    """Wall time between two marks; synchronises the GPU only at the marks."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.started = 0.0
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def start(self) -> None:
+        self.started = self._now()
+
+    def stop(self) -> float:
+        return self._now() - self.started
+
+
+class LossRecorder:
+    """Collects every step's loss of every rank, one epoch at a time."""
+
+    def __init__(self) -> None:
+        self.epochs: list[np.ndarray] = []  # each [steps_in_epoch, ranks], float32
+        self.summaries: list[EpochSummary] = []
+        self._buffer: torch.Tensor | None = None
+        self._written = 0
+
+    def start_epoch(self, steps: int, device: torch.device) -> None:
+        self._buffer = torch.full((steps,), float("nan"), dtype=torch.float32, device=device)
+        self._written = 0
+
+    def record(self, step: int, loss: torch.Tensor) -> None:
+        """Copy the loss into the epoch's buffer on its device (no host sync)."""
+        assert self._buffer is not None
+        self._buffer[step].copy_(loss.detach())
+        self._written = max(self._written, step + 1)
+
+    @property
+    def buffer(self) -> torch.Tensor:
+        assert self._buffer is not None
+        return self._buffer[: self._written]
+
+    def end_epoch(self, gathered: torch.Tensor) -> np.ndarray:
+        """Store an epoch's losses: ``gathered`` is [steps] (one rank) or [ranks, steps]."""
+        host = gathered.detach().to("cpu", torch.float32)
+        if host.ndim == 1:
+            host = host.unsqueeze(0)
+        rows = np.ascontiguousarray(host.numpy().T, dtype="<f4")
+        self.epochs.append(rows)
+        self._buffer = None
+        return rows
+
+    def partial(self) -> np.ndarray | None:
+        """Losses of an epoch cut short by a failure (this rank only), for the failed record."""
+        if self._buffer is None or self._written == 0:
+            return None
+        return np.ascontiguousarray(self.buffer.detach().cpu().numpy()[:, None], dtype="<f4")
+
+    def losses(self, ranks: int) -> np.ndarray:
+        """All recorded rows, [steps, ranks]; includes a partial epoch after a failure."""
+        parts = list(self.epochs)
+        tail = self.partial()
+        if tail is not None and tail.shape[1] == ranks:
+            parts.append(tail)
+        if not parts:
+            return np.zeros((0, ranks), dtype="<f4")
+        return np.concatenate(parts, axis=0)
+
+    @property
+    def steps(self) -> int:
+        return sum(len(rows) for rows in self.epochs)
+
+
+class TensorBoard:
+    """The run's event files: per-step ``train/loss`` and per-epoch ``val/loss``, ``val/acc``.
+
+    Rank 0's loss is ``train/loss`` (the post's comparison); other ranks get
+    ``train/loss_rank{r}``. Validation uses the 0-based epoch index as its step, as the post
+    logged ``current_epoch``. Written from the recorded losses once per epoch, off the clock.
+    """
+
+    def __init__(self, logdir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(logdir))
+
+    def write_epoch(self, rows: np.ndarray, first_step: int, summary: EpochSummary) -> None:
+        for i, row in enumerate(rows.tolist()):
+            step = first_step + i
+            self.writer.add_scalar("train/loss", row[0], step)
+            for rank in range(1, len(row)):
+                self.writer.add_scalar(f"train/loss_rank{rank}", row[rank], step)
+        if summary.val_loss is not None:
+            self.writer.add_scalar("val/loss", summary.val_loss, summary.epoch)
+        if summary.val_acc is not None:
+            self.writer.add_scalar("val/acc", summary.val_acc, summary.epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class EpochRecorder(Callback):
+    """Per-epoch bookkeeping around the training steps: buffers, timings, gather, output.
+
+    Train time runs from the epoch's start to the first validation hook; validation time from
+    there to the end of validation. At the epoch's end every rank's losses are gathered to rank
+    0, which writes the TensorBoard events and prints one progress line for the host.
+    """
+
+    def __init__(self, recorder: LossRecorder, tensorboard: TensorBoard | None, epochs: int):
+        self.recorder = recorder
+        self.tensorboard = tensorboard
+        self.epochs = epochs
+        self.watch: Stopwatch | None = None
+        self.train_seconds: float | None = None
+        self.val_seconds: float | None = None
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.recorder.start_epoch(int(trainer.num_training_batches), pl_module.device)
+        self.train_seconds = self.val_seconds = None
+        self.watch = Stopwatch(pl_module.device)
+        self.watch.start()
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.watch is not None and self.train_seconds is None:
+            self.train_seconds = self.watch.stop()
+            self.watch.start()
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.watch is not None and self.val_seconds is None:
+            self.val_seconds = self.watch.stop()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.train_seconds is None and self.watch is not None:
+            self.train_seconds = self.watch.stop()
+        rows = self.recorder.end_epoch(pl_module.all_gather(self.recorder.buffer))
+        first_step = self.recorder.steps - len(rows)
+        val = pl_module.validation_result() if hasattr(pl_module, "validation_result") else None
+        summary = EpochSummary(
+            epoch=trainer.current_epoch,
+            steps=len(rows),
+            first_step=first_step,
+            val_loss=val[0] if val else None,
+            val_acc=val[1] if val else None,
+            train_seconds=self.train_seconds,
+            val_seconds=self.val_seconds,
+            steps_per_second=len(rows) / self.train_seconds if self.train_seconds else None,
+        )
+        self.recorder.summaries.append(summary)
+        if not trainer.is_global_zero:
+            return
+        if self.tensorboard is not None:
+            self.tensorboard.write_epoch(rows, first_step, summary)
+        val_text = (
+            f"val_loss {summary.val_loss:.6f}, val_acc {summary.val_acc:.4f}"
+            if val
+            else "no validation"
+        )
+        progress.info(
+            "epoch %d/%d done: %d steps, %s, train %.3f s (%.0f steps/s)",
+            summary.epoch + 1,
+            self.epochs,
+            summary.steps,
+            val_text,
+            summary.train_seconds or 0.0,
+            summary.steps_per_second or 0.0,
+        )

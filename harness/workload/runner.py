@@ -1,0 +1,206 @@
+"""One repeat, in the order the post's main.py implies, ending in a run record either way.
+
+Order: pin threads, seed (``process_start``), set the determinism flags, load and verify MNIST,
+seed (``before_model``), create the model and digest its weights, seed (``before_trainer``),
+build the Trainer, fit. ``none`` never seeds. Under DDP Lightning starts every other rank as
+``python -m harness.workload.__main__`` with the same arguments, so each rank seeds at the same
+placement. Rank 0 writes ``losses.npy``, the event files and, last, ``run.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.contract import (
+    LOSSES_FILE,
+    RECORD_FILE,
+    RECORD_FORMAT_VERSION,
+    TENSORBOARD_DIR,
+    RunSpec,
+    write_json_atomic,
+)
+from harness.workload import provenance
+from harness.workload.data import load_mnist, resolve_data_dir, split_digest
+from harness.workload.recorder import (
+    EpochRecorder,
+    LossRecorder,
+    TensorBoard,
+    trajectory_digest,
+    weights_digest,
+)
+from harness.workload.seeding import (
+    apply_determinism,
+    nondeterministic_ops,
+    pin_threads,
+    seed_all,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunState:
+    """What the run has produced so far; a failed run's record carries whatever is here."""
+
+    recorder: LossRecorder = field(default_factory=LossRecorder)
+    world_size: int = 1
+    is_global_zero: bool = True
+    init_digest: str | None = None
+    final_digest: str | None = None
+    split_digest: str | None = None
+    setup_seconds: float | None = None
+    error: dict[str, Any] | None = None
+    tensorboard: TensorBoard | None = None
+
+
+def _rank_from_env() -> int:
+    """The global rank before the Trainer exists (Lightning sets these in its children)."""
+    return int(os.environ.get("NODE_RANK", "0")) + int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _seed_if(spec: RunSpec, placement: str) -> None:
+    if spec.placement == placement:
+        seed_all(spec.seed)
+
+
+def _build_trainer(spec: RunSpec, callback: EpochRecorder):
+    from pytorch_lightning import Trainer
+    from pytorch_lightning.strategies import DDPStrategy
+
+    strategy: Any = "auto"
+    if spec.devices > 1:
+        backend = "nccl" if spec.accelerator == "gpu" else "gloo"
+        strategy = DDPStrategy(process_group_backend=backend)
+    return Trainer(
+        accelerator=spec.accelerator,
+        devices=spec.devices,
+        strategy=strategy,
+        max_epochs=spec.epochs,
+        limit_train_batches=spec.max_steps_per_epoch or 1.0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=[callback],
+    )
+
+
+def _train(spec: RunSpec, out: Path, cli_data_dir: str | None, state: RunState, t0: float):
+    from harness.workload.model import LitMNIST
+
+    # Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1; Adam.step() then asks NVML for
+    # the device count on every step (dlopen + init, uncached until CUDA is initialised), which
+    # costs more than the step itself on a CPU run. No fork is used here, so drop it.
+    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+    pin_threads(spec.threads)
+    _seed_if(spec, "process_start")
+    apply_determinism(spec)
+    mnist = load_mnist(resolve_data_dir(cli_data_dir, spec.data_dir), train=True)
+
+    _seed_if(spec, "before_model")
+    model = LitMNIST(
+        mnist,
+        state.recorder,
+        hidden_size=spec.hidden_size,
+        learning_rate=spec.learning_rate,
+        batch_size=spec.batch_size,
+    )
+    state.init_digest = weights_digest(model.state_dict())
+
+    _seed_if(spec, "before_trainer")
+    if state.is_global_zero:
+        state.tensorboard = TensorBoard(out / TENSORBOARD_DIR)
+    trainer = _build_trainer(spec, EpochRecorder(state.recorder, state.tensorboard, spec.epochs))
+    state.setup_seconds = time.perf_counter() - t0
+    trainer.fit(model)
+    state.world_size = trainer.world_size
+    state.is_global_zero = trainer.is_global_zero
+    state.final_digest = weights_digest(model.state_dict())
+    state.split_digest = split_digest(model.train_indices, model.val_indices)
+
+
+def _error(exc: BaseException) -> dict[str, Any]:
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+        "log_tail": None,
+    }
+
+
+def build_record(
+    spec: RunSpec,
+    state: RunState,
+    losses: np.ndarray,
+    nondet: list[str],
+    timing: dict[str, Any],
+) -> dict[str, Any]:
+    """The run.json object (docs/run-record.md)."""
+    epochs = state.recorder.epochs
+    return {
+        "format_version": RECORD_FORMAT_VERSION,
+        "status": "failed" if state.error else "ok",
+        "error": state.error,
+        "spec": spec.to_dict(),
+        "steps": int(losses.shape[0]),
+        "ranks": int(losses.shape[1]),
+        "steps_per_epoch": [len(rows) for rows in epochs],
+        "digests": {
+            "trajectory": trajectory_digest(losses) if len(losses) else None,
+            "init_weights": state.init_digest,
+            "final_weights": state.final_digest,
+            "epochs": [trajectory_digest(rows) for rows in epochs],
+            "split": state.split_digest,
+        },
+        "epochs": [summary.to_dict() for summary in state.recorder.summaries],
+        "timing": timing,
+        "nondeterministic_ops": nondet,
+        "provenance": provenance.collect(spec, state.world_size),
+        "files": {"losses": LOSSES_FILE, "tensorboard": TENSORBOARD_DIR},
+    }
+
+
+def run(spec: RunSpec, out: Path, cli_data_dir: str | None = None) -> int:
+    """Train one repeat and write its record; returns the process exit code."""
+    t0 = time.perf_counter()
+    started_at = datetime.now(timezone.utc).isoformat()
+    state = RunState(world_size=spec.devices, is_global_zero=_rank_from_env() == 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            _train(spec, out, cli_data_dir, state, t0)
+        except (Exception, KeyboardInterrupt) as exc:
+            log.error("run failed: %s: %s", type(exc).__name__, exc)
+            state.error = _error(exc)
+        finally:
+            if state.tensorboard is not None:
+                state.tensorboard.close()
+    for warning in caught:
+        log.debug("warning: %s", warning.message)
+    if not state.is_global_zero:
+        return 1 if state.error else 0
+
+    losses = state.recorder.losses(state.world_size)
+    np.save(out / LOSSES_FILE, losses)
+    wall = time.perf_counter() - t0
+    timing = {
+        "started_at": started_at,
+        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "wall_seconds": wall,
+        "setup_seconds": state.setup_seconds,
+    }
+    record = build_record(spec, state, losses, nondeterministic_ops(caught), timing)
+    write_json_atomic(out / RECORD_FILE, record)
+    return 1 if state.error else 0

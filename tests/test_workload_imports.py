@@ -1,0 +1,70 @@
+"""The two sides stay apart: the workload never loads host packages, the host never loads torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HOST_ONLY = ("pydantic", "yaml", "docker", "rich", "typer")
+#: What the workload's own dependencies load by themselves: pytorch-lightning depends on PyYAML
+#: and imports rich when it happens to be installed (it is not, in the workload image).
+DEPENDENCIES = "import torch, torchvision, torchmetrics, pytorch_lightning, torch.utils.tensorboard"
+
+
+def _modules_after(code: str) -> set[str]:
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return set(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def test_workload_imports_no_host_packages():
+    baseline = _modules_after(DEPENDENCIES)
+    loaded = _modules_after(
+        "import harness.workload.__main__, harness.workload.runner, harness.workload.model"
+    )
+    assert "torch" in loaded and "pytorch_lightning" in loaded, "the probe must load the workload"
+    added = loaded - baseline
+    assert "harness.workload.runner" in added
+    leaked = sorted(m for m in added if m.split(".")[0] in HOST_ONLY)
+    assert leaked == []
+    harness_modules = {m for m in added if m.startswith("harness")}
+    assert all(
+        m in {"harness", "harness.contract"} or m.startswith("harness.workload")
+        for m in harness_modules
+    ), harness_modules
+
+
+def test_host_side_contract_and_record_do_not_import_torch():
+    loaded = _modules_after("import harness, harness.contract, harness.record")
+    assert "pydantic" in loaded
+    heavy = sorted(m for m in loaded if m.split(".")[0] in {"torch", "pytorch_lightning"})
+    assert heavy == []
+
+
+def test_entry_point_module_is_stdlib_only_until_it_runs():
+    loaded = _modules_after("import harness.workload.__main__")
+    assert "harness.workload.__main__" in loaded
+    assert "torch" not in loaded and "numpy" not in loaded
+
+
+def test_workload_sources_import_no_host_package():
+    import ast
+
+    sources = sorted((REPO / "harness" / "workload").rglob("*.py"))
+    assert len(sources) >= 5
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in HOST_ONLY, f"{path}: imports {name}"
+                if name.startswith("harness.") and not name.startswith("harness.workload"):
+                    assert name == "harness.contract", f"{path}: imports {name}"
