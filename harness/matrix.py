@@ -11,10 +11,12 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import re
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
@@ -29,6 +31,17 @@ Placement = Literal["none", "before_trainer", "before_model", "process_start"]
 Algorithms = Literal["off", "on", "warn"]
 Accelerator = Literal["cpu", "gpu"]
 PositiveInt = Field(ge=1)
+
+#: ``local``, or a Docker image reference ([registry[:port]/]path[:tag][@sha256:digest]); no
+#: spaces, quotes, shell or Markdown characters can pass, so an image name is safe everywhere.
+IMAGE_PATTERN = (
+    r"^(local|[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?)$"
+)
+Image = Annotated[str, Field(pattern=IMAGE_PATTERN, max_length=255)]
+Positive = Annotated[StrictInt, Field(ge=1)]
+PositiveFloat = Annotated[float, Field(gt=0)]
 
 
 class _Strict(BaseModel):
@@ -47,12 +60,17 @@ class RunBlock(_Strict):
     max_runs: StrictInt = Field(
         DEFAULT_MAX_RUNS, ge=1, description="refuse matrices with more runs than this"
     )
+    memory_limit: str | None = Field(
+        None,
+        pattern=r"^[1-9][0-9]*[bkmg]?$",
+        description="memory per container (docker executor), e.g. 4g; null: no limit",
+    )
 
 
 class CellSettings(_Strict):
     """One cell's full settings: the workload spec's cell-defining fields, typed."""
 
-    image: str = "local"
+    image: Image = "local"
     placement: Placement = "before_model"
     seed: StrictInt = DEFAULT_SEED
     epochs: StrictInt = Field(1, ge=1)
@@ -77,28 +95,28 @@ def _axis(item: Any) -> Any:
 class Axes(_Strict):
     """Each axis is a non-empty list of values of one cell setting."""
 
-    image: list[str] | None = _axis("image")
+    image: list[Image] | None = _axis("image")
     placement: list[Placement] | None = _axis("placement")
     seed: list[StrictInt] | None = _axis("seed")
-    epochs: list[StrictInt] | None = _axis("epochs")
-    max_steps_per_epoch: list[StrictInt | None] | None = _axis("max_steps_per_epoch")
-    threads: list[StrictInt] | None = _axis("threads")
+    epochs: list[Positive] | None = _axis("epochs")
+    max_steps_per_epoch: list[Positive | None] | None = _axis("max_steps_per_epoch")
+    threads: list[Positive] | None = _axis("threads")
     accelerator: list[Accelerator] | None = _axis("accelerator")
-    devices: list[StrictInt] | None = _axis("devices")
+    devices: list[Positive] | None = _axis("devices")
     cudnn_deterministic: list[StrictBool] | None = _axis("cudnn_deterministic")
     cudnn_benchmark: list[StrictBool] | None = _axis("cudnn_benchmark")
     deterministic_algorithms: list[Algorithms] | None = _axis("deterministic_algorithms")
     allow_tf32: list[StrictBool] | None = _axis("allow_tf32")
     pythonhashseed: list[StrictInt] | None = _axis("pythonhashseed")
-    batch_size: list[StrictInt] | None = _axis("batch_size")
-    learning_rate: list[float] | None = _axis("learning_rate")
-    hidden_size: list[StrictInt] | None = _axis("hidden_size")
+    batch_size: list[Positive] | None = _axis("batch_size")
+    learning_rate: list[PositiveFloat] | None = _axis("learning_rate")
+    hidden_size: list[Positive] | None = _axis("hidden_size")
 
 
 class Patch(_Strict):
     """An include/exclude entry: some cell settings, each a single value."""
 
-    image: str | None = None
+    image: Image | None = None
     placement: Placement | None = None
     seed: StrictInt | None = None
     epochs: StrictInt | None = Field(None, ge=1)
@@ -157,10 +175,12 @@ class LoadedMatrix:
 
     @property
     def digest(self) -> str:
-        """Identity of what the matrix runs; timeout_s and max_runs may change on resume."""
+        """Identity of what the matrix runs; timeout_s, max_runs and memory_limit may change on
+        resume (raising a limit after a timeout or an OOM kill must not orphan the results)."""
         data = self.model.model_dump(mode="json")
         data["run"].pop("timeout_s")
         data["run"].pop("max_runs")
+        data["run"].pop("memory_limit")
         return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
     @property
@@ -309,11 +329,19 @@ def parse_matrix(text: str, path: Path) -> LoadedMatrix:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
+        if mark is not None:
+            line = mark.line + 1
+        else:  # a ReaderError (a control character, bad UTF-8) gives a position, not a mark
+            line = text.count("\n", 0, getattr(exc, "position", 0) or 0) + 1
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
         raise MatrixError(
-            f"{where}: YAML syntax error: {problem}",
+            f"{path}:{line}: YAML syntax error: {problem}",
             "check the indentation and quoting on that line",
+        ) from exc
+    except RecursionError as exc:
+        raise MatrixError(
+            f"{path}:1: the YAML is nested too deeply to read",
+            "a matrix is a few levels deep: name, run, axes, include, exclude",
         ) from exc
     if not isinstance(data, dict):
         raise MatrixError(
@@ -325,13 +353,21 @@ def parse_matrix(text: str, path: Path) -> LoadedMatrix:
         model = Matrix.model_validate(data)
     except ValidationError as exc:
         raise _validation_error(exc, root, path, data) from exc
+    _check_product(model, root, path)
     combos = expand(model)
     if not combos:
         raise MatrixError(
             f"{path}:1: the matrix has no cells",
             "give at least one axis, or include entries, and check exclude",
         )
-    cells = make_cells(model, combos)
+    try:
+        cells = make_cells(model, combos)
+    except ValidationError as exc:  # a combination the parts allowed but the whole does not
+        raise MatrixError(
+            f"{_where(path, root, ('axes',))}: a cell's settings are invalid: "
+            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
+            "see docs/matrix.md for each key's type",
+        ) from exc
     _check_duplicates(model, cells, combos, root, path)
     loaded = LoadedMatrix(path, text, model, cells)
     if loaded.total_runs > model.run.max_runs:
@@ -342,6 +378,24 @@ def parse_matrix(text: str, path: Path) -> LoadedMatrix:
             f"if you mean it, raise it: run: {{max_runs: {loaded.total_runs}}}",
         )
     return loaded
+
+
+#: The axes may multiply to this many times run.max_runs before exclude is applied; beyond it
+#: the matrix is refused before it is expanded (expanding 10^10 combinations never ends).
+PRODUCT_SLACK = 10
+
+
+def _check_product(model: Matrix, root: yaml.Node | None, path: Path) -> None:
+    axes = [v for v in model.axes.model_dump(exclude_unset=True).values() if v is not None]
+    combos = math.prod(len(v) for v in axes) if axes else 0
+    bound = (combos + len(model.include)) * model.run.repeats
+    if bound > PRODUCT_SLACK * model.run.max_runs:
+        raise MatrixError(
+            f"{_where(path, root, ('axes',))}: the axes multiply to {combos} combinations "
+            f"(x {model.run.repeats} repeats), far more than run.max_runs "
+            f"({model.run.max_runs}) even before exclude",
+            f"shorten the axes; if you mean it, raise it: run: {{max_runs: {bound}}}",
+        )
 
 
 def _node_at(root: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
@@ -419,9 +473,18 @@ def _validation_error(
             lines.append(f"{where}: {dotted} is missing")
             hints.append(f"add {field}: ... (see docs/matrix.md)")
         else:
-            lines.append(f"{where}: {dotted}: {err['msg']} (got {err.get('input')!r})")
+            got = reprlib.repr(err.get("input"))
+            if kind == "string_pattern_mismatch" and field == "image":
+                lines.append(f"{where}: {dotted}: not a Docker image reference (got {got})")
+            else:
+                lines.append(f"{where}: {dotted}: {err['msg']} (got {got})")
             choices = _choices(field)
-            if choices:
+            if kind == "string_pattern_mismatch" and field == "image":
+                hints.append(
+                    "image takes local or a reference like nvcr.io/nvidia/pytorch:24.01-py3 "
+                    "(lowercase path, optional :tag and @sha256:digest)"
+                )
+            elif choices:
                 hint = f"{field} takes one of {choices}"
                 if isinstance(err.get("input"), bool):
                     hint += '; YAML reads bare off/on/yes/no as booleans, so quote them: "off"'

@@ -6,16 +6,20 @@ it raises HarnessError for input it cannot use.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 import harness
 from harness.contract import RunSpec
+from harness.errors import StoreError
 from harness.executors import (
     ExecutorOptions,
     RunOutcome,
@@ -27,6 +31,7 @@ from harness.executors import (
 from harness.matrix import Cell, LoadedMatrix, load_matrix
 from harness.progress import make_progress
 from harness.schedule import Job, SlotPool, check_fits, detect_host, need_of, run_jobs
+from harness.shard import ShardSpec, cells_of_shard
 from harness.store import ResultsDir, default_out, record_failure
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,9 @@ EXIT_OK = 0
 EXIT_RUNS_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+
+#: errno values that mean "the results disk is full": the matrix stops, finished runs stay.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def default_data_dir() -> Path | None:
@@ -62,6 +70,8 @@ class RunConfig:
     cancel: threading.Event = field(default_factory=threading.Event)
     executor_extra: dict[str, str] = field(default_factory=dict)
     progress_stream: TextIO | None = None
+    #: ``harness run --shard I/N``: run only that shard's cells (harness/shard.py).
+    shard: ShardSpec | None = None
 
 
 @dataclass
@@ -92,11 +102,16 @@ class RunSummary:
         return EXIT_RUNS_FAILED if bad else EXIT_OK
 
 
-def plan_runs(matrix: LoadedMatrix, store: ResultsDir, data_dir: Path | None) -> list[PlannedRun]:
-    """Every repeat of every cell, in cell order then repeat order."""
+def plan_runs(
+    matrix: LoadedMatrix,
+    store: ResultsDir,
+    data_dir: Path | None,
+    cells: list[Cell] | None = None,
+) -> list[PlannedRun]:
+    """Every repeat of every cell (default: all of the matrix's), in cell then repeat order."""
     return [
         PlannedRun(cell, cell.spec(k, str(data_dir) if data_dir else None), store.run_dir(cell, k))
-        for cell in matrix.cells
+        for cell in (matrix.cells if cells is None else cells)
         for k in range(matrix.model.run.repeats)
     ]
 
@@ -106,22 +121,59 @@ def run_matrix(config: RunConfig) -> RunSummary:
     out = config.out or default_out(matrix.model.name)
     store = ResultsDir(out)
     data_dir = config.data_dir or default_data_dir()
-    runs = plan_runs(matrix, store, data_dir)
+    cells = matrix.cells if config.shard is None else cells_of_shard(matrix, config.shard)
+    if config.shard is not None:
+        log.info("shard %s: %d of %d cells", config.shard, len(cells), len(matrix.cells))
+    runs = plan_runs(matrix, store, data_dir, cells)
     host = detect_host(config.gpus)
     check_fits([r.spec for r in runs], host)
-    name = choose_executor(config.executor, {c.settings["image"] for c in matrix.cells})
+    name = choose_executor(config.executor, {c.settings["image"] for c in cells} or {"local"})
     options = ExecutorOptions(
         run_label=f"{matrix.model.name}-{matrix.digest[:12]}",
         data_dir=data_dir,
         python=config.python or _default_python(),
-        extra=config.executor_extra,
+        extra=_executor_extra(config, matrix),
     )
     executor = get_executor_class(name)(options)
 
+    with _disk_full_stops(out):
+        return _run_locked(config, matrix, store, executor, runs, host, cells, out)
+
+
+def _executor_extra(config: RunConfig, matrix: LoadedMatrix) -> dict[str, str]:
+    extra = dict(config.executor_extra)
+    if matrix.model.run.memory_limit:
+        extra.setdefault("memory_limit", matrix.model.run.memory_limit)
+    return extra
+
+
+@contextlib.contextmanager
+def _disk_full_stops(out: Path) -> Iterator[None]:
+    """A full results disk is the user's to fix: one clear error, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        where = exc.filename or out
+        raise StoreError(
+            f"disk full at {where}: the harness stopped; finished runs are kept, and no "
+            "half-written run record is left",
+            f"free space on that disk, or use --out on a bigger one (copy {out} there first); "
+            "then rerun the same command to resume",
+        ) from exc
+
+
+def _run_locked(config, matrix, store, executor, runs, host, cells, out) -> RunSummary:  # noqa: ANN001
     store.lock()
     try:
-        store.write_manifest(matrix)
+        shard = None
+        if config.shard is not None:
+            shard = {"index": config.shard.index, "total": config.shard.total}
+        # prepare first: a matrix that cannot start (no image, no GPU runtime) leaves no
+        # manifest behind, so its corrected version can use the same --out.
         images = executor.prepare([r.spec for r in runs])
+        store.write_manifest(matrix, cells, shard)
         for r in runs:
             provenance = images.get(r.spec.image) or {}
             if provenance:
@@ -139,6 +191,26 @@ def run_matrix(config: RunConfig) -> RunSummary:
     return summary
 
 
+def _add_recorded_error(run_dir: Path, outcome: RunOutcome) -> None:
+    """Show what the workload recorded (e.g. a DataError naming the MNIST file), not only its
+    exit code, in the progress line."""
+    from harness.record import RecordError, load_record
+
+    try:
+        error = load_record(run_dir).error
+    except RecordError:
+        return
+    if error is not None and error.message and error.message not in outcome.message:
+        outcome.message = f"{outcome.message}: {error.type}: {error.message}"
+
+
+def _says_disk_full(run_dir: Path, outcome: RunOutcome) -> bool:
+    """The workload itself hit the full disk (its record or log says so)."""
+    from harness.store import log_tail
+
+    return os.strerror(errno.ENOSPC) in outcome.message + log_tail(run_dir)
+
+
 def _default_python() -> str:
     from harness.executors.local import default_python
 
@@ -153,7 +225,25 @@ def _execute(config, matrix, store, executor, runs, todo, host) -> RunSummary:  
     progress.start(dict(per_cell), dict(skipped))
     timeout_s = matrix.model.run.timeout_s
 
+    full: list[OSError] = []
+
     def work(run: PlannedRun, slot: Slot) -> RunOutcome:
+        try:
+            outcome = _work(run, slot)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            exc.filename = exc.filename or str(run.run_dir)
+            outcome = RunOutcome(RunStatus.FAILED, 0.0, None, f"disk full at {exc.filename}")
+        else:
+            if outcome.ok or not _says_disk_full(run.run_dir, outcome):
+                return outcome
+            exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run.run_dir))
+        full.append(exc)
+        config.cancel.set()  # start nothing more: every later write would fail too
+        return outcome
+
+    def _work(run: PlannedRun, slot: Slot) -> RunOutcome:
         store.prepare_run(run.run_dir, run.spec)
         key = f"{run.cell.id}/{run.spec.repeat}"
         progress.run_started(key, run.cell.id, run.label, run.run_dir)
@@ -178,6 +268,7 @@ def _execute(config, matrix, store, executor, runs, todo, host) -> RunSummary:  
             RunStatus.ABORTED: "killed",
         }.get(outcome.status, outcome.extra.get("error_type", "failed"))
         record_failure(run.run_dir, run.spec, error_type, outcome.message, outcome.seconds)
+        _add_recorded_error(run.run_dir, outcome)
 
     def done(run: PlannedRun, result: RunOutcome | BaseException) -> None:
         if isinstance(result, BaseException):
@@ -199,6 +290,8 @@ def _execute(config, matrix, store, executor, runs, todo, host) -> RunSummary:  
     finally:
         executor.cleanup()
         progress.close()
+    if full:
+        raise full[0]  # _disk_full_stops turns it into the user's error
     return RunSummary(
         store.root, len(runs), len(runs) - len(todo), statuses, interrupted=config.cancel.is_set()
     )

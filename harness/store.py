@@ -55,11 +55,15 @@ def default_out(name: str, now: dt.datetime | None = None) -> Path:
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written file left on a full disk
+        raise
 
 
 class ResultsDir:
@@ -110,8 +114,17 @@ class ResultsDir:
                 f"{path}: unreadable manifest ({exc})", "choose another --out, or delete the folder"
             ) from exc
 
-    def write_manifest(self, matrix: LoadedMatrix) -> None:
-        """Write the manifest; refuse a folder that was made from a different matrix."""
+    def write_manifest(
+        self,
+        matrix: LoadedMatrix,
+        cells: list[Cell] | None = None,
+        shard: dict[str, int] | None = None,
+    ) -> None:
+        """Write the manifest; refuse a folder that was made from a different matrix or shard.
+
+        ``cells`` (default: all) are the cells this folder holds; ``shard`` is
+        ``{"index": i, "total": n}`` for ``harness run --shard i/n``, else None.
+        """
         old = self.read_manifest()
         if old is not None and old.get("matrix_digest") != matrix.digest:
             raise StoreError(
@@ -119,6 +132,13 @@ class ResultsDir:
                 f"{old.get('matrix_path')}), not of {matrix.path}",
                 "choose another --out, or run the matrix that made this folder",
             )
+        if old is not None and old.get("shard") != shard:
+            raise StoreError(
+                f"{self.root} holds shard {_shard_text(old.get('shard'))} of this matrix, "
+                f"not shard {_shard_text(shard)}",
+                "give each shard its own --out; `harness merge` joins them",
+            )
+        cells = matrix.cells if cells is None else cells
         manifest = {
             "format_version": MANIFEST_FORMAT_VERSION,
             "name": matrix.model.name,
@@ -129,6 +149,7 @@ class ResultsDir:
             "repeats": matrix.model.run.repeats,
             "harness_version": __version__,
             "created_at": (old or {}).get("created_at") or _now(),
+            "shard": shard,
             "cells": [
                 {
                     "id": c.id,
@@ -136,7 +157,7 @@ class ResultsDir:
                     "dir": f"{CELLS_DIR}/{c.dirname}",
                     "settings": c.settings,
                 }
-                for c in matrix.cells
+                for c in cells
             ],
         }
         write_json_atomic(self.root / MANIFEST_FILE, manifest)
@@ -174,6 +195,10 @@ class ResultsDir:
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
         write_json_atomic(run_dir / SPEC_FILE, spec.to_dict())
+
+
+def _shard_text(shard: dict[str, int] | None) -> str:
+    return "(all cells)" if not shard else f"{shard.get('index')}/{shard.get('total')}"
 
 
 def _comparable(spec: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from harness.cli import doctor, plan, report, run, schema
+from harness.cli import baseline, compare, doctor, merge, plan, report, run, schema
 from harness.errors import HarnessError
 from harness.runner import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
 
@@ -39,6 +39,9 @@ app.command("plan")(plan.command)
 app.command("report")(report.command)
 app.command("schema")(schema.command)
 app.command("doctor")(doctor.command)
+app.command("merge")(merge.command)
+app.command("compare")(compare.command)
+app.command("baseline")(baseline.command)
 
 
 def main(argv: list[str] | None = None) -> int:

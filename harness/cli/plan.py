@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from harness.matrix import load_matrix
 from harness.schedule import need_of
+from harness.shard import MAX_SHARDS, github_matrix, plan_shards
 
 
 def plan_data(matrix_path: Path) -> dict:
@@ -38,9 +39,28 @@ def plan_data(matrix_path: Path) -> dict:
 
 def command(
     matrix: Annotated[Path, typer.Argument(help="the matrix YAML file")],
-    output: Annotated[str, typer.Option(help="text | json")] = "text",
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            "--format",
+            help="text | json | github (github: with --shards, one line of JSON for "
+            "strategy.matrix: ${{ fromJSON(...) }})",
+        ),
+    ] = "text",
+    shards: Annotated[
+        Optional[int],  # noqa: UP045 - typer reads the annotation at runtime
+        typer.Option(
+            help=f"split the cells into at most N shards (1 to {MAX_SHARDS}), balanced by "
+            "expected run time and GPU count; `harness run --shard I/N` runs one"
+        ),
+    ] = None,
 ) -> int:
     """List the cells and runs of a matrix without running them."""
+    if shards is not None:
+        return _shards_command(matrix, shards, output)
+    if output == "github":
+        raise typer.BadParameter("github needs --shards N", param_hint="--format")
     data = plan_data(matrix)
     if output == "json":
         typer.echo(json.dumps(data, indent=2))
@@ -51,4 +71,30 @@ def command(
     for c in data["cells"]:
         res = f"{c['cores']} cores" + (f", {c['gpus']} GPUs" if c["gpus"] else "")
         typer.echo(f"  {c['id']}  {c['name']}  x{c['repeats']}  ({res})")
+    return 0
+
+
+def _shards_command(matrix_path: Path, shards: int, output: str) -> int:
+    matrix = load_matrix(matrix_path)
+    planned = plan_shards(matrix, shards)
+    data = github_matrix(planned)
+    if output == "github":
+        typer.echo(json.dumps(data, separators=(",", ":")))
+    elif output == "json":
+        for entry, shard in zip(data["include"], planned, strict=True):
+            entry["cost"] = shard.cost
+            entry["cell_ids"] = [c.id for c in shard.cells]
+        typer.echo(json.dumps(data, indent=2))
+    elif output == "text":
+        typer.echo(f"{matrix.model.name}: {len(matrix.cells)} cells in {len(planned)} shards")
+        for shard in planned:
+            gpus = f", {shard.gpus} GPUs" if shard.gpus else ""
+            typer.echo(
+                f"  shard {shard.index}/{shard.total}: {len(shard.cells)} cells, "
+                f"cost {shard.cost:g}{gpus}"
+            )
+            for cell in shard.cells:
+                typer.echo(f"    {cell.id}  {cell.name}")
+    else:
+        raise typer.BadParameter("choose text, json or github", param_hint="--format")
     return 0

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from harness.report import write_reports
+from harness.report.github import DEFAULT_ARTIFACT
 
 
 def command(
@@ -18,8 +19,29 @@ def command(
     plots: Annotated[
         bool, typer.Option(help="draw |Δloss| plots for cells that do not reproduce")
     ] = True,
+    github: Annotated[
+        bool,
+        typer.Option(
+            "--github",
+            help="append the Markdown report to $GITHUB_STEP_SUMMARY (cut to GitHub's 1 MiB "
+            "limit) instead of writing report files",
+        ),
+    ] = False,
+    artifact: Annotated[
+        str, typer.Option(help="with --github: the artifact named when the report is cut")
+    ] = DEFAULT_ARTIFACT,
 ) -> int:
     """Write report.md / report.json / report.csv (and plots/) into the results folder."""
+    if github:
+        from harness.report import analyze
+        from harness.report.github import write_summary
+        from harness.report.markdown import render_markdown
+
+        markdown = render_markdown(analyze(results)).decode("utf-8")
+        result = write_summary(markdown, artifact=artifact)
+        note = f" (cut to {result.lines_kept} of {result.lines_total} lines)" if result.cut else ""
+        typer.echo(f"job summary: {result.path}: {result.bytes_written} bytes{note}")
+        return 0
     for path in write_reports(results, formats, plots=plots):
         typer.echo(str(path))
     return 0

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from harness.runner import RunConfig, run_matrix
+from harness.shard import parse_shard
 
 
 @contextmanager
@@ -68,6 +69,12 @@ def command(
     report: Annotated[
         bool, typer.Option(help="write report.md/json/csv and plots at the end")
     ] = True,
+    shard: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="run only shard I of N (e.g. 2/4), as split by `harness plan --shards N`"
+        ),
+    ] = None,
 ) -> int:
     """Run the matrix; exit 0 if every run succeeded, 1 if some failed, 130 if interrupted."""
     if progress is not None and progress not in ("rich", "plain", "quiet"):
@@ -81,6 +88,7 @@ def command(
         data_dir=data_dir,
         python=python,
         formats=("md", "json", "csv") if report else (),
+        shard=parse_shard(shard) if shard is not None else None,
     )
     with _cancel_on_signals(config.cancel):
         summary = run_matrix(config)

@@ -82,6 +82,7 @@ def container_kwargs(
     data_dir: Path,
     run_label: str,
     user: str | None = None,
+    memory_limit: str | None = None,
 ) -> dict[str, Any]:
     """Everything ``containers.create`` gets for one run: a pure function, tested without Docker."""
     from docker.types import DeviceRequest, Mount
@@ -123,11 +124,25 @@ def container_kwargs(
         # cpuset, never nano_cpus: under a CPU quota torch still starts a thread per core and
         # is throttled about tenfold (ENVIRONMENT.md).
         kwargs["cpuset_cpus"] = ",".join(str(c) for c in slot.cpus)
+    if memory_limit:
+        # Swap counted in the limit too, so a run over it is killed rather than swapping.
+        kwargs["mem_limit"] = memory_limit
+        kwargs["memswap_limit"] = memory_limit
     if spec.accelerator == "gpu":
         kwargs["device_requests"] = [
             DeviceRequest(device_ids=[str(g) for g in slot.gpus], capabilities=[["gpu"]])
         ]
     return kwargs
+
+
+def daemon_unreachable(exc: BaseException) -> str:
+    """The message for a run whose engine went away (stopped, restarted, socket gone)."""
+    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return (
+        f"Docker daemon unreachable at {where} ({type(exc).__name__}: {exc}); start it "
+        "(scripts/docker-engine.sh start) or point DOCKER_HOST at a running engine, then rerun "
+        "the same command to resume"
+    )
 
 
 def is_no_gpu_runtime(exc: BaseException) -> bool:
@@ -249,6 +264,7 @@ class DockerExecutor(Executor):
                 spec, slot, run_dir, timeout_s=timeout_s, cancel=cancel
             )
         import docker
+        import requests
 
         start = time.monotonic()
         image = self.workload_image(spec.image)
@@ -259,10 +275,19 @@ class DockerExecutor(Executor):
             image=image.tag,
             data_dir=self.data_dir(),
             run_label=self.options.run_label,
+            memory_limit=self.options.extra.get("memory_limit"),
         )
         extra = {"image": image.tag, "image_id": image.image_id}
         try:
             container = self.client.containers.create(**kwargs)
+        except requests.exceptions.RequestException as exc:  # the engine went away
+            return RunOutcome(
+                RunStatus.FAILED,
+                time.monotonic() - start,
+                None,
+                daemon_unreachable(exc),
+                extra={**extra, "error_type": "docker_unreachable"},
+            )
         except docker.errors.DockerException as exc:
             return RunOutcome(
                 RunStatus.FAILED,
@@ -281,6 +306,14 @@ class DockerExecutor(Executor):
                 )
             try:
                 container.start()
+            except requests.exceptions.RequestException as exc:
+                return RunOutcome(
+                    RunStatus.FAILED,
+                    time.monotonic() - start,
+                    None,
+                    daemon_unreachable(exc),
+                    extra={**extra, "error_type": "docker_unreachable"},
+                )
             except docker.errors.APIError as exc:
                 message = f"the container did not start: {exc.explanation or exc}"
                 if is_no_gpu_runtime(exc):
@@ -335,9 +368,12 @@ class DockerExecutor(Executor):
             try:
                 result = container.wait(timeout=max(0.05, min(POLL_S, remaining)))
                 break
-            # docker SDK 7.x raises requests' ConnectionError, not ReadTimeout, on a timeout.
-            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-                continue
+            # docker SDK 7.x raises requests' ConnectionError, not ReadTimeout, on a timeout;
+            # a ping tells a slow container from an engine that went away.
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+                if self._engine_answers():
+                    continue
+                return self._lost(start, exc)
             except docker.errors.NotFound:
                 # cleanup() removed it from under us (Ctrl-C, SIGTERM)
                 return RunOutcome(
@@ -353,14 +389,29 @@ class DockerExecutor(Executor):
             oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
         except docker.errors.NotFound:
             oom = False
+        except requests.exceptions.RequestException as exc:
+            return self._lost(start, exc)
         if oom:
+            limit = self.options.extra.get("memory_limit")
+            at = f" at run.memory_limit {limit}" if limit else " (no run.memory_limit set)"
             return RunOutcome(
                 RunStatus.FAILED,
                 seconds,
                 code,
-                "killed by the out-of-memory killer (State.OOMKilled); give the run more memory "
-                "or fewer runs side by side",
+                f"killed for memory (State.OOMKilled){at}; raise run.memory_limit in the "
+                "matrix (the results folder resumes), or run fewer runs side by side",
                 extra={"error_type": "oom"},
+            )
+        if code == 143 and not self._engine_answers():
+            return self._lost(start, RuntimeError("the engine stopped the container (exit 143)"))
+        if code == 143:
+            return RunOutcome(
+                RunStatus.FAILED,
+                seconds,
+                code,
+                "the container was stopped from outside (SIGTERM, exit 143): was the Docker "
+                "daemon stopped or restarted, or `docker stop` run? Rerun the same command to "
+                "resume",
             )
         if code == 0:
             if not (run_dir / RECORD_FILE).is_file():
@@ -372,6 +423,21 @@ class DockerExecutor(Executor):
                 )
             return RunOutcome(RunStatus.OK, seconds, 0)
         return RunOutcome(RunStatus.FAILED, seconds, code, f"the container exited with code {code}")
+
+    def _engine_answers(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except Exception:  # noqa: BLE001 - any failure to answer means it is gone
+            return False
+
+    def _lost(self, start: float, exc: BaseException) -> RunOutcome:
+        return RunOutcome(
+            RunStatus.FAILED,
+            time.monotonic() - start,
+            None,
+            daemon_unreachable(exc),
+            extra={"error_type": "docker_unreachable"},
+        )
 
     # -- teardown ----------------------------------------------------------------------------
 
@@ -393,13 +459,14 @@ class DockerExecutor(Executor):
         if self._local is not None:
             self._local.cleanup()
         import docker
+        import requests
 
         try:
             leftovers = self.containers()
         except ExecutorError as exc:  # no engine: nothing of ours can be running there
             log.debug("cleanup: %s", exc.message)
             return
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             log.warning("cleanup: cannot list containers: %s", exc)
             return
         for container in leftovers:
@@ -427,20 +494,25 @@ class _LogFollower(threading.Thread):
 
 def _kill(container: Any) -> None:
     import docker
+    import requests
 
     try:
         container.kill()
-    except docker.errors.APIError as exc:  # already exited or removed
+    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:  # gone
         log.debug("kill %s: %s", container.short_id, exc)
 
 
 def _remove(container: Any) -> None:
     import docker
+    import requests
 
     try:
         container.remove(force=True)
     except docker.errors.NotFound:
         pass
+    except requests.exceptions.RequestException as exc:
+        # The engine is gone; the next `harness run` of this matrix removes it by its label.
+        log.warning("could not remove container %s: %s", container.short_id, exc)
     except docker.errors.APIError as exc:
         if "already in progress" not in str(exc):
             log.warning("could not remove container %s: %s", container.short_id, exc)

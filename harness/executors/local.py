@@ -162,7 +162,12 @@ class LocalExecutor(Executor):
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             return RunOutcome(
-                RunStatus.FAILED, seconds, code, f"killed by {name}", extra={"error_type": "killed"}
+                RunStatus.FAILED,
+                seconds,
+                code,
+                f"killed by {name} from outside the harness (if no one sent it, the kernel's "
+                "out-of-memory killer may have: see dmesg); rerun the same command to resume",
+                extra={"error_type": "killed"},
             )
         return RunOutcome(RunStatus.FAILED, seconds, code, f"exited with code {code}")
 

@@ -26,6 +26,7 @@ from harness.report.model import (
     Cost,
     Divergence,
     Failure,
+    ImageInfo,
     Report,
     RunResult,
 )
@@ -128,6 +129,9 @@ def _from_record(record: RunRecord, run_dir: Path, repeat: int) -> RunResult:
         val_acc=last_acc,
         seconds_per_epoch=seconds,
         error=record.error.model_dump() if record.error else None,
+        image_digest=record.provenance.image_digest,
+        image_id=record.provenance.image_id,
+        torch=record.provenance.torch,
     )
 
 
@@ -394,4 +398,34 @@ def analyze(root: str | Path) -> Report:
         by_image[str(c.settings.get("image"))].append(c)
     summaries = {image: describe_image(image, cs) for image, cs in by_image.items()}
     comparisons = _compare("image", cells) + _compare("devices", cells)
-    return Report(name, root, cells, summaries, comparisons, _costs(cells), _failures(cells))
+    return Report(
+        name,
+        root,
+        cells,
+        summaries,
+        comparisons,
+        _costs(cells),
+        _failures(cells),
+        _images(by_image),
+    )
+
+
+def _images(by_image: dict[str, list[CellReport]]) -> list[ImageInfo]:
+    """Each image with the digests, ids and torch versions its ok runs recorded."""
+    out = []
+    for image, cells in by_image.items():
+        runs = [r for c in cells for r in c.runs if r.status == "ok"]
+
+        def seen(values: Iterable[str | None]) -> list[str]:
+            return list(dict.fromkeys(v for v in values if v))
+
+        out.append(
+            ImageInfo(
+                image,
+                seen(r.image_digest for r in runs),
+                seen(r.image_id for r in runs),
+                seen(r.torch for r in runs),
+                len(cells),
+            )
+        )
+    return out

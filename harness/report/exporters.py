@@ -31,6 +31,7 @@ def render_json(report: Report) -> bytes:
         "comparisons": to_jsonable(report.comparisons),
         "costs": [{**to_jsonable(c), "ratio": c.ratio} for c in report.costs],
         "failures": to_jsonable(report.failures),
+        "images": to_jsonable(report.images),
     }
     return (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8")
 

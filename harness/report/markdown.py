@@ -64,6 +64,26 @@ def render_markdown(report: Report) -> bytes:
         out += [f"- **{escape(image)}**: {escape(text)}"]
     out.append("")
 
+    if report.images:
+        out += [
+            "## Images",
+            "",
+            "The digest pins what ran: a tag can move, a digest cannot.",
+            "",
+        ]
+        body = [
+            [
+                escape(i.image),
+                ", ".join(f"`{d}`" for d in i.digests)
+                or ("— (this machine's Python)" if i.image == "local" else "—"),
+                ", ".join(f"`{d}`" for d in i.image_ids) or "—",
+                escape(", ".join(i.torch)) or "—",
+                str(i.cells),
+            ]
+            for i in report.images
+        ]
+        out += _table(["image", "digest", "image id", "torch", "cells"], body) + [""]
+
     out += [
         "## Cells",
         "",

@@ -23,6 +23,9 @@ class RunResult:
     val_acc: float | None = None
     seconds_per_epoch: float | None = None
     error: dict[str, Any] | None = None
+    image_digest: str | None = None
+    image_id: str | None = None
+    torch: str | None = None
 
 
 @dataclass
@@ -94,6 +97,17 @@ class Failure:
 
 
 @dataclass
+class ImageInfo:
+    """What each image of the matrix was, as its run records say: the digest pins it."""
+
+    image: str
+    digests: list[str]  # provenance.image_digest of its ok runs (one, unless it changed)
+    image_ids: list[str]
+    torch: list[str]
+    cells: int
+
+
+@dataclass
 class Report:
     name: str
     root: Path
@@ -102,3 +116,4 @@ class Report:
     comparisons: list[Comparison]
     costs: list[Cost]
     failures: list[Failure]
+    images: list[ImageInfo] = field(default_factory=list)

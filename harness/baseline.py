@@ -1,0 +1,142 @@
+"""Result sets for the baseline gate: from a results folder, or from a golden-digests file.
+
+A golden-digests file is the small JSON a repository keeps (``harness baseline DIR -o FILE``)
+instead of a results folder of hundreds of MB. It holds, per cell id, what ``harness compare``
+needs and nothing else::
+
+    {"format_version": 1, "kind": "harness-baseline", "matrix": NAME, "matrix_digest": ...,
+     "cells": {"<cell id>": {"name", "settings", "reproducible", "trajectories": [per repeat],
+                            "final_weights", "image", "image_digest", "torch"}}}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.contract import write_json_atomic
+from harness.errors import HarnessError
+
+BASELINE_FORMAT_VERSION = 1
+BASELINE_KIND = "harness-baseline"
+
+
+@dataclass
+class CellDigests:
+    """One cell of a result set: its verdict and the digests that pin its results."""
+
+    name: str
+    settings: dict[str, Any]
+    reproducible: bool | None
+    trajectories: list[str | None]  # per repeat; None where the run did not finish
+    final_weights: str | None  # of the first finished repeat
+    image: str
+    image_digest: str | None
+    torch: str | None = None
+
+    @property
+    def image_identity(self) -> str:
+        """What "the same image" means: its digest; for ``local`` (no digest) the torch build."""
+        if self.image_digest:
+            return self.image_digest
+        return f"{self.image} (torch {self.torch or 'unknown'})"
+
+
+@dataclass
+class ResultSet:
+    source: str
+    matrix: str
+    matrix_digest: str | None
+    cells: dict[str, CellDigests]
+
+
+def from_results(root: str | Path) -> ResultSet:
+    """Verdicts and digests of a results folder (its run records; no torch needed)."""
+    from harness.report import analyze
+
+    report = analyze(root)
+    manifest_path = Path(root) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text("utf-8")) if manifest_path.exists() else {}
+    cells = {}
+    for cell in report.cells:
+        first_ok = next((r for r in cell.runs if r.status == "ok"), None)
+        cells[cell.id] = CellDigests(
+            name=cell.name,
+            settings=cell.settings,
+            reproducible=cell.reproducible,
+            trajectories=[r.trajectory if r.status == "ok" else None for r in cell.runs],
+            final_weights=first_ok.final_weights if first_ok else None,
+            image=str(cell.settings.get("image")),
+            image_digest=first_ok.image_digest if first_ok else None,
+            torch=first_ok.torch if first_ok else None,
+        )
+    return ResultSet(str(root), report.name, manifest.get("matrix_digest"), cells)
+
+
+def to_json(results: ResultSet) -> dict[str, Any]:
+    return {
+        "format_version": BASELINE_FORMAT_VERSION,
+        "kind": BASELINE_KIND,
+        "matrix": results.matrix,
+        "matrix_digest": results.matrix_digest,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": results.source,
+        "cells": {cid: asdict(c) for cid, c in sorted(results.cells.items())},
+    }
+
+
+def from_file(path: str | Path) -> ResultSet:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HarnessError(
+            f"{path}: not a readable golden-digests file ({exc})",
+            "make one with `harness baseline RESULTS_DIR -o FILE`",
+        ) from exc
+    if not isinstance(data, dict) or data.get("kind") != BASELINE_KIND:
+        raise HarnessError(
+            f'{path} is not a golden-digests file (no "kind": "{BASELINE_KIND}")',
+            "make one with `harness baseline RESULTS_DIR -o FILE`, or give a results folder",
+        )
+    if data.get("format_version") != BASELINE_FORMAT_VERSION:
+        raise HarnessError(
+            f"{path}: golden-digests format {data.get('format_version')!r} is not "
+            f"{BASELINE_FORMAT_VERSION}",
+            "regenerate it with this harness: `harness baseline RESULTS_DIR -o FILE`",
+        )
+    try:
+        cells = {cid: CellDigests(**entry) for cid, entry in data["cells"].items()}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise HarnessError(
+            f"{path}: malformed golden-digests file ({exc})",
+            "regenerate it with `harness baseline`",
+        ) from exc
+    return ResultSet(str(path), data.get("matrix", ""), data.get("matrix_digest"), cells)
+
+
+def load_result_set(path: str | Path) -> ResultSet:
+    """A results folder or a golden-digests file, whichever ``path`` is."""
+    path = Path(path)
+    if path.is_dir():
+        return from_results(path)
+    if path.is_file():
+        return from_file(path)
+    raise HarnessError(
+        f"{path}: no such results folder or golden-digests file",
+        "give a folder `harness run`/`harness merge` wrote, or a file from `harness baseline`",
+    )
+
+
+def write_baseline(results_dir: str | Path, out: str | Path) -> ResultSet:
+    """``harness baseline DIR -o FILE``: write the golden digests of a results folder."""
+    results = from_results(results_dir)
+    if not results.cells:
+        raise HarnessError(f"{results_dir} has no cells", "give a folder with finished runs")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out, to_json(results))
+    return results

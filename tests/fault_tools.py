@@ -1,0 +1,219 @@
+"""Helpers shared by the fault tests (tests/test_faults_*.py): start a real ``harness run``,
+watch its output, find its workload processes, snapshot finished results.
+
+Each fault test checks the same four things, so the checks live here once:
+finished results intact (bytes before == bytes after), nothing left behind (processes via
+/proc, containers via their ``harness.run`` label), a message that says what happened and what
+to do, and a resume that completes the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from test_resume import processes_of  # the /proc scan the resume tests already use
+
+from harness.record import RecordError, load_record
+
+ROOT = Path(__file__).resolve().parents[1]
+
+__all__ = [
+    "ROOT",
+    "Harness",
+    "finished_files",
+    "no_processes_left",
+    "records",
+    "workload_pid",
+    "write_matrix",
+]
+
+
+def write_matrix(
+    path: Path,
+    name: str,
+    *,
+    repeats: int = 1,
+    steps: int | None = 30,
+    epochs: int = 1,
+    timeout_s: float = 600,
+    image: str | None = None,
+    run_extra: str = "",
+    tail: str = "",
+) -> Path:
+    """A tiny real matrix: one ``before_model`` cell (plus whatever ``tail`` adds)."""
+    steps_yaml = "null" if steps is None else str(steps)
+    axes = f"  image: ['{image}']\n" if image else ""
+    path.write_text(
+        f"name: {name}\n"
+        f"run: {{repeats: {repeats}, epochs: {epochs}, max_steps_per_epoch: {steps_yaml}, "
+        f"threads: 1, timeout_s: {timeout_s}{run_extra}}}\n"
+        "axes:\n"
+        f"{axes}"
+        "  placement: [before_model]\n"
+        f"{tail}"
+    )
+    return path
+
+
+class Harness:
+    """``harness run`` in its own session, its output collected line by line in a thread."""
+
+    def __init__(
+        self,
+        matrix: Path,
+        out: Path,
+        *args: str,
+        cpus: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            str(matrix),
+            "--out",
+            str(out),
+            "--progress",
+            "plain",
+            "--no-report",
+            *args,
+        ]
+        if cpus is not None:  # one core: the runs go one after another
+            argv = ["taskset", "-c", cpus, *argv]
+        self.out = out
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+            argv,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, needle: str, timeout: float = 300) -> str:
+        """Block until a line containing ``needle`` is printed; fail if the harness exits first."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            lines = list(self.lines)
+            for line in lines[seen:]:
+                if needle in line:
+                    return line
+            seen = len(lines)
+            if self.proc.poll() is not None:
+                self._reader.join(timeout=5)
+                if any(needle in ln for ln in self.lines):
+                    return next(ln for ln in self.lines if needle in ln)
+                raise AssertionError(f"harness exited before {needle!r}:\n{self.text[-3000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {needle!r} within {timeout} s:\n{self.text[-3000:]}")
+
+    def finish(self, timeout: float = 600) -> int:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        self._reader.join(timeout=10)
+        return code
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """Last resort in a ``finally``: the whole session, so no test leaves a process."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=30)
+
+
+def workload_pid(run_dir: Path, timeout: float = 120) -> int:
+    """The pid of the workload process training into ``run_dir`` (found through /proc)."""
+    needle = f"--out\0{run_dir}".encode()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"harness.workload" in cmdline and needle in cmdline:
+                return int(entry.name)
+        time.sleep(0.05)
+    raise AssertionError(f"no workload process for {run_dir} within {timeout} s")
+
+
+def wait_for_text(path: Path, needle: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if needle in path.read_text(errors="replace"):
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"{needle!r} never appeared in {path}")
+
+
+def no_processes_left(out: Path, session: int, wait_s: float = 20) -> list[int]:
+    """Processes of that harness session or naming ``out``; waits a little for them to go."""
+    deadline = time.monotonic() + wait_s
+    while processes_of(out, session) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return processes_of(out, session)
+
+
+def records(out: Path) -> dict[str, object]:
+    """``repeat-<k>`` of the (single) cell -> its run record, or the RecordError."""
+    found: dict[str, object] = {}
+    for run_dir in sorted(out.glob("cells/*/repeat-*")):
+        try:
+            found[run_dir.name] = load_record(run_dir)
+        except RecordError as exc:
+            found[run_dir.name] = exc
+    return found
+
+
+def finished_files(out: Path) -> dict[str, bytes]:
+    """Every file of every run with an ok record (run.json, losses.npy, events, log, spec)."""
+    files: dict[str, bytes] = {}
+    for run_dir in sorted(out.glob("cells/*/repeat-*")):
+        try:
+            if not load_record(run_dir).ok:
+                continue
+        except RecordError:
+            continue
+        for path in sorted(run_dir.rglob("*")):
+            if path.is_file():
+                files[str(path.relative_to(out))] = path.read_bytes()
+    return files

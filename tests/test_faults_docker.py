@@ -1,0 +1,186 @@
+"""Docker faults under a real ``harness run --executor docker`` on a real engine: a container
+killed for memory (2), the daemon stopped mid-matrix and started again (5), an image that does
+not exist (9), a GPU cell on an engine with no GPU runtime (10).
+
+SIGINT and SIGTERM to a docker matrix (fault 4) are in test_docker_cli.py; timeouts of a
+container in test_docker_executor.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from fault_tools import ROOT, Harness, finished_files, records, write_matrix
+from test_docker_cli import BASE_IMAGE, client, ours, workload_image  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.docker
+
+ENGINE = ROOT / "scripts" / "docker-engine.sh"
+
+
+def docker_run(matrix: Path, out: Path, *args: str, cpus: str | None = None) -> Harness:
+    return Harness(matrix, out, "--executor", "docker", *args, cpus=cpus)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.mark.slow
+def test_container_killed_for_memory(client, workload_image, tmp_path):  # noqa: F811
+    """Fault 2: run.memory_limit far below what training needs; raising it resumes."""
+    name = unique("oom")
+    matrix = write_matrix(
+        tmp_path / "m.yaml", name, image=BASE_IMAGE, run_extra=", memory_limit: 150m"
+    )
+    out = tmp_path / "out"
+    first = docker_run(matrix, out)
+    try:
+        assert first.finish(timeout=600) == 1, first.text[-3000:]
+    finally:
+        first.kill()
+    assert ours(client, name) == []
+    record = records(out)["repeat-0"]
+    assert record.status == "failed" and record.error.type == "oom"
+    assert "killed for memory" in record.error.message
+    assert "raise run.memory_limit" in record.error.message and "150m" in record.error.message
+    assert "killed for memory" in first.text and "Traceback" not in first.text
+
+    write_matrix(matrix, name, image=BASE_IMAGE, run_extra=", memory_limit: 4g")
+    second = docker_run(matrix, out)  # same folder: the limit is not part of the identity
+    try:
+        assert second.finish(timeout=600) == 0, second.text[-3000:]
+    finally:
+        second.kill()
+    assert records(out)["repeat-0"].ok
+    assert ours(client, name) == []
+    kept = finished_files(out)
+    write_matrix(matrix, name, image=BASE_IMAGE, run_extra=", memory_limit: 150m")
+    third = docker_run(matrix, out)
+    try:
+        assert third.finish(timeout=300) == 0, third.text[-3000:]
+    finally:
+        third.kill()
+    assert "1 already done" in third.text and finished_files(out) == kept
+
+
+def engine(action: str) -> subprocess.CompletedProcess:
+    return subprocess.run(  # noqa: S603 - argv list
+        ["bash", str(ENGINE), action], capture_output=True, text=True, timeout=180, check=False
+    )
+
+
+@pytest.fixture
+def own_engine(client):  # noqa: F811
+    """The engine of scripts/docker-engine.sh, which this test may stop; restarted after."""
+    root = os.environ.get("HARNESS_DOCKER_ROOT", "/var/lib/harness-docker")
+    if os.environ.get("DOCKER_HOST") != f"unix://{root}/run/docker.sock":
+        pytest.skip("DOCKER_HOST is not the engine of scripts/docker-engine.sh; not stopping it")
+    if engine("status").returncode != 0:
+        pytest.skip("scripts/docker-engine.sh does not report its engine running")
+    try:
+        yield
+    finally:
+        started = engine("start")  # whatever happened: the other tests need it
+        assert started.returncode == 0, started.stderr
+
+
+@pytest.mark.slow
+def test_daemon_stopped_mid_matrix_then_started(client, workload_image, own_engine, tmp_path):  # noqa: F811
+    """Fault 5: the engine stops while the second run's container trains."""
+    name = unique("daemon")
+    matrix = write_matrix(
+        tmp_path / "m.yaml", name, repeats=2, steps=600, epochs=4, image=BASE_IMAGE
+    )
+    out = tmp_path / "out"
+    first = docker_run(matrix, out, cpus="0")  # one core: one container after the other
+    try:
+        first.wait_for("] ok ")
+        kept = finished_files(out)
+        deadline = time.monotonic() + 120
+        while not [c for c in ours(client, name) if c.status == "running"]:
+            assert time.monotonic() < deadline, first.text
+            time.sleep(0.2)
+        stopped = engine("stop")
+        assert stopped.returncode == 0, stopped.stderr
+        code = first.finish(timeout=300)
+    finally:
+        first.kill()
+    assert code == 1, first.text[-3000:]
+    assert "Docker daemon" in first.text and "Traceback" not in first.text
+    failed = [r for r in records(out).values() if not r.ok]
+    assert len(failed) == 1 and "Docker daemon" in failed[0].error.message
+    assert "docker-engine.sh start" in failed[0].error.message or "resume" in (
+        failed[0].error.message
+    )
+    assert finished_files(out) == kept
+
+    started = engine("start")
+    assert started.returncode == 0, started.stderr
+    second = docker_run(matrix, out)
+    try:
+        assert second.finish(timeout=600) == 0, second.text[-3000:]
+    finally:
+        second.kill()
+    assert "1 already done" in second.text
+    assert {k: v for k, v in finished_files(out).items() if k in kept} == kept
+    assert all(r.ok for r in records(out).values())
+    assert ours(client, name) == []  # the resumed run also removed what the stop left
+
+
+def test_image_that_does_not_exist(client, tmp_path):  # noqa: F811
+    """Fault 9: a clear error before anything starts; the corrected matrix runs in the folder."""
+    name = unique("noimage")
+    missing = f"harness-test/no-such-image:{uuid.uuid4().hex[:8]}"
+    matrix = write_matrix(tmp_path / "m.yaml", name, image=missing)
+    out = tmp_path / "out"
+    first = docker_run(matrix, out)
+    try:
+        assert first.finish(timeout=300) == 2, first.text
+    finally:
+        first.kill()
+    assert "no such image" in first.text and missing in first.text
+    assert "hint:" in first.text and "Traceback" not in first.text
+    assert ours(client, name) == []
+    assert not (out / "cells").exists() and not (out / "manifest.json").exists()
+
+
+@pytest.mark.slow
+def test_gpu_cell_without_gpu_runtime(client, workload_image, tmp_path):  # noqa: F811
+    """Fault 10: refused before any run, probe container removed; without the GPU cell the
+    same folder runs."""
+    if "nvidia" in client.info().get("Runtimes", {}):
+        pytest.skip("this engine has an NVIDIA runtime")
+    name = unique("nogpu")
+    matrix = write_matrix(
+        tmp_path / "m.yaml", name, image=BASE_IMAGE, tail="  accelerator: [cpu, gpu]\n"
+    )
+    out = tmp_path / "out"
+    first = docker_run(matrix, out, "--gpus", "0")
+    try:
+        assert first.finish(timeout=300) == 2, first.text
+    finally:
+        first.kill()
+    assert "no GPU runtime" in first.text and "NVIDIA Container Toolkit" in first.text
+    assert "--executor local" in first.text and "Traceback" not in first.text
+    assert ours(client, name) == []
+    assert not (out / "cells").exists()
+
+    write_matrix(
+        matrix,
+        name,
+        image=BASE_IMAGE,
+        tail="  accelerator: [cpu, gpu]\nexclude:\n  - {accelerator: gpu}\n",
+    )
+    second = docker_run(matrix, out, "--gpus", "0")
+    try:
+        assert second.finish(timeout=600) == 0, second.text[-3000:]
+    finally:
+        second.kill()
+    assert [r.ok for r in records(out).values()] == [True]
+    assert ours(client, name) == []
