@@ -360,6 +360,14 @@ def parse_matrix(text: str, path: Path) -> LoadedMatrix:
             f"{path}:1: the matrix has no cells",
             "give at least one axis, or include entries, and check exclude",
         )
+    total = len(combos) * model.run.repeats
+    if total > model.run.max_runs:  # before the cells are built: that is the slow part
+        raise MatrixError(
+            f"{_where(path, root, ('run', 'repeats'))}: the matrix has {len(combos)} cells x "
+            f"{model.run.repeats} repeats = {total} runs, more than run.max_runs "
+            f"({model.run.max_runs})",
+            f"if you mean it, raise it: run: {{max_runs: {total}}}",
+        )
     try:
         cells = make_cells(model, combos)
     except ValidationError as exc:  # a combination the parts allowed but the whole does not
@@ -370,13 +378,6 @@ def parse_matrix(text: str, path: Path) -> LoadedMatrix:
         ) from exc
     _check_duplicates(model, cells, combos, root, path)
     loaded = LoadedMatrix(path, text, model, cells)
-    if loaded.total_runs > model.run.max_runs:
-        raise MatrixError(
-            f"{_where(path, root, ('run', 'repeats'))}: the matrix has {len(cells)} cells x "
-            f"{model.run.repeats} repeats = {loaded.total_runs} runs, more than run.max_runs "
-            f"({model.run.max_runs})",
-            f"if you mean it, raise it: run: {{max_runs: {loaded.total_runs}}}",
-        )
     return loaded
 
 
@@ -536,15 +537,15 @@ def _check_duplicates(
 ) -> None:
     axes = model.axes.model_dump(exclude_unset=True)
     for name, values in axes.items():
-        seen: list[Any] = []
+        seen: set[str] = set()  # a set: a 10,000-value axis must not take minutes
         for i, v in enumerate(values or []):
-            if any(canonical_json(v) == canonical_json(s) for s in seen):
+            if canonical_json(v) in seen:
                 raise MatrixError(
                     f"{_where(path, root, ('axes', name, i))}: axes.{name} lists {v!r} twice, "
                     "which makes duplicate cells",
                     f"list each value of {name} once",
                 )
-            seen.append(v)
+            seen.add(canonical_json(v))
     first: dict[str, int] = {}
     for index, cell in enumerate(cells):
         if cell.id in first:

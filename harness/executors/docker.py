@@ -280,7 +280,7 @@ class DockerExecutor(Executor):
         extra = {"image": image.tag, "image_id": image.image_id}
         try:
             container = self.client.containers.create(**kwargs)
-        except requests.exceptions.RequestException as exc:  # the engine went away
+        except requests.exceptions.ConnectionError as exc:  # the engine went away
             return RunOutcome(
                 RunStatus.FAILED,
                 time.monotonic() - start,
@@ -306,7 +306,7 @@ class DockerExecutor(Executor):
                 )
             try:
                 container.start()
-            except requests.exceptions.RequestException as exc:
+            except requests.exceptions.ConnectionError as exc:
                 return RunOutcome(
                     RunStatus.FAILED,
                     time.monotonic() - start,
@@ -389,7 +389,7 @@ class DockerExecutor(Executor):
             oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
         except docker.errors.NotFound:
             oom = False
-        except requests.exceptions.RequestException as exc:
+        except requests.exceptions.ConnectionError as exc:
             return self._lost(start, exc)
         if oom:
             limit = self.options.extra.get("memory_limit")
@@ -466,7 +466,7 @@ class DockerExecutor(Executor):
         except ExecutorError as exc:  # no engine: nothing of ours can be running there
             log.debug("cleanup: %s", exc.message)
             return
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
             log.warning("cleanup: cannot list containers: %s", exc)
             return
         for container in leftovers:
@@ -498,7 +498,7 @@ def _kill(container: Any) -> None:
 
     try:
         container.kill()
-    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:  # gone
+    except (docker.errors.APIError, requests.exceptions.ConnectionError) as exc:  # gone
         log.debug("kill %s: %s", container.short_id, exc)
 
 
@@ -510,7 +510,7 @@ def _remove(container: Any) -> None:
         container.remove(force=True)
     except docker.errors.NotFound:
         pass
-    except requests.exceptions.RequestException as exc:
+    except requests.exceptions.ConnectionError as exc:
         # The engine is gone; the next `harness run` of this matrix removes it by its label.
         log.warning("could not remove container %s: %s", container.short_id, exc)
     except docker.errors.APIError as exc:
