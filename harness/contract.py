@@ -98,8 +98,9 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         _check_choice("placement", self.placement, PLACEMENTS)
-        _check_choice("deterministic_algorithms", self.deterministic_algorithms,
-                      DETERMINISTIC_ALGORITHMS)
+        _check_choice(
+            "deterministic_algorithms", self.deterministic_algorithms, DETERMINISTIC_ALGORITHMS
+        )
         _check_choice("accelerator", self.accelerator, ACCELERATORS)
         for name in ("epochs", "threads", "devices", "batch_size", "hidden_size"):
             value = getattr(self, name)

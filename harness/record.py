@@ -120,7 +120,9 @@ def load_record(run_dir: str | Path) -> RunRecord:
     try:
         return RunRecord.model_validate(data)
     except ValidationError as exc:
-        raise RecordError(f"{path}: not a run record of format {RECORD_FORMAT_VERSION}: {exc}") from exc
+        raise RecordError(
+            f"{path}: not a run record of format {RECORD_FORMAT_VERSION}: {exc}"
+        ) from exc
 
 
 def losses_path(run_dir: str | Path) -> Path:

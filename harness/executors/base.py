@@ -90,5 +90,5 @@ class Executor(ABC):
     ) -> RunOutcome:
         """Run one repeat; the spec is already written to ``run_dir/spec.json``."""
 
-    def cleanup(self) -> None:
+    def cleanup(self) -> None:  # noqa: B027 - optional hook: most executors reap as they go
         """Stop everything this executor started and has not yet reaped."""
