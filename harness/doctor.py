@@ -6,8 +6,6 @@ MNIST is found and matches its MD5s. Every check returns data; nothing here rais
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import logging
 import os
 import shutil
@@ -16,9 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.mnist import DataError, MnistMissing, verify_mnist
+
 log = logging.getLogger(__name__)
 
-MD5_FILE = "MD5SUMS.raw"
 NVIDIA_SMI_TIMEOUT_S = 20
 
 
@@ -87,39 +86,15 @@ def gpus_seen() -> tuple[list[str], str | None]:
 
 
 def check_mnist(data_dir: Path | None) -> tuple[bool, bool | None, str | None]:
-    """(found, md5 ok, error): the four IDX files (plain or .gz) against MD5SUMS.raw."""
+    """(found, md5 ok, error): the four IDX files (plain or .gz) against MNIST's known MD5s."""
     if data_dir is None or not data_dir.is_dir():
         return False, None, f"no MNIST folder at {data_dir}" if data_dir else "no MNIST folder"
-    sums_path = data_dir / MD5_FILE
-    if not sums_path.is_file():
-        names = (
-            "train-images-idx3-ubyte",
-            "train-labels-idx1-ubyte",
-            "t10k-images-idx3-ubyte",
-            "t10k-labels-idx1-ubyte",
-        )
-        missing = [n for n in names if not _idx_path(data_dir, n)]
-        if missing:
-            return False, None, f"missing {', '.join(missing)}"
-        return True, None, f"no {MD5_FILE}: contents not checked"
-    bad: list[str] = []
-    for line in sums_path.read_text(encoding="utf-8").splitlines():
-        parts = line.split()
-        if len(parts) != 2:
-            continue
-        expected, name = parts[0], parts[1].lstrip("*")
-        path = _idx_path(data_dir, name)
-        if path is None:
-            return False, None, f"{name} (or {name}.gz) not found in {data_dir}"
-        opener = gzip.open if path.suffix == ".gz" else open
-        digest = hashlib.md5()  # noqa: S324 - the published checksums are MD5
-        with opener(path, "rb") as handle:
-            for block in iter(lambda h=handle: h.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != expected:
-            bad.append(name)
-    if bad:
-        return True, False, f"MD5 mismatch: {', '.join(bad)}"
+    try:
+        verify_mnist(data_dir)
+    except MnistMissing as exc:
+        return False, None, str(exc)
+    except DataError as exc:
+        return True, False, str(exc)
     return True, True, None
 
 

@@ -88,13 +88,14 @@ def workload_files(root: Path | None = None) -> list[tuple[str, Path]]:
     """The files that go into the image: (path in the context, path on disk), sorted.
 
     Only the workload side: ``harness/__init__.py``, ``harness/contract.py``,
-    ``harness/workload/**`` (no caches) and the Dockerfile itself.
+    ``harness/mnist.py``, ``harness/workload/**`` (no caches) and the Dockerfile itself.
     """
     root = root or repo_root()
     files = [
         (DOCKERFILE, root / DOCKERFILE),
         ("harness/__init__.py", root / "harness/__init__.py"),
         ("harness/contract.py", root / "harness/contract.py"),
+        ("harness/mnist.py", root / "harness/mnist.py"),
     ]
     workload = root / "harness" / "workload"
     for path in sorted(workload.rglob("*")):

@@ -19,7 +19,7 @@ from typing import TextIO
 
 import harness
 from harness.contract import RunSpec
-from harness.errors import StoreError
+from harness.errors import HarnessError, StoreError
 from harness.executors import (
     ExecutorOptions,
     RunOutcome,
@@ -29,6 +29,7 @@ from harness.executors import (
     get_executor_class,
 )
 from harness.matrix import Cell, LoadedMatrix, load_matrix
+from harness.mnist import MIRRORS, DataError, default_cache_dir, download_mnist
 from harness.progress import make_progress
 from harness.schedule import Job, SlotPool, check_fits, detect_host, need_of, run_jobs
 from harness.shard import ShardSpec, cells_of_shard
@@ -52,6 +53,18 @@ def default_data_dir() -> Path | None:
         return Path(env).resolve()
     beside = Path(harness.__file__).resolve().parents[2] / "shared" / "data" / "mnist"
     return beside if beside.is_dir() else None
+
+
+def fetch_mnist(cache: Path, mirrors: tuple[str, ...] = MIRRORS) -> Path:
+    """Download MNIST on the host, verified, once: containers have no network to do it."""
+    try:
+        return download_mnist(cache, mirrors)
+    except DataError as exc:
+        raise HarnessError(
+            f"MNIST is not on this machine and could not be downloaded: {exc}",
+            hint="copy the four IDX files (raw or .gz) to a folder, then pass --data-dir "
+            "or set HARNESS_MNIST_DIR",
+        ) from exc
 
 
 @dataclass
@@ -120,7 +133,7 @@ def run_matrix(config: RunConfig) -> RunSummary:
     matrix = load_matrix(config.matrix)
     out = (config.out or default_out(matrix.model.name)).resolve()
     store = ResultsDir(out)
-    data_dir = config.data_dir or default_data_dir()
+    data_dir = config.data_dir or default_data_dir() or fetch_mnist(default_cache_dir())
     cells = matrix.cells if config.shard is None else cells_of_shard(matrix, config.shard)
     if config.shard is not None:
         log.info("shard %s: %d of %d cells", config.shard, len(cells), len(matrix.cells))

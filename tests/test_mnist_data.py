@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
+from harness.mnist import verify_mnist
 from harness.workload.data import (
     MNIST_MD5,
     Batches,
@@ -161,3 +162,15 @@ def test_batches_equal_dataloader_collation(train):
     for (x, y), (ex, ey) in zip(ours, theirs, strict=True):
         assert torch.equal(x, ex) and torch.equal(y, ey)
     assert np.array_equal(ours[-1][0].numpy(), theirs[-1][0].numpy())
+
+
+def test_host_fetch_downloads_once_or_says_how_to_provide_mnist(mirror, tmp_path):
+    from harness.errors import HarnessError
+    from harness.runner import fetch_mnist
+
+    bad_url, good_url = mirror
+    with pytest.raises(HarnessError, match="could not be downloaded") as caught:
+        fetch_mnist(tmp_path / "cache", mirrors=(bad_url,))
+    assert "HARNESS_MNIST_DIR" in (caught.value.hint or "")
+    dest = fetch_mnist(tmp_path / "cache", mirrors=(bad_url, good_url))
+    verify_mnist(dest)

@@ -11,6 +11,8 @@ REPO = Path(__file__).resolve().parent.parent
 HOST_ONLY = ("pydantic", "yaml", "docker", "rich", "typer")
 #: What the workload's own dependencies load by themselves: pytorch-lightning depends on PyYAML
 #: and imports rich when it happens to be installed (it is not, in the workload image).
+#: The modules outside harness.workload that the workload shares with the host (stdlib only).
+SHARED = {"harness", "harness.contract", "harness.mnist"}
 DEPENDENCIES = "import torch, torchvision, torchmetrics, pytorch_lightning, torch.utils.tensorboard"
 
 
@@ -34,7 +36,7 @@ def test_workload_imports_no_host_packages():
     assert leaked == []
     harness_modules = {m for m in added if m.startswith("harness")}
     assert all(
-        m in {"harness", "harness.contract"} or m.startswith("harness.workload")
+        m in SHARED or m.startswith("harness.workload")
         for m in harness_modules
     ), harness_modules
 
@@ -67,4 +69,11 @@ def test_workload_sources_import_no_host_package():
             for name in names:
                 assert name.split(".")[0] not in HOST_ONLY, f"{path}: imports {name}"
                 if name.startswith("harness.") and not name.startswith("harness.workload"):
-                    assert name == "harness.contract", f"{path}: imports {name}"
+                    assert name in SHARED, f"{path}: imports {name}"
+
+
+def test_shared_modules_are_stdlib_only():
+    loaded = _modules_after("import harness.contract, harness.mnist")
+    assert "harness.mnist" in loaded
+    third_party = {"torch", "numpy", "pydantic", "yaml", "docker", "rich", "typer"}
+    assert sorted(m for m in loaded if m.split(".")[0] in third_party) == []

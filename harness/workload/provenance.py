@@ -25,14 +25,14 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def workload_digest() -> str:
-    """sha256 over this package's .py files (sorted relative path + bytes) and contract.py."""
+    """sha256 over this package's .py files (sorted path + bytes), contract.py and mnist.py."""
     files = sorted(_PACKAGE.rglob("*.py"))
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.relative_to(_PACKAGE.parent).as_posix().encode() + b"\0")
         digest.update(path.read_bytes())
-    contract = _PACKAGE.parent / "contract.py"
-    digest.update(b"contract.py\0" + contract.read_bytes())
+    for shared in ("contract.py", "mnist.py"):
+        digest.update(shared.encode() + b"\0" + (_PACKAGE.parent / shared).read_bytes())
     return digest.hexdigest()
 
 
