@@ -35,10 +35,9 @@ def test_workload_imports_no_host_packages():
     leaked = sorted(m for m in added if m.split(".")[0] in HOST_ONLY)
     assert leaked == []
     harness_modules = {m for m in added if m.startswith("harness")}
-    assert all(
-        m in SHARED or m.startswith("harness.workload")
-        for m in harness_modules
-    ), harness_modules
+    assert all(m in SHARED or m.startswith("harness.workload") for m in harness_modules), (
+        harness_modules
+    )
 
 
 def test_host_side_contract_and_record_do_not_import_torch():

@@ -19,6 +19,10 @@ def command(
     plots: Annotated[
         bool, typer.Option(help="draw |Δloss| plots for cells that do not reproduce")
     ] = True,
+    max_plots: Annotated[
+        int | None,
+        typer.Option(help="draw at most this many plots (default 25; 0: one for every such cell)"),
+    ] = None,
     github: Annotated[
         bool,
         typer.Option(
@@ -42,6 +46,6 @@ def command(
         note = f" (cut to {result.lines_kept} of {result.lines_total} lines)" if result.cut else ""
         typer.echo(f"job summary: {result.path}: {result.bytes_written} bytes{note}")
         return 0
-    for path in write_reports(results, formats, plots=plots):
+    for path in write_reports(results, formats, plots=plots, max_plots=max_plots):
         typer.echo(str(path))
     return 0

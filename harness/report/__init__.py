@@ -15,8 +15,13 @@ __all__ = ["FORMATS", "Report", "analyze", "write_reports"]
 FORMATS = ("md", "json", "csv")
 
 
-def write_reports(root: str | Path, formats: Sequence[str], *, plots: bool = True) -> list[Path]:
-    """Write report.<fmt> (and plots/ for md) into the results folder; returns the paths."""
+def write_reports(
+    root: str | Path, formats: Sequence[str], *, plots: bool = True, max_plots: int | None = None
+) -> list[Path]:
+    """Write report.<fmt> (and plots/ for md) into the results folder; returns the paths.
+
+    ``max_plots`` bounds the plots drawn (None: the default bound, 0: no bound).
+    """
     from harness.report.exporters import EXPORTERS
     from harness.store import write_bytes_atomic
 
@@ -30,9 +35,9 @@ def write_reports(root: str | Path, formats: Sequence[str], *, plots: bool = Tru
     report = analyze(root)
     written: list[Path] = []
     if plots and "md" in formats:
-        from harness.report.plots import write_plots
+        from harness.report.plots import MAX_PLOTS, write_plots
 
-        written += write_plots(report)
+        written += write_plots(report, MAX_PLOTS if max_plots is None else max_plots)
     for fmt in dict.fromkeys(formats):
         filename, render = EXPORTERS[fmt]
         path = report.root / filename

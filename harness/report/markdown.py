@@ -139,7 +139,8 @@ def render_markdown(report: Report) -> bytes:
     if unplotted and any(c.plot for c in report.cells):
         out += [
             f"{len(unplotted)} cells that do not reproduce have no plot (plots are drawn for "
-            "the first cells only); their losses.npy files hold the data.",
+            "the first cells only: `harness report DIR --max-plots 0` draws all); their "
+            "losses.npy files hold the data.",
             "",
         ]
 

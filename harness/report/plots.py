@@ -15,7 +15,9 @@ log = logging.getLogger(__name__)
 
 PLOTS_DIR = "plots"
 MAX_POINTS = 800
-#: Plots drawn per report: each takes ~0.1-0.2 s on a small CPU; the rest are listed unplotted.
+#: Plots drawn per report by default: each takes ~0.1-0.2 s on a small CPU, so a report over a
+#: large matrix would spend most of its time drawing; the rest are listed unplotted, and
+#: ``harness report --max-plots 0`` draws them all.
 MAX_PLOTS = 25
 
 
@@ -84,14 +86,15 @@ def plot_cell(cell: CellReport, out_dir: Path, canvas: _Canvas | None = None) ->
     return f"{PLOTS_DIR}/{name}"
 
 
-def write_plots(report: Report) -> list[Path]:
-    written = []
+def write_plots(report: Report, max_plots: int = MAX_PLOTS) -> list[Path]:
+    """Plot the cells that do not reproduce, the first ``max_plots`` of them (0: all)."""
+    written: list[Path] = []
     canvas: _Canvas | None = None
     for cell in report.cells:
         if cell.reproducible is not False:
             continue
-        if len(written) >= MAX_PLOTS:
-            log.info("plot limit %d reached; no plot for %s", MAX_PLOTS, cell.name)
+        if max_plots and len(written) >= max_plots:
+            log.info("plot limit %d reached; no plot for %s", max_plots, cell.name)
             continue
         canvas = canvas or _Canvas()
         try:
