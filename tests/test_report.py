@@ -262,3 +262,41 @@ def test_plot_bound_is_said_in_the_report_and_can_be_lifted(tmp_path: Path):
     write_reports(tmp_path, ["md"], max_plots=0)
     assert len(list((tmp_path / "plots").glob("*.png"))) == 3
     assert "have no plot" not in (tmp_path / "report.md").read_text()
+
+
+def test_across_images_and_gpu_counts_and_the_cost_of_determinism(tmp_path: Path):
+    a = make_cell("img-a", image="repo/a:1")
+    b = make_cell("img-b", image="repo/b:1")  # same settings as a, other image, same bits
+    c = make_cell("img-c", image="repo/c:1")  # same settings again, different bits
+    two = make_cell("img-a-x2", image="repo/a:1", devices=2)  # a with 2 GPUs
+    nondet = make_cell(
+        "img-a-nondet",
+        image="repo/a:1",
+        cudnn_deterministic=False,
+        cudnn_benchmark=True,
+        deterministic_algorithms="off",
+    )
+    make_results(tmp_path, [a, b, c, two, nondet], repeats=1)
+    base = base_losses()
+    for cell in (a, b, nondet):
+        write_run(tmp_path, cell, 0, base)
+    shifted = base.copy()
+    shifted[7, 0] += np.float32(0.125)
+    write_run(tmp_path, c, 0, shifted)
+    write_run(tmp_path, two, 0, base + np.float32(1))
+    report = analyze(tmp_path)
+
+    across_images = [x for x in report.comparisons if x.axis == "image"]
+    assert len(across_images) == 1
+    assert sorted(name for _, name in across_images[0].cells) == ["img-a", "img-b", "img-c"]
+    assert across_images[0].equal is False and across_images[0].divergence.step == 7
+    across_gpus = [x for x in report.comparisons if x.axis == "devices"]
+    assert [sorted(n for _, n in x.cells) for x in across_gpus] == [["img-a", "img-a-x2"]]
+    assert across_gpus[0].equal is False
+
+    costs = {x.cell: x for x in report.costs}
+    assert set(costs) == {"img-a"} and costs["img-a"].twin == "img-a-nondet"
+    assert costs["img-a"].ratio == pytest.approx(1.0)
+    write_reports(tmp_path, ["md"])
+    md = (tmp_path / "report.md").read_text()
+    assert "img-a-nondet" in md.split("## Cost of determinism")[1]
