@@ -161,6 +161,25 @@ CELL_SETTINGS: tuple[str, ...] = (
 )
 
 
+def run_environment(spec: RunSpec) -> dict[str, str]:
+    """The variables a run starts with, whoever starts it (local process, container, re-exec).
+
+    Thread counts pinned to the spec, its hash seed, deterministic cuBLAS when deterministic
+    algorithms are asked for (it must be set before CUDA starts), then the spec's extra_env,
+    which wins.
+    """
+    threads = str(spec.threads)
+    env = {
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "PYTHONHASHSEED": str(spec.pythonhashseed),
+    }
+    if spec.deterministic_algorithms != "off":
+        env["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE_DETERMINISTIC
+    env.update(spec.extra_env)
+    return env
+
+
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise SpecError(f"{name} must be one of {', '.join(choices)}; got {value!r}")

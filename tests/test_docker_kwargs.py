@@ -74,10 +74,11 @@ def test_hardening_mounts_labels_and_command(tmp_path: Path) -> None:
         ("gpu", "on", True),
         ("gpu", "warn", True),
         ("gpu", "off", False),
-        ("cpu", "on", False),
+        ("cpu", "on", True),
+        ("cpu", "off", False),
     ],
 )
-def test_cublas_workspace_only_for_deterministic_gpu_cells(
+def test_cublas_workspace_exactly_when_deterministic_algorithms_are_asked_for(
     tmp_path: Path, accelerator: str, algorithms: str, expected: bool
 ) -> None:
     spec = RunSpec(accelerator=accelerator, deterministic_algorithms=algorithms)

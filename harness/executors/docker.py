@@ -20,13 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.contract import (
-    CUBLAS_WORKSPACE_DETERMINISTIC,
-    LOG_FILE,
-    RECORD_FILE,
-    SPEC_FILE,
-    RunSpec,
-)
+from harness.contract import LOG_FILE, RECORD_FILE, SPEC_FILE, RunSpec, run_environment
 from harness.errors import ExecutorError
 from harness.executors.base import Executor, ExecutorOptions, RunOutcome, RunStatus, Slot
 from harness.images import WorkloadImage, connect, ensure_workload_image
@@ -54,11 +48,7 @@ NO_GPU_RUNTIME_HINT = (
 
 def container_environment(spec: RunSpec, slot: Slot) -> dict[str, str]:
     """The run's environment inside the container: pinned threads, hash seed, writable HOME."""
-    threads = str(spec.threads)
     env = {
-        "OMP_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
-        "PYTHONHASHSEED": str(spec.pythonhashseed),
         "PYTHONUNBUFFERED": "1",
         # The runtime exposes only the requested GPUs, renumbered from 0.
         "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(slot.gpus))),
@@ -67,9 +57,7 @@ def container_environment(spec: RunSpec, slot: Slot) -> dict[str, str]:
         "XDG_CACHE_HOME": "/tmp/.cache",
         "TORCHINDUCTOR_CACHE_DIR": "/tmp/torchinductor",
     }
-    if spec.deterministic_algorithms != "off" and spec.accelerator == "gpu":
-        env["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE_DETERMINISTIC
-    env.update(spec.extra_env)
+    env.update(run_environment(spec))
     return env
 
 

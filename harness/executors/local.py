@@ -17,12 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness.contract import (
-    CUBLAS_WORKSPACE_DETERMINISTIC,
-    LOG_FILE,
-    SPEC_FILE,
-    RunSpec,
-)
+from harness.contract import LOG_FILE, SPEC_FILE, RunSpec, run_environment
 from harness.executors.base import Executor, ExecutorOptions, RunOutcome, RunStatus, Slot
 
 log = logging.getLogger(__name__)
@@ -49,17 +44,8 @@ def default_python() -> str:
 def run_env(spec: RunSpec, slot: Slot, base: dict[str, str] | None = None) -> dict[str, str]:
     """The child's environment: pinned threads, visible GPUs, hash seed, cuBLAS workspace."""
     env = dict(os.environ if base is None else base)
-    threads = str(spec.threads)
-    env.update(
-        OMP_NUM_THREADS=threads,
-        MKL_NUM_THREADS=threads,
-        PYTHONHASHSEED=str(spec.pythonhashseed),
-        CUDA_VISIBLE_DEVICES=",".join(map(str, slot.gpus)),
-        PYTHONUNBUFFERED="1",
-    )
-    if spec.deterministic_algorithms != "off" and spec.accelerator == "gpu":
-        env["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE_DETERMINISTIC
-    env.update(spec.extra_env)
+    env.update(CUDA_VISIBLE_DEVICES=",".join(map(str, slot.gpus)), PYTHONUNBUFFERED="1")
+    env.update(run_environment(spec))
     return env
 
 

@@ -15,10 +15,10 @@ import traceback
 from pathlib import Path
 
 from harness.contract import (
-    CUBLAS_WORKSPACE_DETERMINISTIC,
     RECORD_FILE,
     RECORD_FORMAT_VERSION,
     RunSpec,
+    run_environment,
     write_json_atomic,
 )
 
@@ -41,12 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def numerics_env(spec: RunSpec, environ: dict[str, str]) -> dict[str, str]:
     """The environment this run must start torch with."""
     env = dict(environ)
-    env.update(spec.extra_env)
-    env["PYTHONHASHSEED"] = str(spec.pythonhashseed)
-    env["OMP_NUM_THREADS"] = str(spec.threads)
-    env["MKL_NUM_THREADS"] = str(spec.threads)
-    if spec.deterministic_algorithms != "off":
-        env.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_DETERMINISTIC)
+    env.update(run_environment(spec))
     return env
 
 
