@@ -185,14 +185,13 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
         raise SpecError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that a reader sees the old file or the new one, never half of one."""
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write a file so that a reader sees the old one or the new one, never half of one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(path)
@@ -200,3 +199,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
         # A full disk or a signal must not leave half a file behind, even a hidden one.
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """JSON (sorted keys, indented) through write_bytes_atomic."""
+    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))

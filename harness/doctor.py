@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.mnist import DataError, MnistMissing, verify_mnist
+from harness.mnist import DataError, missing_files, verify_mnist
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,11 @@ def check_mnist(data_dir: Path | None) -> tuple[bool, bool | None, str | None]:
     """(found, md5 ok, error): the four IDX files (plain or .gz) against MNIST's known MD5s."""
     if data_dir is None or not data_dir.is_dir():
         return False, None, f"no MNIST folder at {data_dir}" if data_dir else "no MNIST folder"
+    missing = missing_files(data_dir)
+    if missing:
+        return False, None, f"{data_dir}: missing {', '.join(missing)} (raw or .gz)"
     try:
         verify_mnist(data_dir)
-    except MnistMissing as exc:
-        return False, None, str(exc)
     except DataError as exc:
         return True, False, str(exc)
     return True, True, None

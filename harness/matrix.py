@@ -453,10 +453,15 @@ def _validation_error(
     lines = []
     hints = []
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        raw = tuple(err["loc"])
+        kind = err["type"]
+        # Drop pydantic's own type tags (``list[...]``) from the path, never the user's key.
+        keep_last = kind == "extra_forbidden" and bool(raw)
+        inner = raw[:-1] if keep_last else raw
+        loc = tuple(p for p in inner if not (isinstance(p, str) and "[" in p))
+        loc += raw[-1:] if keep_last else ()
         dotted = ".".join(str(p) for p in loc)
         where = _where(path, root, loc)
-        kind = err["type"]
         field = next((p for p in reversed(loc) if isinstance(p, str)), "")
         if kind == "extra_forbidden":
             allowed = _allowed_keys(loc[:-1])

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.contract import LOSSES_FILE, RECORD_FILE, write_json_atomic
+from harness.contract import LOSSES_FILE, RECORD_FILE, write_bytes_atomic, write_json_atomic
 from harness.errors import StoreError
 from harness.matrix import parse_matrix
 from harness.record import RecordError, load_record
-from harness.store import CELLS_DIR, MANIFEST_FILE, ResultsDir, write_bytes_atomic
+from harness.store import CELLS_DIR, MANIFEST_FILE, ResultsDir
 
 log = logging.getLogger(__name__)
 

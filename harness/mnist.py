@@ -36,10 +36,6 @@ class DataError(Exception):
     """MNIST is missing or corrupt; the message names the file and the fix."""
 
 
-class MnistMissing(DataError):
-    """A file is not there at all (as opposed to there but corrupt)."""
-
-
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "harness" / "mnist"
@@ -52,13 +48,18 @@ def _candidates(data_dir: Path, name: str) -> list[Path]:
     return paths
 
 
+def missing_files(data_dir: Path) -> list[str]:
+    """The IDX files that are in neither of the layouts read here (raw or .gz)."""
+    return [n for n in MNIST_MD5 if not any(p.is_file() for p in _candidates(data_dir, n))]
+
+
 def read_idx_bytes(data_dir: Path, name: str) -> bytes:
     """The uncompressed bytes of one IDX file (raw or .gz), checked against its known MD5."""
     for path in _candidates(data_dir, name):
         if path.is_file():
             break
     else:
-        raise MnistMissing(
+        raise DataError(
             f"MNIST file {name} (or {name}.gz) not found in {data_dir}: point --data-dir, "
             "spec.data_dir or HARNESS_MNIST_DIR at a folder holding the four IDX files, "
             "or leave them unset to download MNIST"

@@ -29,6 +29,7 @@ from harness.contract import (
     RECORD_FORMAT_VERSION,
     SPEC_FILE,
     RunSpec,
+    write_bytes_atomic,
     write_json_atomic,
 )
 from harness.errors import StoreError
@@ -51,19 +52,6 @@ RESUME_IGNORED = ("data_dir",)
 def default_out(name: str, now: dt.datetime | None = None) -> Path:
     stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
     return Path("results") / f"{name}-{stamp}"
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # no half-written file left on a full disk
-        raise
 
 
 class ResultsDir:

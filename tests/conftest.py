@@ -9,8 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# In CI the generated examples are the same on every run (derandomized), so a red CI is a real
+# regression, not a new random find; locally hypothesis keeps exploring new examples.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parent.parent
+#: The base image the Docker tests build the workload image on (.ci/run builds this stand-in).
+BASE_IMAGE = os.environ.get("HARNESS_TEST_BASE_IMAGE", "harness-standin/pytorch:2.14.1-cpu")
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +70,26 @@ def workload(venv_python):
         return run_workload(venv_python, spec, out, **kwargs)
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def client():
+    """A docker SDK client of a reachable engine; in CI an unreachable engine fails the test."""
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        message = f"no Docker engine reachable (DOCKER_HOST={os.environ.get('DOCKER_HOST')}): {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; .ci/run starts one (scripts/docker-engine.sh start)")
+        pytest.skip(message)
+    return client
+
+
+@pytest.fixture(scope="session")
+def workload_image(client):
+    """The workload image on BASE_IMAGE, built once (or reused) through harness.images."""
+    from harness.images import ensure_workload_image
+
+    return ensure_workload_image(client, BASE_IMAGE)

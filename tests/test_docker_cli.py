@@ -7,7 +7,6 @@ container this matrix run started is found whatever state it is in.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,31 +15,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import BASE_IMAGE
 
 pytestmark = pytest.mark.docker
 
 REPO = Path(__file__).resolve().parents[1]
-BASE_IMAGE = os.environ.get("HARNESS_TEST_BASE_IMAGE", "harness-standin/pytorch:2.14.1-cpu")
-
-
-@pytest.fixture(scope="module")
-def client():
-    docker = pytest.importorskip("docker")
-    try:
-        client = docker.from_env(timeout=60)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        pytest.skip(
-            f"no Docker engine reachable (DOCKER_HOST={os.environ.get('DOCKER_HOST')}): {exc}"
-        )
-    return client
-
-
-@pytest.fixture(scope="module")
-def workload_image(client):
-    from harness.images import ensure_workload_image
-
-    return ensure_workload_image(client, BASE_IMAGE)
 
 
 def write_matrix(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import BASE_IMAGE
 
 from harness.contract import LOG_FILE, LOSSES_FILE, SPEC_FILE, RunSpec, write_json_atomic
 from harness.errors import ExecutorError
@@ -26,30 +27,9 @@ from harness.record import load_record
 
 pytestmark = pytest.mark.docker
 
-BASE_IMAGE = os.environ.get("HARNESS_TEST_BASE_IMAGE", "harness-standin/pytorch:2.14.1-cpu")
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = Path(os.environ.get("HARNESS_MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
 STEPS = 200
-
-
-@pytest.fixture(scope="session")
-def client():
-    docker = pytest.importorskip("docker")
-    try:
-        client = docker.from_env(timeout=60)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        pytest.skip(
-            f"no Docker engine reachable (DOCKER_HOST={os.environ.get('DOCKER_HOST')}): {exc}"
-        )
-    return client
-
-
-@pytest.fixture(scope="session")
-def workload_image(client):
-    from harness.images import ensure_workload_image
-
-    return ensure_workload_image(client, BASE_IMAGE)
 
 
 def make_executor(label: str | None = None):

@@ -15,8 +15,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import BASE_IMAGE
 from fault_tools import ROOT, Harness, finished_files, records, write_matrix
-from test_docker_cli import BASE_IMAGE, client, ours, workload_image  # noqa: F401 - fixtures
+from test_docker_cli import ours
 
 pytestmark = pytest.mark.docker
 
@@ -32,7 +33,7 @@ def unique(prefix: str) -> str:
 
 
 @pytest.mark.slow
-def test_container_killed_for_memory(client, workload_image, tmp_path):  # noqa: F811
+def test_container_killed_for_memory(client, workload_image, tmp_path):
     """Fault 2: run.memory_limit far below what training needs; raising it resumes."""
     name = unique("oom")
     matrix = write_matrix(
@@ -76,7 +77,7 @@ def engine(action: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def own_engine(client):  # noqa: F811
+def own_engine(client):
     """The engine of scripts/docker-engine.sh, which this test may stop; restarted after."""
     root = os.environ.get("HARNESS_DOCKER_ROOT", "/var/lib/harness-docker")
     if os.environ.get("DOCKER_HOST") != f"unix://{root}/run/docker.sock":
@@ -91,7 +92,7 @@ def own_engine(client):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_daemon_stopped_mid_matrix_then_started(client, workload_image, own_engine, tmp_path):  # noqa: F811
+def test_daemon_stopped_mid_matrix_then_started(client, workload_image, own_engine, tmp_path):
     """Fault 5: the engine stops while the second run's container trains."""
     name = unique("daemon")
     matrix = write_matrix(
@@ -133,7 +134,7 @@ def test_daemon_stopped_mid_matrix_then_started(client, workload_image, own_engi
     assert ours(client, name) == []  # the resumed run also removed what the stop left
 
 
-def test_image_that_does_not_exist(client, tmp_path):  # noqa: F811
+def test_image_that_does_not_exist(client, tmp_path):
     """Fault 9: a clear error before anything starts; the corrected matrix runs in the folder."""
     name = unique("noimage")
     missing = f"harness-test/no-such-image:{uuid.uuid4().hex[:8]}"
@@ -151,7 +152,7 @@ def test_image_that_does_not_exist(client, tmp_path):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_gpu_cell_without_gpu_runtime(client, workload_image, tmp_path):  # noqa: F811
+def test_gpu_cell_without_gpu_runtime(client, workload_image, tmp_path):
     """Fault 10: refused before any run, probe container removed; without the GPU cell the
     same folder runs."""
     if "nvidia" in client.info().get("Runtimes", {}):

@@ -133,3 +133,13 @@ def test_schema_file_is_up_to_date_and_every_yaml_refers_to_it():
         assert first.startswith("# yaml-language-server: $schema="), path
         target = (path.parent / first.split("=", 1)[1]).resolve()
         assert target == (ROOT / "docs" / "matrix.schema.json").resolve(), path
+
+
+def test_an_unknown_key_with_brackets_is_named_not_dropped():
+    # Found by hypothesis: pydantic's type tags contain "[" and are hidden from the path; a
+    # user's key that contains one must still be reported.
+    text = "name: ok\naxes:\n  placement: [none]\n'[x]': 0\n"
+    with pytest.raises(MatrixError) as caught:
+        parse_matrix(text, Path("m.yaml"))
+    assert "m.yaml:4:" in caught.value.message
+    assert "unknown key '[x]' in the top level" in caught.value.message

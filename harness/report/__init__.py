@@ -22,8 +22,8 @@ def write_reports(
 
     ``max_plots`` bounds the plots drawn (None: the default bound, 0: no bound).
     """
+    from harness.contract import write_bytes_atomic
     from harness.report.exporters import EXPORTERS
-    from harness.store import write_bytes_atomic
 
     for fmt in formats:
         if fmt not in EXPORTERS:
