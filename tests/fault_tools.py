@@ -220,3 +220,17 @@ def finished_files(out: Path) -> dict[str, bytes]:
             if path.is_file():
                 files[str(path.relative_to(out))] = path.read_bytes()
     return files
+
+
+def resume_completes(run: Harness, out: Path, kept: dict[str, bytes], already_done: int) -> str:
+    """The resume half of every fault test: the same command finishes the rest (exit 0), skips
+    the ``already_done`` finished runs, keeps their bytes, and leaves every run ok. Returns the
+    resumed run's output for the test's own checks."""
+    try:
+        assert run.finish(timeout=600) == 0, run.text[-3000:]
+    finally:
+        run.kill()
+    assert f"{already_done} already done" in run.text
+    assert {k: v for k, v in finished_files(out).items() if k in kept} == kept
+    assert all(r.ok for r in records(out).values())
+    return run.text

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BASE_IMAGE
-from fault_tools import ROOT, Harness, finished_files, records, write_matrix
+from fault_tools import ROOT, Harness, finished_files, records, resume_completes, write_matrix
 from test_docker_cli import ours
 
 pytestmark = pytest.mark.docker
@@ -123,14 +123,7 @@ def test_daemon_stopped_mid_matrix_then_started(client, workload_image, own_engi
 
     started = engine("start")
     assert started.returncode == 0, started.stderr
-    second = docker_run(matrix, out)
-    try:
-        assert second.finish(timeout=600) == 0, second.text[-3000:]
-    finally:
-        second.kill()
-    assert "1 already done" in second.text
-    assert {k: v for k, v in finished_files(out).items() if k in kept} == kept
-    assert all(r.ok for r in records(out).values())
+    resume_completes(docker_run(matrix, out), out, kept, already_done=1)
     assert ours(client, name) == []  # the resumed run also removed what the stop left
 
 

@@ -18,6 +18,7 @@ from fault_tools import (
     finished_files,
     no_processes_left,
     records,
+    resume_completes,
     wait_for_text,
     workload_pid,
     write_matrix,
@@ -57,14 +58,8 @@ def test_sigkilled_workload_fails_its_run_and_the_matrix_goes_on(tmp_path: Path)
     kept = finished_files(out)
     assert kept
 
-    second = Harness(matrix, out)
-    try:
-        assert second.finish(timeout=600) == 0, second.text[-3000:]
-    finally:
-        second.kill()
-    assert "1 already done" in second.text and second.text.count("] start ") == 1
-    assert {k: v for k, v in finished_files(out).items() if k in kept} == kept
-    assert all(r.ok for r in records(out).values())
+    text = resume_completes(Harness(matrix, out), out, kept, already_done=1)
+    assert text.count("] start ") == 1
 
 
 def test_run_past_its_timeout_is_recorded_and_resumes_with_a_longer_one(tmp_path: Path):
@@ -126,14 +121,7 @@ def test_hung_worker_is_caught_by_the_timeout(tmp_path: Path):
     assert got["repeat-1"].ok
     kept = finished_files(out)
 
-    second = Harness(matrix, out)
-    try:
-        assert second.finish(timeout=600) == 0, second.text[-3000:]
-    finally:
-        second.kill()
-    assert "1 already done" in second.text
-    assert {k: v for k, v in finished_files(out).items() if k in kept} == kept
-    assert all(r.ok for r in records(out).values())
+    resume_completes(Harness(matrix, out), out, kept, already_done=1)
 
 
 def test_sigterm_to_harness_stops_runs_and_resume_completes(tmp_path: Path):

@@ -12,7 +12,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fault_tools import Harness, finished_files, no_processes_left, records, write_matrix
+from fault_tools import (
+    Harness,
+    finished_files,
+    no_processes_left,
+    records,
+    resume_completes,
+    write_matrix,
+)
 
 from harness.executors.fake import write_fake_record
 from harness.matrix import parse_matrix
@@ -62,14 +69,9 @@ def test_truncated_record_found_on_resume_is_rerun(tmp_path: Path):
     assert kept and all("repeat-1" in k for k in kept)
 
     second = Harness(matrix, out)
-    try:
-        assert second.finish(timeout=600) == 0, second.text[-3000:]
-    finally:
-        second.kill()
-    assert "rerunning" in second.text and str(broken) in second.text  # logged, with the path
-    assert "1 already done" in second.text and second.text.count("] start ") == 1
-    assert {k: v for k, v in finished_files(out).items() if k in kept} == kept
-    assert all(r.ok for r in records(out).values())
+    text = resume_completes(second, out, kept, already_done=1)
+    assert "rerunning" in text and str(broken) in text  # logged, with the path
+    assert text.count("] start ") == 1
     assert no_processes_left(out, second.pid) == []
 
 
@@ -126,11 +128,5 @@ def test_full_results_disk_stops_cleanly_and_resumes(tmp_path: Path, small_disk:
         load_record(path.parent)
 
     filler.unlink()  # free space, then the same command resumes
-    second = Harness(matrix, out)
-    try:
-        assert second.finish(timeout=600) == 0, second.text[-3000:]
-    finally:
-        second.kill()
-    assert "1 already done" in second.text
-    assert {k: v for k, v in finished_files(out).items() if k in kept} == kept
-    assert all(r.ok for r in records(out).values()) and len(records(out)) == 2
+    resume_completes(Harness(matrix, out), out, kept, already_done=1)
+    assert len(records(out)) == 2
