@@ -17,8 +17,6 @@ import threading
 import time
 from pathlib import Path
 
-from test_resume import processes_of  # the /proc scan the resume tests already use
-
 from harness.record import RecordError, load_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +26,9 @@ __all__ = [
     "Harness",
     "finished_files",
     "no_processes_left",
+    "processes_of",
     "records",
+    "resume_completes",
     "workload_pid",
     "write_matrix",
 ]
@@ -186,6 +186,24 @@ def wait_for_text(path: Path, needle: str, timeout: float = 300) -> None:
             pass
         time.sleep(0.02)
     raise AssertionError(f"{needle!r} never appeared in {path}")
+
+
+def processes_of(out: Path, session: int) -> list[int]:
+    """Live processes that belong to the run: in its session or naming its results folder."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        state, sid = fields[0], int(fields[3])
+        if state != "Z" and (sid == session or str(out).encode() in cmdline):
+            found.append(int(entry.name))
+    return found
 
 
 def no_processes_left(out: Path, session: int, wait_s: float = 20) -> list[int]:

@@ -57,7 +57,10 @@ def command(
     ] = None,
     data_dir: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option(help="MNIST folder (default: HARNESS_MNIST_DIR, else ../shared/data/mnist)"),
+        typer.Option(
+            help="MNIST folder (default: HARNESS_MNIST_DIR, else ../shared/data/mnist, "
+            "else downloaded and verified into ~/.cache/harness/mnist)"
+        ),
     ] = None,
     python: Annotated[
         Optional[str],  # noqa: UP045

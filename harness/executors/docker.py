@@ -24,6 +24,7 @@ from harness.contract import LOG_FILE, RECORD_FILE, SPEC_FILE, RunSpec, run_envi
 from harness.errors import ExecutorError
 from harness.executors.base import Executor, ExecutorOptions, RunOutcome, RunStatus, Slot
 from harness.images import WorkloadImage, connect, ensure_workload_image
+from harness.store import log_tail
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ TMPFS_TMP = "rw,exec,nosuid,nodev,size=4g,mode=1777"
 PIDS_LIMIT = 4096
 #: How often the wait loop looks at the cancel event and the deadline.
 POLL_S = 0.5
-LOG_TAIL_BYTES = 4000
 
 NO_GPU_RUNTIME_HINT = (
     "install the NVIDIA Container Toolkit and restart the engine "
@@ -137,17 +137,6 @@ def is_no_gpu_runtime(exc: BaseException) -> bool:
     """The engine's answer to a GPU request when no NVIDIA runtime/hook is installed."""
     text = str(exc)
     return "could not select device driver" in text or "nvidia-container-cli" in text
-
-
-def log_tail(run_dir: Path, limit: int = LOG_TAIL_BYTES) -> str:
-    path = run_dir / LOG_FILE
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - limit))
-            return handle.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 class DockerExecutor(Executor):
@@ -269,13 +258,7 @@ class DockerExecutor(Executor):
         try:
             container = self.client.containers.create(**kwargs)
         except requests.exceptions.ConnectionError as exc:  # the engine went away
-            return RunOutcome(
-                RunStatus.FAILED,
-                time.monotonic() - start,
-                None,
-                daemon_unreachable(exc),
-                extra={**extra, "error_type": "docker_unreachable"},
-            )
+            return self._lost(start, exc, extra)
         except docker.errors.DockerException as exc:
             return RunOutcome(
                 RunStatus.FAILED,
@@ -295,13 +278,7 @@ class DockerExecutor(Executor):
             try:
                 container.start()
             except requests.exceptions.ConnectionError as exc:
-                return RunOutcome(
-                    RunStatus.FAILED,
-                    time.monotonic() - start,
-                    None,
-                    daemon_unreachable(exc),
-                    extra={**extra, "error_type": "docker_unreachable"},
-                )
+                return self._lost(start, exc, extra)
             except docker.errors.APIError as exc:
                 message = f"the container did not start: {exc.explanation or exc}"
                 if is_no_gpu_runtime(exc):
@@ -418,13 +395,16 @@ class DockerExecutor(Executor):
         except Exception:  # noqa: BLE001 - any failure to answer means it is gone
             return False
 
-    def _lost(self, start: float, exc: BaseException) -> RunOutcome:
+    def _lost(
+        self, start: float, exc: BaseException, extra: dict[str, str] | None = None
+    ) -> RunOutcome:
+        """The outcome of a run whose engine went away, at any point of its life."""
         return RunOutcome(
             RunStatus.FAILED,
             time.monotonic() - start,
             None,
             daemon_unreachable(exc),
-            extra={"error_type": "docker_unreachable"},
+            extra={**(extra or {}), "error_type": "docker_unreachable"},
         )
 
     # -- teardown ----------------------------------------------------------------------------
