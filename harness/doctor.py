@@ -9,16 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.mnist import DataError, missing_files, verify_mnist
+from harness.schedule import NO_NVIDIA_SMI, nvidia_gpus
 
 log = logging.getLogger(__name__)
-
-NVIDIA_SMI_TIMEOUT_S = 20
 
 
 @dataclass
@@ -69,22 +67,6 @@ def docker_status() -> tuple[bool, str | None, list[str], str | None]:
     return True, version, runtimes, None
 
 
-def gpus_seen() -> tuple[list[str], str | None]:
-    """``nvidia-smi -L`` lines, or why there are none."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return [], "nvidia-smi not found"
-    try:
-        proc = subprocess.run(  # noqa: S603 - argv list, no shell
-            [exe, "-L"], capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return [], f"nvidia-smi -L failed: {exc}"
-    if proc.returncode != 0:
-        return [], f"nvidia-smi -L exited {proc.returncode}: {proc.stderr.strip()[:300]}"
-    return [line.strip() for line in proc.stdout.splitlines() if line.strip()], None
-
-
 def check_mnist(data_dir: Path | None) -> tuple[bool, bool | None, str | None]:
     """(found, md5 ok, error): the four IDX files (plain or .gz) against MNIST's known MD5s."""
     if data_dir is None or not data_dir.is_dir():
@@ -114,7 +96,7 @@ def run_doctor(data_dir: Path | None = None, disk_path: Path | None = None) -> D
         data_dir = default_data_dir()
     disk_path = Path(disk_path or Path.cwd())
     reachable, version, runtimes, docker_error = docker_status()
-    gpus, gpu_error = gpus_seen()
+    gpus, gpu_error = nvidia_gpus()
     free = shutil.disk_usage(disk_path).free
     found, md5_ok, mnist_error = check_mnist(data_dir)
     report = DoctorReport(
@@ -160,7 +142,7 @@ def _checks(r: DoctorReport) -> list[Check]:
         ),
         Check(
             "gpus",
-            bool(r.gpus) if r.gpus or r.gpu_error != "nvidia-smi not found" else None,
+            bool(r.gpus) if r.gpus or r.gpu_error != NO_NVIDIA_SMI else None,
             "; ".join(r.gpus) if r.gpus else (r.gpu_error or "none"),
         ),
         Check(

@@ -67,22 +67,32 @@ def detect_host(gpus: str | None = None) -> Host:
     return Host(cpus, _nvidia_smi_gpus())
 
 
-def _nvidia_smi_gpus() -> tuple[int, ...]:
+#: Seconds ``nvidia-smi -L`` may take before the GPUs count as unseen.
+NVIDIA_SMI_TIMEOUT_S = 20
+NO_NVIDIA_SMI = "nvidia-smi not found"
+
+
+def nvidia_gpus() -> tuple[list[str], str | None]:
+    """``nvidia-smi -L``'s GPU lines, or why there are none (shared by slots and doctor)."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
-        return ()
+        return [], NO_NVIDIA_SMI
     try:
-        out = subprocess.run(
-            [exe, "-L"],
-            capture_output=True,
-            text=True,
-            timeout=30,  # noqa: S603
-            check=False,
-        ).stdout
+        proc = subprocess.run(  # noqa: S603 - argv list, no shell
+            [exe, "-L"], capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("nvidia-smi -L failed: %s", exc)
-        return ()
-    return tuple(i for i, line in enumerate(ln for ln in out.splitlines() if ln.startswith("GPU ")))
+        return [], f"nvidia-smi -L failed: {exc}"
+    if proc.returncode != 0:
+        return [], f"nvidia-smi -L exited {proc.returncode}: {proc.stderr.strip()[:300]}"
+    return [ln.strip() for ln in proc.stdout.splitlines() if ln.startswith("GPU ")], None
+
+
+def _nvidia_smi_gpus() -> tuple[int, ...]:
+    lines, error = nvidia_gpus()
+    if error is not None and error != NO_NVIDIA_SMI:
+        log.warning("%s", error)
+    return tuple(range(len(lines)))
 
 
 def check_fits(specs: Sequence[RunSpec], host: Host) -> None:
