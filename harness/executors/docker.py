@@ -161,11 +161,9 @@ class DockerExecutor(Executor):
         return self._client
 
     def data_dir(self) -> Path:
+        """MNIST on the host, as the runner resolved it (--data-dir, HARNESS_MNIST_DIR, ...)."""
         if self.options.data_dir is not None:
             return Path(self.options.data_dir)
-        env = os.environ.get("HARNESS_MNIST_DIR")
-        if env:
-            return Path(env)
         raise ExecutorError(
             "the Docker executor needs MNIST on the host to mount it read-only at /data",
             hint="pass --data-dir or set HARNESS_MNIST_DIR (containers have no network)",
