@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.baseline import CellDigests, ResultSet
-from harness.report.markdown import escape
+from harness.report.markdown import escape, table_lines
 
 #: The exit code of ``harness compare`` when reproducibility regressed (0: it did not).
 EXIT_REGRESSION = 1
@@ -144,13 +144,12 @@ def render_markdown(result: CompareResult) -> str:
     ]
 
     def table(changes: list[CellChange]) -> list[str]:
-        rows = ["| cell | id | what changed | baseline | current |", "|---|---|---|---|---|"]
-        rows += [
-            f"| {escape(c.name)} | {c.cell_id} | {escape(c.what)} | {escape(c.baseline)} | "
-            f"{escape(c.current)} |"
+        header = ["cell", "id", "what changed", "baseline", "current"]
+        body = [
+            [escape(c.name), c.cell_id, escape(c.what), escape(c.baseline), escape(c.current)]
             for c in changes
         ]
-        return rows + [""]
+        return table_lines(header, body) + [""]
 
     if regressions:
         lines += ["### Regressions", ""] + table(regressions)

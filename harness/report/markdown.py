@@ -43,7 +43,8 @@ def _divergence(d: Divergence | None) -> str:
     return where
 
 
-def _table(header: list[str], body: list[list[str]]) -> list[str]:
+def table_lines(header: list[str], body: list[list[str]]) -> list[str]:
+    """A GFM table; the cells must already be escaped."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     return lines
@@ -82,7 +83,7 @@ def render_markdown(report: Report) -> bytes:
             ]
             for i in report.images
         ]
-        out += _table(["image", "digest", "image id", "torch", "cells"], body) + [""]
+        out += table_lines(["image", "digest", "image id", "torch", "cells"], body) + [""]
 
     out += [
         "## Cells",
@@ -134,7 +135,7 @@ def render_markdown(report: Report) -> bytes:
                 _num(cell.seconds_per_epoch, ".2f"),
             ]
         )
-    out += _table(header, body) + [""]
+    out += table_lines(header, body) + [""]
     unplotted = [c for c in report.cells if c.reproducible is False and not c.plot]
     if unplotted and any(c.plot for c in report.cells):
         out += [
@@ -152,7 +153,7 @@ def render_markdown(report: Report) -> bytes:
             body.append(
                 [escape(comp.axis), varying, yes_no(comp.equal), _divergence(comp.divergence)]
             )
-        out += _table(
+        out += table_lines(
             ["axis", "cells (value: cell)", "trajectories equal", "first divergence"], body
         )
     else:
@@ -171,7 +172,9 @@ def render_markdown(report: Report) -> bytes:
             ]
             for c in report.costs
         ]
-        out += _table(["cell", "nondeterministic twin", "s/epoch", "twin s/epoch", "ratio"], body)
+        out += table_lines(
+            ["cell", "nondeterministic twin", "s/epoch", "twin s/epoch", "ratio"], body
+        )
     else:
         out.append(
             "No cell has a nondeterministic twin in this matrix (the same settings with "
