@@ -62,8 +62,7 @@ def main() -> int:
         image=args.base,
         cell_id="bench",
     )
-    provenance = docker_ex.prepare([spec])  # builds or reuses the image: warm from here on
-    spec = spec.replace(**provenance[args.base])
+    docker_ex.prepare([spec])  # builds or reuses the image: warm from here on
 
     times: dict[str, list[float]] = {"local": [], "docker": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -56,7 +56,7 @@ def run_port(out: Path, data_dir: Path, threads: int) -> tuple[float, float, np.
 
 def run_workload(out: Path, data_dir: Path, threads: int) -> tuple[float, float, np.ndarray]:
     out.mkdir(parents=True)
-    spec = {"placement": "before_model", "epochs": 1, "threads": threads, "data_dir": str(data_dir)}
+    spec = {"placement": "before_model", "epochs": 1, "threads": threads}
     (out / "spec.json").write_text(json.dumps(spec))
     argv = [
         sys.executable,
@@ -66,6 +66,8 @@ def run_workload(out: Path, data_dir: Path, threads: int) -> tuple[float, float,
         str(out / "spec.json"),
         "--out",
         str(out),
+        "--data-dir",
+        str(data_dir),
     ]
     start = time.perf_counter()
     subprocess.run(argv, cwd=REPO, env=_env(threads), check=True, capture_output=True)

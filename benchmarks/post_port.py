@@ -1,9 +1,11 @@
 """The post's model.py and main.py, ported faithfully to Lightning 2.x: the baseline.
 
-Kept as close to the original as Lightning 2.x allows (see ../shared/ENVIRONMENT.md, "Porting
-from Lightning 1.x"): torchvision's MNIST with a per-sample ``transforms.ToTensor()``, DataLoader
-with batch size 32 and no shuffling, ``random_split`` in ``setup()``, ``self.log`` every step,
-the default TensorBoard logger, epoch-end averages, a progress bar refreshing every 20 steps.
+Kept as close to the original as Lightning 2.x allows (``pytorch_lightning.metrics`` became
+torchmetrics, ``training_epoch_end`` became ``on_train_epoch_end``, ``gpus=`` became
+``accelerator``/``devices``): torchvision's MNIST with a per-sample ``transforms.ToTensor()``,
+DataLoader with batch size 32 and no shuffling, ``random_split`` in ``setup()``, ``self.log``
+every step, the default TensorBoard logger, epoch-end averages, a progress bar refreshing every
+20 steps.
 
 Added for the comparison only: each step's loss is kept (``loss.detach()`` in a list) and saved
 as losses.npy [steps, 1], and the training part of each epoch is timed the way the workload

@@ -19,6 +19,7 @@ from typing import Any
 
 from harness.contract import write_json_atomic
 from harness.errors import HarnessError
+from harness.layout import read_manifest
 
 BASELINE_FORMAT_VERSION = 1
 BASELINE_KIND = "harness-baseline"
@@ -58,8 +59,7 @@ def from_results(root: str | Path) -> ResultSet:
     from harness.report import analyze
 
     report = analyze(root)
-    manifest_path = Path(root) / "manifest.json"
-    manifest = json.loads(manifest_path.read_text("utf-8")) if manifest_path.exists() else {}
+    manifest = read_manifest(root)
     cells = {}
     for cell in report.cells:
         first_ok = next((r for r in cell.runs if r.status == "ok"), None)
@@ -73,7 +73,7 @@ def from_results(root: str | Path) -> ResultSet:
             image_digest=first_ok.image_digest if first_ok else None,
             torch=first_ok.torch if first_ok else None,
         )
-    return ResultSet(str(root), report.name, manifest.get("matrix_digest"), cells)
+    return ResultSet(str(root), report.name, manifest.matrix_digest if manifest else None, cells)
 
 
 def to_json(results: ResultSet) -> dict[str, Any]:

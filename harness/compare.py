@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.baseline import CellDigests, ResultSet
+from harness.exit_codes import EXIT_OK, EXIT_REGRESSION
 from harness.report.markdown import escape, table_lines
 
 #: The exit code of ``harness compare`` when reproducibility regressed (0: it did not).
-EXIT_REGRESSION = 1
 
 
 @dataclass
@@ -48,7 +48,7 @@ class CompareResult:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_REGRESSION if self.regressions else 0
+        return EXIT_REGRESSION if self.regressions else EXIT_OK
 
 
 def _short(digest: str | None) -> str:

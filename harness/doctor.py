@@ -62,7 +62,7 @@ def docker_status() -> tuple[bool, str | None, list[str], str | None]:
             runtimes = sorted(client.info().get("Runtimes", {}))
         finally:
             client.close()
-    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable", with the reason
+    except Exception as exc:  # any failure means "not reachable", with the reason
         return False, None, [], str(exc)
     return True, version, runtimes, None
 
@@ -79,13 +79,6 @@ def check_mnist(data_dir: Path | None) -> tuple[bool, bool | None, str | None]:
     except DataError as exc:
         return True, False, str(exc)
     return True, True, None
-
-
-def _idx_path(data_dir: Path, name: str) -> Path | None:
-    for candidate in (data_dir / name, data_dir / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def run_doctor(data_dir: Path | None = None, disk_path: Path | None = None) -> DoctorReport:

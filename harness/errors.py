@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from harness.exit_codes import EXIT_BAD_INPUT
+
 
 class HarnessError(Exception):
     """An error the user can act on: ``message`` says what happened, ``hint`` what to do."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)

@@ -1,9 +1,13 @@
 """Build or reuse one workload image per base image, through the docker SDK.
 
-The workload image is ``docker/Dockerfile`` on top of a CUDA PyTorch base (the matrix's
+The workload image is ``harness/image/Dockerfile`` on top of a CUDA PyTorch base (the matrix's
 ``image`` axis). Its tag names the base and a digest of the workload code, so a code change
 builds a new image and an unchanged tree reuses the one built before:
 ``harness-workload:<base-slug>-<12 hex>``.
+
+The recipe and the workload sources are taken from the imported ``harness`` package (the
+Dockerfile is package data), so a wheel install builds exactly what a checkout builds: the
+context paths, and so the digest, are relative to the folder the package is imported from.
 
 Provenance: every run records the *base* image's digest (its RepoDigests entry; a base that was
 never pushed or pulled, such as the local CPU stand-in, has none, so its image id stands in and
@@ -31,12 +35,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import harness
 from harness.errors import ExecutorError
 
 log = logging.getLogger(__name__)
 
 IMAGE_REPOSITORY = "harness-workload"
-DOCKERFILE = "docker/Dockerfile"
+#: The recipe's path in the build context (and in the package: ``harness/image/Dockerfile``).
+DOCKERFILE = "harness/image/Dockerfile"
+#: The workload sources in the context, relative to the folder holding the ``harness`` package:
+#: single files, then folders taken whole (no ``__pycache__``, no ``.pyc``).
+WORKLOAD_SOURCES = ("harness/__init__.py", "harness/mnist.py")
+WORKLOAD_PACKAGES = ("harness/contract", "harness/workload")
 WHEELHOUSE_ENV = "HARNESS_WHEELHOUSE"
 LABEL_CODE = "harness.workload-digest"
 LABEL_BASE = "harness.base-image"
@@ -64,9 +74,10 @@ class WorkloadImage:
         return asdict(self)
 
 
-def repo_root() -> Path:
-    """The source tree the workload code is taken from (the checkout this module lives in)."""
-    return Path(__file__).resolve().parent.parent
+def source_root() -> Path:
+    """The folder the ``harness`` package is imported from: site-packages for an installed wheel,
+    the checkout for an editable install. Context paths are relative to it."""
+    return Path(harness.__file__).resolve().parent.parent
 
 
 def connect(timeout: float = 60.0) -> Any:
@@ -87,25 +98,27 @@ def connect(timeout: float = 60.0) -> Any:
 def workload_files(root: Path | None = None) -> list[tuple[str, Path]]:
     """The files that go into the image: (path in the context, path on disk), sorted.
 
-    Only the workload side: ``harness/__init__.py``, ``harness/contract.py``,
-    ``harness/mnist.py``, ``harness/workload/**`` (no caches) and the Dockerfile itself.
+    Only the workload side: ``harness/__init__.py``, ``harness/mnist.py``,
+    ``harness/contract/**``, ``harness/workload/**`` (no caches) and the Dockerfile itself, all
+    from the imported package (``root``: the folder holding it, default ``source_root()``).
     """
-    root = root or repo_root()
-    files = [
-        (DOCKERFILE, root / DOCKERFILE),
-        ("harness/__init__.py", root / "harness/__init__.py"),
-        ("harness/contract.py", root / "harness/contract.py"),
-        ("harness/mnist.py", root / "harness/mnist.py"),
-    ]
-    workload = root / "harness" / "workload"
-    for path in sorted(workload.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-            files.append((path.relative_to(root).as_posix(), path))
+    root = root or source_root()
+    files = [(name, root / name) for name in (DOCKERFILE, *WORKLOAD_SOURCES)]
     missing = [name for name, path in files if not path.is_file()]
+    for package in WORKLOAD_PACKAGES:
+        found = [
+            path
+            for path in sorted((root / package).rglob("*"))
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+        ]
+        if not found:
+            missing.append(f"{package}/")
+        files.extend((path.relative_to(root).as_posix(), path) for path in found)
     if missing:
         raise ExecutorError(
-            f"the workload sources are incomplete under {root}: missing {', '.join(missing)}",
-            hint="run harness from a full checkout of the repository",
+            f"the harness installation is incomplete under {root}: missing {', '.join(missing)}",
+            hint="the package lacks its workload sources or image recipe: reinstall harness "
+            "(pip install --force-reinstall HARNESS-WHEEL, or pip install . in the source tree)",
         )
     return sorted(files)
 
@@ -183,7 +196,7 @@ def serve_directory(path: Path) -> Iterator[str]:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
         log.debug("wheelhouse: " + format, *args)
 
 
@@ -198,7 +211,7 @@ def ensure_workload_image(
     """Return the workload image for ``base``, building it only when no image has this tag."""
     import docker
 
-    root = root or repo_root()
+    root = root or source_root()
     digest = code_digest(root)
     tag = workload_tag(base, digest)
     base_digest, kind, _ = base_image_digest(client, base)

@@ -4,12 +4,12 @@ Rules (docs/results.md, "Merging"):
 
 - every input must hold results of the same matrix (the manifest's ``matrix_digest``);
 - every repeat folder is copied, nothing is dropped:
-  - a run found in one input is copied to ``cells/`` of the output;
+  - a run found in one input is copied to the same run folder of the output;
   - the same run (cell id + repeat) in two inputs with identical records (run.json and
     losses.npy bytes) is kept once, and the duplicate is listed;
-  - different records of the same run: the ok one goes to ``cells/`` (the first one, in
-    argument order, when both or neither are ok); the other goes to
-    ``conflicts/<k>-<input folder name>/cells/...`` and is listed as a conflict;
+  - different records of the same run: the ok one goes to the output's run folder (the first
+    one, in argument order, when both or neither are ok); the other is kept aside, in the
+    conflicts folder of its input (``layout.conflict_run_dir``), and listed as a conflict;
 - the merged manifest lists every cell of the matrix in matrix order, so the merged report
   equals the report of one unsharded run; it also names the inputs and the duplicates and
   conflicts found.
@@ -17,21 +17,23 @@ Rules (docs/results.md, "Merging"):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from harness.contract import LOSSES_FILE, RECORD_FILE, write_bytes_atomic, write_json_atomic
+from harness import layout
+from harness.contract import LOSSES_FILE, RECORD_FILE
 from harness.errors import StoreError
+from harness.layout import CONFLICTS_DIR, Manifest, ManifestCell
 from harness.matrix import parse_matrix
 from harness.record import RecordError, load_record
-from harness.store import CELLS_DIR, MANIFEST_FILE, ResultsDir
+from harness.store import ResultsDir
+
+__all__ = ["CONFLICTS_DIR", "Duplicate", "MergeResult", "RunKey", "merge"]
 
 log = logging.getLogger(__name__)
-
-CONFLICTS_DIR = "conflicts"
 
 
 @dataclass(frozen=True)
@@ -42,13 +44,13 @@ class RunKey:
     repeat: int
 
     def __str__(self) -> str:
-        return f"{self.cell_dir}/repeat-{self.repeat}"
+        return str(layout.repeat_dir(Path(self.cell_dir), self.repeat))
 
 
 @dataclass
 class Duplicate:
     run: str
-    kept: str  # the input folder whose copy is in cells/
+    kept: str  # the input folder whose copy is in the output's run folder
     other: str  # the other input folder
     identical: bool
     conflict_path: str | None = None  # where the other copy went (different records only)
@@ -69,29 +71,21 @@ class MergeResult:
         return [d for d in self.duplicates if not d.identical]
 
 
-def _manifest(folder: Path) -> dict[str, Any]:
+def _manifest(folder: Path) -> Manifest:
+    """An input's manifest; one of another results format is refused (layout.read_manifest)."""
     if not folder.is_dir():
         raise StoreError(f"{folder}: no such results folder", "give folders `harness run` wrote")
-    manifest = ResultsDir(folder).read_manifest()
-    if manifest is None or "matrix_digest" not in manifest:
+    manifest = layout.read_manifest(folder)
+    if manifest is None or manifest.matrix_digest is None or manifest.matrix_text is None:
         raise StoreError(
-            f"{folder} has no manifest.json: it is not a results folder of `harness run`",
+            f"{folder} has no {layout.MANIFEST_FILE}: it is not a results folder of `harness run`",
             "give the folders that `harness run --shard I/N --out DIR` wrote",
         )
     return manifest
 
 
 def _runs_of(folder: Path) -> dict[RunKey, Path]:
-    found = {}
-    for run_dir in sorted((folder / CELLS_DIR).glob("*--*/repeat-*")):
-        try:
-            repeat = int(run_dir.name.split("-", 1)[1])
-        except ValueError:
-            log.warning("ignoring %s: not a repeat folder", run_dir)
-            continue
-        if run_dir.is_dir():
-            found[RunKey(run_dir.parent.name, repeat)] = run_dir
-    return found
+    return {RunKey(dirname, k): path for dirname, k, path in layout.run_dirs(folder)}
 
 
 def _same_run(a: Path, b: Path) -> bool:
@@ -125,10 +119,51 @@ def merge(
     inputs = [Path(p) for p in inputs]
     out = Path(out)
     manifests = [_manifest(p) for p in inputs]
-    digests = {m["matrix_digest"] for m in manifests}
-    if len(digests) > 1:
+    _check_inputs(inputs, manifests, out)
+    base = manifests[0]
+    matrix_text = base.matrix_text or ""  # _manifest made sure there is one
+    matrix = parse_matrix(matrix_text, Path(base.matrix_path or layout.MATRIX_FILE))
+    store = ResultsDir(out)
+    store.lock()
+    try:
+        result = _copy_runs(inputs, out)
+        present = {key.cell_dir for key in _runs_of(out)}
+        cells = [ManifestCell.of(c) for c in matrix.cells]
+        dirnames = [layout.cell_dirname(c.name, c.id) for c in matrix.cells]
+        result.missing_cells = [d for d in dirnames if d not in present]
+        for name in result.missing_cells:
+            log.warning("no input holds cell %s: the report lists its runs as missing", name)
+        merged = dataclasses.replace(
+            base,
+            shard=None,
+            cells=cells,
+            merged_from=[
+                {"path": str(p), "shard": m.shard, "created_at": m.created_at}
+                for p, m in zip(inputs, manifests, strict=True)
+            ],
+            merge={
+                "duplicates": [dataclasses.asdict(d) for d in result.duplicates if d.identical],
+                "conflicts": [dataclasses.asdict(d) for d in result.conflicts],
+                "missing_cells": result.missing_cells,
+            },
+        )
+        layout.write_manifest(out, merged)
+        layout.write_matrix_text(out, matrix_text)
+    finally:
+        store.unlock()
+    result.cells = len(matrix.cells)
+    if formats:
+        from harness.report import write_reports
+
+        result.reports = write_reports(out, formats, plots=plots)
+    return result
+
+
+def _check_inputs(inputs: list[Path], manifests: list[Manifest], out: Path) -> None:
+    """One matrix in every input, and an output that is new (or empty) and none of them."""
+    if len({m.matrix_digest for m in manifests}) > 1:
         lines = "; ".join(
-            f"{p} ({m.get('name')!r}, digest {m['matrix_digest'][:12]})"
+            f"{p} ({m.name!r}, digest {(m.matrix_digest or '')[:12]})"
             for p, m in zip(inputs, manifests, strict=True)
         )
         raise StoreError(
@@ -142,56 +177,13 @@ def merge(
     if out.exists() and any(out.iterdir()):
         raise StoreError(f"{out} is not empty", "merge into a new or empty folder (-o DIR)")
 
-    base = manifests[0]
-    matrix = parse_matrix(base["matrix_text"], Path(base.get("matrix_path") or "matrix.yaml"))
-    store = ResultsDir(out)
-    store.lock()
-    try:
-        result = _copy_runs(inputs, out)
-        present = {key.cell_dir for key in _runs_of(out)}
-        result.missing_cells = [c.dirname for c in matrix.cells if c.dirname not in present]
-        for name in result.missing_cells:
-            log.warning("no input holds cell %s: the report lists its runs as missing", name)
-        manifest = {
-            **base,
-            "shard": None,
-            "cells": [
-                {
-                    "id": c.id,
-                    "name": c.name,
-                    "dir": f"{CELLS_DIR}/{c.dirname}",
-                    "settings": c.settings,
-                }
-                for c in matrix.cells
-            ],
-            "merged_from": [
-                {"path": str(p), "shard": m.get("shard"), "created_at": m.get("created_at")}
-                for p, m in zip(inputs, manifests, strict=True)
-            ],
-            "merge": {
-                "duplicates": [d.__dict__ for d in result.duplicates if d.identical],
-                "conflicts": [d.__dict__ for d in result.conflicts],
-                "missing_cells": result.missing_cells,
-            },
-        }
-        write_json_atomic(out / MANIFEST_FILE, manifest)
-        write_bytes_atomic(out / "matrix.yaml", base["matrix_text"].encode("utf-8"))
-    finally:
-        store.unlock()
-    result.cells = len(matrix.cells)
-    if formats:
-        from harness.report import write_reports
-
-        result.reports = write_reports(out, formats, plots=plots)
-    return result
-
 
 def _copy_runs(inputs: list[Path], out: Path) -> MergeResult:
     result = MergeResult(out=out, inputs=inputs, runs=0, cells=0)
-    placed: dict[RunKey, Path] = {}  # run -> the input folder its copy in cells/ came from
+    placed: dict[RunKey, Path] = {}  # run -> the input folder its copy in the output came from
     for k, folder in enumerate(inputs, start=1):
         for key, src in _runs_of(folder).items():
-            dest = out / CELLS_DIR / key.cell_dir / f"repeat-{key.repeat}"
+            dest = layout.run_dir(out, key.cell_dir, key.repeat)
             if key not in placed:
                 shutil.copytree(src, dest, symlinks=True)
                 placed[key] = folder
@@ -202,31 +194,38 @@ def _copy_runs(inputs: list[Path], out: Path) -> MergeResult:
                 log.info("%s: identical in %s and %s; kept one", key, first, folder)
                 result.duplicates.append(Duplicate(str(key), str(first), str(folder), True))
                 continue
-            # Different records of one run: the ok one stays in cells/, the other is kept aside.
-            keep_new = _is_ok(src) and not _is_ok(dest)
-            aside_root = out / CONFLICTS_DIR / f"{k}-{folder.name}" / CELLS_DIR / key.cell_dir
-            aside = aside_root / f"repeat-{key.repeat}"
-            if keep_new:
-                other_root = out / CONFLICTS_DIR / f"{inputs.index(first) + 1}-{first.name}"
-                aside = other_root / CELLS_DIR / key.cell_dir / f"repeat-{key.repeat}"
-                aside.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(dest), str(aside))
-                shutil.copytree(src, dest, symlinks=True)
-                placed[key] = folder
-                kept, other = folder, first
-            else:
-                aside.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copytree(src, aside, symlinks=True)
-                kept, other = first, folder
-            log.warning(
-                "%s differs between %s and %s: kept %s, the other is in %s",
-                key,
-                first,
-                folder,
-                kept,
-                aside,
-            )
-            result.duplicates.append(
-                Duplicate(str(key), str(kept), str(other), False, str(aside.relative_to(out)))
-            )
+            k_first = inputs.index(first) + 1
+            duplicate, placed[key] = _keep_one(out, key, (k_first, first), (k, folder), src)
+            result.duplicates.append(duplicate)
     return result
+
+
+def _keep_one(
+    out: Path, key: RunKey, first: tuple[int, Path], new: tuple[int, Path], src: Path
+) -> tuple[Duplicate, Path]:
+    """Different records of one run: the ok one stays in the output's run folder, the other is
+    kept aside in the conflicts folder. ``first`` is the (1-based input index, folder) whose copy
+    is in the run folder now, ``new`` the one whose copy is ``src``; returns the duplicate and
+    the folder kept."""
+    dest = layout.run_dir(out, key.cell_dir, key.repeat)
+    if _is_ok(src) and not _is_ok(dest):
+        (_, kept), (k_other, other) = new, first
+        aside = layout.conflict_run_dir(out, k_other, other.name, key.cell_dir, key.repeat)
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(dest), str(aside))
+        shutil.copytree(src, dest, symlinks=True)
+    else:
+        (_, kept), (k_other, other) = first, new
+        aside = layout.conflict_run_dir(out, k_other, other.name, key.cell_dir, key.repeat)
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, aside, symlinks=True)
+    log.warning(
+        "%s differs between %s and %s: kept %s, the other is in %s",
+        key,
+        first[1],
+        new[1],
+        kept,
+        aside,
+    )
+    duplicate = Duplicate(str(key), str(kept), str(other), False, str(aside.relative_to(out)))
+    return duplicate, kept

@@ -17,7 +17,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-#: MD5 of the uncompressed IDX files (the published values; ../shared/data/mnist/MD5SUMS.raw).
+#: MD5 of the uncompressed IDX files (the published values).
 MNIST_MD5 = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
     "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
@@ -61,7 +61,7 @@ def read_idx_bytes(data_dir: Path, name: str) -> bytes:
     else:
         raise DataError(
             f"MNIST file {name} (or {name}.gz) not found in {data_dir}: point --data-dir, "
-            "spec.data_dir or HARNESS_MNIST_DIR at a folder holding the four IDX files, "
+            "--data-dir or HARNESS_MNIST_DIR at a folder holding the four IDX files, "
             "or leave them unset to download MNIST"
         )
     raw = path.read_bytes()
@@ -70,7 +70,7 @@ def read_idx_bytes(data_dir: Path, name: str) -> bytes:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
             raise DataError(f"{path}: not a readable gzip file ({exc}); replace it") from exc
-    digest = hashlib.md5(raw).hexdigest()  # noqa: S324 - a checksum, not security
+    digest = hashlib.md5(raw).hexdigest()  # a checksum, not security
     if digest != MNIST_MD5[name]:
         raise DataError(
             f"{path}: MD5 of the uncompressed data is {digest}, expected {MNIST_MD5[name]}; "
@@ -105,7 +105,7 @@ def download_mnist(dest: Path, mirrors: Sequence[str] = MIRRORS, timeout: float 
             tmp = target.with_name(f".{target.name}.part")
             try:
                 log.info("downloading %s", url)
-                with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+                with urllib.request.urlopen(url, timeout=timeout) as response:
                     with open(tmp, "wb") as handle:
                         shutil.copyfileobj(response, handle)
                 tmp.replace(target)

@@ -6,7 +6,6 @@ The runner reports events; the display derives cells done, runs in flight with t
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -14,9 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from harness.contract import LOG_FILE
-
-EPOCH_LINE = re.compile(rb"epoch (\d+)/(\d+) done")
-MODES = ("rich", "plain", "quiet")
+from harness.contract.record import EPOCH_LINE
 
 
 def last_epoch(run_dir: Path) -> tuple[int, int] | None:
@@ -173,7 +170,7 @@ class RichProgress(Progress):
         self.console = Console(file=stream or sys.stderr)
         self.live = Live(console=self.console, refresh_per_second=4, transient=False)
 
-    def _render(self):  # noqa: ANN202 - a rich renderable
+    def _render(self):  # a rich renderable
         from rich.console import Group
         from rich.progress_bar import ProgressBar
         from rich.table import Table

@@ -1,7 +1,8 @@
 """``run_matrix``: the library behind ``harness run``. Plan, resume, schedule, record, report.
 
-It never prints and never exits: it returns a RunSummary whose ``exit_code`` the CLI uses, and
-it raises HarnessError for input it cannot use.
+``make_executor`` builds the executor a matrix needs (the CLI calls it, then hands the executor
+to ``run_matrix``). Neither prints nor exits: ``run_matrix`` returns a RunSummary whose
+``exit_code`` the CLI uses, and both raise HarnessError for input they cannot use.
 """
 
 from __future__ import annotations
@@ -17,42 +18,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-import harness
-from harness.contract import RunSpec
+from harness.contract import ErrorType, RunSpec
 from harness.errors import HarnessError, StoreError
 from harness.executors import (
+    Executor,
     ExecutorOptions,
+    PreparedImage,
     RunOutcome,
     RunStatus,
     Slot,
     choose_executor,
     get_executor_class,
 )
-from harness.matrix import Cell, LoadedMatrix, load_matrix
+from harness.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNS_FAILED
+from harness.matrix import Cell, LoadedMatrix
 from harness.mnist import MIRRORS, DataError, default_cache_dir, download_mnist
 from harness.progress import make_progress
-from harness.schedule import Job, SlotPool, check_fits, detect_host, need_of, run_jobs
+from harness.schedule import Host, Job, SlotPool, check_fits, detect_host, need_of, run_jobs
 from harness.shard import ShardSpec, cells_of_shard
 from harness.store import ResultsDir, default_out, record_failure
 
 log = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_RUNS_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 
 #: errno values that mean "the results disk is full": the matrix stops, finished runs stay.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def default_data_dir() -> Path | None:
-    """HARNESS_MNIST_DIR, else ../shared/data/mnist beside the checkout, else None (download)."""
+    """HARNESS_MNIST_DIR, else None: the caller downloads MNIST into the user cache
+    (``fetch_mnist(default_cache_dir())``)."""
     env = os.environ.get("HARNESS_MNIST_DIR")
-    if env:
-        return Path(env).resolve()
-    beside = Path(harness.__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-    return beside if beside.is_dir() else None
+    return Path(env).resolve() if env else None
 
 
 def fetch_mnist(cache: Path, mirrors: tuple[str, ...] = MIRRORS) -> Path:
@@ -69,19 +65,15 @@ def fetch_mnist(cache: Path, mirrors: tuple[str, ...] = MIRRORS) -> Path:
 
 @dataclass
 class RunConfig:
-    """Everything ``harness run`` takes, as one object."""
+    """Everything ``harness run`` takes besides the executor, as one object."""
 
-    matrix: Path
+    matrix: LoadedMatrix
     out: Path | None = None
-    executor: str = "auto"
     progress: str | None = None
     gpus: str | None = None
-    data_dir: Path | None = None
-    python: str | None = None
     formats: tuple[str, ...] = ("md", "json", "csv")
     plots: bool = True
     cancel: threading.Event = field(default_factory=threading.Event)
-    executor_extra: dict[str, str] = field(default_factory=dict)
     progress_stream: TextIO | None = None
     #: ``harness run --shard I/N``: run only that shard's cells (harness/shard.py).
     shard: ShardSpec | None = None
@@ -100,6 +92,9 @@ class PlannedRun:
 
 @dataclass
 class RunSummary:
+    """``skipped``: runs already done (resume); ``statuses``: the runs started, counted by their
+    ``RunStatus`` value."""
+
     out: Path
     total: int
     skipped: int
@@ -111,53 +106,60 @@ class RunSummary:
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
-        bad = sum(n for s, n in self.statuses.items() if s not in ("ok", "skipped"))
+        bad = sum(n for s, n in self.statuses.items() if s != RunStatus.OK.value)
         return EXIT_RUNS_FAILED if bad else EXIT_OK
 
 
 def plan_runs(
-    matrix: LoadedMatrix,
-    store: ResultsDir,
-    data_dir: Path | None,
-    cells: list[Cell] | None = None,
+    matrix: LoadedMatrix, store: ResultsDir, cells: list[Cell] | None = None
 ) -> list[PlannedRun]:
     """Every repeat of every cell (default: all of the matrix's), in cell then repeat order."""
     return [
-        PlannedRun(cell, cell.spec(k, str(data_dir) if data_dir else None), store.run_dir(cell, k))
+        PlannedRun(cell, cell.spec(k), store.run_dir(cell, k))
         for cell in (matrix.cells if cells is None else cells)
         for k in range(matrix.model.run.repeats)
     ]
 
 
-def run_matrix(config: RunConfig) -> RunSummary:
-    matrix = load_matrix(config.matrix)
+def make_executor(
+    matrix: LoadedMatrix,
+    choice: str = "auto",
+    *,
+    shard: ShardSpec | None = None,
+    data_dir: Path | None = None,
+    python: str | None = None,
+) -> Executor:
+    """The executor for this matrix (or shard): ``choice`` is ``auto`` (local when every image is
+    ``local``, else docker) or an executor's name. MNIST comes from ``data_dir``, else
+    HARNESS_MNIST_DIR, else the user cache (downloaded and verified once)."""
+    cells = matrix.cells if shard is None else cells_of_shard(matrix, shard)
+    name = choose_executor(choice, {c.settings["image"] for c in cells} or {"local"})
+    options = ExecutorOptions(
+        run_label=f"{matrix.model.name}-{matrix.digest[:12]}",
+        data_dir=data_dir or default_data_dir() or fetch_mnist(default_cache_dir()),
+        python=python or _default_python(),
+        memory_limit=matrix.model.run.memory_limit,
+    )
+    return get_executor_class(name)(options)
+
+
+def run_matrix(config: RunConfig, executor: Executor) -> RunSummary:
+    """Run every repeat of the matrix's (or the shard's) cells that is not already done with
+    ``executor``, then write the report. Once runs start, ``executor.cleanup()`` runs whatever
+    happens (Ctrl-C, a full disk, a harness error)."""
+    matrix = config.matrix
     out = (config.out or default_out(matrix.model.name)).resolve()
     store = ResultsDir(out)
-    data_dir = config.data_dir or default_data_dir() or fetch_mnist(default_cache_dir())
+    store.read_manifest()  # a folder of an older format is refused before any image is built
     cells = matrix.cells if config.shard is None else cells_of_shard(matrix, config.shard)
     if config.shard is not None:
         log.info("shard %s: %d of %d cells", config.shard, len(cells), len(matrix.cells))
-    runs = plan_runs(matrix, store, data_dir, cells)
+    runs = plan_runs(matrix, store, cells)
     host = detect_host(config.gpus)
     check_fits([r.spec for r in runs], host)
-    name = choose_executor(config.executor, {c.settings["image"] for c in cells} or {"local"})
-    options = ExecutorOptions(
-        run_label=f"{matrix.model.name}-{matrix.digest[:12]}",
-        data_dir=data_dir,
-        python=config.python or _default_python(),
-        extra=_executor_extra(config, matrix),
-    )
-    executor = get_executor_class(name)(options)
 
     with _disk_full_stops(out):
-        return _run_locked(config, matrix, store, executor, runs, host, cells, out)
-
-
-def _executor_extra(config: RunConfig, matrix: LoadedMatrix) -> dict[str, str]:
-    extra = dict(config.executor_extra)
-    if matrix.model.run.memory_limit:
-        extra.setdefault("memory_limit", matrix.model.run.memory_limit)
-    return extra
+        return _run_locked(config, store, executor, runs, host, cells)
 
 
 @contextlib.contextmanager
@@ -177,7 +179,14 @@ def _disk_full_stops(out: Path) -> Iterator[None]:
         ) from exc
 
 
-def _run_locked(config, matrix, store, executor, runs, host, cells, out) -> RunSummary:  # noqa: ANN001
+def _run_locked(
+    config: RunConfig,
+    store: ResultsDir,
+    executor: Executor,
+    runs: list[PlannedRun],
+    host: Host,
+    cells: list[Cell],
+) -> RunSummary:
     store.lock()
     try:
         shard = None
@@ -186,22 +195,44 @@ def _run_locked(config, matrix, store, executor, runs, host, cells, out) -> RunS
         # prepare first: a matrix that cannot start (no image, no GPU runtime) leaves no
         # manifest behind, so its corrected version can use the same --out.
         images = executor.prepare([r.spec for r in runs])
-        store.write_manifest(matrix, cells, shard)
-        for r in runs:
-            provenance = images.get(r.spec.image) or {}
-            if provenance:
-                r.spec = r.spec.replace(
-                    image_digest=provenance.get("image_digest"), image_id=provenance.get("image_id")
-                )
-        todo = [r for r in runs if not store.finished(r.run_dir, r.spec)]
-        summary = _execute(config, matrix, store, executor, runs, todo, host)
+        store.write_manifest(config.matrix, cells, shard)
+        todo = [
+            r
+            for r in runs
+            if not store.finished(r.run_dir, r.spec, image_id=_image_id(images, r.spec))
+        ]
+        summary = _execute(config, store, executor, runs, todo, host)
     finally:
         store.unlock()
     if config.formats:
         from harness.report import write_reports
 
-        summary.reports = write_reports(out, config.formats, plots=config.plots)
+        summary.reports = write_reports(store.root, config.formats, plots=config.plots)
     return summary
+
+
+def _image_id(images: dict[str, PreparedImage], spec: RunSpec) -> str | None:
+    prepared = images.get(spec.image)
+    return prepared.image_id if prepared is not None else None
+
+
+def _check_outcome(run: PlannedRun, outcome: RunOutcome) -> None:
+    """An ok outcome must have an ok record; any other gets a failed record (``run.json``)."""
+    if outcome.ok:
+        from harness.record import RecordError, load_record
+
+        try:
+            if load_record(run.run_dir).ok:
+                return
+            outcome.status, outcome.message = RunStatus.FAILED, "the run recorded a failure"
+        except RecordError as exc:
+            outcome.status, outcome.message = RunStatus.FAILED, f"exited 0 but {exc}"
+    error_type = {
+        RunStatus.TIMEOUT: ErrorType.TIMEOUT,
+        RunStatus.ABORTED: ErrorType.KILLED,
+    }.get(outcome.status, outcome.error_type or ErrorType.FAILED)
+    record_failure(run.run_dir, run.spec, error_type, outcome.message, outcome.seconds)
+    _add_recorded_error(run.run_dir, outcome)
 
 
 def _add_recorded_error(run_dir: Path, outcome: RunOutcome) -> None:
@@ -230,13 +261,20 @@ def _default_python() -> str:
     return default_python()
 
 
-def _execute(config, matrix, store, executor, runs, todo, host) -> RunSummary:  # noqa: ANN001
+def _execute(
+    config: RunConfig,
+    store: ResultsDir,
+    executor: Executor,
+    runs: list[PlannedRun],
+    todo: list[PlannedRun],
+    host: Host,
+) -> RunSummary:
     progress = make_progress(config.progress, config.progress_stream)
     per_cell = Counter(r.cell.id for r in runs)
     skipped = Counter(r.cell.id for r in runs) - Counter(r.cell.id for r in todo)
-    statuses: Counter[str] = Counter(skipped=len(runs) - len(todo))
+    statuses: Counter[str] = Counter()
     progress.start(dict(per_cell), dict(skipped))
-    timeout_s = matrix.model.run.timeout_s
+    timeout_s = config.matrix.model.run.timeout_s
 
     full: list[OSError] = []
 
@@ -263,32 +301,15 @@ def _execute(config, matrix, store, executor, runs, todo, host) -> RunSummary:  
         outcome = executor.run(
             run.spec, slot, run.run_dir, timeout_s=timeout_s, cancel=config.cancel
         )
-        _finish(run, outcome)
+        _check_outcome(run, outcome)
         return outcome
-
-    def _finish(run: PlannedRun, outcome: RunOutcome) -> None:
-        if outcome.ok:
-            from harness.record import RecordError, load_record
-
-            try:
-                if load_record(run.run_dir).ok:
-                    return
-                outcome.status, outcome.message = RunStatus.FAILED, "the run recorded a failure"
-            except RecordError as exc:
-                outcome.status, outcome.message = RunStatus.FAILED, f"exited 0 but {exc}"
-        error_type = {
-            RunStatus.TIMEOUT: "timeout",
-            RunStatus.ABORTED: "killed",
-        }.get(outcome.status, outcome.extra.get("error_type", "failed"))
-        record_failure(run.run_dir, run.spec, error_type, outcome.message, outcome.seconds)
-        _add_recorded_error(run.run_dir, outcome)
 
     def done(run: PlannedRun, result: RunOutcome | BaseException) -> None:
         if isinstance(result, BaseException):
-            status, seconds, message = "failed", 0.0, f"harness error: {result}"
+            status, seconds, message = RunStatus.FAILED.value, 0.0, f"harness error: {result}"
             try:
-                record_failure(run.run_dir, run.spec, "failed", message)
-            except Exception:  # noqa: BLE001 - already logged by the scheduler
+                record_failure(run.run_dir, run.spec, ErrorType.FAILED, message)
+            except Exception:  # the scheduler has logged the harness error already
                 log.exception("could not record the failure of %s", run.label)
         else:
             status, seconds, message = result.status.value, result.seconds, result.message

@@ -78,7 +78,7 @@ def nvidia_gpus() -> tuple[list[str], str | None]:
     if exe is None:
         return [], NO_NVIDIA_SMI
     try:
-        proc = subprocess.run(  # noqa: S603 - argv list, no shell
+        proc = subprocess.run(
             [exe, "-L"], capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -182,7 +182,7 @@ def run_jobs(
                 pool.release(slot)
                 try:
                     result: R | BaseException = future.result()
-                except Exception as exc:  # noqa: BLE001 - becomes the job's outcome
+                except Exception as exc:  # becomes the job's outcome
                     log.exception("run crashed in the harness")
                     result = exc
                 results.append((job.item, result))

@@ -31,10 +31,10 @@ MAX_SHARDS = 256
 #: Training images after the post's 55,000 / 5,000 split; at batch 32 that is 1,719 steps.
 TRAIN_IMAGES = 55_000
 
-#: Relative cost of one optimizer step. On the 2-core test machine a CPU step of the post's
-#: model took about 1 ms (1,719 steps in ~1.5 s, docs/ENVIRONMENT); a GPU step of so small a
-#: model is launch-bound, assumed here at about a third of that (an estimate: no GPU was at hand
-#: to measure it). Only the ratio matters for balancing.
+#: Relative cost of one optimizer step. On a 2-core CPU test machine a CPU step of the post's
+#: model took about 1 ms (1,719 steps in about 1.5 s); a GPU step of so small a model is
+#: launch-bound, assumed here at about a third of that (an estimate: no GPU was at hand to
+#: measure it). Only the ratio matters for balancing.
 COST_FACTOR = {"gpu": 1.0, "cpu": 3.0}
 
 _SHARD_TEXT = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")

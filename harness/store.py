@@ -1,57 +1,41 @@
-"""The results folder: layout, manifest, lock, resume decisions and host-written failure records.
-
-Layout (docs/results.md)::
-
-    <out>/manifest.json  matrix.yaml  .lock
-    <out>/cells/<cell name>--<cell id>/repeat-<k>/{spec.json, run.json, losses.npy,
-                                                   tensorboard/, run.log}
-    <out>/report.md  report.json  report.csv  plots/
+"""The results folder as ``harness run`` writes it: lock, manifest identity, resume decisions and
+host-written failure records. Its names and the manifest format are harness/layout.py's.
 
 ``run.json`` is the commit marker of a run: written last, atomically.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fcntl
-import json
 import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
+from harness import __version__, layout
 from harness.contract import (
     LOG_FILE,
     LOSSES_FILE,
     RECORD_FILE,
-    RECORD_FORMAT_VERSION,
     SPEC_FILE,
     RunSpec,
-    write_bytes_atomic,
     write_json_atomic,
 )
+from harness.contract.record import ErrorType, RunError, failed_record, write_record
 from harness.errors import StoreError
+from harness.layout import Manifest, ManifestCell, default_out
 from harness.matrix import Cell, LoadedMatrix
 from harness.record import RecordError, RunRecord, load_record
 
+__all__ = ["ResultsDir", "default_out", "log_tail", "record_failure"]
+
 log = logging.getLogger(__name__)
 
-MANIFEST_FILE = "manifest.json"
-MANIFEST_FORMAT_VERSION = 1
-LOCK_FILE = ".lock"
-CELLS_DIR = "cells"
 LOG_TAIL_LINES = 40
 LOG_TAIL_CHARS = 4000
-
-#: Spec fields that may differ between a finished record and a new spec without a rerun.
-RESUME_IGNORED = ("data_dir",)
-
-
-def default_out(name: str, now: dt.datetime | None = None) -> Path:
-    stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
-    return Path("results") / f"{name}-{stamp}"
 
 
 class ResultsDir:
@@ -62,13 +46,14 @@ class ResultsDir:
         self._lock_handle: Any = None
 
     def run_dir(self, cell: Cell | str, repeat: int) -> Path:
-        dirname = cell.dirname if isinstance(cell, Cell) else cell
-        return self.root / CELLS_DIR / dirname / f"repeat-{repeat}"
+        """A run's folder; ``cell`` is a Cell or its folder name."""
+        dirname = layout.cell_dirname(cell.name, cell.id) if isinstance(cell, Cell) else cell
+        return layout.run_dir(self.root, dirname, repeat)
 
     def lock(self) -> None:
         """Non-blocking exclusive lock; a second harness on the same folder is told who holds it."""
         self.root.mkdir(parents=True, exist_ok=True)
-        handle = open(self.root / LOCK_FILE, "a+")  # noqa: SIM115 - held until unlock
+        handle = open(self.root / layout.LOCK_FILE, "a+")  # held until unlock
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -91,16 +76,9 @@ class ResultsDir:
             self._lock_handle.close()
             self._lock_handle = None
 
-    def read_manifest(self) -> dict[str, Any] | None:
-        path = self.root / MANIFEST_FILE
-        if not path.exists():
-            return None
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise StoreError(
-                f"{path}: unreadable manifest ({exc})", "choose another --out, or delete the folder"
-            ) from exc
+    def read_manifest(self) -> Manifest | None:
+        """The folder's manifest (None for a new folder); another format is a StoreError."""
+        return layout.read_manifest(self.root)
 
     def write_manifest(
         self,
@@ -108,53 +86,45 @@ class ResultsDir:
         cells: list[Cell] | None = None,
         shard: dict[str, int] | None = None,
     ) -> None:
-        """Write the manifest; refuse a folder that was made from a different matrix or shard.
+        """Write the manifest; refuse a folder that was made from a different matrix or shard,
+        or by a harness of another results format.
 
         ``cells`` (default: all) are the cells this folder holds; ``shard`` is
         ``{"index": i, "total": n}`` for ``harness run --shard i/n``, else None.
         """
         old = self.read_manifest()
-        if old is not None and old.get("matrix_digest") != matrix.digest:
+        if old is not None and old.matrix_digest != matrix.digest:
             raise StoreError(
-                f"{self.root} holds results of another matrix ({old.get('name')!r}, made from "
-                f"{old.get('matrix_path')}), not of {matrix.path}",
+                f"{self.root} holds results of another matrix ({old.name!r}, made from "
+                f"{old.matrix_path}), not of {matrix.path}",
                 "choose another --out, or run the matrix that made this folder",
             )
-        if old is not None and old.get("shard") != shard:
+        if old is not None and old.shard != shard:
             raise StoreError(
-                f"{self.root} holds shard {_shard_text(old.get('shard'))} of this matrix, "
+                f"{self.root} holds shard {_shard_text(old.shard)} of this matrix, "
                 f"not shard {_shard_text(shard)}",
                 "give each shard its own --out; `harness merge` joins them",
             )
-        cells = matrix.cells if cells is None else cells
-        manifest = {
-            "format_version": MANIFEST_FORMAT_VERSION,
-            "name": matrix.model.name,
-            "matrix_path": str(matrix.path),
-            "matrix_text": matrix.text,
-            "matrix_sha256": matrix.text_sha256,
-            "matrix_digest": matrix.digest,
-            "repeats": matrix.model.run.repeats,
-            "harness_version": __version__,
-            "created_at": (old or {}).get("created_at") or _now(),
-            "shard": shard,
-            "cells": [
-                {
-                    "id": c.id,
-                    "name": c.name,
-                    "dir": f"{CELLS_DIR}/{c.dirname}",
-                    "settings": c.settings,
-                }
-                for c in cells
-            ],
-        }
-        write_json_atomic(self.root / MANIFEST_FILE, manifest)
-        write_bytes_atomic(self.root / "matrix.yaml", matrix.text.encode("utf-8"))
+        manifest = Manifest(
+            name=matrix.model.name,
+            matrix_path=str(matrix.path),
+            matrix_text=matrix.text,
+            matrix_sha256=matrix.text_sha256,
+            matrix_digest=matrix.digest,
+            repeats=matrix.model.run.repeats,
+            harness_version=__version__,
+            created_at=(old.created_at if old else None) or _now(),
+            shard=shard,
+            cells=[ManifestCell.of(c) for c in (matrix.cells if cells is None else cells)],
+        )
+        layout.write_manifest(self.root, manifest)
+        layout.write_matrix_text(self.root, matrix.text)
 
     # ------------------------------------------------------------ resume
 
-    def finished(self, run_dir: Path, spec: RunSpec) -> bool:
-        """True when the run is done and still valid: an ok record of the same spec.
+    def finished(self, run_dir: Path, spec: RunSpec, image_id: str | None = None) -> bool:
+        """True when the run is done and still valid: an ok record of the same spec, made from
+        the same workload image (``image_id``, when the run uses one).
 
         Anything else is cleared so the run starts clean; the reason goes to the log.
         """
@@ -169,8 +139,16 @@ class ResultsDir:
         if not record.ok:
             log.info("rerunning %s: its last attempt failed", run_dir)
             return False
-        if _comparable(record.spec) != _comparable(spec.to_dict()):
+        if record.spec != spec.to_dict():
             log.info("rerunning %s: its spec changed", run_dir)
+            return False
+        if image_id is not None and record.provenance.image_id != image_id:
+            log.warning(
+                "rerunning %s: it ran in workload image %s, not %s",
+                run_dir,
+                record.provenance.image_id,
+                image_id,
+            )
             return False
         if not (run_dir / LOSSES_FILE).exists():
             log.warning("rerunning %s: %s is missing", run_dir, LOSSES_FILE)
@@ -187,10 +165,6 @@ class ResultsDir:
 
 def _shard_text(shard: dict[str, int] | None) -> str:
     return "(all cells)" if not shard else f"{shard.get('index')}/{shard.get('total')}"
-
-
-def _comparable(spec: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in spec.items() if k not in RESUME_IGNORED}
 
 
 def _now() -> str:
@@ -212,7 +186,11 @@ def log_tail(run_dir: Path) -> str:
 
 
 def record_failure(
-    run_dir: Path, spec: RunSpec, error_type: str, message: str, seconds: float | None = None
+    run_dir: Path,
+    spec: RunSpec,
+    error_type: ErrorType | str,
+    message: str,
+    seconds: float | None = None,
 ) -> None:
     """Make sure a run that did not succeed has a failed run record with its log's tail.
 
@@ -220,48 +198,18 @@ def record_failure(
     the host saw fail (killed after writing) is turned into a failed one.
     """
     tail = log_tail(run_dir)
+    kind = ErrorType(error_type).value if isinstance(error_type, ErrorType) else error_type
     try:
         record: RunRecord | None = load_record(run_dir)
     except RecordError:
         record = None
     if record is not None and not record.ok:
-        data = record.model_dump(mode="json")
-        data.setdefault("error", None)
-        data["error"] = {
-            **(data["error"] or {"type": error_type, "message": message}),
-            "log_tail": tail,
-        }
+        error = record.error or RunError(type=kind, message=message)
+        record = dataclasses.replace(record, error=dataclasses.replace(error, log_tail=tail))
     elif record is not None:
-        data = record.model_dump(mode="json")
-        data["status"] = "failed"
-        data["error"] = {
-            "type": error_type,
-            "message": f"{message} (after writing its record)",
-            "traceback": None,
-            "log_tail": tail,
-        }
+        error = RunError(type=kind, message=f"{message} (after writing its record)", log_tail=tail)
+        record = dataclasses.replace(record, status="failed", error=error, written_by="host")
     else:
-        data = {
-            "format_version": RECORD_FORMAT_VERSION,
-            "status": "failed",
-            "error": {"type": error_type, "message": message, "traceback": None, "log_tail": tail},
-            "spec": spec.to_dict(),
-            "steps": 0,
-            "ranks": spec.devices,
-            "steps_per_epoch": [],
-            "digests": {
-                "trajectory": None,
-                "init_weights": None,
-                "final_weights": None,
-                "epochs": [],
-                "split": None,
-            },
-            "epochs": [],
-            "timing": {"wall_seconds": seconds},
-            "nondeterministic_ops": [],
-            "provenance": {},
-            "files": {},
-            "written_by": "host",
-        }
-    RunRecord.model_validate(data)
-    write_json_atomic(run_dir / RECORD_FILE, data)
+        error = RunError(type=kind, message=message, log_tail=tail)
+        record = failed_record(spec.to_dict(), error, ranks=spec.devices, wall_seconds=seconds)
+    write_record(run_dir, record)

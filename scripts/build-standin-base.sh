@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build, offline, a CPU stand-in for a CUDA PyTorch base image, with the same torch and
-# torchvision wheels as the host venv (../shared/ENVIRONMENT.md, "A Docker engine").
+# torchvision wheels as the host venv (no registry is reachable here, so no image can be pulled).
 #
 #   scripts/build-standin-base.sh            # skips when the image already exists
 #   HARNESS_STANDIN_FORCE=1 scripts/build-standin-base.sh

@@ -7,7 +7,7 @@
 #   scripts/docker-engine.sh status
 #
 # Why its own --pidfile, --data-root and --exec-root: a second engine, or a stale
-# /var/run/docker.pid, would otherwise stop this one (see ../shared/ENVIRONMENT.md).
+# /var/run/docker.pid, would otherwise stop this one.
 # No bridge network and no iptables: containers run with network "none" (builds may use "host").
 # The Debian mirror is read from /etc/apt/sources.list.d/debian.sources at run time; no host
 # name is written here. Override the location with HARNESS_DOCKER_ROOT.

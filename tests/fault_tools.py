@@ -89,7 +89,7 @@ class Harness:
             argv = ["taskset", "-c", cpus, *argv]
         self.out = out
         self.lines: list[str] = []
-        self.proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+        self.proc = subprocess.Popen(  # argv list, no shell
             argv,
             cwd=ROOT,
             stdin=subprocess.DEVNULL,

@@ -310,7 +310,7 @@ def test_cli_prints_the_error_not_a_traceback(tmp_path: Path):
     ):
         path = tmp_path / f"bad{i}.yaml"
         path.write_text(text)
-        proc = subprocess.run(  # noqa: S603 - argv list
+        proc = subprocess.run(  # argv list
             [sys.executable, "-m", "harness.cli", "plan", str(path)],
             cwd=ROOT,
             capture_output=True,

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from harness.cli import main
-from harness.matrix import schema_text
+from harness.executors.fake import FakeExecutor
+from harness.matrix import load_matrix, schema_text
 from harness.record import load_record
 from harness.runner import RunConfig, run_matrix
 
@@ -19,7 +20,7 @@ def test_plan_lists_cells_and_runs(capsys):
     assert main(["plan", str(QUICK)]) == 0
     out = capsys.readouterr().out
     assert "3 cells, 6 runs" in out and "local-cpu1-before_model-det1-bench0-algoff" in out
-    assert main(["plan", str(QUICK), "--output", "json"]) == 0
+    assert main(["plan", str(QUICK), "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert len(data["cells"]) == 3 and data["runs"] == 6
 
@@ -41,18 +42,9 @@ def test_missing_results_folder_is_a_user_error(capsys, tmp_path: Path):
 
 
 def test_runner_records_failures_and_goes_on(tmp_path: Path):
-    config = RunConfig(
-        matrix=QUICK,
-        out=tmp_path / "r",
-        executor="fake",
-        progress="quiet",
-        executor_extra={
-            "fail_placement": "none",
-            "seconds": "0.05",
-            "diverge_placement": "before_trainer",
-        },
-    )
-    summary = run_matrix(config)
+    config = RunConfig(matrix=load_matrix(QUICK), out=tmp_path / "r", progress="quiet")
+    fake = FakeExecutor(seconds=0.05, fail_placement="none", diverge_placement="before_trainer")
+    summary = run_matrix(config, fake)
     assert summary.exit_code == 1
     assert summary.statuses["ok"] == 4 and summary.statuses["failed"] == 2
     failed = next((tmp_path / "r" / "cells").glob("local-cpu1-none-*/repeat-0"))
@@ -63,13 +55,8 @@ def test_runner_records_failures_and_goes_on(tmp_path: Path):
     assert verdicts == {"none": False, "before_trainer": False, "before_model": True}
     # a second run redoes the failed runs only
     again = run_matrix(
-        RunConfig(
-            matrix=QUICK,
-            out=tmp_path / "r",
-            executor="fake",
-            progress="quiet",
-            executor_extra={"seconds": "0.05"},
-        )
+        RunConfig(matrix=load_matrix(QUICK), out=tmp_path / "r", progress="quiet"),
+        FakeExecutor(seconds=0.05),
     )
     assert again.skipped == 4 and again.statuses["ok"] == 2 and again.exit_code == 0
 

@@ -49,7 +49,7 @@ def ours(client, name: str) -> list:
 
 
 def harness_run(matrix: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen(  # noqa: S603 - argv list
+    return subprocess.Popen(  # argv list
         [
             sys.executable,
             "-m",

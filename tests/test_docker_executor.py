@@ -22,7 +22,7 @@ from conftest import BASE_IMAGE
 
 from harness.contract import LOG_FILE, LOSSES_FILE, SPEC_FILE, RunSpec, write_json_atomic
 from harness.errors import ExecutorError
-from harness.executors.base import ExecutorOptions, RunStatus, Slot
+from harness.executors.base import ExecutorOptions, PreparedImage, RunStatus, Slot
 from harness.record import load_record
 
 pytestmark = pytest.mark.docker
@@ -74,10 +74,10 @@ def test_container_matches_local_and_repeats_reproduce(client, workload_image, t
 
     executor = make_executor()
     provenance = executor.prepare([cell_spec()])
-    assert provenance[BASE_IMAGE] == {
-        "image_digest": workload_image.base_digest,
-        "image_id": workload_image.image_id,
-    }
+    assert provenance[BASE_IMAGE] == PreparedImage(
+        base_digest=workload_image.base_digest,
+        image_id=workload_image.image_id,
+    )
     local_dir = write_spec(tmp_path / "local", cell_spec(image="local"))
     local = LocalExecutor(ExecutorOptions(run_label="local", data_dir=MNIST, python=sys.executable))
     outcome = local.run(
@@ -91,7 +91,7 @@ def test_container_matches_local_and_repeats_reproduce(client, workload_image, t
 
     digests = []
     for repeat in (0, 1):
-        spec = cell_spec(repeat=repeat, **provenance[BASE_IMAGE])
+        spec = cell_spec(repeat=repeat)
         run_dir = write_spec(tmp_path / f"docker-{repeat}", spec)
         outcome = executor.run(
             spec, Slot(cpus=(0,)), run_dir, timeout_s=600, cancel=threading.Event()

@@ -11,12 +11,24 @@ from hypothesis import strategies as st
 
 from harness.contract import RunSpec
 from harness.executors.base import Slot
-from harness.executors.docker import container_kwargs, is_no_gpu_runtime
+from harness.executors.docker_kwargs import container_kwargs
+from harness.executors.docker_outcome import is_no_gpu_runtime
+from harness.images import WorkloadImage
+
+IMAGE = WorkloadImage(
+    base="base:1",
+    tag="img:tag",
+    image_id="sha256:" + "1" * 64,
+    base_digest="base@sha256:" + "2" * 64,
+    base_digest_kind="repo_digest",
+    code_digest="3" * 64,
+    built=False,
+)
 
 
 def kwargs_for(spec: RunSpec, slot: Slot, tmp_path: Path) -> dict:
     return container_kwargs(
-        spec, slot, tmp_path / "run", image="img:tag", data_dir=tmp_path / "mnist", run_label="lbl"
+        spec, slot, tmp_path / "run", image=IMAGE, data_dir=tmp_path / "mnist", run_label="lbl"
     )
 
 
@@ -44,7 +56,7 @@ def test_cpu_cell_has_no_device_request_and_a_cpuset(tmp_path: Path) -> None:
 
 
 def test_hardening_mounts_labels_and_command(tmp_path: Path) -> None:
-    spec = RunSpec(cell_id="abc123", repeat=4, pythonhashseed=7, extra_env={"FOO": "bar"})
+    spec = RunSpec(cell_id="abc123", repeat=4, pythonhashseed=7)
     kwargs = kwargs_for(spec, Slot(cpus=(0,)), tmp_path)
     assert kwargs["network_mode"] == "none"
     assert kwargs["read_only"] is True
@@ -64,7 +76,11 @@ def test_hardening_mounts_labels_and_command(tmp_path: Path) -> None:
     assert mounts["/out"]["ReadOnly"] is False
     assert kwargs["command"] == ["--spec", "/out/spec.json", "--out", "/out", "--data-dir", "/data"]
     env = kwargs["environment"]
-    assert env["PYTHONHASHSEED"] == "7" and env["FOO"] == "bar" and env["HOME"] == "/tmp"
+    assert env["PYTHONHASHSEED"] == "7" and env["HOME"] == "/tmp"
+    # what the host knows of the image reaches the record's provenance, outside the spec
+    assert env["HARNESS_IMAGE_ID"] == IMAGE.image_id
+    assert env["HARNESS_IMAGE_DIGEST"] == IMAGE.base_digest
+    assert kwargs["image"] == "img:tag"
     assert "CUBLAS_WORKSPACE_CONFIG" not in env
 
 

@@ -37,7 +37,7 @@ def test_missing_mnist_is_reported(tmp_path: Path) -> None:
 
 
 def test_doctor_json_reports_this_machine(capsys) -> None:
-    assert main(["doctor", "--output", "json", "--data-dir", str(MNIST)]) == 0
+    assert main(["doctor", "--format", "json", "--data-dir", str(MNIST)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["mnist_found"] is True and data["mnist_md5_ok"] is True
     assert data["disk_free_bytes"] == pytest.approx(shutil.disk_usage(Path.cwd()).free, rel=0.05)

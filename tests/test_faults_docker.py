@@ -71,7 +71,7 @@ def test_container_killed_for_memory(client, workload_image, tmp_path):
 
 
 def engine(action: str) -> subprocess.CompletedProcess:
-    return subprocess.run(  # noqa: S603 - argv list
+    return subprocess.run(  # argv list
         ["bash", str(ENGINE), action], capture_output=True, text=True, timeout=180, check=False
     )
 

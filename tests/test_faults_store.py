@@ -21,6 +21,7 @@ from fault_tools import (
     write_matrix,
 )
 
+from harness.contract import RECORD_FORMAT_VERSION
 from harness.executors.fake import write_fake_record
 from harness.matrix import parse_matrix
 from harness.record import load_record
@@ -31,7 +32,9 @@ CORRUPTIONS = {
     "empty": lambda b: b"",
     "binary": lambda b: bytes(range(256)) * 4,
     "not-a-mapping": lambda b: b"[1, 2, 3]\n",
-    "wrong-version": lambda b: b.replace(b'"format_version": 1', b'"format_version": 99'),
+    "wrong-version": lambda b: b.replace(
+        f'"format_version": {RECORD_FORMAT_VERSION}'.encode(), b'"format_version": 99'
+    ),
     "no-status": lambda b: b.replace(b'"status": "ok"', b'"statos": "ok"'),
 }
 
@@ -82,13 +85,13 @@ def small_disk(tmp_path: Path):
         pytest.skip("mounting a tmpfs needs root and mount(8)")
     disk = tmp_path / "disk"
     disk.mkdir()
-    subprocess.run(  # noqa: S603 - argv list
+    subprocess.run(  # argv list
         ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], check=True
     )
     try:
         yield disk
     finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)  # noqa: S603
+        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def fill(disk: Path) -> Path:

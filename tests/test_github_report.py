@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.contract import RunSpec, write_json_atomic
+from harness.contract import RECORD_FORMAT_VERSION, RunSpec, write_json_atomic
 from harness.report.github import SUMMARY_LIMIT, fit_summary
 
 LOG_LINE = "RuntimeError: CUDA error: an illegal memory access was encountered | <x> `tick`"
@@ -54,7 +54,7 @@ def _write_failed_run(root: Path, i: int, tail: str) -> None:
     write_json_atomic(
         run_dir / "run.json",
         {
-            "format_version": 1,
+            "format_version": RECORD_FORMAT_VERSION,
             "status": "failed",
             "error": {"type": "failed", "message": f"run {i} died", "log_tail": tail},
             "spec": spec.to_dict(),

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.contract import CELL_SETTINGS, RunSpec
+from harness.contract import RunSpec
+from harness.contract.settings import NAMES
 from harness.errors import MatrixError
 from harness.matrix import CellSettings, cell_id, load_matrix, parse_matrix, schema_text
 
@@ -56,11 +57,12 @@ def test_cell_id_is_stable_and_ignores_key_order_and_defaults():
     assert len(cell_id(a)) == 12 and int(cell_id(a), 16) >= 0
     assert cell_id(a) != cell_id({"placement": "before_model"})
     # the digest is pinned: changing how ids are made breaks resume of old results
-    assert cell_id({}) == cell_id(CellSettings().model_dump(mode="json"))
+    assert cell_id({}) == cell_id(CellSettings().model_dump(mode="json")) == "ce90aff5781e"
+    assert cell_id(a) == "2cacd3f31a5b"  # devices=1 is the default: not in the id
 
 
 def test_cell_settings_match_the_contract():
-    assert tuple(CellSettings.model_fields) == CELL_SETTINGS
+    assert tuple(CellSettings.model_fields) == NAMES
     defaults = RunSpec()
     for key, value in CellSettings().model_dump().items():
         assert getattr(defaults, key) == value, key

@@ -12,6 +12,8 @@ import pytest
 
 from harness.cli import main
 from harness.errors import StoreError
+from harness.executors.fake import FakeExecutor
+from harness.matrix import load_matrix
 from harness.merge import CONFLICTS_DIR, merge
 from harness.runner import RunConfig, run_matrix
 from harness.shard import ShardSpec
@@ -21,15 +23,8 @@ QUICK = ROOT / "examples" / "placement-quick.yaml"
 
 
 def run_fake(out: Path, shard: ShardSpec | None, matrix: Path = QUICK) -> Path:
-    config = RunConfig(
-        matrix=matrix,
-        out=out,
-        executor="fake",
-        progress="quiet",
-        shard=shard,
-        executor_extra={"seconds": "0.01", "diverge_placement": "none"},
-    )
-    run_matrix(config)
+    config = RunConfig(matrix=load_matrix(matrix), out=out, progress="quiet", shard=shard)
+    run_matrix(config, FakeExecutor(seconds=0.01, diverge_placement="none"))
     return out
 
 

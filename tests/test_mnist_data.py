@@ -101,9 +101,9 @@ def test_parse_idx_rejects_a_truncated_body():
 
 def test_resolution_order(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_MNIST_DIR", str(tmp_path / "env"))
-    assert resolve_data_dir("/cli", "/spec") == Path("/cli")
-    assert resolve_data_dir(None, "/spec") == Path("/spec")
-    assert resolve_data_dir(None, None) == tmp_path / "env"
+    # the spec holds no folder (it is the run's identity): --data-dir, then the environment
+    assert resolve_data_dir("/cli") == Path("/cli")
+    assert resolve_data_dir(None) == tmp_path / "env"
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

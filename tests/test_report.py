@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.contract import RunSpec, write_json_atomic
+from harness.contract import RECORD_FORMAT_VERSION, RunSpec, write_json_atomic
+from harness.layout import MANIFEST_FORMAT_VERSION
+from harness.matrix import CELL_ID_SCHEME
 from harness.report import analyze, write_reports
-from harness.report.analyze import divergence, ulp_order
 from harness.report.exporters import render_csv, render_json
 from harness.report.markdown import escape, fence
+from harness.report.trajectories import divergence, ulp_order
 
 STEPS = 120
 EPOCHS = [(0, 0), (1, 60)]  # (epoch, first_step): two epochs of 60 steps
@@ -52,7 +54,7 @@ def write_run(
     write_json_atomic(
         run_dir / "run.json",
         {
-            "format_version": 1,
+            "format_version": RECORD_FORMAT_VERSION,
             "status": status,
             "error": error,
             "spec": spec.to_dict(),
@@ -92,7 +94,13 @@ def make_results(root: Path, cells: list[dict], repeats: int) -> None:
     root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(
         root / "manifest.json",
-        {"format_version": 1, "name": "hand-made", "repeats": repeats, "cells": cells},
+        {
+            "format_version": MANIFEST_FORMAT_VERSION,
+            "cell_id_scheme": CELL_ID_SCHEME,
+            "name": "hand-made",
+            "repeats": repeats,
+            "cells": cells,
+        },
     )
 
 
@@ -300,3 +308,37 @@ def test_across_images_and_gpu_counts_and_the_cost_of_determinism(tmp_path: Path
     write_reports(tmp_path, ["md"])
     md = (tmp_path / "report.md").read_text()
     assert "img-a-nondet" in md.split("## Cost of determinism")[1]
+
+
+def _markdown_table(md: str, heading: str) -> list[dict[str, str]]:
+    """The rows of the first table after ``heading``, keyed by the header's columns."""
+    lines = md.split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append([cell.strip() for cell in line.strip("|").split(" | ")])
+    header, _separator, *body = table
+    return [dict(zip(header, row, strict=True)) for row in body]
+
+
+def test_allow_tf32_is_a_column_of_the_markdown_table_and_the_csv(tmp_path: Path):
+    on = make_cell("tf32-on", allow_tf32=True)
+    off = make_cell("tf32-off", allow_tf32=False)
+    make_results(tmp_path, [on, off], repeats=2)
+    for cell in (on, off):
+        for k in range(2):
+            write_run(tmp_path, cell, k, base_losses())
+    write_reports(tmp_path, ["md", "csv"], plots=False)
+
+    rows = _markdown_table((tmp_path / "report.md").read_text(), "## Cells")
+    assert "allow_tf32" in rows[0]
+    assert {r["cell"]: r["allow_tf32"] for r in rows} == {"tf32-on": "True", "tf32-off": "False"}
+    with open(tmp_path / "report.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert "allow_tf32" in (reader.fieldnames or [])
+        assert {r["name"]: r["allow_tf32"] for r in reader} == {
+            "tf32-on": "True",
+            "tf32-off": "False",
+        }

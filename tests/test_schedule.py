@@ -15,7 +15,7 @@ from harness.schedule import Host, Job, SlotPool, check_fits, need_of, parse_gpu
 
 
 def run_fake(tmp_path: Path, specs: list[RunSpec], host: Host) -> FakeExecutor:
-    fake = FakeExecutor(ExecutorOptions("t", extra={"seconds": "0.2"}))
+    fake = FakeExecutor(ExecutorOptions("t"), seconds=0.2)
     cancel = threading.Event()
 
     def work(spec: RunSpec, slot):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from harness.cli import main
 from harness.errors import HarnessError, StoreError
+from harness.executors.fake import FakeExecutor
 from harness.matrix import Cell, CellSettings, cell_id, load_matrix
 from harness.runner import RunConfig, run_matrix
 from harness.shard import (
@@ -131,15 +132,8 @@ def test_run_shard_runs_its_cells_only_and_records_the_shard(tmp_path: Path):
         spec = ShardSpec(shard.index, shard.total)
         assert [c.id for c in cells_of_shard(matrix, spec)] == [c.id for c in shard.cells]
         out = tmp_path / f"s{shard.index}"
-        config = RunConfig(
-            matrix=QUICK,
-            out=out,
-            executor="fake",
-            progress="quiet",
-            shard=spec,
-            executor_extra={"seconds": "0.01"},
-        )
-        assert run_matrix(config).exit_code == 0
+        config = RunConfig(matrix=matrix, out=out, progress="quiet", shard=spec)
+        assert run_matrix(config, FakeExecutor(seconds=0.01)).exit_code == 0
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["shard"] == {"index": shard.index, "total": 2}
         ids = [c["id"] for c in manifest["cells"]]
@@ -150,8 +144,6 @@ def test_run_shard_runs_its_cells_only_and_records_the_shard(tmp_path: Path):
         seen += ids
     assert sorted(seen) == sorted(c.id for c in matrix.cells)
     # A folder holds one shard: another shard into it is refused, not mixed in.
-    other = RunConfig(
-        matrix=QUICK, out=tmp_path / "s1", executor="fake", progress="quiet", shard=ShardSpec(2, 2)
-    )
+    other = RunConfig(matrix=matrix, out=tmp_path / "s1", progress="quiet", shard=ShardSpec(2, 2))
     with pytest.raises(StoreError, match="shard"):
-        run_matrix(other)
+        run_matrix(other, FakeExecutor())

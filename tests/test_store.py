@@ -55,13 +55,14 @@ def test_another_matrix_is_refused_but_a_new_timeout_is_not(tmp_path: Path):
 def test_resume_decisions(tmp_path: Path):
     store = ResultsDir(tmp_path)
     cell = matrix().cells[0]
-    spec = cell.spec(0, data_dir="/data")
+    spec = cell.spec(0)
     run_dir = store.run_dir(cell, 0)
     assert not store.finished(run_dir, spec)  # missing
     store.prepare_run(run_dir, spec)
     write_fake_record(spec, run_dir)
     assert store.finished(run_dir, spec)
-    assert store.finished(run_dir, spec.replace(data_dir="/elsewhere"))  # not a numeric change
+    # another workload image (a rebuilt one) is another run; no image (local) is not checked
+    assert not store.finished(run_dir, spec, image_id="sha256:" + "e" * 64)
     assert not store.finished(run_dir, spec.replace(seed=1))  # spec changed
     (run_dir / "run.json").write_text('{"format_version": 1, "sta')  # truncated
     assert not store.finished(run_dir, spec)

@@ -14,7 +14,7 @@ from harness.workload.data import MNIST_MD5
 def test_missing_mnist_fails_before_training(workload, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = workload({"data_dir": str(empty)}, tmp_path / "out")
+    result = workload({}, tmp_path / "out", data_dir=empty)
     assert result.returncode == 1
     record = load_record(tmp_path / "out")
     assert record.status == "failed" and record.steps == 0
@@ -33,8 +33,8 @@ def test_corrupt_mnist_names_the_file(workload, tmp_path, mnist_dir):
     labels = bytearray(gzip.decompress((bad / "train-labels-idx1-ubyte.gz").read_bytes()))
     labels[-1] = (labels[-1] + 1) % 10
     (bad / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(labels)))
-    # --data-dir wins over the spec's (good) data_dir.
-    result = workload({"data_dir": str(mnist_dir)}, tmp_path / "out", data_dir=bad)
+    # --data-dir wins over HARNESS_MNIST_DIR (the good copy).
+    result = workload({}, tmp_path / "out", data_dir=bad, env={"HARNESS_MNIST_DIR": str(mnist_dir)})
     assert result.returncode == 1
     record = load_record(tmp_path / "out")
     assert record.status == "failed"

@@ -12,7 +12,15 @@ HOST_ONLY = ("pydantic", "yaml", "docker", "rich", "typer")
 #: What the workload's own dependencies load by themselves: pytorch-lightning depends on PyYAML
 #: and imports rich when it happens to be installed (it is not, in the workload image).
 #: The modules outside harness.workload that the workload shares with the host (stdlib only).
-SHARED = {"harness", "harness.contract", "harness.mnist"}
+SHARED = {
+    "harness",
+    "harness.contract",
+    "harness.contract.files",
+    "harness.contract.record",
+    "harness.contract.settings",
+    "harness.contract.spec",
+    "harness.mnist",
+}
 DEPENDENCIES = "import torch, torchvision, torchmetrics, pytorch_lightning, torch.utils.tensorboard"
 
 
@@ -76,3 +84,22 @@ def test_shared_modules_are_stdlib_only():
     assert "harness.mnist" in loaded
     third_party = {"torch", "numpy", "pydantic", "yaml", "docker", "rich", "typer"}
     assert sorted(m for m in loaded if m.split(".")[0] in third_party) == []
+
+
+def test_the_contract_package_is_standard_library_only():
+    import ast
+
+    sources = sorted((REPO / "harness" / "contract").glob("*.py"))
+    assert {p.name for p in sources} >= {"settings.py", "spec.py", "record.py", "files.py"}
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                ok = top in sys.stdlib_module_names or top == "__future__"
+                assert ok or name.startswith("harness.contract"), f"{path}: imports {name}"

@@ -44,10 +44,10 @@ class Runs:
     def __call__(self, name: str) -> Path:
         if name not in self.done:
             settings, env = RUNS[name]
-            spec = {"data_dir": str(self.mnist_dir), "repeat": int(name.endswith("_b"))}
+            spec = {"repeat": int(name.endswith("_b"))}
             spec.update(settings)
             out = self.root / name
-            result = self.workload(spec, out, env=env)
+            result = self.workload(spec, out, env=env, data_dir=self.mnist_dir)
             assert result.returncode == 0, f"{name} failed:\n{result.stdout}\n{result.stderr}"
             self.done[name] = out
         return self.done[name]
@@ -149,7 +149,7 @@ def test_threads_are_recorded_and_change_the_trajectory(runs):
     assert two.provenance.env["OMP_NUM_THREADS"] == "2"
     assert one.digests.init_weights == two.digests.init_weights
     first = _first_difference(_losses(runs("model_a")), _losses(runs("threads2")))
-    # Measured here: the first differing loss was at step 74 (ENVIRONMENT.md saw 61): the
+    # Measured here: the first differing loss was at step 74 (another run of it saw 61): the
     # reductions split across threads differently. The init is identical, so the thread count
     # is the cause.
     assert first is not None and first > 0
@@ -204,13 +204,8 @@ def test_tensorboard_events_hold_the_trajectory(runs):
 
 
 def test_progress_line_is_printed(workload, tmp_path, mnist_dir):
-    spec = {
-        "data_dir": str(mnist_dir),
-        "max_steps_per_epoch": 20,
-        "epochs": 2,
-        "deterministic_algorithms": "warn",
-    }
-    result = workload(spec, tmp_path)
+    spec = {"max_steps_per_epoch": 20, "epochs": 2, "deterministic_algorithms": "warn"}
+    result = workload(spec, tmp_path, data_dir=mnist_dir)
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
     assert [line.split(":")[0] for line in lines] == ["epoch 1/2 done", "epoch 2/2 done"]

@@ -16,13 +16,13 @@ from harness.compare import compare, render_markdown
 def command(
     baseline: Annotated[Path, typer.Argument(help="results folder or golden-digests file")],
     current: Annotated[Path, typer.Argument(help="results folder or golden-digests file")],
-    output: Annotated[str, typer.Option("--output", help="md | json")] = "md",
+    fmt: Annotated[str, typer.Option("--format", help="md | json")] = "md",
 ) -> int:
     """Compare two result sets; exit 1 (EXIT_REGRESSION) when reproducibility regressed."""
-    if output not in ("md", "json"):
-        raise typer.BadParameter("choose md or json", param_hint="--output")
+    if fmt not in ("md", "json"):
+        raise typer.BadParameter("choose md or json", param_hint="--format")
     result = compare(load_result_set(baseline), load_result_set(current))
-    if output == "json":
+    if fmt == "json":
         data = {**dataclasses.asdict(result), "regressions": len(result.regressions)}
         typer.echo(json.dumps(data, indent=2))
     else:

@@ -1,4 +1,4 @@
-"""``harness doctor``: print what this machine can do (a rich table, or --output json)."""
+"""``harness doctor``: print what this machine can do (a rich table, or --format json)."""
 
 from __future__ import annotations
 
@@ -25,16 +25,16 @@ def render_table(report: DoctorReport) -> None:
 
 
 def command(
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+    fmt: Annotated[str, typer.Option("--format", help="text | json")] = "text",
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="MNIST folder (default: HARNESS_MNIST_DIR)")
     ] = None,
 ) -> None:
     """Say whether Docker, a GPU runtime, GPUs, disk and MNIST are there."""
-    if output not in ("text", "json"):
-        raise typer.BadParameter("--output must be text or json")
+    if fmt not in ("text", "json"):
+        raise typer.BadParameter("choose text or json", param_hint="--format")
     report = run_doctor(data_dir=data_dir)
-    if output == "json":
+    if fmt == "json":
         typer.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:
         render_table(report)

@@ -1,7 +1,8 @@
 """The typer app, one registration line per verb, and the one place that catches HarnessError.
 
-Exit codes: 0 every run succeeded, 1 some runs failed, 2 bad input (matrix, flags, folder),
-130 interrupted (Ctrl-C or SIGTERM); finished results are kept in every case.
+Exit codes (harness/exit_codes.py): 0 every run succeeded, 1 some runs failed (compare: a
+regression), 2 bad input (matrix, flags, folder), 130 interrupted (Ctrl-C or SIGTERM); finished
+results are kept in every case.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import typer
 
 from harness.cli import baseline, compare, doctor, merge, plan, report, run, schema
 from harness.errors import HarnessError
-from harness.runner import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
+from harness.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
 
 app = typer.Typer(
     name="harness",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -39,17 +39,16 @@ def plan_data(matrix_path: Path) -> dict:
 
 def command(
     matrix: Annotated[Path, typer.Argument(help="the matrix YAML file")],
-    output: Annotated[
+    fmt: Annotated[
         str,
         typer.Option(
-            "--output",
             "--format",
             help="text | json | github (github: with --shards, one line of JSON for "
             "strategy.matrix: ${{ fromJSON(...) }})",
         ),
     ] = "text",
     shards: Annotated[
-        Optional[int],  # noqa: UP045 - typer reads the annotation at runtime
+        int | None,
         typer.Option(
             help=f"split the cells into at most N shards (1 to {MAX_SHARDS}), balanced by "
             "expected run time and GPU count; `harness run --shard I/N` runs one"
@@ -58,15 +57,15 @@ def command(
 ) -> int:
     """List the cells and runs of a matrix without running them."""
     if shards is not None:
-        return _shards_command(matrix, shards, output)
-    if output == "github":
+        return _shards_command(matrix, shards, fmt)
+    if fmt == "github":
         raise typer.BadParameter("github needs --shards N", param_hint="--format")
     data = plan_data(matrix)
-    if output == "json":
+    if fmt == "json":
         typer.echo(json.dumps(data, indent=2))
         return 0
-    if output != "text":
-        raise typer.BadParameter("choose text or json", param_hint="--output")
+    if fmt != "text":
+        raise typer.BadParameter("choose text or json", param_hint="--format")
     typer.echo(f"{data['name']}: {len(data['cells'])} cells, {data['runs']} runs")
     for c in data["cells"]:
         res = f"{c['cores']} cores" + (f", {c['gpus']} GPUs" if c["gpus"] else "")
@@ -74,18 +73,18 @@ def command(
     return 0
 
 
-def _shards_command(matrix_path: Path, shards: int, output: str) -> int:
+def _shards_command(matrix_path: Path, shards: int, fmt: str) -> int:
     matrix = load_matrix(matrix_path)
     planned = plan_shards(matrix, shards)
     data = github_matrix(planned)
-    if output == "github":
+    if fmt == "github":
         typer.echo(json.dumps(data, separators=(",", ":")))
-    elif output == "json":
+    elif fmt == "json":
         for entry, shard in zip(data["include"], planned, strict=True):
             entry["cost"] = shard.cost
             entry["cell_ids"] = [c.id for c in shard.cells]
         typer.echo(json.dumps(data, indent=2))
-    elif output == "text":
+    elif fmt == "text":
         typer.echo(f"{matrix.model.name}: {len(matrix.cells)} cells in {len(planned)} shards")
         for shard in planned:
             gpus = f", {shard.gpus} GPUs" if shard.gpus else ""

@@ -14,7 +14,7 @@ from harness.report.github import DEFAULT_ARTIFACT
 def command(
     results: Annotated[Path, typer.Argument(help="a results folder written by `harness run`")],
     formats: Annotated[
-        list[str], typer.Option("--format", "-f", help="md | json | csv; repeat for several")
+        list[str], typer.Option("--format", help="md | json | csv; repeat for several")
     ] = ["md", "json", "csv"],  # noqa: B006 - typer copies it
     plots: Annotated[
         bool, typer.Option(help="draw |Δloss| plots for cells that do not reproduce")

@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from threading import Event
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from harness.runner import RunConfig, run_matrix
+from harness.matrix import load_matrix
+from harness.runner import RunConfig, make_executor, run_matrix
 from harness.shard import parse_shard
 
 
@@ -33,7 +34,7 @@ def _cancel_on_signals(cancel: Event) -> Iterator[None]:
 def command(
     matrix: Annotated[Path, typer.Argument(help="the matrix YAML file")],
     out: Annotated[
-        Optional[Path],  # noqa: UP045 - typer reads the annotation at runtime
+        Path | None,
         typer.Option(
             "--out",
             "-o",
@@ -48,22 +49,22 @@ def command(
         ),
     ] = "auto",
     progress: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option(help="rich | plain | quiet (default: rich on a terminal, plain otherwise)"),
     ] = None,
     gpus: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option(help="GPU ids to use, e.g. 0,1 (default: nvidia-smi -L)"),
     ] = None,
     data_dir: Annotated[
-        Optional[Path],  # noqa: UP045
+        Path | None,
         typer.Option(
-            help="MNIST folder (default: HARNESS_MNIST_DIR, else ../shared/data/mnist, "
-            "else downloaded and verified into ~/.cache/harness/mnist)"
+            help="MNIST folder (default: HARNESS_MNIST_DIR, else downloaded and verified "
+            "into ~/.cache/harness/mnist)"
         ),
     ] = None,
     python: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option(
             help="interpreter with the workload installed, for the local executor "
             "(default: HARNESS_WORKLOAD_PYTHON, else this one)"
@@ -73,7 +74,7 @@ def command(
         bool, typer.Option(help="write report.md/json/csv and plots at the end")
     ] = True,
     shard: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option(
             help="run only shard I of N (e.g. 2/4), as split by `harness plan --shards N`"
         ),
@@ -82,19 +83,19 @@ def command(
     """Run the matrix; exit 0 if every run succeeded, 1 if some failed, 130 if interrupted."""
     if progress is not None and progress not in ("rich", "plain", "quiet"):
         raise typer.BadParameter("choose rich, plain or quiet", param_hint="--progress")
+    shard_spec = parse_shard(shard) if shard is not None else None
+    loaded = load_matrix(matrix)
     config = RunConfig(
-        matrix=matrix,
+        matrix=loaded,
         out=out,
-        executor=executor,
         progress=progress,
         gpus=gpus,
-        data_dir=data_dir,
-        python=python,
         formats=("md", "json", "csv") if report else (),
-        shard=parse_shard(shard) if shard is not None else None,
+        shard=shard_spec,
     )
+    chosen = make_executor(loaded, executor, shard=shard_spec, data_dir=data_dir, python=python)
     with _cancel_on_signals(config.cancel):
-        summary = run_matrix(config)
+        summary = run_matrix(config, chosen)
     for path in summary.reports:
         if path.suffix == ".md":
             typer.echo(f"report: {path}")

@@ -1,5 +1,16 @@
-"""The executor registry: names map to lazy ``module:attr`` entries, so ``plan`` and ``schema``
-never import docker, and an unknown name says which ones exist."""
+"""The executors: what turns one run's spec into a process or a container.
+
+- ``base``: the interface every executor implements (``Executor``, ``ExecutorOptions``,
+  ``RunOutcome``, ``RunStatus``, ``Slot``, ``PreparedImage``);
+- ``local``: one child process per run on this machine;
+- ``docker``: one container per run, built from ``docker_kwargs`` (what a container is created
+  with), ``docker_outcome`` (waiting and what its end means) and ``docker_containers`` (logs,
+  kill, remove);
+- ``fake``: a deterministic stand-in for the tests of scheduling, resume and failures.
+
+This module is the registry: names map to lazy ``module:attr`` entries, so ``plan`` and
+``schema`` never import docker, and an unknown name says which ones exist.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +18,20 @@ import difflib
 import importlib
 
 from harness.errors import ExecutorError
-from harness.executors.base import Executor, ExecutorOptions, RunOutcome, RunStatus, Slot
+from harness.executors.base import (
+    Executor,
+    ExecutorOptions,
+    PreparedImage,
+    RunOutcome,
+    RunStatus,
+    Slot,
+)
 
 __all__ = [
     "EXECUTORS",
     "Executor",
     "ExecutorOptions",
+    "PreparedImage",
     "RunOutcome",
     "RunStatus",
     "Slot",

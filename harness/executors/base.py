@@ -11,18 +11,19 @@ import enum
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from harness.contract import RunSpec
+from harness.contract import ErrorType, RunSpec
 
 
 class RunStatus(str, enum.Enum):
+    """How one run that was started ended (a run already done is not started: resume skips it)."""
+
     OK = "ok"
     FAILED = "failed"
     TIMEOUT = "timeout"
     ABORTED = "aborted"
-    SKIPPED = "skipped"
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,15 @@ class Slot:
 
 @dataclass
 class RunOutcome:
+    """What an executor saw of one run. ``error_type`` names a failure the executor recognised
+    (killed from outside, out of memory, engine gone); the runner records it in ``run.json``."""
+
     status: RunStatus
     seconds: float
     exit_code: int | None = None
     message: str = ""
     log_tail: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+    error_type: ErrorType | None = None
 
     @property
     def ok(self) -> bool:
@@ -53,13 +57,24 @@ class ExecutorOptions:
 
     ``run_label`` names the matrix run (containers carry it as a label so a sweep finds them);
     ``data_dir`` is the host's MNIST folder (mounted read-only into containers); ``python`` is
-    the interpreter that has the workload installed, for the local executor.
+    the interpreter that has the workload installed, for the local executor (None:
+    HARNESS_WORKLOAD_PYTHON, else the harness's own); ``memory_limit``
+    caps each container's memory (the matrix's ``run.memory_limit``, e.g. ``4g``).
     """
 
-    run_label: str
+    run_label: str = "harness"
     data_dir: Path | None = None
-    python: str = "python3"
-    extra: dict[str, str] = field(default_factory=dict)
+    python: str | None = None
+    memory_limit: str | None = None
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """What an executor knows of the image that runs a cell's runs: the base image's digest and
+    the id of the image the runs use. Resume reuses a run only from the same ``image_id``."""
+
+    base_digest: str | None
+    image_id: str | None
 
 
 class Executor(ABC):
@@ -70,11 +85,12 @@ class Executor(ABC):
     def __init__(self, options: ExecutorOptions) -> None:
         self.options = options
 
-    def prepare(self, specs: Sequence[RunSpec]) -> dict[str, dict[str, str | None]]:
+    def prepare(self, specs: Sequence[RunSpec]) -> dict[str, PreparedImage]:
         """Check (and build) what the runs need before the first one starts.
 
-        Returns, per image name, the provenance the executor adds to each spec
-        (``image_digest``, ``image_id``). Raises ExecutorError when nothing can run.
+        Returns, per image name of the specs, the image the runs will use (nothing for images
+        the executor does not build, such as ``local``). Raises ExecutorError when nothing can
+        run.
         """
         return {}
 

@@ -14,21 +14,29 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.contract import LOG_FILE, LOSSES_FILE, RECORD_FILE, RunSpec, write_json_atomic
+from harness.contract import LOG_FILE, LOSSES_FILE, RunSpec
+from harness.contract.record import Digests, EpochSummary, RunRecord, Timing, write_record
 from harness.executors.base import Executor, ExecutorOptions, RunOutcome, RunStatus, Slot
 
 
 class FakeExecutor(Executor):
-    """Options ``extra``: ``seconds`` (sleep per run), ``fail_placement`` (runs of that
-    placement exit non-zero), ``diverge_placement`` (repeats of it differ from step 10)."""
+    """``seconds``: sleep per run; ``fail_placement``: runs of that placement exit non-zero;
+    ``diverge_placement``: repeats of that placement differ from step 10 on."""
 
     name = "fake"
 
-    def __init__(self, options: ExecutorOptions) -> None:
-        super().__init__(options)
-        self.seconds = float(options.extra.get("seconds", "0.05"))
-        self.fail_placement = options.extra.get("fail_placement")
-        self.diverge_placement = options.extra.get("diverge_placement")
+    def __init__(
+        self,
+        options: ExecutorOptions | None = None,
+        *,
+        seconds: float = 0.05,
+        fail_placement: str | None = None,
+        diverge_placement: str | None = None,
+    ) -> None:
+        super().__init__(options or ExecutorOptions(run_label="fake"))
+        self.seconds = seconds
+        self.fail_placement = fail_placement
+        self.diverge_placement = diverge_placement
         self._lock = threading.Lock()
         self.running: list[Slot] = []
         self.max_concurrency = 0
@@ -80,36 +88,33 @@ def write_fake_record(
     np.save(run_dir / LOSSES_FILE, losses)
     traj = hashlib.sha256(np.ascontiguousarray(losses, dtype="<f4").tobytes()).hexdigest()
     final = hashlib.sha256(b"final" + traj.encode()).hexdigest()
-    record = {
-        "format_version": 1,
-        "status": "ok",
-        "error": None,
-        "spec": spec.to_dict(),
-        "steps": steps,
-        "ranks": 1,
-        "steps_per_epoch": [steps],
-        "digests": {
-            "trajectory": traj,
-            "init_weights": "init",
-            "final_weights": final,
-            "epochs": [traj],
-            "split": "split",
-        },
-        "epochs": [
-            {
-                "epoch": 0,
-                "steps": steps,
-                "first_step": 0,
-                "val_loss": 0.5,
-                "val_acc": 0.9,
-                "train_seconds": 1.0,
-                "val_seconds": 0.1,
-                "steps_per_second": steps / 1.0,
-            }
+    record = RunRecord(
+        status="ok",
+        spec=spec.to_dict(),
+        steps=steps,
+        ranks=1,
+        steps_per_epoch=[steps],
+        digests=Digests(
+            trajectory=traj,
+            init_weights="init",
+            final_weights=final,
+            epochs=[traj],
+            split="split",
+        ),
+        epochs=[
+            EpochSummary(
+                epoch=0,
+                steps=steps,
+                first_step=0,
+                val_loss=0.5,
+                val_acc=0.9,
+                train_seconds=1.0,
+                val_seconds=0.1,
+                steps_per_second=steps / 1.0,
+            )
         ],
-        "timing": {"wall_seconds": 1.2, "setup_seconds": 0.1},
-        "nondeterministic_ops": [],
-        "provenance": {},
-        "files": {"losses": LOSSES_FILE},
-    }
-    write_json_atomic(run_dir / RECORD_FILE, record)
+        timing=Timing(wall_seconds=1.2, setup_seconds=0.1),
+        files={"losses": LOSSES_FILE},
+        written_by="test",
+    )
+    write_record(run_dir, record)

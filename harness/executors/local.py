@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness.contract import LOG_FILE, SPEC_FILE, RunSpec, run_environment
+from harness.contract import LOG_FILE, SPEC_FILE, ErrorType, RunSpec, run_environment
 from harness.executors.base import Executor, ExecutorOptions, RunOutcome, RunStatus, Slot
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class LocalExecutor(Executor):
         start = time.monotonic()
         with open(run_dir / LOG_FILE, "ab") as log_file:
             try:
-                proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+                proc = subprocess.Popen(
                     argv,
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
@@ -153,7 +153,7 @@ class LocalExecutor(Executor):
                 code,
                 f"killed by {name} from outside the harness (if no one sent it, the kernel's "
                 "out-of-memory killer may have: see dmesg); rerun the same command to resume",
-                extra={"error_type": "killed"},
+                error_type=ErrorType.KILLED,
             )
         return RunOutcome(RunStatus.FAILED, seconds, code, f"exited with code {code}")
 

@@ -1,4 +1,16 @@
-"""The reproducibility report: ``analyze`` a results folder, then render md/json/csv + plots."""
+"""The reproducibility report: ``analyze`` a results folder, then render md/json/csv + plots.
+
+Modules, in the order the data flows:
+
+- runs.py: the folder's cells (manifest, through harness/layout.py) and each run record;
+- trajectories.py: losses.npy compared bit for bit: first divergence, |Δloss|, ULPs;
+- verdicts.py: one cell's verdict from its repeats;
+- summaries.py: across cells: per-image summary, across images and GPU counts, cost of
+  determinism, failed runs, images;
+- analyze.py: ``analyze``, the above put together into model.py's ``Report``;
+- flatten.py (one row per cell), markdown.py, exporters.py (md/json/csv), plots.py,
+  github.py (the Actions job summary): renderers of a ``Report``.
+"""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Callable
 
+from harness.layout import REPORT_FILES
 from harness.report.flatten import rows, to_jsonable
 from harness.report.markdown import render_markdown
 from harness.report.model import Report
@@ -49,7 +50,6 @@ def render_csv(report: Report) -> bytes:
 
 #: format name -> (file name, renderer)
 EXPORTERS: dict[str, tuple[str, Callable[[Report], bytes]]] = {
-    "md": ("report.md", render_markdown),
-    "json": ("report.json", render_json),
-    "csv": ("report.csv", render_csv),
+    fmt: (REPORT_FILES[fmt], render)
+    for fmt, render in (("md", render_markdown), ("json", render_json), ("csv", render_csv))
 }

@@ -6,25 +6,14 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from harness.contract.settings import REPORT_SETTINGS
 from harness.report.model import CellReport, Report
-
-#: Settings shown as table columns, in this order.
-SHOWN_SETTINGS = (
-    "image",
-    "accelerator",
-    "devices",
-    "placement",
-    "cudnn_deterministic",
-    "cudnn_benchmark",
-    "deterministic_algorithms",
-    "threads",
-)
 
 
 def cell_row(cell: CellReport) -> dict[str, Any]:
     d = cell.first_divergence
     row: dict[str, Any] = {"id": cell.id, "name": cell.name}
-    row.update({k: cell.settings.get(k) for k in SHOWN_SETTINGS})
+    row.update({k: cell.settings.get(k) for k in REPORT_SETTINGS})  # in the table's order
     row.update(
         repeats=cell.repeats,
         ok_runs=cell.ok_runs,

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.layout import REPORT_FILES
 
 #: GitHub rejects a step's summary above 1 MiB ("Job summaries" docs).
 SUMMARY_LIMIT = 1024 * 1024
 #: The artifact gpu-matrix.yml uploads the full report files under.
 DEFAULT_ARTIFACT = "report"
+_REPORT_FILES = ", ".join(f"`{name}`" for name in REPORT_FILES.values())
 
 
 @dataclass
@@ -61,8 +63,7 @@ def cut_note(shown: int, total: int, full_bytes: int, artifact: str, link: str |
     return (
         f"\n> [!WARNING]\n> This report is {full_bytes / 1024:,.0f} KiB, more than GitHub's "
         f"{SUMMARY_LIMIT // 1024:,} KiB job-summary limit, so it was cut here after {shown} of "
-        f"{total} lines. The full report (`report.md`, `report.json`, `report.csv`) is in "
-        f"{where}.\n"
+        f"{total} lines. The full report ({_REPORT_FILES}) is in {where}.\n"
     )
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from harness.report.flatten import SHOWN_SETTINGS, cell_row
-from harness.report.model import Divergence, Report
+from harness.contract.settings import REPORT_SETTINGS, TWIN
+from harness.report.flatten import cell_row
+from harness.report.model import CellReport, Divergence, Report
+from harness.report.summaries import fmt_setting
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
 
@@ -51,41 +53,82 @@ def table_lines(header: list[str], body: list[list[str]]) -> list[str]:
 
 
 def render_markdown(report: Report) -> bytes:
-    out: list[str] = [f"# Reproducibility report: {escape(report.name)}", ""]
+    """The report, one section after another."""
+    sections = (
+        _title,
+        _summaries,
+        _images,
+        _cells,
+        _comparisons,
+        _costs,
+        _failures,
+    )
+    out: list[str] = []
+    for section in sections:
+        out += section(report)
+    out.append("")
+    return "\n".join(out).encode("utf-8")
+
+
+def _title(report: Report) -> list[str]:
     total = len(report.cells)
     good = sum(1 for c in report.cells if c.reproducible)
-    out += [
+    return [
+        f"# Reproducibility report: {escape(report.name)}",
+        "",
         f"{good} of {total} cells reproduce bit for bit. A cell reproduces when every repeat "
         "finished with a bit-identical loss trajectory and bit-identical final weights.",
         "",
     ]
 
-    out += ["## Summary per image", ""]
-    for image, text in report.summaries.items():
-        out += [f"- **{escape(image)}**: {escape(text)}"]
-    out.append("")
 
-    if report.images:
-        out += [
-            "## Images",
-            "",
-            "The digest pins what ran: a tag can move, a digest cannot.",
-            "",
-        ]
-        body = [
-            [
-                escape(i.image),
-                ", ".join(f"`{d}`" for d in i.digests)
-                or ("— (this machine's Python)" if i.image == "local" else "—"),
-                ", ".join(f"`{d}`" for d in i.image_ids) or "—",
-                escape(", ".join(i.torch)) or "—",
-                str(i.cells),
-            ]
-            for i in report.images
-        ]
-        out += table_lines(["image", "digest", "image id", "torch", "cells"], body) + [""]
+def _summaries(report: Report) -> list[str]:
+    out = ["## Summary per image", ""]
+    out += [f"- **{escape(image)}**: {escape(text)}" for image, text in report.summaries.items()]
+    return out + [""]
 
-    out += [
+
+def _images(report: Report) -> list[str]:
+    if not report.images:
+        return []
+    body = [
+        [
+            escape(i.image),
+            ", ".join(f"`{d}`" for d in i.digests)
+            or ("— (this machine's Python)" if i.image == "local" else "—"),
+            ", ".join(f"`{d}`" for d in i.image_ids) or "—",
+            escape(", ".join(i.torch)) or "—",
+            str(i.cells),
+        ]
+        for i in report.images
+    ]
+    return [
+        "## Images",
+        "",
+        "The digest pins what ran: a tag can move, a digest cannot.",
+        "",
+        *table_lines(["image", "digest", "image id", "torch", "cells"], body),
+        "",
+    ]
+
+
+#: The cells table's columns after the cell and its settings.
+_CELL_COLUMNS = [
+    "repeats",
+    "distinct",
+    "reproducible",
+    "divergence (epoch / batch / step)",
+    "max abs Δloss",
+    "ULPs",
+    "init equal",
+    "final equal",
+    "val acc",
+    "s/epoch",
+]
+
+
+def _cells(report: Report) -> list[str]:
+    out = [
         "## Cells",
         "",
         "Divergence is the first (epoch / batch / global step), 0-based, where a repeat's "
@@ -93,49 +136,8 @@ def render_markdown(report: Report) -> bytes:
         "steps and repeats.",
         "",
     ]
-    header = [
-        "cell",
-        *SHOWN_SETTINGS,
-        "repeats",
-        "distinct",
-        "reproducible",
-        "divergence (epoch / batch / step)",
-        "max abs Δloss",
-        "ULPs",
-        "init equal",
-        "final equal",
-        "val acc",
-        "s/epoch",
-    ]
-    body = []
-    for cell in report.cells:
-        row = cell_row(cell)
-        acc = "—"
-        if cell.val_acc_mean is not None:
-            acc = f"{cell.val_acc_mean:.4f}"
-            acc += f" ± {cell.val_acc_sd:.4f}" if cell.val_acc_sd is not None else ""
-        name = escape(cell.name)
-        if cell.plot:
-            name += f" ([plot]({cell.plot}))"
-        body.append(
-            [
-                name,
-                *(escape(row[k]) for k in SHOWN_SETTINGS),
-                f"{cell.ok_runs}/{cell.repeats}"
-                if cell.ok_runs != cell.repeats
-                else str(cell.repeats),
-                str(cell.distinct_trajectories),
-                yes_no(cell.reproducible),
-                _divergence(cell.first_divergence),
-                _num(row["max_abs_delta"], ".3g"),
-                "—" if row["max_ulps"] is None else str(row["max_ulps"]),
-                yes_no(cell.init_equal),
-                yes_no(cell.final_equal),
-                acc,
-                _num(cell.seconds_per_epoch, ".2f"),
-            ]
-        )
-    out += table_lines(header, body) + [""]
+    header = ["cell", *REPORT_SETTINGS, *_CELL_COLUMNS]
+    out += table_lines(header, [_cell_cells(c) for c in report.cells]) + [""]
     unplotted = [c for c in report.cells if c.reproducible is False and not c.plot]
     if unplotted and any(c.plot for c in report.cells):
         out += [
@@ -144,45 +146,75 @@ def render_markdown(report: Report) -> bytes:
             "losses.npy files hold the data.",
             "",
         ]
+    return out
 
-    out += ["## Across images and GPU counts", ""]
-    if report.comparisons:
-        body = []
-        for comp in report.comparisons:
-            varying = ", ".join(f"{escape(v)}: {escape(n)}" for v, n in comp.cells)
-            body.append(
-                [escape(comp.axis), varying, yes_no(comp.equal), _divergence(comp.divergence)]
-            )
-        out += table_lines(
-            ["axis", "cells (value: cell)", "trajectories equal", "first divergence"], body
-        )
-    else:
+
+def _cell_cells(cell: CellReport) -> list[str]:
+    """One row of the cells table, escaped."""
+    row = cell_row(cell)
+    acc = "—"
+    if cell.val_acc_mean is not None:
+        acc = f"{cell.val_acc_mean:.4f}"
+        acc += f" ± {cell.val_acc_sd:.4f}" if cell.val_acc_sd is not None else ""
+    name = escape(cell.name)
+    if cell.plot:
+        name += f" ([plot]({cell.plot}))"
+    repeats = str(cell.repeats)
+    if cell.ok_runs != cell.repeats:
+        repeats = f"{cell.ok_runs}/{cell.repeats}"
+    return [
+        name,
+        *(escape(row[k]) for k in REPORT_SETTINGS),
+        repeats,
+        str(cell.distinct_trajectories),
+        yes_no(cell.reproducible),
+        _divergence(cell.first_divergence),
+        _num(row["max_abs_delta"], ".3g"),
+        "—" if row["max_ulps"] is None else str(row["max_ulps"]),
+        yes_no(cell.init_equal),
+        yes_no(cell.final_equal),
+        acc,
+        _num(cell.seconds_per_epoch, ".2f"),
+    ]
+
+
+def _comparisons(report: Report) -> list[str]:
+    out = ["## Across images and GPU counts", ""]
+    if not report.comparisons:
         out.append("No two cells differ only in their image or only in their GPU count.")
-    out.append("")
+        return out + [""]
+    body = []
+    for comp in report.comparisons:
+        varying = ", ".join(f"{escape(v)}: {escape(n)}" for v, n in comp.cells)
+        body.append([escape(comp.axis), varying, yes_no(comp.equal), _divergence(comp.divergence)])
+    header = ["axis", "cells (value: cell)", "trajectories equal", "first divergence"]
+    return out + table_lines(header, body) + [""]
 
-    out += ["## Cost of determinism", ""]
-    if report.costs:
-        body = [
-            [
-                escape(c.cell),
-                escape(c.twin),
-                _num(c.seconds_per_epoch, ".2f"),
-                _num(c.twin_seconds_per_epoch, ".2f"),
-                _num(c.ratio, ".2f"),
-            ]
-            for c in report.costs
-        ]
-        out += table_lines(
-            ["cell", "nondeterministic twin", "s/epoch", "twin s/epoch", "ratio"], body
-        )
-    else:
+
+def _costs(report: Report) -> list[str]:
+    out = ["## Cost of determinism", ""]
+    if not report.costs:
+        twin = ", ".join(fmt_setting(k, v) for k, v in TWIN.items())
         out.append(
-            "No cell has a nondeterministic twin in this matrix (the same settings with "
-            "cudnn_deterministic=false, cudnn_benchmark=true, deterministic_algorithms=off)."
+            f"No cell has a nondeterministic twin in this matrix (the same settings with {twin})."
         )
-    out.append("")
+        return out + [""]
+    body = [
+        [
+            escape(c.cell),
+            escape(c.twin),
+            _num(c.seconds_per_epoch, ".2f"),
+            _num(c.twin_seconds_per_epoch, ".2f"),
+            _num(c.ratio, ".2f"),
+        ]
+        for c in report.costs
+    ]
+    header = ["cell", "nondeterministic twin", "s/epoch", "twin s/epoch", "ratio"]
+    return out + table_lines(header, body) + [""]
 
-    out += ["## Failed runs", ""]
+
+def _failures(report: Report) -> list[str]:
+    out = ["## Failed runs", ""]
     if not report.failures:
         out.append("None.")
     for f in report.failures:
@@ -193,13 +225,6 @@ def render_markdown(report: Report) -> bytes:
             "",
         ]
         if f.log_tail:
-            out += [
-                "<details><summary>log tail</summary>",
-                "",
-                fence(f.log_tail),
-                "",
-                "</details>",
-                "",
-            ]
-    out.append("")
-    return "\n".join(out).encode("utf-8")
+            out += ["<details><summary>log tail</summary>", "", fence(f.log_tail), ""]
+            out += ["</details>", ""]
+    return out

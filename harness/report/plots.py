@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.report.analyze import load_losses
+from harness import layout
 from harness.report.model import CellReport, Report
+from harness.report.trajectories import load_losses
 
 log = logging.getLogger(__name__)
 
-PLOTS_DIR = "plots"
 MAX_POINTS = 800
 #: Plots drawn per report by default: each takes ~0.1-0.2 s on a small CPU, so a report over a
 #: large matrix would spend most of its time drawing; the rest are listed unplotted, and
@@ -83,7 +83,7 @@ def plot_cell(cell: CellReport, out_dir: Path, canvas: _Canvas | None = None) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"{cell.name}--{cell.id}.png"
     (canvas or _Canvas()).draw(cell.name, series, out_dir / name)
-    return f"{PLOTS_DIR}/{name}"
+    return f"{layout.PLOTS_DIR}/{name}"
 
 
 def write_plots(report: Report, max_plots: int = MAX_PLOTS) -> list[Path]:
@@ -98,7 +98,7 @@ def write_plots(report: Report, max_plots: int = MAX_PLOTS) -> list[Path]:
             continue
         canvas = canvas or _Canvas()
         try:
-            cell.plot = plot_cell(cell, report.root / PLOTS_DIR, canvas)
+            cell.plot = plot_cell(cell, layout.plots_dir(report.root), canvas)
         except (OSError, ValueError) as exc:
             log.warning("no plot for %s: %s", cell.name, exc)
             cell.plot = None

@@ -2,7 +2,7 @@
 
 Everything that must happen before torch is imported happens here, with the standard library
 alone: PYTHONHASHSEED (re-executing this interpreter when it differs, since Python reads it only
-at start-up), CUBLAS_WORKSPACE_CONFIG, the OpenMP/MKL thread counts and the spec's extra_env.
+at start-up), CUBLAS_WORKSPACE_CONFIG and the OpenMP/MKL thread counts.
 """
 
 from __future__ import annotations
@@ -14,13 +14,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from harness.contract import (
-    RECORD_FILE,
-    RECORD_FORMAT_VERSION,
-    RunSpec,
-    run_environment,
-    write_json_atomic,
-)
+from harness.contract import RunSpec, run_environment
+from harness.contract.record import RunError, failed_record, write_record
 
 #: Exit codes: 0 ok, 1 the run failed (run.json says why), 2 the spec could not be used.
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC = 0, 1, 2
@@ -33,7 +28,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--data-dir",
         default=None,
-        help="MNIST folder; overrides spec.data_dir (containers mount it elsewhere)",
+        help="MNIST folder (default: HARNESS_MNIST_DIR, else the verified download)",
     )
     return parser.parse_args(argv)
 
@@ -47,24 +42,12 @@ def numerics_env(spec: RunSpec, environ: dict[str, str]) -> dict[str, str]:
 
 def _bad_spec_record(out: Path, exc: Exception) -> None:
     """A failed run record for a spec that could not even be read (stdlib only)."""
-    write_json_atomic(
-        out / RECORD_FILE,
-        {
-            "format_version": RECORD_FORMAT_VERSION,
-            "status": "failed",
-            "error": {
-                "type": type(exc).__name__,
-                "message": str(exc),
-                "traceback": "".join(traceback.format_exception(exc)),
-                "log_tail": None,
-            },
-            "spec": {},
-            "steps": 0,
-            "ranks": 1,
-            "digests": {},
-            "files": {},
-        },
+    error = RunError(
+        type=type(exc).__name__,
+        message=str(exc),
+        traceback="".join(traceback.format_exception(exc)),
     )
+    write_record(out, failed_record({}, error, written_by="workload"))
 
 
 def _configure_logging() -> None:

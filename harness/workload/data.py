@@ -72,9 +72,9 @@ def load_mnist(data_dir: Path, train: bool = True) -> Mnist:
     return Mnist(to_tensor_scale(images), torch.from_numpy(labels.astype(np.int64)))
 
 
-def resolve_data_dir(cli_dir: str | None, spec_dir: str | None) -> Path:
-    """Where MNIST is: --data-dir, then spec.data_dir, then HARNESS_MNIST_DIR, else download."""
-    for candidate in (cli_dir, spec_dir, os.environ.get("HARNESS_MNIST_DIR")):
+def resolve_data_dir(cli_dir: str | None) -> Path:
+    """Where MNIST is: --data-dir, then HARNESS_MNIST_DIR, else the verified download."""
+    for candidate in (cli_dir, os.environ.get("HARNESS_MNIST_DIR")):
         if candidate:
             return Path(candidate)
     return download_mnist(default_cache_dir())

@@ -19,20 +19,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.contract import NUMERIC_ENV_VARS, RunSpec
+from harness.contract import IMAGE_ENV, NUMERIC_ENV_VARS, RunSpec
 
 _PACKAGE = Path(__file__).resolve().parent
 
 
 def workload_digest() -> str:
-    """sha256 over this package's .py files (sorted path + bytes), contract.py and mnist.py."""
-    files = sorted(_PACKAGE.rglob("*.py"))
+    """sha256 over the workload's sources: this package, the contract package and mnist.py
+    (each file's path below harness/, NUL, bytes; sorted by path)."""
+    root = _PACKAGE.parent
+    files = sorted(
+        [*_PACKAGE.rglob("*.py"), *(root / "contract").rglob("*.py"), root / "mnist.py"],
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
     digest = hashlib.sha256()
     for path in files:
-        digest.update(path.relative_to(_PACKAGE.parent).as_posix().encode() + b"\0")
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes())
-    for shared in ("contract.py", "mnist.py"):
-        digest.update(shared.encode() + b"\0" + (_PACKAGE.parent / shared).read_bytes())
     return digest.hexdigest()
 
 
@@ -52,7 +55,7 @@ def gpu_driver() -> str | None:
     if exe is None:
         return None
     try:
-        result = subprocess.run(  # noqa: S603 - fixed argv, no shell
+        result = subprocess.run(  # fixed argv, no shell
             [exe, "--query-gpu=driver_version", "--format=csv,noheader"],
             capture_output=True,
             text=True,
@@ -86,7 +89,7 @@ def _gpus() -> list[dict[str, Any]]:
 def _nccl() -> str | None:
     try:
         version = torch.cuda.nccl.version()
-    except Exception:  # noqa: BLE001 - no NCCL in this build
+    except Exception:  # no NCCL in this build
         return None
     return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
 
@@ -115,8 +118,8 @@ def collect(spec: RunSpec, world_size: int) -> dict[str, Any]:
         "platform": platform.platform(),
         "env": {name: os.environ.get(name) for name in NUMERIC_ENV_VARS},
         "image": spec.image,
-        "image_digest": spec.image_digest,
-        "image_id": spec.image_id,
+        "image_digest": os.environ.get(IMAGE_ENV["image_digest"]),
+        "image_id": os.environ.get(IMAGE_ENV["image_id"]),
         "workload_digest": workload_digest(),
         "initial_seed": torch.initial_seed(),
         "world_size": world_size,

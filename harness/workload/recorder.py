@@ -11,12 +11,13 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
+
+from harness.contract.record import EpochSummary, epoch_line
 
 #: The host reads this logger's lines (stdout) for its progress display.
 progress = logging.getLogger("harness.workload.progress")
@@ -36,23 +37,6 @@ def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
         digest.update(str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-@dataclass
-class EpochSummary:
-    """One epoch's row in run.json (``epochs``)."""
-
-    epoch: int
-    steps: int
-    first_step: int
-    val_loss: float | None = None
-    val_acc: float | None = None
-    train_seconds: float | None = None
-    val_seconds: float | None = None
-    steps_per_second: float | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class Stopwatch:
@@ -210,17 +194,4 @@ class EpochRecorder(Callback):
             return
         if self.tensorboard is not None:
             self.tensorboard.write_epoch(rows, first_step, summary)
-        val_text = (
-            f"val_loss {summary.val_loss:.6f}, val_acc {summary.val_acc:.4f}"
-            if val
-            else "no validation"
-        )
-        progress.info(
-            "epoch %d/%d done: %d steps, %s, train %.3f s (%.0f steps/s)",
-            summary.epoch + 1,
-            self.epochs,
-            summary.steps,
-            val_text,
-            summary.train_seconds or 0.0,
-            summary.steps_per_second or 0.0,
-        )
+        progress.info(epoch_line(summary, self.epochs))

@@ -21,13 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from harness.contract import (
-    LOSSES_FILE,
-    RECORD_FILE,
-    RECORD_FORMAT_VERSION,
-    TENSORBOARD_DIR,
-    RunSpec,
-    write_json_atomic,
+from harness.contract import LOSSES_FILE, TENSORBOARD_DIR, RunSpec
+from harness.contract.record import (
+    Digests,
+    Provenance,
+    RunError,
+    RunRecord,
+    Timing,
+    write_record,
 )
 from harness.workload import provenance
 from harness.workload.data import load_mnist, resolve_data_dir, split_digest
@@ -59,7 +60,7 @@ class RunState:
     final_digest: str | None = None
     split_digest: str | None = None
     setup_seconds: float | None = None
-    error: dict[str, Any] | None = None
+    error: RunError | None = None
     tensorboard: TensorBoard | None = None
 
 
@@ -107,7 +108,7 @@ def _train(spec: RunSpec, out: Path, cli_data_dir: str | None, state: RunState, 
     pin_threads(spec.threads)
     _seed_if(spec, "process_start")
     apply_determinism(spec)
-    mnist = load_mnist(resolve_data_dir(cli_data_dir, spec.data_dir), train=True)
+    mnist = load_mnist(resolve_data_dir(cli_data_dir), train=True)
 
     _seed_if(spec, "before_model")
     model = LitMNIST(
@@ -131,13 +132,12 @@ def _train(spec: RunSpec, out: Path, cli_data_dir: str | None, state: RunState, 
     state.split_digest = split_digest(model.train_indices, model.val_indices)
 
 
-def _error(exc: BaseException) -> dict[str, Any]:
-    return {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
-        "log_tail": None,
-    }
+def _error(exc: BaseException) -> RunError:
+    return RunError(
+        type=type(exc).__name__,
+        message=str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+    )
 
 
 def build_record(
@@ -145,31 +145,30 @@ def build_record(
     state: RunState,
     losses: np.ndarray,
     nondet: list[str],
-    timing: dict[str, Any],
-) -> dict[str, Any]:
+    timing: Timing,
+) -> RunRecord:
     """The run.json object (docs/run-record.md)."""
     epochs = state.recorder.epochs
-    return {
-        "format_version": RECORD_FORMAT_VERSION,
-        "status": "failed" if state.error else "ok",
-        "error": state.error,
-        "spec": spec.to_dict(),
-        "steps": int(losses.shape[0]),
-        "ranks": int(losses.shape[1]),
-        "steps_per_epoch": [len(rows) for rows in epochs],
-        "digests": {
-            "trajectory": trajectory_digest(losses) if len(losses) else None,
-            "init_weights": state.init_digest,
-            "final_weights": state.final_digest,
-            "epochs": [trajectory_digest(rows) for rows in epochs],
-            "split": state.split_digest,
-        },
-        "epochs": [summary.to_dict() for summary in state.recorder.summaries],
-        "timing": timing,
-        "nondeterministic_ops": nondet,
-        "provenance": provenance.collect(spec, state.world_size),
-        "files": {"losses": LOSSES_FILE, "tensorboard": TENSORBOARD_DIR},
-    }
+    return RunRecord(
+        status="failed" if state.error else "ok",
+        error=state.error,
+        spec=spec.to_dict(),
+        steps=int(losses.shape[0]),
+        ranks=int(losses.shape[1]),
+        steps_per_epoch=[len(rows) for rows in epochs],
+        digests=Digests(
+            trajectory=trajectory_digest(losses) if len(losses) else None,
+            init_weights=state.init_digest,
+            final_weights=state.final_digest,
+            epochs=[trajectory_digest(rows) for rows in epochs],
+            split=state.split_digest,
+        ),
+        epochs=list(state.recorder.summaries),
+        timing=timing,
+        nondeterministic_ops=nondet,
+        provenance=Provenance(**provenance.collect(spec, state.world_size)),
+        files={"losses": LOSSES_FILE, "tensorboard": TENSORBOARD_DIR},
+    )
 
 
 def run(spec: RunSpec, out: Path, cli_data_dir: str | None = None) -> int:
@@ -195,12 +194,12 @@ def run(spec: RunSpec, out: Path, cli_data_dir: str | None = None) -> int:
     losses = state.recorder.losses(state.world_size)
     np.save(out / LOSSES_FILE, losses)
     wall = time.perf_counter() - t0
-    timing = {
-        "started_at": started_at,
-        "finished_at": datetime.now(timezone.utc).isoformat(),
-        "wall_seconds": wall,
-        "setup_seconds": state.setup_seconds,
-    }
+    timing = Timing(
+        started_at=started_at,
+        finished_at=datetime.now(timezone.utc).isoformat(),
+        wall_seconds=wall,
+        setup_seconds=state.setup_seconds,
+    )
     record = build_record(spec, state, losses, nondeterministic_ops(caught), timing)
-    write_json_atomic(out / RECORD_FILE, record)
+    write_record(out, record)
     return 1 if state.error else 0

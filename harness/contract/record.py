@@ -1,0 +1,200 @@
+"""``run.json``: the run record, defined and written here and nowhere else.
+
+The workload, the host's failure records and the test executor all build a ``RunRecord`` and
+call ``write_record``; the host validates what it reads against these same dataclasses (through
+pydantic, in harness/record.py), so the format has one definition. docs/run-record.md explains
+each field. The progress line the host reads from ``run.log`` is defined here too, beside the
+function that prints it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.contract.files import RECORD_FILE, write_json_atomic
+
+RECORD_FORMAT_VERSION = 2
+
+#: pydantic reads this on each dataclass: a key the format does not define is an error.
+_STRICT = {"extra": "forbid"}
+
+
+class ErrorType(str, enum.Enum):
+    """Why the host says a run failed (the workload records its exception's class name)."""
+
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    KILLED = "killed"
+    OOM = "oom"
+    DOCKER_UNREACHABLE = "docker_unreachable"
+
+
+@dataclass
+class RunError:
+    """Why a run failed; ``log_tail`` is filled by the host from the run's log."""
+
+    __pydantic_config__ = _STRICT
+
+    type: str
+    message: str
+    traceback: str | None = None
+    log_tail: str | None = None
+
+
+@dataclass
+class Digests:
+    """sha256 hex digests; ``None`` where the run died before the thing existed."""
+
+    __pydantic_config__ = _STRICT
+
+    trajectory: str | None = None
+    init_weights: str | None = None
+    final_weights: str | None = None
+    epochs: list[str] = field(default_factory=list)
+    split: str | None = None
+
+
+@dataclass
+class EpochSummary:
+    """One epoch's row in ``epochs``."""
+
+    __pydantic_config__ = _STRICT
+
+    epoch: int
+    steps: int
+    first_step: int
+    val_loss: float | None = None
+    val_acc: float | None = None
+    train_seconds: float | None = None
+    val_seconds: float | None = None
+    steps_per_second: float | None = None
+
+
+@dataclass
+class Timing:
+    __pydantic_config__ = _STRICT
+
+    started_at: str | None = None
+    finished_at: str | None = None
+    wall_seconds: float | None = None
+    setup_seconds: float | None = None
+
+
+@dataclass
+class Provenance:
+    """What the run ran on; ``None`` where it was not known (a run that died early)."""
+
+    __pydantic_config__ = _STRICT
+
+    python: str | None = None
+    torch: str | None = None
+    torch_git: str | None = None
+    cuda: str | None = None
+    cudnn: int | str | None = None
+    nccl: str | None = None
+    lightning: str | None = None
+    torchvision: str | None = None
+    numpy: str | None = None
+    gpus: list[dict[str, Any]] = field(default_factory=list)
+    gpu_driver: str | None = None
+    cpu_model: str | None = None
+    threads: int | None = None
+    interop_threads: int | None = None
+    hostname: str | None = None
+    platform: str | None = None
+    env: dict[str, str | None] = field(default_factory=dict)
+    image: str | None = None
+    image_digest: str | None = None
+    image_id: str | None = None
+    workload_digest: str | None = None
+    initial_seed: int | None = None
+    world_size: int | None = None
+
+
+@dataclass
+class RunRecord:
+    """One repeat's summary. ``losses.npy`` beside it holds the trajectory itself.
+
+    ``written_by`` says who wrote it: the workload, or the host for a run that died before it
+    could (or that the host saw fail after it wrote an ok record).
+    """
+
+    __pydantic_config__ = _STRICT
+
+    status: Literal["ok", "failed"]
+    spec: dict[str, Any]
+    format_version: int = RECORD_FORMAT_VERSION
+    error: RunError | None = None
+    steps: int = 0
+    ranks: int = 1
+    steps_per_epoch: list[int] = field(default_factory=list)
+    digests: Digests = field(default_factory=Digests)
+    epochs: list[EpochSummary] = field(default_factory=list)
+    timing: Timing = field(default_factory=Timing)
+    nondeterministic_ops: list[str] = field(default_factory=list)
+    provenance: Provenance = field(default_factory=Provenance)
+    files: dict[str, str] = field(default_factory=dict)
+    written_by: Literal["workload", "host", "test"] = "workload"
+
+    def __post_init__(self) -> None:
+        if self.format_version != RECORD_FORMAT_VERSION:
+            raise ValueError(f"format_version {self.format_version} is not {RECORD_FORMAT_VERSION}")
+        if self.status not in ("ok", "failed"):
+            raise ValueError(f"status must be ok or failed, got {self.status!r}")
+        if self.steps < 0 or self.ranks < 1:
+            raise ValueError(f"steps must be >= 0 and ranks >= 1, got {self.steps}, {self.ranks}")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def failed_record(
+    spec: dict[str, Any],
+    error: RunError,
+    *,
+    ranks: int = 1,
+    wall_seconds: float | None = None,
+    written_by: Literal["workload", "host", "test"] = "host",
+) -> RunRecord:
+    """The record of a run that died before it could write its own."""
+    return RunRecord(
+        status="failed",
+        spec=spec,
+        error=error,
+        ranks=ranks,
+        timing=Timing(wall_seconds=wall_seconds),
+        written_by=written_by,
+    )
+
+
+def write_record(run_dir: Path, record: RunRecord) -> None:
+    """Write ``run.json`` atomically: it is the run's commit marker, written last."""
+    write_json_atomic(Path(run_dir) / RECORD_FILE, record.to_dict())
+
+
+# ---------------------------------------------------------------- the progress line
+
+#: The host's progress display matches this in ``run.log`` (bytes, as the log streams).
+EPOCH_LINE = re.compile(rb"epoch (\d+)/(\d+) done")
+
+
+def epoch_line(summary: EpochSummary, epochs: int) -> str:
+    """What the workload prints when an epoch ends; EPOCH_LINE must match it."""
+    if summary.val_loss is not None and summary.val_acc is not None:
+        val = f"val_loss {summary.val_loss:.6f}, val_acc {summary.val_acc:.4f}"
+    else:
+        val = "no validation"
+    return (
+        f"epoch {summary.epoch + 1}/{epochs} done: {summary.steps} steps, {val}, "
+        f"train {summary.train_seconds or 0.0:.3f} s ({summary.steps_per_second or 0.0:.0f} "
+        "steps/s)"
+    )

@@ -1,0 +1,185 @@
+"""The one table of settings: every knob a cell can vary, declared once.
+
+The run spec, the matrix models and their JSON Schema, the cell names, the report columns, the
+determinism-cost twins and the settings table in docs/matrix.md are all derived from
+``SETTINGS``. Adding a setting is one entry here, the place the workload applies it, and a test
+(docs/contributing.md).
+
+Standard library only: the workload side imports it inside the container.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: The post's seed (``torch_seed(random_seed=201014)``).
+DEFAULT_SEED = 201014
+
+#: ``local``, or a Docker image reference ([registry[:port]/]path[:tag][@sha256:digest]); no
+#: spaces, quotes, shell or Markdown characters can pass, so an image name is safe everywhere.
+IMAGE_PATTERN = (
+    r"^(local|[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?)$"
+)
+IMAGE_MAX_LENGTH = 255
+
+#: Marks a setting without a nondeterministic twin value.
+NO_TWIN: Any = object()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One knob of a cell.
+
+    ``kind`` is ``int``, ``float``, ``bool``, ``str`` or ``image``. ``positive`` asks for
+    >= 1 (int) or > 0 (float); ``nullable`` admits ``null``. ``label`` prefixes the value in cell
+    names; ``name_slot`` puts the setting in every cell name (settings of one slot are joined
+    without a dash), else it is named only where it varies. ``twin`` is its value in the fully
+    nondeterministic twin that the report measures the cost of determinism against.
+    ``run_default``: ``run:`` in the matrix file may set its default for every cell.
+    """
+
+    name: str
+    kind: str
+    default: Any
+    doc: str
+    choices: tuple[Any, ...] | None = None
+    positive: bool = False
+    nullable: bool = False
+    label: str = ""
+    name_slot: int | None = None
+    in_report: bool = False
+    twin: Any = NO_TWIN
+    run_default: bool = False
+
+    @property
+    def python_type(self) -> type:
+        return {"int": int, "float": float, "bool": bool, "str": str, "image": str}[self.kind]
+
+    def check(self, value: Any) -> str | None:
+        """Why ``value`` is not a value of this setting, or None when it is."""
+        if value is None:
+            return None if self.nullable else f"{self.name} must not be null"
+        if self.kind == "bool":
+            ok = isinstance(value, bool)
+        elif self.kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif self.kind == "float":
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            return f"{self.name} must be {self.describe()}, got {value!r}"
+        if self.choices is not None and value not in self.choices:
+            return f"{self.name} must be one of {', '.join(map(str, self.choices))}; got {value!r}"
+        if self.positive and (value < 1 if self.kind == "int" else not value > 0):
+            return f"{self.name} must be {self.describe()}, got {value!r}"
+        if self.kind == "image" and (
+            len(value) > IMAGE_MAX_LENGTH or not re.match(IMAGE_PATTERN, value)
+        ):
+            return f"{self.name} must be local or a Docker image reference, got {value!r}"
+        return None
+
+    def describe(self) -> str:
+        """The values it takes, in words (error messages and docs/matrix.md)."""
+        if self.choices is not None:
+            text = ", ".join(f"`{c}`" for c in self.choices)
+        elif self.kind == "image":
+            text = "`local` or a Docker image reference"
+        elif self.kind == "bool":
+            text = "`true`, `false`"
+        elif self.kind == "int":
+            text = "a positive integer" if self.positive else "an integer"
+        elif self.kind == "float":
+            text = "a positive number" if self.positive else "a number"
+        else:
+            text = "a string"
+        return text + (" or `null`" if self.nullable else "")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "image", "image", "local", "`local` (this machine's Python) or a CUDA PyTorch image",
+        name_slot=0, in_report=True,
+    ),
+    Setting("accelerator", "str", "cpu", "where it trains", choices=("cpu", "gpu"),
+            name_slot=1, in_report=True),
+    Setting("devices", "int", 1, "processes (GPUs) per run; 2 or more means DDP",
+            positive=True, name_slot=1, in_report=True),
+    Setting(
+        "placement", "str", "before_model",
+        "where the seed is set: nowhere, after the model and before the Trainer, before the "
+        "model, or first thing in the process",
+        choices=("none", "before_trainer", "before_model", "process_start"),
+        name_slot=2, in_report=True,
+    ),
+    Setting(
+        "cudnn_deterministic", "bool", True, "`torch.backends.cudnn.deterministic`",
+        label="det", name_slot=3, in_report=True, twin=False,
+    ),
+    Setting(
+        "cudnn_benchmark", "bool", False, "`torch.backends.cudnn.benchmark`",
+        label="bench", name_slot=4, in_report=True, twin=True,
+    ),
+    Setting(
+        "deterministic_algorithms", "str", "off",
+        '`torch.use_deterministic_algorithms`: off, on, or on with warn_only (quote them: YAML '
+        'reads bare off/on as booleans)',
+        choices=("off", "on", "warn"), label="alg", name_slot=5, in_report=True, twin="off",
+    ),
+    Setting(
+        "threads", "int", 1, "torch intra-op threads per process (the loss bits depend on it)",
+        positive=True, label="t", in_report=True, run_default=True,
+    ),
+    Setting(
+        "allow_tf32", "bool", False, "TF32 in cuBLAS matmuls and cuDNN convolutions",
+        label="tf32", in_report=True,
+    ),
+    Setting("seed", "int", DEFAULT_SEED, "the seed, at the placement", label="seed",
+            run_default=True),
+    Setting("epochs", "int", 1, "training epochs", positive=True, label="ep", run_default=True),
+    Setting(
+        "max_steps_per_epoch", "int", None, "optimizer steps per epoch (`null`: the whole epoch)",
+        positive=True, nullable=True, label="steps", run_default=True,
+    ),
+    Setting("pythonhashseed", "int", 0, "`PYTHONHASHSEED` of the run's processes", label="phs"),
+    Setting("batch_size", "int", 32, "training batch size (the post's 32)", positive=True,
+            label="bs"),
+    Setting("learning_rate", "float", 1e-4, "Adam's learning rate (the post's 1e-4)",
+            positive=True, label="lr"),
+    Setting("hidden_size", "int", 64, "the MLP's hidden width (the post's 64)", positive=True,
+            label="h"),
+)  # fmt: skip
+
+
+def report_settings(table: tuple[Setting, ...]) -> tuple[str, ...]:
+    """Settings shown as report and CSV columns, in table order."""
+    return tuple(s.name for s in table if s.in_report)
+
+
+def twin_of(table: tuple[Setting, ...]) -> dict[str, Any]:
+    """The fully nondeterministic twin's values."""
+    return {s.name: s.twin for s in table if s.twin is not NO_TWIN}
+
+
+BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
+NAMES: tuple[str, ...] = tuple(s.name for s in SETTINGS)
+DEFAULTS: Mapping[str, Any] = {s.name: s.default for s in SETTINGS}
+REPORT_SETTINGS: tuple[str, ...] = report_settings(SETTINGS)
+TWIN: Mapping[str, Any] = twin_of(SETTINGS)
+#: Settings that are part of a cell id even at their default.
+ALWAYS_IN_ID: tuple[str, ...] = ("image",)
+
+
+def identity(settings: Mapping[str, Any], table: tuple[Setting, ...] = SETTINGS) -> dict[str, Any]:
+    """The part of a cell's settings that its id hashes: the image, and every setting that
+    differs from its default. A setting added later with a default changes no existing id."""
+    return {
+        s.name: settings.get(s.name, s.default)
+        for s in table
+        if s.name in ALWAYS_IN_ID or settings.get(s.name, s.default) != s.default
+    }

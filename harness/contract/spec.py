@@ -1,0 +1,127 @@
+"""``spec.json``: one repeat of one cell, the run's identity.
+
+The spec holds the cell's settings (every entry of the settings table) and which repeat this is;
+where things are (the data folder) and what the host learnt about the image (digest, id) travel
+beside it, as workload arguments and environment, so a spec never changes with the machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.contract.settings import SETTINGS, Setting
+
+SPEC_FORMAT_VERSION = 2
+
+#: Environment variables that change numerics; recorded in every run record's provenance.
+NUMERIC_ENV_VARS = (
+    "CUBLAS_WORKSPACE_CONFIG",
+    "CUDA_LAUNCH_BLOCKING",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDNN_LOGINFO_DBG",
+    "NVIDIA_TF32_OVERRIDE",
+    "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",
+    "TORCH_CUDNN_V8_API_DISABLED",
+    "NCCL_ALGO",
+    "NCCL_PROTO",
+    "NCCL_MIN_NCHANNELS",
+    "NCCL_MAX_NCHANNELS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "PYTHONHASHSEED",
+)
+
+#: Deterministic cuBLAS needs this set before CUDA is initialised (torch docs, "Reproducibility").
+CUBLAS_WORKSPACE_DETERMINISTIC = ":4096:8"
+
+#: What the host knows about the image a run uses, passed to the workload as environment and
+#: copied into the record's provenance: provenance field -> variable.
+IMAGE_ENV = {
+    "image_digest": "HARNESS_IMAGE_DIGEST",
+    "image_id": "HARNESS_IMAGE_ID",
+}
+
+
+class SpecError(ValueError):
+    """A spec that cannot be run: names the setting and what it accepts."""
+
+
+def _checker(table: tuple[Setting, ...]) -> Any:
+    def __post_init__(self: Any) -> None:
+        for setting in table:
+            problem = setting.check(getattr(self, setting.name))
+            if problem:
+                raise SpecError(problem)
+        _check_run_fields(self)
+
+    return __post_init__
+
+
+def _check_run_fields(self: Any) -> None:
+    if isinstance(self.repeat, bool) or not isinstance(self.repeat, int) or self.repeat < 0:
+        raise SpecError(f"repeat must be a non-negative integer, got {self.repeat!r}")
+    if self.format_version != SPEC_FORMAT_VERSION:
+        raise SpecError(
+            f"spec format_version {self.format_version} is not {SPEC_FORMAT_VERSION}; "
+            "rebuild the workload image or update harness"
+        )
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SpecError(f"unknown spec settings: {', '.join(unknown)}; known: {sorted(known)}")
+    return cls(**data)
+
+
+def _load(cls: type, path: str | Path) -> Any:
+    return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def make_spec_class(table: tuple[Setting, ...] = SETTINGS) -> type:
+    """The spec dataclass of a settings table: one field per setting, then the run fields.
+
+    Built from the table so that a new setting needs no edit here; tests build it from an
+    extended table to check just that.
+    """
+    fields: list[Any] = [(s.name, Any, dataclasses.field(default=s.default)) for s in table]
+    fields += [
+        ("repeat", int, dataclasses.field(default=0)),
+        ("cell_id", str, dataclasses.field(default="")),
+        ("cell_name", str, dataclasses.field(default="")),
+        ("format_version", int, dataclasses.field(default=SPEC_FORMAT_VERSION)),
+    ]
+    namespace = {
+        "__doc__": "Everything one repeat of one cell is: written by the host as spec.json.",
+        "__post_init__": _checker(table),
+        "from_dict": classmethod(_from_dict),
+        "load": classmethod(_load),
+        "to_dict": dataclasses.asdict,
+        "replace": dataclasses.replace,
+    }
+    return dataclasses.make_dataclass("RunSpec", fields, frozen=True, namespace=namespace)
+
+
+RunSpec: Any = make_spec_class()
+RunSpec.__module__ = __name__
+
+
+def run_environment(spec: Any) -> dict[str, str]:
+    """The variables a run starts with, whoever starts it (local process, container, re-exec).
+
+    Thread counts pinned to the spec, its hash seed, and deterministic cuBLAS when deterministic
+    algorithms are asked for (it must be set before CUDA starts).
+    """
+    threads = str(spec.threads)
+    env = {
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "PYTHONHASHSEED": str(spec.pythonhashseed),
+    }
+    if spec.deterministic_algorithms != "off":
+        env["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE_DETERMINISTIC
+    return env

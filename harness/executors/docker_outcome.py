@@ -1,0 +1,178 @@
+"""How a container run ends, as a ``RunOutcome``: the wait loop (cancel, timeout, an engine that
+went away, a container removed by cleanup) and what its exit says (killed for memory, stopped
+from outside, exited 0 without a record)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness.contract import RECORD_FILE, ErrorType
+from harness.executors.base import RunOutcome, RunStatus
+from harness.executors.docker_containers import kill
+
+#: How often the wait loop looks at the cancel event and the deadline.
+POLL_S = 0.5
+
+NO_GPU_RUNTIME_HINT = (
+    "install the NVIDIA Container Toolkit and restart the engine "
+    "(https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/), "
+    "or run the GPU cells without containers: --executor local"
+)
+
+
+def daemon_unreachable(exc: BaseException) -> str:
+    """The message for a run whose engine went away (stopped, restarted, socket gone)."""
+    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return (
+        f"Docker daemon unreachable at {where} ({type(exc).__name__}: {exc}); start it "
+        "(scripts/docker-engine.sh start) or point DOCKER_HOST at a running engine, then rerun "
+        "the same command to resume"
+    )
+
+
+def is_no_gpu_runtime(exc: BaseException) -> bool:
+    """The engine's answer to a GPU request when no NVIDIA runtime/hook is installed."""
+    text = str(exc)
+    return "could not select device driver" in text or "nvidia-container-cli" in text
+
+
+def lost(seconds: float, exc: BaseException) -> RunOutcome:
+    """The outcome of a run whose engine went away, at any point of its life."""
+    return RunOutcome(
+        RunStatus.FAILED,
+        seconds,
+        None,
+        daemon_unreachable(exc),
+        error_type=ErrorType.DOCKER_UNREACHABLE,
+    )
+
+
+def since(start: float) -> float:
+    return time.monotonic() - start
+
+
+def wait_for_exit(
+    container: Any,
+    *,
+    start: float,
+    timeout_s: float,
+    cancel: threading.Event,
+    engine_answers: Callable[[], bool],
+) -> int | RunOutcome:
+    """The container's exit code once it exits, or the outcome of a run that had to be stopped
+    (cancelled, timed out), lost its engine, or was removed by cleanup."""
+    import docker
+    import requests
+
+    deadline = start + timeout_s
+    while True:
+        if cancel.is_set():
+            kill(container)
+            return RunOutcome(
+                RunStatus.ABORTED, since(start), None, "stopped: the harness was interrupted"
+            )
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            kill(container)
+            return RunOutcome(
+                RunStatus.TIMEOUT,
+                since(start),
+                137,
+                f"timed out after {timeout_s:g} s and was killed; raise run.timeout_s in "
+                "the matrix if the run needs longer",
+            )
+        try:
+            result = container.wait(timeout=max(0.05, min(POLL_S, remaining)))
+            return int(result.get("StatusCode", -1))
+        # docker SDK 7.x raises requests' ConnectionError, not ReadTimeout, on a timeout;
+        # a ping tells a slow container from an engine that went away.
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+            if not engine_answers():
+                return lost(since(start), exc)
+        except docker.errors.NotFound:
+            # cleanup() removed it from under us (Ctrl-C, SIGTERM)
+            return RunOutcome(
+                RunStatus.ABORTED,
+                since(start),
+                None,
+                "stopped: the container was removed by cleanup",
+            )
+
+
+def exit_outcome(
+    container: Any,
+    code: int,
+    *,
+    start: float,
+    run_dir: Path,
+    memory_limit: str | None,
+    engine_answers: Callable[[], bool],
+) -> RunOutcome:
+    """The outcome of a container that exited with ``code``: asks the engine whether it was
+    killed for memory, then classifies the exit."""
+    import docker
+    import requests
+
+    seconds = since(start)
+    try:
+        container.reload()
+        oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+    except docker.errors.NotFound:
+        oom = False
+    except requests.exceptions.ConnectionError as exc:
+        return lost(since(start), exc)
+    return classify_exit(
+        code,
+        seconds,
+        oom=oom,
+        memory_limit=memory_limit,
+        record_written=(run_dir / RECORD_FILE).is_file(),
+        engine_answers=engine_answers,
+    )
+
+
+def classify_exit(
+    code: int,
+    seconds: float,
+    *,
+    oom: bool,
+    memory_limit: str | None,
+    record_written: bool,
+    engine_answers: Callable[[], bool],
+) -> RunOutcome:
+    """What an exit code (and the engine's OOMKilled flag) means for the run."""
+    if oom:
+        at = (
+            f" at run.memory_limit {memory_limit}" if memory_limit else " (no run.memory_limit set)"
+        )
+        return RunOutcome(
+            RunStatus.FAILED,
+            seconds,
+            code,
+            f"killed for memory (State.OOMKilled){at}; raise run.memory_limit in the "
+            "matrix (the results folder resumes), or run fewer runs side by side",
+            error_type=ErrorType.OOM,
+        )
+    if code == 143 and not engine_answers():
+        return lost(seconds, RuntimeError("the engine stopped the container (exit 143)"))
+    if code == 143:
+        return RunOutcome(
+            RunStatus.FAILED,
+            seconds,
+            code,
+            "the container was stopped from outside (SIGTERM, exit 143): was the Docker "
+            "daemon stopped or restarted, or `docker stop` run? Rerun the same command to "
+            "resume",
+        )
+    if code == 0 and not record_written:
+        return RunOutcome(
+            RunStatus.FAILED, seconds, code, f"the container exited 0 but wrote no {RECORD_FILE}"
+        )
+    if code == 0:
+        return RunOutcome(RunStatus.OK, seconds, 0)
+    return RunOutcome(RunStatus.FAILED, seconds, code, f"the container exited with code {code}")

@@ -1,0 +1,265 @@
+"""The results folder: every name in it, and its manifest. Nothing else spells them.
+
+::
+
+    <out>/manifest.json       what was run (``Manifest`` below), checked when read
+    <out>/matrix.yaml         the matrix as it was run
+    <out>/.lock               held (flock) while a harness writes here; holds its pid
+    <out>/cells/<cell name>--<cell id>/repeat-<k>/
+                              one run; its files are named in harness/contract/files.py
+    <out>/report.md  report.json  report.csv  plots/
+    <out>/conflicts/<k>-<input folder>/cells/...   runs `harness merge` set aside
+
+The manifest's ``format_version``:
+
+- 1: cell ids hashed every setting, defaults filled in;
+- 2: cell ids hash the image and the settings that differ from their defaults
+  (``harness.matrix.CELL_ID_SCHEME`` 2, recorded as ``cell_id_scheme``).
+
+A manifest of another format is refused with what to do (``StoreError``), never misread: a cell
+id of one scheme names a different cell, or none, in the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from harness.contract import RECORD_FILE, write_bytes_atomic, write_json_atomic
+from harness.errors import StoreError
+from harness.matrix import CELL_ID_SCHEME, Cell
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_FORMAT_VERSION = 2
+MATRIX_FILE = "matrix.yaml"
+LOCK_FILE = ".lock"
+CELLS_DIR = "cells"
+CONFLICTS_DIR = "conflicts"
+PLOTS_DIR = "plots"
+#: report format -> file name, in the results folder
+REPORT_FILES = {"md": "report.md", "json": "report.json", "csv": "report.csv"}
+#: Where ``harness run`` writes without ``--out``: results/<name>-<UTC time>/
+DEFAULT_RESULTS_ROOT = Path("results")
+
+_CELL_SEPARATOR = "--"
+_REPEAT_PREFIX = "repeat-"
+
+
+# ---------------------------------------------------------------- names and paths
+
+
+def default_out(name: str, now: dt.datetime | None = None) -> Path:
+    stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    return DEFAULT_RESULTS_ROOT / f"{name}-{stamp}"
+
+
+def cell_dirname(name: str, cell_id: str) -> str:
+    """A cell's folder name: ``<cell name>--<cell id>``."""
+    return f"{name}{_CELL_SEPARATOR}{cell_id}"
+
+
+def split_cell_dirname(dirname: str) -> tuple[str, str]:
+    """(name, id) of a cell folder name."""
+    name, _, cid = dirname.rpartition(_CELL_SEPARATOR)
+    return name, cid
+
+
+def cell_relpath(dirname: str) -> str:
+    """A cell folder relative to the results folder, as the manifest records it."""
+    return f"{CELLS_DIR}/{dirname}"
+
+
+def cells_root(root: Path) -> Path:
+    return Path(root) / CELLS_DIR
+
+
+def repeat_dir(cell_dir: Path, repeat: int) -> Path:
+    return Path(cell_dir) / f"{_REPEAT_PREFIX}{repeat}"
+
+
+def run_dir(root: Path, dirname: str, repeat: int) -> Path:
+    """``<root>/cells/<dirname>/repeat-<repeat>``."""
+    return repeat_dir(cells_root(root) / dirname, repeat)
+
+
+def repeat_of(path: Path) -> int | None:
+    """k of a ``repeat-<k>`` folder; None for any other name."""
+    number = path.name.removeprefix(_REPEAT_PREFIX)
+    if number == path.name or not number.isdigit():
+        return None
+    return int(number)
+
+
+def repeat_dirs(cell_dir: Path, repeats: int | None) -> list[tuple[int, Path]]:
+    """(k, folder) of a cell's repeats: 0..repeats-1, or those found when ``repeats`` is None."""
+    if repeats is not None:
+        return [(k, repeat_dir(cell_dir, k)) for k in range(repeats)]
+    found = (repeat_of(p) for p in Path(cell_dir).glob(f"{_REPEAT_PREFIX}*"))
+    return [(k, repeat_dir(cell_dir, k)) for k in sorted(k for k in found if k is not None)]
+
+
+def run_dirs(root: Path) -> Iterator[tuple[str, int, Path]]:
+    """(cell folder name, repeat, folder) of every run folder under ``<root>/cells``, sorted."""
+    pattern = f"*{_CELL_SEPARATOR}*/{_REPEAT_PREFIX}*"
+    for path in sorted(cells_root(root).glob(pattern)):
+        repeat = repeat_of(path)
+        if repeat is not None and path.is_dir():
+            yield path.parent.name, repeat, path
+
+
+def record_paths(root: Path) -> list[Path]:
+    """Every run record under ``<root>/cells``, sorted (for a folder without a manifest)."""
+    return sorted(cells_root(root).glob(f"*/{_REPEAT_PREFIX}*/{RECORD_FILE}"))
+
+
+def conflict_run_dir(out: Path, k: int, input_name: str, dirname: str, repeat: int) -> Path:
+    """Where ``harness merge`` keeps the other copy of a run: the ``k``-th input's (1-based)."""
+    return run_dir(Path(out) / CONFLICTS_DIR / f"{k}-{input_name}", dirname, repeat)
+
+
+def report_path(root: Path, fmt: str) -> Path:
+    return Path(root) / REPORT_FILES[fmt]
+
+
+def plots_dir(root: Path) -> Path:
+    return Path(root) / PLOTS_DIR
+
+
+# ---------------------------------------------------------------- the manifest
+
+
+@dataclass
+class ManifestCell:
+    """One cell of the folder: ``dir`` is its folder relative to the results folder."""
+
+    id: str
+    name: str
+    dir: str
+    settings: dict[str, Any]
+
+    @classmethod
+    def of(cls, cell: Cell) -> ManifestCell:
+        dirname = cell_dirname(cell.name, cell.id)
+        return cls(cell.id, cell.name, cell_relpath(dirname), dict(cell.settings))
+
+
+@dataclass
+class Manifest:
+    """``manifest.json``. A folder that ``harness run`` or ``harness merge`` wrote has every
+    field but ``merged_from`` and ``merge`` (those two: merged folders only); the report needs
+    ``cells`` alone."""
+
+    cells: list[ManifestCell]
+    format_version: int = MANIFEST_FORMAT_VERSION
+    cell_id_scheme: int = CELL_ID_SCHEME
+    name: str | None = None
+    matrix_path: str | None = None
+    matrix_text: str | None = None
+    matrix_sha256: str | None = None
+    matrix_digest: str | None = None
+    repeats: int | None = None
+    harness_version: str | None = None
+    created_at: str | None = None
+    #: ``{"index": i, "total": n}`` for ``harness run --shard i/n``, else None
+    shard: dict[str, int] | None = None
+    merged_from: list[dict[str, Any]] | None = None
+    merge: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for key in ("merged_from", "merge"):
+            if data[key] is None:
+                del data[key]
+        return data
+
+
+@lru_cache(maxsize=1)
+def _adapter() -> TypeAdapter[Manifest]:
+    return TypeAdapter(Manifest)
+
+
+def read_manifest(root: str | Path) -> Manifest | None:
+    """The manifest of a results folder, None when it has none.
+
+    A manifest of another format, or one that is not JSON or lacks what the format requires, is
+    a StoreError that says what the folder is and what to do.
+    """
+    path = Path(root) / MANIFEST_FILE
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _damaged(path, f"not readable JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise _damaged(path, f"not a JSON object but {type(data).__name__}")
+    _check_format(Path(root), data)
+    try:
+        return _adapter().validate_python(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in exc.errors()[:3]
+        )
+        raise _damaged(
+            path, f"not a manifest of format {MANIFEST_FORMAT_VERSION}: {problems}"
+        ) from exc
+
+
+def write_manifest(root: str | Path, manifest: Manifest) -> None:
+    write_json_atomic(Path(root) / MANIFEST_FILE, manifest.to_dict())
+
+
+def write_matrix_text(root: str | Path, text: str) -> None:
+    write_bytes_atomic(Path(root) / MATRIX_FILE, text.encode("utf-8"))
+
+
+def _check_format(root: Path, data: dict[str, Any]) -> None:
+    version = data.get("format_version")
+    made_by = data.get("harness_version")
+    if isinstance(made_by, str) and made_by:
+        that_harness = (
+            f"harness {made_by}, the version that made it (harness_version in {MANIFEST_FILE})"
+        )
+    else:
+        that_harness = f"the harness version that made it ({MANIFEST_FILE} has no harness_version)"
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise _damaged(root / MANIFEST_FILE, f"format_version is {version!r}, not a number")
+    if version < MANIFEST_FORMAT_VERSION:
+        raise StoreError(
+            f"{root} was made by an older harness (results format {version}) "
+            "with the old cell-id scheme (ids hashed every setting, defaults included); it cannot "
+            f"be resumed or reported by this version (results format {MANIFEST_FORMAT_VERSION}, "
+            f"cell-id scheme {CELL_ID_SCHEME})",
+            "run the matrix into a new folder (--out NEW_DIR); or report this folder with "
+            f"{that_harness}",
+        )
+    if version > MANIFEST_FORMAT_VERSION:
+        raise StoreError(
+            f"{root} was made by a newer harness (results format {version}); "
+            f"it cannot be resumed or reported by this version (results format "
+            f"{MANIFEST_FORMAT_VERSION})",
+            f"report it with {that_harness}; or run the matrix into a new folder (--out NEW_DIR)",
+        )
+    scheme = data.get("cell_id_scheme")
+    if scheme != CELL_ID_SCHEME:
+        raise _damaged(
+            root / MANIFEST_FILE,
+            f"cell_id_scheme is {scheme!r}, but results format {version} has scheme "
+            f"{CELL_ID_SCHEME}",
+        )
+
+
+def _damaged(path: Path, what: str) -> StoreError:
+    return StoreError(
+        f"{path}: {what}",
+        "the folder was not written by `harness run`, or its manifest was damaged; run the "
+        "matrix into a new folder (--out NEW_DIR)",
+    )

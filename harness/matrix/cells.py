@@ -1,0 +1,166 @@
+"""From a validated matrix to cells: expansion, full settings, stable ids and readable names.
+
+Expansion is a pure function of the validated model, so ``plan``, ``run``, resume and the report
+all see the same cells in the same order. include/exclude follow GitHub Actions'
+``strategy.matrix`` (docs/matrix.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.contract.settings import SETTINGS, identity
+from harness.contract.spec import RunSpec
+from harness.matrix.models import CellSettings
+
+#: The scheme of cell ids; results folders record it in their manifest.
+CELL_ID_SCHEME = 2
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the matrix: full settings, a stable id and a readable, unique name."""
+
+    id: str
+    name: str
+    settings: dict[str, Any]
+
+    def spec(self, repeat: int) -> RunSpec:
+        return RunSpec(**self.settings, repeat=repeat, cell_id=self.id, cell_name=self.name)
+
+
+@dataclass(frozen=True)
+class LoadedMatrix:
+    path: Path
+    text: str
+    model: Any
+    cells: list[Cell]
+
+    @property
+    def text_sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    @property
+    def digest(self) -> str:
+        """Identity of what the matrix runs; timeout_s, max_runs and memory_limit may change on
+        resume (raising a limit after a timeout or an OOM kill must not orphan the results)."""
+        data = self.model.model_dump(mode="json")
+        data["run"].pop("timeout_s")
+        data["run"].pop("max_runs")
+        data["run"].pop("memory_limit")
+        return hashlib.sha256(canonical_json(data).encode()).hexdigest()
+
+    @property
+    def total_runs(self) -> int:
+        return len(self.cells) * self.model.run.repeats
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def cell_id(settings: Mapping[str, Any]) -> str:
+    """First 12 hex of sha256 over the canonical JSON of the cell's identity: its image and the
+    settings that differ from their defaults (docs/matrix.md, "Cell ids and names")."""
+    normalized = CellSettings.model_validate(dict(settings)).model_dump(mode="json")
+    return id_of_identity(identity(normalized))
+
+
+def id_of_identity(ident: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(dict(ident)).encode()).hexdigest()[:12]
+
+
+def expand(model: Any) -> list[dict[str, Any]]:
+    """The combinations, in stable order, before defaults: GitHub Actions semantics.
+
+    1. the cartesian product of the axes in file order; 2. drop combinations matching an
+    exclude entry (all its keys equal); 3. each include entry extends every original combination
+    whose axis values it does not contradict (adding or overwriting only non-axis keys); if it
+    extends none, it is added as a new combination.
+    """
+    axes = {k: v for k, v in model.axes.model_dump(exclude_unset=True).items() if v is not None}
+    names = list(axes)
+    combos = [dict(zip(names, values, strict=True)) for values in itertools.product(*axes.values())]
+    if not axes:
+        combos = []
+    excludes = [e.model_dump(exclude_unset=True) for e in model.exclude]
+    combos = [c for c in combos if not any(_matches(c, e) for e in excludes)]
+    originals = len(combos)
+    for entry in (i.model_dump(exclude_unset=True) for i in model.include):
+        matched = False
+        for combo in combos[:originals]:
+            if all(combo[k] == v for k, v in entry.items() if k in axes):
+                combo.update({k: v for k, v in entry.items() if k not in axes})
+                matched = True
+        if not matched:
+            combos.append(dict(entry))
+    return combos
+
+
+def _matches(combo: dict[str, Any], pattern: dict[str, Any]) -> bool:
+    return all(k in combo and combo[k] == v for k, v in pattern.items())
+
+
+def full_settings(model: Any, combo: dict[str, Any]) -> dict[str, Any]:
+    """Every setting of a cell: the combination, over ``run:``'s defaults, over the table's."""
+    run = model.run.model_dump()
+    base = {s.name: run[s.name] for s in SETTINGS if s.run_default}
+    return CellSettings.model_validate({**base, **combo}).model_dump(mode="json")
+
+
+def make_cells(model: Any, combos: list[dict[str, Any]]) -> list[Cell]:
+    settings = [full_settings(model, c) for c in combos]
+    names = readable_names(settings)
+    return [Cell(cell_id(s), n, s) for s, n in zip(settings, names, strict=True)]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-.") or "x"
+
+
+def _name_value(kind: str, value: Any) -> str:
+    if kind == "image":
+        return _slug(str(value).rsplit("/", 1)[-1].replace(":", "-"))
+    if isinstance(value, bool):
+        return str(int(value))
+    return _slug(str(value))
+
+
+def readable_names(all_settings: list[dict[str, Any]]) -> list[str]:
+    """``<image>-<acc><devices>-<placement>-det<0|1>-bench<0|1>-alg<x>`` + varying extras.
+
+    The settings with a ``name_slot`` are always named (one slot's settings joined without a
+    dash); the others are named, as ``<label><value>``, where they vary in the matrix.
+    """
+    varying = [
+        s
+        for s in SETTINGS
+        if s.name_slot is None and len({canonical_json(x[s.name]) for x in all_settings}) > 1
+    ]
+    slots = sorted({s.name_slot for s in SETTINGS if s.name_slot is not None})
+    names = []
+    for values in all_settings:
+        parts = [
+            "".join(
+                s.label + _name_value(s.kind, values[s.name])
+                for s in SETTINGS
+                if s.name_slot == slot
+            )
+            for slot in slots
+        ]
+        parts += [s.label + _name_value(s.kind, values[s.name]) for s in varying]
+        names.append("-".join(parts))
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    return [
+        n if counts[n] == 1 else f"{n}-{cell_id(s)[:6]}"
+        for n, s in zip(names, all_settings, strict=True)
+    ]

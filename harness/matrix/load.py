@@ -1,0 +1,275 @@
+"""Reading a matrix file: YAML, validation with file:line messages, the checks on the whole.
+
+Every problem is a MatrixError that names the file, the line and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import reprlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from harness.contract.settings import BY_NAME
+from harness.errors import MatrixError
+from harness.matrix.cells import Cell, LoadedMatrix, canonical_json, expand, make_cells
+from harness.matrix.models import Axes, Matrix, Patch, RunBlock
+
+
+def load_matrix(path: str | Path) -> LoadedMatrix:
+    """Read, validate and expand a matrix file; every problem is a MatrixError with file:line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MatrixError(
+            f"{path}: cannot read the matrix file ({exc.strerror})",
+            "give the path of a matrix YAML file, e.g. examples/placement-quick.yaml",
+        ) from exc
+    return parse_matrix(text, path)
+
+
+def parse_matrix(text: str, path: Path) -> LoadedMatrix:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            line = mark.line + 1
+        else:  # a ReaderError (a control character, bad UTF-8) gives a position, not a mark
+            line = text.count("\n", 0, getattr(exc, "position", 0) or 0) + 1
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
+        raise MatrixError(
+            f"{path}:{line}: YAML syntax error: {problem}",
+            "check the indentation and quoting on that line",
+        ) from exc
+    except RecursionError as exc:
+        raise MatrixError(
+            f"{path}:1: the YAML is nested too deeply to read",
+            "a matrix is a few levels deep: name, run, axes, include, exclude",
+        ) from exc
+    if not isinstance(data, dict):
+        raise MatrixError(
+            f"{path}:1: the matrix must be a mapping with name, run and axes",
+            "start from examples/placement-quick.yaml",
+        )
+    _check_duplicate_keys(root, path)
+    try:
+        model = Matrix.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc, root, path, data) from exc
+    _check_product(model, root, path)
+    combos = expand(model)
+    if not combos:
+        raise MatrixError(
+            f"{path}:1: the matrix has no cells",
+            "give at least one axis, or include entries, and check exclude",
+        )
+    total = len(combos) * model.run.repeats
+    if total > model.run.max_runs:  # before the cells are built: that is the slow part
+        raise MatrixError(
+            f"{_where(path, root, ('run', 'repeats'))}: the matrix has {len(combos)} cells x "
+            f"{model.run.repeats} repeats = {total} runs, more than run.max_runs "
+            f"({model.run.max_runs})",
+            f"if you mean it, raise it: run: {{max_runs: {total}}}",
+        )
+    try:
+        cells = make_cells(model, combos)
+    except ValidationError as exc:  # a combination the parts allowed but the whole does not
+        raise MatrixError(
+            f"{_where(path, root, ('axes',))}: a cell's settings are invalid: "
+            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
+            "see docs/matrix.md for each key's type",
+        ) from exc
+    _check_duplicates(model, cells, combos, root, path)
+    loaded = LoadedMatrix(path, text, model, cells)
+    return loaded
+
+
+#: The axes may multiply to this many times run.max_runs before exclude is applied; beyond it
+#: the matrix is refused before it is expanded (expanding 10^10 combinations never ends).
+PRODUCT_SLACK = 10
+
+
+def _check_product(model: Any, root: yaml.Node | None, path: Path) -> None:
+    axes = [v for v in model.axes.model_dump(exclude_unset=True).values() if v is not None]
+    combos = math.prod(len(v) for v in axes) if axes else 0
+    bound = (combos + len(model.include)) * model.run.repeats
+    if bound > PRODUCT_SLACK * model.run.max_runs:
+        raise MatrixError(
+            f"{_where(path, root, ('axes',))}: the axes multiply to {combos} combinations "
+            f"(x {model.run.repeats} repeats), far more than run.max_runs "
+            f"({model.run.max_runs}) even before exclude",
+            f"shorten the axes; if you mean it, raise it: run: {{max_runs: {bound}}}",
+        )
+
+
+def _node_at(root: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    """The deepest YAML node on the path ``loc`` (pydantic's error location); a key's own node
+    when the path ends at a mapping key, so an unknown key points at its own line."""
+    node = root
+    for depth, part in enumerate(loc):
+        last = depth == len(loc) - 1
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if k.value == part), None)
+            if pair is None:
+                return node
+            node = pair[0] if last else pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return node
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+def _where(path: Path, root: yaml.Node | None, loc: tuple[Any, ...]) -> str:
+    node = _node_at(root, loc)
+    line = node.start_mark.line + 1 if node is not None else 1
+    return f"{path}:{line}"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    if not loc:
+        return list(Matrix.model_fields)
+    top = loc[0]
+    if top == "run":
+        return list(RunBlock.model_fields)
+    if top == "axes":
+        return list(Axes.model_fields)
+    return list(Patch.model_fields)
+
+
+def _choices(field: str) -> str | None:
+    setting = BY_NAME.get(field)
+    if setting is None or setting.choices is None or setting.kind == "bool":
+        return None
+    return ", ".join(repr(v) for v in setting.choices)
+
+
+def _validation_error(
+    exc: ValidationError, root: yaml.Node | None, path: Path, data: dict[str, Any]
+) -> MatrixError:
+    lines = []
+    hints = []
+    for err in exc.errors():
+        raw = tuple(err["loc"])
+        kind = err["type"]
+        # Drop pydantic's own type tags (``list[...]``) from the path, never the user's key.
+        keep_last = kind == "extra_forbidden" and bool(raw)
+        inner = raw[:-1] if keep_last else raw
+        loc = tuple(p for p in inner if not (isinstance(p, str) and "[" in p))
+        loc += raw[-1:] if keep_last else ()
+        dotted = ".".join(str(p) for p in loc)
+        where = _where(path, root, loc)
+        field = next((p for p in reversed(loc) if isinstance(p, str)), "")
+        if kind == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            parent = ".".join(map(str, loc[:-1])) or "the top level"
+            lines.append(f"{where}: unknown key {loc[-1]!r} in {parent}")
+            hints.append(
+                (f"did you mean {close[0]!r}? " if close else "")
+                + f"allowed here: {', '.join(allowed)}"
+            )
+        elif kind == "too_short":
+            lines.append(f"{where}: {dotted} is empty")
+            hints.append(f"give {field} at least one value, e.g. {field}: [...], or remove it")
+        elif kind == "missing":
+            lines.append(f"{where}: {dotted} is missing")
+            hints.append(f"add {field}: ... (see docs/matrix.md)")
+        else:
+            got = reprlib.repr(err.get("input"))
+            if kind == "string_pattern_mismatch" and field == "image":
+                lines.append(f"{where}: {dotted}: not a Docker image reference (got {got})")
+            else:
+                lines.append(f"{where}: {dotted}: {err['msg']} (got {got})")
+            choices = _choices(field)
+            if kind == "string_pattern_mismatch" and field == "image":
+                hints.append(
+                    "image takes local or a reference like nvcr.io/nvidia/pytorch:24.01-py3 "
+                    "(lowercase path, optional :tag and @sha256:digest)"
+                )
+            elif choices:
+                hint = f"{field} takes one of {choices}"
+                if isinstance(err.get("input"), bool):
+                    hint += '; YAML reads bare off/on/yes/no as booleans, so quote them: "off"'
+                hints.append(hint)
+            elif "bool" in kind:
+                hints.append(f"{field} takes true or false")
+            elif "int" in kind:
+                hints.append(f"{field} takes a whole number, without quotes")
+            else:
+                hints.append("see docs/matrix.md for each key's type")
+    problems = sorted(zip(lines, hints, strict=True), key=lambda p: _line_of(p[0]))
+    message = "invalid matrix:\n" + "\n".join(
+        f"  {line}\n    fix: {hint}" for line, hint in problems
+    )
+    return MatrixError(
+        message, "docs/matrix.md lists every key; `harness schema` prints the schema"
+    )
+
+
+def _line_of(text: str) -> int:
+    match = re.match(r"^.*?:(\d+):", text)
+    return int(match.group(1)) if match else 0
+
+
+def _check_duplicate_keys(root: yaml.Node | None, path: Path) -> None:
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                if key.value in seen:
+                    raise MatrixError(
+                        f"{path}:{key.start_mark.line + 1}: key {key.value!r} appears twice",
+                        "keep one of them; YAML would silently use the last",
+                    )
+                seen.add(key.value)
+                stack.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+
+
+def _check_duplicates(
+    model: Any,
+    cells: list[Cell],
+    combos: list[dict[str, Any]],
+    root: yaml.Node | None,
+    path: Path,
+) -> None:
+    axes = model.axes.model_dump(exclude_unset=True)
+    for name, values in axes.items():
+        seen: set[str] = set()  # a set: a 10,000-value axis must not take minutes
+        for i, v in enumerate(values or []):
+            if canonical_json(v) in seen:
+                raise MatrixError(
+                    f"{_where(path, root, ('axes', name, i))}: axes.{name} lists {v!r} twice, "
+                    "which makes duplicate cells",
+                    f"list each value of {name} once",
+                )
+            seen.add(canonical_json(v))
+    first: dict[str, int] = {}
+    for index, cell in enumerate(cells):
+        if cell.id in first:
+            loc: tuple[Any, ...] = ("include",)
+            includes = [i.model_dump(exclude_unset=True) for i in model.include]
+            for j, entry in enumerate(includes):
+                if entry == combos[index]:
+                    loc = ("include", j)
+            raise MatrixError(
+                f"{_where(path, root, loc)}: duplicate cell {cell.name} ({cell.id}): the same "
+                f"settings as cell #{first[cell.id] + 1}",
+                "remove the include entry, or change one of its values; settings equal to their "
+                "default count as the same cell",
+            )
+        first[cell.id] = index

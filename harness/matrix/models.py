@@ -1,0 +1,137 @@
+"""The matrix file's pydantic models, derived from the one table of settings.
+
+``CellSettings`` (a cell's full settings), ``Axes`` (a list of values per setting) and ``Patch``
+(an include/exclude entry: single values) are built from ``SETTINGS`` with ``create_model``; a new
+setting appears in all three, and in the JSON Schema, without an edit here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model
+
+from harness.contract.settings import (
+    IMAGE_MAX_LENGTH,
+    IMAGE_PATTERN,
+    SETTINGS,
+    Setting,
+)
+
+DEFAULT_MAX_RUNS = 2000
+
+Image = Annotated[str, Field(pattern=IMAGE_PATTERN, max_length=IMAGE_MAX_LENGTH)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def value_type(setting: Setting) -> Any:
+    """The pydantic type of one value of a setting (strict: no silent "2" -> 2)."""
+    if setting.kind == "image":
+        base: Any = Image
+    elif setting.choices is not None and setting.kind != "bool":
+        base = Literal[setting.choices]  # type: ignore[valid-type]
+    elif setting.kind == "bool":
+        base = StrictBool
+    elif setting.kind == "int":
+        base = Annotated[StrictInt, Field(ge=1)] if setting.positive else StrictInt
+    elif setting.kind == "float":
+        base = Annotated[float, Field(gt=0)] if setting.positive else float
+    else:
+        base = str
+    return base | None if setting.nullable else base
+
+
+def _cell_settings(table: tuple[Setting, ...]) -> type[Strict]:
+    fields = {s.name: (value_type(s), Field(s.default, description=s.doc)) for s in table}
+    model = create_model("CellSettings", __base__=Strict, **fields)  # type: ignore[call-overload]
+    model.__doc__ = "One cell's full settings, typed: every entry of the settings table."
+    return model
+
+
+def _axes(table: tuple[Setting, ...]) -> type[Strict]:
+    fields = {
+        s.name: (
+            list[value_type(s)] | None,  # type: ignore[misc]
+            Field(None, min_length=1, description=f"values of {s.name}: {s.doc}"),
+        )
+        for s in table
+    }
+    model = create_model("Axes", __base__=Strict, **fields)  # type: ignore[call-overload]
+    model.__doc__ = "Each axis is a non-empty list of values of one cell setting."
+    return model
+
+
+def _patch(table: tuple[Setting, ...]) -> type[Strict]:
+    fields = {
+        s.name: (value_type(s) | None, Field(None, description=s.doc))  # type: ignore[operator]
+        for s in table
+    }
+    model = create_model("Patch", __base__=Strict, **fields)  # type: ignore[call-overload]
+    model.__doc__ = "An include/exclude entry: some cell settings, each a single value."
+    return model
+
+
+class RunOptions(Strict):
+    """How every cell runs, besides the settings (``RunBlock`` adds their defaults)."""
+
+    repeats: StrictInt = Field(3, ge=1, description="runs per cell")
+    timeout_s: float = Field(3600.0, gt=0, description="per run")
+    max_runs: StrictInt = Field(
+        DEFAULT_MAX_RUNS, ge=1, description="refuse matrices with more runs than this"
+    )
+    memory_limit: str | None = Field(
+        None,
+        pattern=r"^[1-9][0-9]*[bkmg]?$",
+        description="memory per container (docker executor), e.g. 4g; null: no limit",
+    )
+
+
+def _run_block(table: tuple[Setting, ...]) -> type[Strict]:
+    fields = {
+        s.name: (value_type(s), Field(s.default, description=f"default {s.name}: {s.doc}"))
+        for s in table
+        if s.run_default
+    }
+    model = create_model("RunBlock", __base__=RunOptions, **fields)  # type: ignore[call-overload]
+    model.__doc__ = "``run:``: how every cell runs, and defaults of some settings for every cell."
+    return model
+
+
+def make_models(table: tuple[Setting, ...] = SETTINGS) -> dict[str, type[Strict]]:
+    """CellSettings, Axes, Patch and Matrix for a settings table (tests pass an extended one)."""
+    cell, axes, patch = _cell_settings(table), _axes(table), _patch(table)
+    run = _run_block(table)
+    matrix = create_model(  # type: ignore[call-overload]
+        "Matrix",
+        __base__=Strict,
+        name=(str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=80)),
+        run=(run, Field(default_factory=run)),
+        axes=(axes, Field(default_factory=axes)),
+        include=(list[patch], Field(default_factory=list)),  # type: ignore[valid-type]
+        exclude=(list[patch], Field(default_factory=list)),  # type: ignore[valid-type]
+    )
+    matrix.__doc__ = "The whole matrix file."
+    return {"CellSettings": cell, "Axes": axes, "Patch": patch, "RunBlock": run, "Matrix": matrix}
+
+
+_MODELS = make_models()
+CellSettings: Any = _MODELS["CellSettings"]
+Axes: Any = _MODELS["Axes"]
+Patch: Any = _MODELS["Patch"]
+RunBlock: Any = _MODELS["RunBlock"]
+Matrix: Any = _MODELS["Matrix"]
+
+
+def json_schema(matrix: type[BaseModel] = Matrix) -> dict[str, Any]:
+    schema = matrix.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "harness matrix"
+    return schema
+
+
+def schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"

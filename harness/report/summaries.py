@@ -1,0 +1,159 @@
+"""What the report says across cells: a summary per image, the same settings across images and
+GPU counts, the cost of determinism, the failed runs, and the images that ran."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from harness.contract.settings import NAMES, TWIN
+from harness.report.model import (
+    CellReport,
+    Comparison,
+    Cost,
+    Divergence,
+    Failure,
+    ImageInfo,
+    RunResult,
+)
+from harness.report.trajectories import divergences_from
+
+
+def fmt_setting(key: str, value: Any) -> str:
+    """``key=value``, strings bare and everything else as JSON (``seed=7``, ``x=true``)."""
+    return f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
+
+
+def _varying(cells: list[CellReport]) -> list[str]:
+    return [k for k in NAMES if len({json.dumps(c.settings.get(k)) for c in cells}) > 1]
+
+
+def describe_image(image: str, cells: list[CellReport]) -> str:
+    """A sentence or two: which settings reproduce, and which axis breaks reproducibility."""
+    judged = [c for c in cells if c.reproducible is not None]
+    failed = [c for c in cells if c.ok_runs < c.repeats]
+    varying = _varying(cells)
+    parts = [_headline(image, judged, varying)]
+    parts += [_breaks(axis, judged) for axis in varying]
+    only_weights = [c for c in judged if c.distinct_trajectories == 1 and c.final_equal is False]
+    if only_weights:
+        parts.append(
+            f"{len(only_weights)} cell(s) have identical losses but different final weights."
+        )
+    if failed:
+        parts.append(f"{len(failed)} cell(s) have runs that did not finish (see Failed runs).")
+    return " ".join(p for p in parts if p)
+
+
+def _headline(image: str, judged: list[CellReport], varying: list[str]) -> str:
+    """How many cells reproduce on ``image``, naming them (by their varying settings)."""
+    good = [c for c in judged if c.reproducible]
+    if not judged:
+        return f"On {image}, no cell has two repeats to compare."
+    if len(good) == len(judged):
+        return f"On {image}, all {len(judged)} cells reproduce bit for bit."
+    if not good:
+        return f"On {image}, none of the {len(judged)} cells reproduces bit for bit."
+    keys = varying or ["placement"]
+    names = "; ".join(", ".join(fmt_setting(k, c.settings.get(k)) for k in keys) for c in good)
+    return (
+        f"On {image}, {len(good)} of {len(judged)} cells reproduce bit for bit "
+        f"({names}); the other {len(judged) - len(good)} do not."
+    )
+
+
+def _breaks(axis: str, judged: list[CellReport]) -> str:
+    """A sentence when some values of ``axis`` never reproduce while others always do."""
+    by_value: dict[str, list[CellReport]] = defaultdict(list)
+    for c in judged:
+        by_value[json.dumps(c.settings.get(axis))].append(c)
+    never = [v for v, cs in by_value.items() if not any(c.reproducible for c in cs)]
+    always = [v for v, cs in by_value.items() if all(c.reproducible for c in cs)]
+    if not (never and always):
+        return ""
+    bad = " and ".join(fmt_setting(axis, json.loads(v)) for v in never)
+    ok = " and ".join(fmt_setting(axis, json.loads(v)) for v in always)
+    verb = "never reproduces" if len(never) == 1 else "never reproduce"
+    return f"{axis} breaks it: {bad} {verb}, while {ok} always does."
+
+
+def compare_across(axis: str, cells: list[CellReport]) -> list[Comparison]:
+    """Cells that differ only in ``axis``: are their first ok repeats' trajectories equal?"""
+    groups: dict[str, list[CellReport]] = defaultdict(list)
+    for c in cells:
+        key = {k: v for k, v in c.settings.items() if k != axis}
+        groups[json.dumps(key, sort_keys=True)].append(c)
+    out = []
+    for key, members in groups.items():
+        if len(members) < 2:
+            continue
+        refs = [next((r for r in c.runs if r.status == "ok"), None) for c in members]
+        equal, div = _first_runs_equal(refs)
+        values = [(str(c.settings.get(axis)), c.name) for c in members]
+        out.append(Comparison(axis, json.loads(key), values, equal, div))
+    return out
+
+
+def _first_runs_equal(refs: list[RunResult | None]) -> tuple[bool | None, Divergence | None]:
+    """(equal, where the first differing run diverges); (None, None) when a cell has no ok run."""
+    if not all(refs):
+        return None, None
+    runs = [r for r in refs if r is not None]
+    base = runs[0]
+    differing = next((r for r in runs[1:] if r.trajectory != base.trajectory), None)
+    if differing is None:
+        return True, None
+    found = divergences_from(
+        base.run_dir, base.epoch_starts, [(differing.repeat, differing.run_dir)]
+    )
+    return False, found[0] if found else None
+
+
+def costs(cells: list[CellReport]) -> list[Cost]:
+    """Each cell against its nondeterministic twin (its settings with TWIN's), where it ran."""
+    index = {json.dumps(c.settings, sort_keys=True): c for c in cells}
+    out = []
+    for c in cells:
+        if all(c.settings.get(k) == v for k, v in TWIN.items()):
+            continue
+        twin = index.get(json.dumps({**c.settings, **TWIN}, sort_keys=True))
+        if twin is not None:
+            out.append(Cost(c.name, twin.name, c.seconds_per_epoch, twin.seconds_per_epoch))
+    return out
+
+
+def failures(cells: Iterable[CellReport]) -> list[Failure]:
+    """Every run that is not ok, with its error and log tail."""
+    out = []
+    for c in cells:
+        for r in c.runs:
+            if r.status == "ok":
+                continue
+            error = r.error or {}
+            message = error.get("message") or ("no run record" if r.status == "missing" else "")
+            kind = error.get("type") or r.status
+            out.append(Failure(c.name, r.repeat, kind, message, error.get("log_tail") or ""))
+    return out
+
+
+def images(by_image: dict[str, list[CellReport]]) -> list[ImageInfo]:
+    """Each image with the digests, ids and torch versions its ok runs recorded."""
+
+    def seen(values: Iterable[str | None]) -> list[str]:
+        return list(dict.fromkeys(v for v in values if v))
+
+    out = []
+    for image, cells in by_image.items():
+        runs = [r for c in cells for r in c.runs if r.status == "ok"]
+        out.append(
+            ImageInfo(
+                image,
+                seen(r.image_digest for r in runs),
+                seen(r.image_id for r in runs),
+                seen(r.torch for r in runs),
+                len(cells),
+            )
+        )
+    return out
