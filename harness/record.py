@@ -7,14 +7,16 @@ before the host trusts it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from harness.contract.files import RECORD_FILE
+from harness.contract.files import LOSSES_FILE, RECORD_FILE
 from harness.contract.record import RECORD_FORMAT_VERSION, RunRecord
 
 
@@ -47,3 +49,50 @@ def load_record(run_dir: str | Path) -> RunRecord:
         raise RecordError(
             f"{path}: not a run record of format {RECORD_FORMAT_VERSION}: {exc}"
         ) from exc
+
+
+class CorruptRun(RecordError):
+    """A run whose record says ok but whose files do not bear it out: ``losses.npy`` is missing,
+    unreadable, of another shape than recorded, or does not hash to ``digests.trajectory``."""
+
+
+def trajectory_sha256(losses: np.ndarray) -> str:
+    """sha256 of the float32 little-endian bytes of a [steps, ranks] loss array (as the
+    workload computes ``digests.trajectory``)."""
+    return hashlib.sha256(np.ascontiguousarray(losses, dtype="<f4").tobytes()).hexdigest()
+
+
+def load_losses(run_dir: str | Path) -> np.ndarray:
+    """``losses.npy`` as float32 [steps, ranks]; CorruptRun when it cannot be read as one."""
+    path = Path(run_dir) / LOSSES_FILE
+    try:
+        losses = np.load(path, allow_pickle=False)
+    except FileNotFoundError as exc:
+        raise CorruptRun(f"{path}: missing") from exc
+    except (OSError, ValueError, EOFError) as exc:
+        raise CorruptRun(f"{path}: unreadable ({exc})") from exc
+    if losses.ndim != 2 or losses.dtype != np.dtype("<f4"):
+        raise CorruptRun(f"{path}: not float32 [steps, ranks] (got {losses.dtype} {losses.shape})")
+    return np.ascontiguousarray(losses)
+
+
+def verified_losses(run_dir: str | Path, record: RunRecord) -> np.ndarray:
+    """The losses of an ok run, checked against its record before they are trusted: the shape
+    it recorded and the digest it recorded. CorruptRun names what does not match."""
+    losses = load_losses(run_dir)
+    path = Path(run_dir) / LOSSES_FILE
+    if losses.shape != (record.steps, record.ranks):
+        raise CorruptRun(
+            f"{path}: shape {losses.shape}, but run.json records "
+            f"{record.steps} steps x {record.ranks} ranks"
+        )
+    expected = record.digests.trajectory
+    if record.steps and trajectory_sha256(losses) != expected:
+        raise CorruptRun(f"{path}: does not hash to digests.trajectory ({expected})")
+    return losses
+
+
+def first_nonfinite_step(losses: np.ndarray) -> int | None:
+    """The first step (row) at which any rank's loss is NaN or infinite, or None."""
+    bad = ~np.isfinite(losses).all(axis=1)
+    return int(np.argmax(bad)) if bad.any() else None
