@@ -1,8 +1,9 @@
 """Result sets for the baseline gate: from a results folder, or from a golden-digests file.
 
 A golden-digests file is the small JSON a repository keeps (``harness baseline DIR -o FILE``)
-instead of a results folder of hundreds of MB. It holds, per cell id, what ``harness compare``
-needs and nothing else::
+instead of a results folder of hundreds of MB. It holds the matrix's digest (the manifest's
+``matrix_digest``: ``harness compare`` refuses another matrix unless told) and, per cell id,
+what ``harness compare`` needs and nothing else::
 
     {"format_version": 1, "kind": "harness-baseline", "matrix": NAME, "matrix_digest": ...,
      "cells": {"<cell id>": {"name", "settings", "reproducible", "trajectories": [per repeat],
@@ -108,6 +109,12 @@ def from_file(path: str | Path) -> ResultSet:
             f"{BASELINE_FORMAT_VERSION}",
             "regenerate it with this harness: `harness baseline RESULTS_DIR -o FILE`",
         )
+    digest = data.get("matrix_digest")
+    if digest is not None and not isinstance(digest, str):
+        raise HarnessError(
+            f"{path}: matrix_digest is {digest!r}, not a digest",
+            "regenerate it with `harness baseline`",
+        )
     try:
         cells = {cid: CellDigests(**entry) for cid, entry in data["cells"].items()}
     except (KeyError, TypeError, AttributeError) as exc:
@@ -115,7 +122,7 @@ def from_file(path: str | Path) -> ResultSet:
             f"{path}: malformed golden-digests file ({exc})",
             "regenerate it with `harness baseline`",
         ) from exc
-    return ResultSet(str(path), data.get("matrix", ""), data.get("matrix_digest"), cells)
+    return ResultSet(str(path), data.get("matrix", ""), digest, cells)
 
 
 def load_result_set(path: str | Path) -> ResultSet:

@@ -3,13 +3,22 @@
 Cells are matched by cell id (the same settings have the same id in any matrix). Regressions,
 which make the command exit EXIT_REGRESSION:
 
-- a cell that reproduced in the baseline no longer does (a repeat differs or failed);
+- a cell that reproduced in the baseline no longer does (a repeat differs, failed or is
+  missing, or its verdict is unknown);
 - a cell that reproduced has a different trajectory digest on the same image (the same image
   digest; for ``local``, the same torch build): the same code made other bits.
 
+The gate also refuses to pass (EXIT_NOT_COMPARABLE, with the reason in the output) when it
+cannot judge the current results as given, so that it never passes by accident:
+
+- no cell is in both sets (another seed, another matrix, a changed default);
+- cells of the baseline are missing from the current results (unless ``allow_removed``);
+- the two sets come from different matrices, by ``matrix_digest`` (unless
+  ``allow_changed_matrix``); a set that records no matrix digest counts as different.
+
 Reported but not regressions: a trajectory that changed with the image (expected when torch or
-CUDA changes), a cell that now reproduces, changed final weights, cells whose baseline had one
-repeat (no verdict to keep), new cells and removed cells.
+CUDA changes), a cell that now reproduces, changed final weights, cells whose baseline had no
+verdict, new cells, and the refusals a flag accepted.
 """
 
 from __future__ import annotations
@@ -17,10 +26,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.baseline import CellDigests, ResultSet
-from harness.exit_codes import EXIT_OK, EXIT_REGRESSION
+from harness.exit_codes import EXIT_NOT_COMPARABLE, EXIT_OK, EXIT_REGRESSION
 from harness.report.markdown import escape, table_lines
 
-#: The exit code of ``harness compare`` when reproducibility regressed (0: it did not).
+__all__ = [
+    "EXIT_NOT_COMPARABLE",
+    "EXIT_REGRESSION",
+    "CellChange",
+    "CompareResult",
+    "Refusal",
+    "compare",
+    "compare_cell",
+    "render_markdown",
+]
 
 
 @dataclass
@@ -34,6 +52,18 @@ class CellChange:
 
 
 @dataclass
+class Refusal:
+    """Why the gate cannot pass as given: ``what`` is ``no_common_cell``, ``removed_cells`` or
+    ``changed_matrix``; ``accepted_by`` names the flag that accepts it (None: nothing does);
+    ``accepted`` says whether that flag was given (then it is reported, not a failure)."""
+
+    what: str
+    reason: str
+    accepted_by: str | None = None
+    accepted: bool = False
+
+
+@dataclass
 class CompareResult:
     baseline: str
     current: str
@@ -41,14 +71,30 @@ class CompareResult:
     changes: list[CellChange] = field(default_factory=list)
     new_cells: list[tuple[str, str]] = field(default_factory=list)  # (id, name)
     removed_cells: list[tuple[str, str]] = field(default_factory=list)
+    baseline_matrix_digest: str | None = None
+    current_matrix_digest: str | None = None
+    checks: list[Refusal] = field(default_factory=list)
 
     @property
     def regressions(self) -> list[CellChange]:
         return [c for c in self.changes if c.regression]
 
     @property
+    def refusals(self) -> list[Refusal]:
+        """What keeps the gate from passing besides regressions (flags not given)."""
+        return [r for r in self.checks if not r.accepted]
+
+    @property
     def exit_code(self) -> int:
-        return EXIT_REGRESSION if self.regressions else EXIT_OK
+        if self.regressions:
+            return EXIT_REGRESSION
+        if self.refusals:
+            return EXIT_NOT_COMPARABLE
+        return EXIT_OK
+
+
+def _cells(n: int) -> str:
+    return f"{n} cell{'s' if n != 1 else ''}"
 
 
 def _short(digest: str | None) -> str:
@@ -56,7 +102,7 @@ def _short(digest: str | None) -> str:
 
 
 def _verdict(cell: CellDigests) -> str:
-    return {True: "reproduces", False: "does not reproduce", None: "no verdict"}[cell.reproducible]
+    return {True: "reproduces", False: "does not reproduce", None: "unknown"}[cell.reproducible]
 
 
 def _trajectories(cell: CellDigests) -> str:
@@ -74,7 +120,7 @@ def compare_cell(cid: str, base: CellDigests, cur: CellDigests) -> list[CellChan
     base_traj = base.trajectories[0] if base.trajectories else None
     cur_trajs = {t for t in cur.trajectories if t is not None}
     if base.reproducible is True:
-        if cur.reproducible is False or not cur_trajs:
+        if cur.reproducible is not True or not cur_trajs:
             add(
                 "no longer reproduces",
                 f"reproduces ({_short(base_traj)})",
@@ -114,9 +160,21 @@ def compare_cell(cid: str, base: CellDigests, cur: CellDigests) -> list[CellChan
     return out
 
 
-def compare(baseline: ResultSet, current: ResultSet) -> CompareResult:
+def compare(
+    baseline: ResultSet,
+    current: ResultSet,
+    *,
+    allow_removed: bool = False,
+    allow_changed_matrix: bool = False,
+) -> CompareResult:
     both = [cid for cid in baseline.cells if cid in current.cells]
-    result = CompareResult(baseline.source, current.source, len(both))
+    result = CompareResult(
+        baseline.source,
+        current.source,
+        len(both),
+        baseline_matrix_digest=baseline.matrix_digest,
+        current_matrix_digest=current.matrix_digest,
+    )
     for cid in both:
         result.changes += compare_cell(cid, baseline.cells[cid], current.cells[cid])
     result.new_cells = [
@@ -125,23 +183,82 @@ def compare(baseline: ResultSet, current: ResultSet) -> CompareResult:
     result.removed_cells = [
         (c, baseline.cells[c].name) for c in baseline.cells if c not in current.cells
     ]
+    result.checks = _checks(baseline, current, result, allow_removed, allow_changed_matrix)
     return result
+
+
+def _checks(
+    baseline: ResultSet,
+    current: ResultSet,
+    result: CompareResult,
+    allow_removed: bool,
+    allow_changed_matrix: bool,
+) -> list[Refusal]:
+    checks: list[Refusal] = []
+    if result.compared == 0:
+        checks.append(
+            Refusal(
+                "no_common_cell",
+                f"no cell was compared: the baseline's {_cells(len(baseline.cells))} and the "
+                f"current results' {_cells(len(current.cells))} share no cell id (another seed, "
+                "another matrix, or a changed default gives other cell ids)",
+            )
+        )
+    if result.removed_cells:
+        n = len(result.removed_cells)
+        checks.append(
+            Refusal(
+                "removed_cells",
+                f"{n} cell{'s' if n != 1 else ''} of the baseline "
+                f"{'are' if n != 1 else 'is'} missing from the current results",
+                "--allow-removed",
+                allow_removed,
+            )
+        )
+    digests = (baseline.matrix_digest, current.matrix_digest)
+    if None in digests or digests[0] != digests[1]:
+        checks.append(
+            Refusal(
+                "changed_matrix",
+                "the two sets come from different matrices: matrix digest "
+                f"{_short(digests[0]) if digests[0] else 'not recorded'} "
+                f"({baseline.matrix or 'unnamed'}) in the baseline, "
+                f"{_short(digests[1]) if digests[1] else 'not recorded'} "
+                f"({current.matrix or 'unnamed'}) in the current results",
+                "--allow-changed-matrix",
+                allow_changed_matrix,
+            )
+        )
+    return checks
 
 
 def render_markdown(result: CompareResult) -> str:
     regressions = result.regressions
     others = [c for c in result.changes if not c.regression]
-    head = (
-        f"**{len(regressions)} regression{'s' if len(regressions) != 1 else ''}**"
-        if regressions
-        else "**No regression.**"
-    )
+    refusals = result.refusals
+    if regressions:
+        head = f"**{len(regressions)} regression{'s' if len(regressions) != 1 else ''}**"
+    elif refusals:
+        head = "**Not comparable: the gate fails.**"
+    else:
+        head = "**No regression.**"
     lines = [
         f"{head} Baseline `{escape(result.baseline)}`, current `{escape(result.current)}`: "
         f"{result.compared} cells in both, {len(result.new_cells)} new, "
         f"{len(result.removed_cells)} removed.",
         "",
     ]
+    if refusals:
+        title = "Also not comparable" if regressions else "Why the gate fails"
+        lines += [f"### {title}", ""]
+        for r in refusals:
+            accept = f" (`{r.accepted_by}` accepts it)" if r.accepted_by else ""
+            lines.append(f"- {escape(r.reason)}{accept}.")
+        lines.append("")
+    accepted = [r for r in result.checks if r.accepted]
+    if accepted:
+        lines += ["### Accepted by flags (not failures)", ""]
+        lines += [f"- {escape(r.reason)} (`{r.accepted_by}`)." for r in accepted] + [""]
 
     def table(changes: list[CellChange]) -> list[str]:
         header = ["cell", "id", "what changed", "baseline", "current"]
@@ -155,7 +272,7 @@ def render_markdown(result: CompareResult) -> str:
         lines += ["### Regressions", ""] + table(regressions)
     if others:
         lines += ["### Other changes (not regressions)", ""] + table(others)
-    if not result.changes:
+    if not result.changes and result.compared:
         lines += ["Every cell in both sets has the verdict and digests of the baseline.", ""]
     for title, cells in (
         ("New cells (not in the baseline)", result.new_cells),

@@ -12,8 +12,16 @@ EXIT_OK = 0
 EXIT_RUNS_FAILED = 1
 #: ``harness compare``: reproducibility regressed against the baseline.
 EXIT_REGRESSION = 1
+#: ``harness merge``: two successful copies of one run hold different results; both are kept
+#: (one under ``conflicts/``) and the merged folder and its report are written.
+EXIT_CONFLICT = 1
 #: Bad input: a matrix file, a flag, a results folder, a run that cannot fit this host, or a
 #: stop the user must act on (disk full, no Docker engine); the message says what to do.
 EXIT_BAD_INPUT = 2
+#: ``harness compare``: the gate cannot judge the current results as given: no cell is in both
+#: sets, baseline cells are missing from the current results (``--allow-removed`` accepts it),
+#: or the two sets come from different matrices (``--allow-changed-matrix``). The output says
+#: which. A regression found among the compared cells takes precedence (EXIT_REGRESSION).
+EXIT_NOT_COMPARABLE = 3
 #: Interrupted by Ctrl-C or SIGTERM (128 + SIGINT); finished results are kept.
 EXIT_INTERRUPTED = 130

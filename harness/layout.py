@@ -9,6 +9,9 @@
                               one run; its files are named in harness/contract/files.py
     <out>/report.md  report.json  report.csv  plots/
     <out>/conflicts/<k>-<input folder>/cells/...   runs `harness merge` set aside
+    <out>/superseded/<UTC time>/cells/<cell name>--<cell id>/repeat-<k>/
+                              finished runs `harness run` set aside, whole, instead of reusing
+                              them (another spec or identity, or damaged files); never deleted
 
 The manifest's ``format_version``:
 
@@ -17,7 +20,9 @@ The manifest's ``format_version``:
   (``harness.matrix.CELL_ID_SCHEME`` 2, recorded as ``cell_id_scheme``).
 
 A manifest of another format is refused with what to do (``StoreError``), never misread: a cell
-id of one scheme names a different cell, or none, in the other.
+id of one scheme names a different cell, or none, in the other. The names a manifest gives (the
+matrix name, each cell's name and id) must be plain single path parts, and each cell's ``dir``
+must be ``cells/<name>--<id>``, before any path is built from them (``check_path_part``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ MATRIX_FILE = "matrix.yaml"
 LOCK_FILE = ".lock"
 CELLS_DIR = "cells"
 CONFLICTS_DIR = "conflicts"
+SUPERSEDED_DIR = "superseded"
 PLOTS_DIR = "plots"
 #: report format -> file name, in the results folder
 REPORT_FILES = {"md": "report.md", "json": "report.json", "csv": "report.csv"}
@@ -56,9 +62,12 @@ _REPEAT_PREFIX = "repeat-"
 # ---------------------------------------------------------------- names and paths
 
 
+def _stamp(now: dt.datetime | None = None) -> str:
+    return (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+
+
 def default_out(name: str, now: dt.datetime | None = None) -> Path:
-    stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
-    return DEFAULT_RESULTS_ROOT / f"{name}-{stamp}"
+    return DEFAULT_RESULTS_ROOT / f"{name}-{_stamp(now)}"
 
 
 def cell_dirname(name: str, cell_id: str) -> str:
@@ -123,6 +132,24 @@ def record_paths(root: Path) -> list[Path]:
 def conflict_run_dir(out: Path, k: int, input_name: str, dirname: str, repeat: int) -> Path:
     """Where ``harness merge`` keeps the other copy of a run: the ``k``-th input's (1-based)."""
     return run_dir(Path(out) / CONFLICTS_DIR / f"{k}-{input_name}", dirname, repeat)
+
+
+def new_superseded_dir(root: Path, now: dt.datetime | None = None) -> Path:
+    """A folder that does not exist yet for the runs one ``harness run`` sets aside:
+    ``<root>/superseded/<UTC time>`` (``-2``, ``-3``, ... when that time is taken)."""
+    base = Path(root) / SUPERSEDED_DIR
+    stamp = _stamp(now)
+    path, n = base / stamp, 1
+    while path.exists():
+        n += 1
+        path = base / f"{stamp}-{n}"
+    return path
+
+
+def superseded_run_dir(superseded: Path, dirname: str, repeat: int) -> Path:
+    """Where a run set aside into ``superseded`` (from ``new_superseded_dir``) goes, under the
+    same ``cells/<dirname>/repeat-<repeat>`` it had in the results folder."""
+    return run_dir(superseded, dirname, repeat)
 
 
 def report_path(root: Path, fmt: str) -> Path:
@@ -203,7 +230,7 @@ def read_manifest(root: str | Path) -> Manifest | None:
         raise _damaged(path, f"not a JSON object but {type(data).__name__}")
     _check_format(Path(root), data)
     try:
-        return _adapter().validate_python(data)
+        manifest = _adapter().validate_python(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in exc.errors()[:3]
@@ -211,6 +238,8 @@ def read_manifest(root: str | Path) -> Manifest | None:
         raise _damaged(
             path, f"not a manifest of format {MANIFEST_FORMAT_VERSION}: {problems}"
         ) from exc
+    _check_names(path, manifest)
+    return manifest
 
 
 def write_manifest(root: str | Path, manifest: Manifest) -> None:
@@ -257,9 +286,73 @@ def _check_format(root: Path, data: dict[str, Any]) -> None:
         )
 
 
+def path_part_problem(text: object) -> str | None:
+    """Why ``text`` is not a plain single path part (None when it is one): a non-empty string
+    without ``/``, ``\\``, NUL or other control characters, not starting with ``.`` (so neither
+    ``.`` nor ``..``)."""
+    if not isinstance(text, str):
+        return f"not a string but {type(text).__name__}"
+    if not text:
+        return "empty"
+    if "/" in text or "\\" in text:
+        return "it holds a path separator"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        return "it holds a control character"
+    if text.startswith("."):
+        return "it starts with a dot"
+    return None
+
+
+def check_path_part(text: object, what: str) -> str:
+    """``text`` when it is a plain single path part, else a ValueError naming ``what``."""
+    problem = path_part_problem(text)
+    if problem is not None:
+        raise ValueError(f"{what} {text!r} is not a plain folder name: {problem}")
+    return str(text)
+
+
+def _check_names(path: Path, manifest: Manifest) -> None:
+    """Every name a path is built from is one plain path part; each cell's ``dir`` is the one
+    its name and id give (a tampered manifest must not lead a path out of the folder)."""
+    try:
+        if manifest.name is not None:
+            check_path_part(manifest.name, "the matrix name")
+        for i, cell in enumerate(manifest.cells):
+            check_path_part(cell.name, f"cells[{i}].name")
+            check_path_part(cell.id, f"cells[{i}].id")
+            expected = cell_relpath(cell_dirname(cell.name, cell.id))
+            if cell.dir != expected:
+                raise ValueError(f"cells[{i}].dir is {cell.dir!r}, not {expected!r}")
+    except ValueError as exc:
+        raise _damaged(path, str(exc)) from exc
+
+
 def _damaged(path: Path, what: str) -> StoreError:
     return StoreError(
         f"{path}: {what}",
         "the folder was not written by `harness run`, or its manifest was damaged; run the "
         "matrix into a new folder (--out NEW_DIR)",
     )
+
+
+# ---------------------------------------------------------------- merge conflict copies
+
+
+def conflict_copies(root: Path, dirname: str) -> list[tuple[str, int, Path]]:
+    """(``<k>-<input>`` folder name, repeat, folder) of every copy of a run of the cell folder
+    ``dirname`` that ``harness merge`` kept under ``<root>/conflicts/`` (``conflict_run_dir``),
+    by repeat, then by input order."""
+    import glob
+
+    def order(item: tuple[str, int, Path]) -> tuple[int, int, str]:
+        source, repeat, _ = item
+        k = source.partition("-")[0]
+        return repeat, int(k) if k.isdigit() else 0, source
+
+    pattern = f"*/{CELLS_DIR}/{glob.escape(dirname)}/{_REPEAT_PREFIX}*"
+    found = []
+    for path in (Path(root) / CONFLICTS_DIR).glob(pattern):
+        repeat = repeat_of(path)
+        if repeat is not None and path.is_dir():
+            found.append((path.parents[2].name, repeat, path))
+    return sorted(found, key=order)

@@ -3,6 +3,14 @@
 Rules (docs/results.md, "Merging"):
 
 - every input must hold results of the same matrix (the manifest's ``matrix_digest``);
+- no input may be in use: a folder whose results lock (``.lock``, flock) is held by a running
+  harness is refused, naming the pid in the lock file; the merge holds a shared lock on every
+  input while it reads them, so no harness starts writing there meanwhile;
+- the inputs must be made by the same code: the same ``harness_version`` in their manifests, the
+  same workload code (``provenance.workload_digest`` of their run records) and, for each image
+  name, the same image (``provenance.image_digest``: the base image's registry digest, or its
+  id where it has none). Otherwise they are refused, unless ``allow_mixed``; then the merged
+  manifest lists what differs (``merge.mixed``);
 - every repeat folder is copied, nothing is dropped:
   - a run found in one input is copied to the same run folder of the output;
   - the same run (cell id + repeat) in two inputs with identical records (run.json and
@@ -10,16 +18,24 @@ Rules (docs/results.md, "Merging"):
   - different records of the same run: the ok one goes to the output's run folder (the first
     one, in argument order, when both or neither are ok); the other is kept aside, in the
     conflicts folder of its input (``layout.conflict_run_dir``), and listed as a conflict;
+  - a conflict whose two copies are both ok and hold different results (losses.npy bytes or
+    the record's digests) is a *result conflict*: ``MergeResult.result_conflicts``, which makes
+    ``harness merge`` exit EXIT_CONFLICT. Copies that differ only elsewhere (timing, host, a
+    failed attempt beside an ok one) are listed, not fatal;
 - the merged manifest lists every cell of the matrix in matrix order, so the merged report
-  equals the report of one unsharded run; it also names the inputs and the duplicates and
-  conflicts found.
+  equals the report of one unsharded run; it also names the inputs and the duplicates,
+  conflicts and mixed code found.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,12 +44,26 @@ from harness.contract import LOSSES_FILE, RECORD_FILE
 from harness.errors import StoreError
 from harness.layout import CONFLICTS_DIR, Manifest, ManifestCell
 from harness.matrix import parse_matrix
-from harness.record import RecordError, load_record
+from harness.record import RecordError, RunRecord, load_record
 from harness.store import ResultsDir
 
-__all__ = ["CONFLICTS_DIR", "Duplicate", "MergeResult", "RunKey", "merge"]
+__all__ = [
+    "CONFLICTS_DIR",
+    "Duplicate",
+    "MergeResult",
+    "Mixed",
+    "RunKey",
+    "describe_conflict",
+    "merge",
+]
 
 log = logging.getLogger(__name__)
+
+#: Duplicate.kind: what two copies of one run are to each other.
+IDENTICAL = "identical"  # the same run.json and losses.npy bytes: kept once
+SAME_RESULT = "same_result"  # both ok, same losses and digests; other fields differ (timing, host)
+NOT_BOTH_OK = "not_both_ok"  # one copy (or both) failed: the ok one is kept in cells/
+RESULT_CONFLICT = "result_conflict"  # both ok, different losses or digests: merge exits non-zero
 
 
 @dataclass(frozen=True)
@@ -54,6 +84,32 @@ class Duplicate:
     other: str  # the other input folder
     identical: bool
     conflict_path: str | None = None  # where the other copy went (different records only)
+    #: IDENTICAL, SAME_RESULT, NOT_BOTH_OK or RESULT_CONFLICT
+    kind: str = IDENTICAL
+    #: for a result conflict: the trajectory digest of the kept copy and of the other one
+    trajectories: list[str | None] | None = None
+
+
+@dataclass
+class Mixed:
+    """One way the inputs' code differs: ``what`` is ``harness_version``, ``workload_digest`` or
+    ``image_digest`` (then ``image`` names the image), ``values`` each input's values."""
+
+    what: str
+    values: dict[str, list[str]]
+    image: str | None = None
+
+    def describe(self) -> str:
+        label = {
+            "harness_version": f"harness version ({layout.MANIFEST_FILE} harness_version)",
+            "workload_digest": "workload code (run.json provenance.workload_digest)",
+            "image_digest": f"image {self.image} (run.json provenance.image_digest)",
+        }[self.what]
+        shown = "; ".join(
+            f"{folder}: {', '.join(_short(v) for v in values) or 'none recorded'}"
+            for folder, values in self.values.items()
+        )
+        return f"{label} differs: {shown}"
 
 
 @dataclass
@@ -65,10 +121,25 @@ class MergeResult:
     duplicates: list[Duplicate] = field(default_factory=list)
     missing_cells: list[str] = field(default_factory=list)
     reports: list[Path] = field(default_factory=list)
+    mixed: list[Mixed] = field(default_factory=list)
 
     @property
     def conflicts(self) -> list[Duplicate]:
+        """Every run with two different copies (one of them is under ``conflicts/``)."""
         return [d for d in self.duplicates if not d.identical]
+
+    @property
+    def result_conflicts(self) -> list[Duplicate]:
+        """Runs with two successful copies that hold different results: ``merge`` fails."""
+        return [d for d in self.duplicates if d.kind == RESULT_CONFLICT]
+
+
+def _short(value: str) -> str:
+    """A digest shortened for a message (``sha256:`` kept); anything else as it is."""
+    prefix, _, rest = value.rpartition(":")
+    if len(rest) == 64 and all(c in "0123456789abcdef" for c in rest):
+        return f"{prefix}:{rest[:12]}" if prefix else rest[:12]
+    return value
 
 
 def _manifest(folder: Path) -> Manifest:
@@ -84,6 +155,40 @@ def _manifest(folder: Path) -> Manifest:
     return manifest
 
 
+@contextmanager
+def _shared_lock(folder: Path) -> Iterator[None]:
+    """Hold a shared lock on ``folder``'s results lock while it is read; a folder whose lock a
+    harness holds (a shard still running) is refused, naming the pid in the lock file.
+
+    A folder without a lock file was never locked (a harness creates it before locking); none is
+    created, so read-only inputs can be merged."""
+    path = folder / layout.LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            try:  # a pid: digits only, whatever the file holds
+                holder = "".join(
+                    c for c in os.pread(fd, 32, 0).decode("ascii", "replace") if c.isdigit()
+                )
+            except OSError:
+                holder = ""
+            raise StoreError(
+                f"{folder} is in use by harness pid {holder or '(unknown)'} "
+                f"(its {layout.LOCK_FILE} is locked): a shard still running, or a harness "
+                "still writing there",
+                "wait for that harness to finish, then merge again",
+            ) from exc
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _runs_of(folder: Path) -> dict[RunKey, Path]:
     return {RunKey(dirname, k): path for dirname, k, path in layout.run_dirs(folder)}
 
@@ -91,19 +196,27 @@ def _runs_of(folder: Path) -> dict[RunKey, Path]:
 def _same_run(a: Path, b: Path) -> bool:
     """Identical records: the same run.json content and the same losses.npy bytes."""
     for name in (RECORD_FILE, LOSSES_FILE):
-        pa, pb = a / name, b / name
-        if pa.exists() != pb.exists():
-            return False
-        if pa.exists() and pa.read_bytes() != pb.read_bytes():
+        if not _same_file(a / name, b / name):
             return False
     return True
 
 
-def _is_ok(run_dir: Path) -> bool:
-    try:
-        return load_record(run_dir).ok
-    except RecordError:
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() != b.exists():
         return False
+    return not a.exists() or a.read_bytes() == b.read_bytes()
+
+
+def _record(run_dir: Path) -> RunRecord | None:
+    try:
+        return load_record(run_dir)
+    except RecordError:
+        return None
+
+
+def _is_ok(run_dir: Path) -> bool:
+    record = _record(run_dir)
+    return record is not None and record.ok
 
 
 def merge(
@@ -112,6 +225,7 @@ def merge(
     *,
     formats: tuple[str, ...] = ("md", "json", "csv"),
     plots: bool = True,
+    allow_mixed: bool = False,
 ) -> MergeResult:
     """Merge ``inputs`` into the new folder ``out``; see the module docstring for the rules."""
     if not inputs:
@@ -123,34 +237,54 @@ def merge(
     base = manifests[0]
     matrix_text = base.matrix_text or ""  # _manifest made sure there is one
     matrix = parse_matrix(matrix_text, Path(base.matrix_path or layout.MATRIX_FILE))
-    store = ResultsDir(out)
-    store.lock()
-    try:
-        result = _copy_runs(inputs, out)
-        present = {key.cell_dir for key in _runs_of(out)}
-        cells = [ManifestCell.of(c) for c in matrix.cells]
-        dirnames = [layout.cell_dirname(c.name, c.id) for c in matrix.cells]
-        result.missing_cells = [d for d in dirnames if d not in present]
-        for name in result.missing_cells:
-            log.warning("no input holds cell %s: the report lists its runs as missing", name)
-        merged = dataclasses.replace(
-            base,
-            shard=None,
-            cells=cells,
-            merged_from=[
-                {"path": str(p), "shard": m.shard, "created_at": m.created_at}
-                for p, m in zip(inputs, manifests, strict=True)
-            ],
-            merge={
-                "duplicates": [dataclasses.asdict(d) for d in result.duplicates if d.identical],
-                "conflicts": [dataclasses.asdict(d) for d in result.conflicts],
-                "missing_cells": result.missing_cells,
-            },
-        )
-        layout.write_manifest(out, merged)
-        layout.write_matrix_text(out, matrix_text)
-    finally:
-        store.unlock()
+    with ExitStack() as held:
+        for folder in inputs:
+            held.enter_context(_shared_lock(folder))
+        mixed = _mixed_code(inputs, manifests)
+        if mixed and not allow_mixed:
+            raise StoreError(
+                "these folders were made by different code: "
+                + " | ".join(m.describe() for m in mixed),
+                "merge results of one harness and workload version (rerun the odd shard with "
+                "the others' code), or pass --allow-mixed to merge them anyway; the merged "
+                "manifest then lists what differs (merge.mixed)",
+            )
+        store = ResultsDir(out)
+        store.lock()
+        try:
+            result = _copy_runs(inputs, out)
+            result.mixed = mixed
+            present = {key.cell_dir for key in _runs_of(out)}
+            cells = [ManifestCell.of(c) for c in matrix.cells]
+            dirnames = [layout.cell_dirname(c.name, c.id) for c in matrix.cells]
+            result.missing_cells = [d for d in dirnames if d not in present]
+            for name in result.missing_cells:
+                log.warning("no input holds cell %s: the report lists its runs as missing", name)
+            merged = dataclasses.replace(
+                base,
+                shard=None,
+                cells=cells,
+                merged_from=[
+                    {
+                        "path": str(p),
+                        "shard": m.shard,
+                        "created_at": m.created_at,
+                        "harness_version": m.harness_version,
+                    }
+                    for p, m in zip(inputs, manifests, strict=True)
+                ],
+                merge={
+                    "duplicates": [dataclasses.asdict(d) for d in result.duplicates if d.identical],
+                    "conflicts": [dataclasses.asdict(d) for d in result.conflicts],
+                    "result_conflicts": [d.run for d in result.result_conflicts],
+                    "missing_cells": result.missing_cells,
+                    "mixed": [dataclasses.asdict(m) for m in mixed],
+                },
+            )
+            layout.write_manifest(out, merged)
+            layout.write_matrix_text(out, matrix_text)
+        finally:
+            store.unlock()
     result.cells = len(matrix.cells)
     if formats:
         from harness.report import write_reports
@@ -178,6 +312,39 @@ def _check_inputs(inputs: list[Path], manifests: list[Manifest], out: Path) -> N
         raise StoreError(f"{out} is not empty", "merge into a new or empty folder (-o DIR)")
 
 
+def _mixed_code(inputs: list[Path], manifests: list[Manifest]) -> list[Mixed]:
+    """What differs between the inputs' code: harness version, workload digest, and per image
+    name the image digest. A value an input does not record (an older record, a host-written
+    failure record) is no evidence either way and is left out."""
+    versions: dict[str, set[str]] = {}
+    workloads: dict[str, set[str]] = {}
+    images: dict[str, dict[str, set[str]]] = {}
+    for folder, manifest in zip(inputs, manifests, strict=True):
+        name = str(folder)
+        versions[name] = {manifest.harness_version} if manifest.harness_version else set()
+        workloads[name] = set()
+        for run_dir in _runs_of(folder).values():
+            record = _record(run_dir)
+            if record is None:
+                continue
+            prov = record.provenance
+            if prov.workload_digest:
+                workloads[name].add(prov.workload_digest)
+            image = prov.image or record.spec.get("image")
+            if prov.image_digest and isinstance(image, str):
+                images.setdefault(image, {}).setdefault(name, set()).add(prov.image_digest)
+    mixed: list[Mixed] = []
+    for what, per_input, image in (
+        ("harness_version", versions, None),
+        ("workload_digest", workloads, None),
+        *(("image_digest", per, img) for img, per in sorted(images.items())),
+    ):
+        if len(set().union(*per_input.values())) > 1:
+            values = {folder: sorted(v) for folder, v in per_input.items()}
+            mixed.append(Mixed(what, values, image))
+    return mixed
+
+
 def _copy_runs(inputs: list[Path], out: Path) -> MergeResult:
     result = MergeResult(out=out, inputs=inputs, runs=0, cells=0)
     placed: dict[RunKey, Path] = {}  # run -> the input folder its copy in the output came from
@@ -200,6 +367,22 @@ def _copy_runs(inputs: list[Path], out: Path) -> MergeResult:
     return result
 
 
+def _kind(a: Path, b: Path) -> tuple[str, list[str | None] | None]:
+    """How two different copies of one run differ: RESULT_CONFLICT (with both trajectory
+    digests) when both are ok and their losses or digests differ."""
+    ra, rb = _record(a), _record(b)
+    if ra is None or rb is None or not (ra.ok and rb.ok):
+        return NOT_BOTH_OK, None
+    same = (
+        _same_file(a / LOSSES_FILE, b / LOSSES_FILE)
+        and dataclasses.asdict(ra.digests) == dataclasses.asdict(rb.digests)
+        and (ra.steps, ra.ranks) == (rb.steps, rb.ranks)
+    )
+    if same:
+        return SAME_RESULT, None
+    return RESULT_CONFLICT, [ra.digests.trajectory, rb.digests.trajectory]
+
+
 def _keep_one(
     out: Path, key: RunKey, first: tuple[int, Path], new: tuple[int, Path], src: Path
 ) -> tuple[Duplicate, Path]:
@@ -219,13 +402,36 @@ def _keep_one(
         aside = layout.conflict_run_dir(out, k_other, other.name, key.cell_dir, key.repeat)
         aside.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(src, aside, symlinks=True)
+    kind, trajectories = _kind(dest, aside)
     log.warning(
-        "%s differs between %s and %s: kept %s, the other is in %s",
+        "%s differs between %s and %s%s: kept %s, the other is in %s",
         key,
         first[1],
         new[1],
+        " (two successful copies with different results)" if kind == RESULT_CONFLICT else "",
         kept,
         aside,
     )
-    duplicate = Duplicate(str(key), str(kept), str(other), False, str(aside.relative_to(out)))
+    duplicate = Duplicate(
+        str(key),
+        str(kept),
+        str(other),
+        False,
+        str(aside.relative_to(out)),
+        kind,
+        trajectories,
+    )
     return duplicate, kept
+
+
+def describe_conflict(d: Duplicate) -> str:
+    """One line for a conflict, for the terminal."""
+    if d.kind == RESULT_CONFLICT:
+        kept, other = (_short(t) if t else "none" for t in (d.trajectories or [None, None]))
+        return (
+            f"{d.run}: two successful copies with different results (trajectory {kept} in "
+            f"{d.kept}, {other} in {d.other})"
+        )
+    if d.kind == SAME_RESULT:
+        return f"{d.run}: different records in {d.kept} and {d.other} (same losses and digests)"
+    return f"{d.run}: different records in {d.kept} and {d.other} (not both ok)"

@@ -2,6 +2,11 @@
 
 The runner reports events; the display derives cells done, runs in flight with their epoch
 (read from each run's log as it streams: the workload prints ``epoch N/M done: ...``) and an ETA.
+
+Every event's text (labels, a failed run's message: a workload's own error text) goes through
+``harness.text.terminal_safe`` before any display draws it: no control characters or escape
+sequences, one line per event, and no line can start a GitHub workflow command (``::error::``).
+Rich draws it as plain text, never as markup.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import TextIO
 
 from harness.contract import LOG_FILE
 from harness.contract.record import EPOCH_LINE
+from harness.text import terminal_safe
 
 
 def last_epoch(run_dir: Path) -> tuple[int, int] | None:
@@ -78,8 +84,9 @@ class Progress:
         self.draw_start()
 
     def run_started(self, key: str, cell: str, label: str, run_dir: Path) -> None:
+        label = terminal_safe(label)
         self.state.flights[key] = _Flight(label, run_dir, time.monotonic())
-        self.draw_event(f"start  {label}")
+        self._event(f"start  {label}")
 
     def run_finished(
         self, key: str, cell: str, label: str, status: str, seconds: float, message: str = ""
@@ -91,7 +98,7 @@ class Progress:
         s.run_seconds.append(seconds)
         s.cell_left[cell] = max(0, s.cell_left.get(cell, 1) - 1)
         detail = f" ({message})" if message and status != "ok" else ""
-        self.draw_event(f"{status:<6} {label} in {seconds:.1f} s{detail}")
+        self._event(f"{status:<6} {label} in {seconds:.1f} s{detail}")
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -102,8 +109,12 @@ class Progress:
             epoch = last_epoch(flight.run_dir)
             if epoch is not None and epoch != flight.epoch:
                 flight.epoch = epoch
-                self.draw_event(f"epoch  {flight.label}: {epoch[0]}/{epoch[1]} done")
+                self._event(f"epoch  {flight.label}: {epoch[0]}/{epoch[1]} done")
         self.draw_tick()
+
+    def _event(self, text: str) -> None:
+        """Every event reaches a display through here: one safe line."""
+        self.draw_event(terminal_safe(text))
 
     def close(self) -> None:
         pass
@@ -137,7 +148,7 @@ class PlainProgress(Progress):
         self.stream = stream or sys.stderr
 
     def _line(self, text: str) -> None:
-        self.stream.write(text + "\n")
+        self.stream.write(terminal_safe(text) + "\n")
         self.stream.flush()
 
     def draw_start(self) -> None:
@@ -174,6 +185,7 @@ class RichProgress(Progress):
         from rich.console import Group
         from rich.progress_bar import ProgressBar
         from rich.table import Table
+        from rich.text import Text
 
         s = self.state
         done = s.done_runs + s.skipped_runs
@@ -193,7 +205,7 @@ class RichProgress(Progress):
         now = time.monotonic()
         for f in s.flights.values():
             epoch = f"{f.epoch[0]}/{f.epoch[1]}" if f.epoch else "-"
-            flights.add_row(f.label, epoch, _fmt(now - f.started))
+            flights.add_row(Text(f.label), epoch, _fmt(now - f.started))
         return Group(head, flights)
 
     def draw_start(self) -> None:
@@ -201,8 +213,11 @@ class RichProgress(Progress):
         self.live.update(self._render())
 
     def draw_event(self, text: str) -> None:
+        from rich.text import Text
+
         if text.startswith(("failed", "timeout", "aborte")):
-            self.console.print(text)
+            # soft_wrap: rich inserts no line breaks, so no wrapped line can start with "::"
+            self.console.print(Text(terminal_safe(text)), soft_wrap=True)
         self.live.update(self._render())
 
     def draw_tick(self) -> None:

@@ -1,8 +1,10 @@
 """``run_matrix``: the library behind ``harness run``. Plan, resume, schedule, record, report.
 
 ``make_executor`` builds the executor a matrix needs (the CLI calls it, then hands the executor
-to ``run_matrix``). Neither prints nor exits: ``run_matrix`` returns a RunSummary whose
-``exit_code`` the CLI uses, and both raise HarnessError for input they cannot use.
+to ``run_matrix``). Neither exits: ``run_matrix`` returns a RunSummary whose ``exit_code`` the
+CLI uses, and both raise HarnessError for input they cannot use. ``run_matrix`` writes only its
+progress and, whatever the progress mode, one notice per reason it set finished runs aside
+(``RunConfig.notice_stream``, default stderr).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import errno
 import logging
 import os
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +26,6 @@ from harness.errors import HarnessError, StoreError
 from harness.executors import (
     Executor,
     ExecutorOptions,
-    PreparedImage,
     RunOutcome,
     RunStatus,
     Slot,
@@ -36,7 +38,7 @@ from harness.mnist import MIRRORS, DataError, default_cache_dir, download_mnist
 from harness.progress import make_progress
 from harness.schedule import Host, Job, SlotPool, check_fits, detect_host, need_of, run_jobs
 from harness.shard import ShardSpec, cells_of_shard
-from harness.store import ResultsDir, default_out, record_failure
+from harness.store import ResultsDir, RunState, default_out, record_failure, set_aside_notices
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,8 @@ class RunConfig:
     progress_stream: TextIO | None = None
     #: ``harness run --shard I/N``: run only that shard's cells (harness/shard.py).
     shard: ShardSpec | None = None
+    #: where the notices of runs set aside go, whatever ``progress`` says (None: stderr)
+    notice_stream: TextIO | None = None
 
 
 @dataclass
@@ -93,7 +97,8 @@ class PlannedRun:
 @dataclass
 class RunSummary:
     """``skipped``: runs already done (resume); ``statuses``: the runs started, counted by their
-    ``RunStatus`` value."""
+    ``RunStatus`` value; ``set_aside``: finished runs moved to ``superseded`` (the folder) to be
+    run again."""
 
     out: Path
     total: int
@@ -101,6 +106,8 @@ class RunSummary:
     statuses: Counter[str]
     interrupted: bool
     reports: list[Path] = field(default_factory=list)
+    set_aside: int = 0
+    superseded: Path | None = None
 
     @property
     def exit_code(self) -> int:
@@ -150,7 +157,9 @@ def run_matrix(config: RunConfig, executor: Executor) -> RunSummary:
     matrix = config.matrix
     out = (config.out or default_out(matrix.model.name)).resolve()
     store = ResultsDir(out)
-    store.read_manifest()  # a folder of an older format is refused before any image is built
+    # a folder of an older format, or one that is not a results folder, is refused before any
+    # image is built or anything is written
+    store.check_out()
     cells = matrix.cells if config.shard is None else cells_of_shard(matrix, config.shard)
     if config.shard is not None:
         log.info("shard %s: %d of %d cells", config.shard, len(cells), len(matrix.cells))
@@ -187,33 +196,47 @@ def _run_locked(
     host: Host,
     cells: list[Cell],
 ) -> RunSummary:
+    """Everything that writes to the folder, the report included, under its lock."""
     store.lock()
     try:
+        store.check_out()  # again, now that no other harness can write here
         shard = None
         if config.shard is not None:
             shard = {"index": config.shard.index, "total": config.shard.total}
         # prepare first: a matrix that cannot start (no image, no GPU runtime) leaves no
         # manifest behind, so its corrected version can use the same --out.
-        images = executor.prepare([r.spec for r in runs])
+        identities = executor.prepare([r.spec for r in runs])
         store.write_manifest(config.matrix, cells, shard)
-        todo = [
-            r
-            for r in runs
-            if not store.finished(r.run_dir, r.spec, image_id=_image_id(images, r.spec))
-        ]
+        states = [store.check_run(r.run_dir, r.spec, identities.get(r.spec.image)) for r in runs]
+        superseded = _set_aside(config, store, runs, states)
+        todo = [r for r, state in zip(runs, states, strict=True) if state.action != "reuse"]
         summary = _execute(config, store, executor, runs, todo, host)
+        summary.set_aside = sum(state.action == "set_aside" for state in states)
+        summary.superseded = superseded
+        if config.formats:
+            from harness.report import write_reports
+
+            summary.reports = write_reports(store.root, config.formats, plots=config.plots)
     finally:
         store.unlock()
-    if config.formats:
-        from harness.report import write_reports
-
-        summary.reports = write_reports(store.root, config.formats, plots=config.plots)
     return summary
 
 
-def _image_id(images: dict[str, PreparedImage], spec: RunSpec) -> str | None:
-    prepared = images.get(spec.image)
-    return prepared.image_id if prepared is not None else None
+def _set_aside(
+    config: RunConfig, store: ResultsDir, runs: list[PlannedRun], states: list[RunState]
+) -> Path | None:
+    """Move the finished runs that will not be reused to ``superseded/<time>/``, and say so,
+    one line per reason, on the notice stream (stderr), whatever the progress mode."""
+    stale = [(r, s) for r, s in zip(runs, states, strict=True) if s.action == "set_aside"]
+    if not stale:
+        return None
+    where = store.set_aside([r.run_dir for r, _ in stale])
+    groups = Counter(s.why or ("run", "") for _, s in stale)
+    stream = config.notice_stream or sys.stderr
+    for line in set_aside_notices(dict(groups), where or store.root):
+        stream.write(f"harness: {line}\n")
+    stream.flush()
+    return where
 
 
 def _check_outcome(run: PlannedRun, outcome: RunOutcome) -> None:

@@ -12,8 +12,10 @@ import fcntl
 import logging
 import os
 import shutil
+import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from harness import __version__, layout
 from harness.contract import (
@@ -26,11 +28,19 @@ from harness.contract import (
 )
 from harness.contract.record import ErrorType, RunError, failed_record, write_record
 from harness.errors import StoreError
+from harness.executors.base import RunIdentity
 from harness.layout import Manifest, ManifestCell, default_out
 from harness.matrix import Cell, LoadedMatrix
-from harness.record import RecordError, RunRecord, load_record
+from harness.record import CorruptRun, RecordError, RunRecord, load_record, verified_losses
 
-__all__ = ["ResultsDir", "default_out", "log_tail", "record_failure"]
+__all__ = [
+    "ResultsDir",
+    "RunState",
+    "default_out",
+    "log_tail",
+    "record_failure",
+    "set_aside_notices",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,8 @@ class ResultsDir:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self._lock_handle: Any = None
+        self._superseded: Path | None = None  # where set_aside moves runs, once it has
+        self._aside_lock = threading.Lock()
 
     def run_dir(self, cell: Cell | str, repeat: int) -> Path:
         """A run's folder; ``cell`` is a Cell or its folder name."""
@@ -79,6 +91,34 @@ class ResultsDir:
     def read_manifest(self) -> Manifest | None:
         """The folder's manifest (None for a new folder); another format is a StoreError."""
         return layout.read_manifest(self.root)
+
+    def check_out(self) -> Manifest | None:
+        """The manifest of a folder that ``harness run`` may write to: a results folder (its
+        manifest), or a missing or empty one (None; a lone ``.lock`` left by a run that could
+        not start counts as empty). Anything else is refused untouched: a StoreError."""
+        manifest = self.read_manifest()
+        if manifest is not None or not (self.root.exists() or self.root.is_symlink()):
+            return manifest
+        hint = (
+            "give --out a new or empty folder, or a results folder that `harness run` wrote "
+            f"(it has a {layout.MANIFEST_FILE}) to resume it"
+        )
+        if not self.root.is_dir():
+            raise StoreError(f"{self.root} exists and is not a folder", hint)
+        try:
+            entries = sorted(p.name for p in self.root.iterdir() if p.name != layout.LOCK_FILE)
+        except OSError as exc:
+            raise StoreError(f"{self.root} cannot be read: {exc.strerror or exc}", hint) from exc
+        if entries:
+            shown = ", ".join(entries[:3]) + (
+                f" and {len(entries) - 3} more" if entries[3:] else ""
+            )
+            raise StoreError(
+                f"{self.root} is not empty and not a harness results folder (no "
+                f"{layout.MANIFEST_FILE}; it holds {shown}); nothing was written to it",
+                hint,
+            )
+        return None
 
     def write_manifest(
         self,
@@ -122,45 +162,146 @@ class ResultsDir:
 
     # ------------------------------------------------------------ resume
 
-    def finished(self, run_dir: Path, spec: RunSpec, image_id: str | None = None) -> bool:
-        """True when the run is done and still valid: an ok record of the same spec, made from
-        the same workload image (``image_id``, when the run uses one).
+    def check_run(
+        self, run_dir: Path, spec: RunSpec, identity: RunIdentity | None = None
+    ) -> RunState:
+        """What resume makes of a run folder (the reason goes to the log):
 
-        Anything else is cleared so the run starts clean; the reason goes to the log.
+        - reuse: an ok record of the same spec, made by what would run it now (``identity``:
+          each field that is not None equals the record's provenance), whose ``losses.npy``
+          loads, has the recorded shape and hashes to ``digests.trajectory``;
+        - set aside: an ok record of another spec or identity, or a record whose files fail
+          those checks, or a ``run.json`` that cannot be read: evidence, moved aside whole
+          (``set_aside``), never deleted;
+        - run: no folder, no record (a run that never finished) or a failed record: not a
+          result; ``prepare_run`` clears it.
         """
         if not run_dir.exists():
-            return False
+            return RunState("run")
         try:
             record = load_record(run_dir)
         except RecordError as exc:
-            if (run_dir / RECORD_FILE).exists():
-                log.warning("rerunning: %s", exc)
-            return False
+            if not (run_dir / RECORD_FILE).exists():
+                return RunState("run")
+            log.warning("rerunning: %s", exc)
+            return RunState("set_aside", ("run", f"whose {RECORD_FILE} cannot be read"))
         if not record.ok:
             log.info("rerunning %s: its last attempt failed", run_dir)
-            return False
+            return RunState("run")
         if record.spec != spec.to_dict():
             log.info("rerunning %s: its spec changed", run_dir)
-            return False
-        if image_id is not None and record.provenance.image_id != image_id:
-            log.warning(
-                "rerunning %s: it ran in workload image %s, not %s",
-                run_dir,
-                record.provenance.image_id,
-                image_id,
+            return RunState(
+                "set_aside", ("finished run", "of another spec than the one that would run now")
             )
-            return False
-        if not (run_dir / LOSSES_FILE).exists():
-            log.warning("rerunning %s: %s is missing", run_dir, LOSSES_FILE)
-            return False
-        return True
+        differences = identity.differences(record.provenance) if identity is not None else []
+        if differences:
+            why = "made " + " and ".join(_difference_text(*d) for d in differences)
+            log.warning("rerunning %s: it was %s", run_dir, why)
+            return RunState("set_aside", ("finished run", why))
+        try:
+            verified_losses(run_dir, record)
+        except CorruptRun as exc:
+            log.warning("rerunning %s: %s", run_dir, exc)
+            return RunState(
+                "set_aside",
+                ("finished run", f"whose {LOSSES_FILE} does not bear out its {RECORD_FILE}"),
+            )
+        return RunState("reuse")
+
+    def finished(self, run_dir: Path, spec: RunSpec, identity: RunIdentity | None = None) -> bool:
+        """True when the run is done and may be reused as it is (``check_run``)."""
+        return self.check_run(run_dir, spec, identity).action == "reuse"
+
+    def set_aside(self, run_dirs: list[Path]) -> Path | None:
+        """Move each run folder, whole, to ``superseded/<UTC time>/cells/<cell>/repeat-<k>/``
+        (one such folder per ResultsDir, so per ``harness run``). Returns that folder, None when
+        there was nothing to move. Nothing is deleted."""
+        with self._aside_lock:
+            for run_dir in run_dirs:
+                repeat = layout.repeat_of(run_dir)
+                if repeat is None or not run_dir.exists():
+                    continue
+                if self._superseded is None:
+                    self._superseded = layout.new_superseded_dir(self.root)
+                dest = layout.superseded_run_dir(self._superseded, run_dir.parent.name, repeat)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if dest.exists():
+                    raise StoreError(
+                        f"cannot set {run_dir} aside: {dest} exists",
+                        "move that folder away, then rerun the same command",
+                    )
+                shutil.move(run_dir, dest)
+            return self._superseded
 
     def prepare_run(self, run_dir: Path, spec: RunSpec) -> None:
-        """Start from an empty folder holding only the spec."""
+        """Start from an empty folder holding only the spec.
+
+        Only a folder that holds no result is cleared: no ``run.json``, or a failed one. A
+        folder with any other record (the runner has set those aside already) is set aside,
+        never deleted.
+        """
         if run_dir.exists():
-            shutil.rmtree(run_dir)
+            if _may_clear(run_dir):
+                shutil.rmtree(run_dir)
+            else:
+                where = self.set_aside([run_dir])
+                log.warning("set aside %s in %s before rerunning it", run_dir, where)
         run_dir.mkdir(parents=True)
         write_json_atomic(run_dir / SPEC_FILE, spec.to_dict())
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What resume does with one run folder: ``reuse`` it, ``run`` it (there is no result to
+    keep), or ``set_aside`` the result it holds and run it again; ``why`` (set aside only) is
+    (what the folder holds, why it is not reused), e.g. ("finished run", "made by other
+    workload code (digest 1234abcd... -> 5678ef01...)"), the words of the stderr notice."""
+
+    action: Literal["reuse", "run", "set_aside"]
+    why: tuple[str, str] | None = None
+
+
+def _may_clear(run_dir: Path) -> bool:
+    """A folder with no run record, or a readable failed one: not a result."""
+    if not (run_dir / RECORD_FILE).exists():
+        return True
+    try:
+        return not load_record(run_dir).ok
+    except RecordError:
+        return False
+
+
+def _short(value: str | None, field: str) -> str:
+    if value is None:
+        return "none recorded"
+    if field in ("workload_digest", "image_id"):
+        algo, _, hexdigits = value.rpartition(":")
+        return f"{algo + ':' if algo else ''}{hexdigits[:8]}..."
+    return value
+
+
+_DIFFERENCE_WORDS = {
+    "workload_digest": ("by other workload code", "digest "),
+    "python": ("by another Python", ""),
+    "torch": ("with another torch", ""),
+    "image_id": ("in another workload image", ""),
+}
+
+
+def _difference_text(field: str, recorded: str | None, expected: str) -> str:
+    words, prefix = _DIFFERENCE_WORDS.get(field, (f"with another {field}", ""))
+    return f"{words} ({prefix}{_short(recorded, field)} -> {_short(expected, field)})"
+
+
+def set_aside_notices(groups: dict[tuple[str, str], int], where: Path) -> list[str]:
+    """One line per reason: ``set aside 6 finished runs made by other workload code (digest
+    1234abcd... -> 5678ef01...) in <out>/superseded/<time>/; they will be rerun``."""
+    lines = []
+    for (noun, why), n in groups.items():
+        plural = "" if n == 1 else "s"
+        they = "it" if n == 1 else "they"
+        lines.append(f"set aside {n} {noun}{plural} {why} in {where}/; {they} will be rerun")
+    return lines
 
 
 def _shard_text(shard: dict[str, int] | None) -> str:

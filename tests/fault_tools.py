@@ -252,3 +252,27 @@ def resume_completes(run: Harness, out: Path, kept: dict[str, bytes], already_do
     assert {k: v for k, v in finished_files(out).items() if k in kept} == kept
     assert all(r.ok for r in records(out).values())
     return run.text
+
+
+def nudge_losses(run_dir: Path, step: int = 0, ulps: int = 1) -> tuple[str, str]:
+    """Move one step's losses (every rank) by ``ulps`` float32 ULPs and rewrite the record's
+    trajectory digest to match, so that the record still verifies (the report and resume check
+    losses.npy against it); returns the (old, new) trajectory digests."""
+    import json
+
+    import numpy as np
+
+    from harness.record import trajectory_sha256, verified_losses
+
+    losses = np.load(run_dir / "losses.npy")
+    for _ in range(ulps):
+        losses[step] = np.nextafter(losses[step], np.float32(np.inf), dtype=np.float32)
+    np.save(run_dir / "losses.npy", losses)
+    path = run_dir / "run.json"
+    record = json.loads(path.read_text())
+    old, new = record["digests"]["trajectory"], trajectory_sha256(losses)
+    record["digests"]["trajectory"] = new
+    record["digests"]["epochs"] = [new if d == old else d for d in record["digests"]["epochs"]]
+    path.write_text(json.dumps(record))
+    verified_losses(run_dir, load_record(run_dir))  # still a sound record
+    return old, new

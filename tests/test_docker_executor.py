@@ -22,7 +22,7 @@ from conftest import BASE_IMAGE
 
 from harness.contract import LOG_FILE, LOSSES_FILE, SPEC_FILE, RunSpec, write_json_atomic
 from harness.errors import ExecutorError
-from harness.executors.base import ExecutorOptions, PreparedImage, RunStatus, Slot
+from harness.executors.base import ExecutorOptions, RunIdentity, RunStatus, Slot
 from harness.record import load_record
 
 pytestmark = pytest.mark.docker
@@ -74,7 +74,7 @@ def test_container_matches_local_and_repeats_reproduce(client, workload_image, t
 
     executor = make_executor()
     provenance = executor.prepare([cell_spec()])
-    assert provenance[BASE_IMAGE] == PreparedImage(
+    assert provenance[BASE_IMAGE] == RunIdentity(
         base_digest=workload_image.base_digest,
         image_id=workload_image.image_id,
     )

@@ -71,11 +71,16 @@ def test_truncated_record_found_on_resume_is_rerun(tmp_path: Path):
     kept = finished_files(out)  # repeat-1 only now
     assert kept and all("repeat-1" in k for k in kept)
 
+    damaged = broken.read_bytes()
     second = Harness(matrix, out)
     text = resume_completes(second, out, kept, already_done=1)
     assert "rerunning" in text and str(broken) in text  # logged, with the path
     assert text.count("] start ") == 1
     assert no_processes_left(out, second.pid) == []
+    # the damaged record is evidence: set aside whole, never deleted, and said so
+    (aside,) = out.glob("superseded/*/cells/*/repeat-0/run.json")
+    assert aside.read_bytes() == damaged
+    assert f"set aside 1 run whose run.json cannot be read in {aside.parents[3]}/" in text
 
 
 @pytest.fixture

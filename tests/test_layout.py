@@ -14,6 +14,7 @@ import pytest
 
 from harness import layout
 from harness.errors import StoreError
+from harness.executors.fake import write_fake_record
 from harness.matrix import CELL_ID_SCHEME, parse_matrix
 from harness.store import ResultsDir
 
@@ -230,3 +231,89 @@ def test_only_the_layout_module_names_the_results_layout():
             if part in (layout.CELLS_DIR, layout.MATRIX_FILE, layout.LOCK_FILE, layout.PLOTS_DIR):
                 offenders.append(f"{path.relative_to(ROOT)}: / {part!r}")
     assert offenders == []
+
+
+# ---------------------------------------------------------------- names from a manifest
+
+
+def results_folder(root: Path) -> Path:
+    """A results folder of examples/placement-quick.yaml with a fake ok run in each cell."""
+    matrix = parse_matrix(QUICK.read_text(), QUICK)
+    root.mkdir(parents=True)
+    store = ResultsDir(root)
+    store.write_manifest(matrix)
+    for cell in matrix.cells:
+        spec = cell.spec(0)
+        store.prepare_run(store.run_dir(cell, 0), spec)
+        write_fake_record(spec, store.run_dir(cell, 0))
+    return root
+
+
+def tamper(root: Path, **changes: str) -> None:
+    data = json.loads((root / "manifest.json").read_text())
+    cell = data["cells"][0]
+    for key, value in changes.items():
+        cell[key] = value.format(**cell) if key == "dir" else value
+    (root / "manifest.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"name": "../../x", "dir": "cells/{name}--{id}"}, "cells[0].name '../../x'"),
+        ({"name": "../../x"}, "cells[0].name '../../x'"),
+        ({"name": "a\\b", "dir": "cells/{name}--{id}"}, "path separator"),
+        ({"name": "", "dir": "cells/{name}--{id}"}, "empty"),
+        ({"name": ".hidden", "dir": "cells/{name}--{id}"}, "starts with a dot"),
+        ({"name": "x\x00y", "dir": "cells/{name}--{id}"}, "control character"),
+        ({"id": "..", "dir": "cells/{name}--{id}"}, "cells[0].id '..'"),
+        ({"dir": "../../elsewhere"}, "cells[0].dir is '../../elsewhere'"),
+        ({"dir": "cells/other--0123456789ab"}, "not 'cells/"),
+    ],
+)
+def test_names_in_a_manifest_are_checked_before_any_path_is_built(
+    tmp_path: Path, changes: dict[str, str], says: str
+):
+    root = results_folder(tmp_path / "box" / "results")
+    tamper(root, **changes)
+    with pytest.raises(StoreError, match="manifest.json") as info:
+        layout.read_manifest(root)
+    assert says in str(info.value)
+    assert "hint: the folder was not written by `harness run`" in str(info.value)
+
+
+def test_a_tampered_cell_name_writes_nothing_outside_the_folder(tmp_path: Path):
+    """The issue's case: ``../../x`` as a cell name. Report and run stop with a clear error
+    (exit 2, no traceback); nothing appears outside the results folder or in it."""
+    box = tmp_path / "box"
+    root = results_folder(box / "results")
+    tamper(root, name="../../x", dir="cells/{name}--{id}")
+    before = snapshot(tmp_path)
+    for argv in (
+        ("report", root),
+        ("run", QUICK, "-o", root, "--executor", "fake", "--progress", "quiet"),
+    ):
+        proc = harness_cli(*argv)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert "cells[0].name '../../x' is not a plain folder name" in proc.stderr
+        assert snapshot(tmp_path) == before
+    assert not (root / "report.md").exists() and not (tmp_path / "x.png").exists()
+
+
+def test_run_into_a_folder_that_is_not_a_results_folder_is_refused(tmp_path: Path):
+    """``--out`` on someone's non-empty folder: exit 2, a clear message, files unchanged (not
+    even a lock file is added)."""
+    mine = tmp_path / "mine"
+    (mine / "src").mkdir(parents=True)
+    (mine / "report.md").write_text("my own report\n")
+    (mine / "src" / "main.py").write_text("print('hi')\n")
+    before = snapshot(mine)
+    proc = harness_cli(
+        "run", QUICK, "-o", mine, "--executor", "fake", "--progress", "quiet", "--data-dir", mine
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"error: {mine} is not empty and not a harness results folder" in proc.stderr
+    assert "hint: give --out a new or empty folder" in proc.stderr
+    assert snapshot(mine) == before and not (mine / layout.LOCK_FILE).exists()

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fault_tools import nudge_losses
 
 from harness.compare import EXIT_REGRESSION
+from harness.exit_codes import EXIT_CONFLICT
 
 pytestmark = pytest.mark.slow
 
@@ -146,13 +148,6 @@ def test_merged_report_equals_the_unsharded_report_apart_from_timing(runs):
     assert strip_timing_columns(summary.read_text()) == strip_timing_columns(md_b)
 
 
-def _set_trajectory(run_dir: Path, digest: str) -> None:
-    path = run_dir / "run.json"
-    record = json.loads(path.read_text())
-    record["digests"]["trajectory"] = digest
-    path.write_text(json.dumps(record))
-
-
 def test_compare_finds_no_change_between_two_real_runs(runs):
     proc = harness("compare", str(runs["whole"]), str(runs["merged"]), check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -173,10 +168,10 @@ def test_compare_exits_non_zero_on_planted_regressions(runs, tmp_path: Path):
     cells = sorted(planted.glob("cells/*--*"))
     broken, moved = cells[0], cells[1]
     # 1: one repeat of a reproducing cell now has another trajectory -> no longer reproduces
-    _set_trajectory(broken / "repeat-1", "0" * 64)
+    nudge_losses(broken / "repeat-1")
     # 2: both repeats agree, but on another trajectory than before, on the same image
-    for k in (0, 1):
-        _set_trajectory(moved / f"repeat-{k}", "f" * 64)
+    moved_to = {nudge_losses(moved / f"repeat-{k}", ulps=2)[1] for k in (0, 1)}
+    (new_digest,) = moved_to
     golden = tmp_path / "golden.json"
     harness("baseline", str(runs["whole"]), "-o", str(golden))
     for baseline in (runs["whole"], golden):
@@ -193,5 +188,30 @@ def test_compare_exits_non_zero_on_planted_regressions(runs, tmp_path: Path):
         moved_name = moved.name.rpartition("--")[0]
         assert "no longer reproduces" in rows[broken_name]
         assert "trajectory changed on the same image" in rows[moved_name]
-        assert "ffffffffffff" in rows[moved_name]
+        assert new_digest[:12] in rows[moved_name]
         assert len(rows) == 2  # the other two cells are not mentioned
+
+
+def test_a_real_run_copy_one_ulp_apart_fails_the_merge_and_the_cell_diverges(runs, tmp_path):
+    """Two shards, and a second copy of shard 1 in which one real run moved by one ULP (its
+    record rewritten to match, so it verifies): merge exits non-zero naming the run, keeps both
+    copies, and the report counts both trajectories: the cell diverges."""
+    first, second = runs["shards"]
+    other = tmp_path / "results-shard-1-again"
+    shutil.copytree(first, other)
+    run = sorted(other.glob("cells/*--*/repeat-0"))[0]
+    rel = run.relative_to(other)
+    _, new = nudge_losses(run)
+    merged = tmp_path / "merged"
+    proc = harness("merge", str(first), str(second), str(other), "-o", str(merged), check=False)
+    assert proc.returncode == EXIT_CONFLICT != 0, proc.stdout + proc.stderr
+    run_name = str(rel).removeprefix("cells/")
+    assert f"two successful copies with different results: {run_name}" in proc.stderr
+    kept = json.loads((merged / rel / "run.json").read_text())["digests"]["trajectory"]
+    assert kept != new
+    aside = merged / "conflicts" / f"3-{other.name}" / rel
+    assert json.loads((aside / "run.json").read_text())["digests"]["trajectory"] == new
+    report = json.loads((merged / "report.json").read_text())
+    cell_id = rel.parts[1].rpartition("--")[2]
+    (cell,) = [c for c in report["cells"] if c["id"] == cell_id]
+    assert cell["verdict"] == "diverges" and cell["reproducible"] is False

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from harness import layout
 from harness.errors import StoreError
-from harness.executors.fake import write_fake_record
+from harness.executors import RunIdentity
+from harness.executors.fake import FakeExecutor, write_fake_record
 from harness.matrix import parse_matrix
 from harness.record import load_record
-from harness.store import ResultsDir, record_failure
+from harness.runner import RunConfig, run_matrix
+from harness.store import ResultsDir, record_failure, set_aside_notices
 
 QUICK = "name: q\nrun: {repeats: 2}\naxes: {placement: [none, before_model]}\n"
 
@@ -62,7 +69,7 @@ def test_resume_decisions(tmp_path: Path):
     write_fake_record(spec, run_dir)
     assert store.finished(run_dir, spec)
     # another workload image (a rebuilt one) is another run; no image (local) is not checked
-    assert not store.finished(run_dir, spec, image_id="sha256:" + "e" * 64)
+    assert not store.finished(run_dir, spec, RunIdentity(image_id="sha256:" + "e" * 64))
     assert not store.finished(run_dir, spec.replace(seed=1))  # spec changed
     (run_dir / "run.json").write_text('{"format_version": 1, "sta')  # truncated
     assert not store.finished(run_dir, spec)
@@ -85,3 +92,189 @@ def test_failure_records_keep_the_log_tail(tmp_path: Path):
     record_failure(run_dir, spec, "killed", "killed by SIGKILL")
     assert load_record(run_dir).status == "failed"
     assert load_record(run_dir).steps == 50
+
+
+# ---------------------------------------------------------------- resume keyed on what ran
+
+LOCAL = RunIdentity(workload_digest="a" * 64, python="3.11.7", torch="2.14.1+cpu")
+IMAGE_A = RunIdentity(image_id="sha256:" + "a" * 64, base_digest="sha256:" + "0" * 64)
+IMAGE_B = RunIdentity(image_id="sha256:" + "b" * 64, base_digest="sha256:" + "0" * 64)
+
+
+def finished_run(store: ResultsDir, identity: RunIdentity | None = None, repeat: int = 0):
+    cell = matrix().cells[0]
+    spec = cell.spec(repeat)
+    run_dir = store.run_dir(cell, repeat)
+    store.prepare_run(run_dir, spec)
+    write_fake_record(spec, run_dir, identity=identity)
+    return spec, run_dir
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("now", "why"),
+    [
+        (dataclasses.replace(LOCAL, workload_digest="b" * 64), "by other workload code"),
+        (dataclasses.replace(LOCAL, python="3.12.1"), "by another Python (3.11.7 -> 3.12.1)"),
+        (dataclasses.replace(LOCAL, torch="2.15.0+cpu"), "with another torch"),
+        (IMAGE_B, "in another workload image (sha256:aaaaaaaa... -> sha256:bbbbbbbb...)"),
+    ],
+)
+def test_a_run_of_another_identity_is_set_aside_whole(tmp_path: Path, now, why):
+    """Each compared field: a finished run made by something else is not reused; moved aside
+    whole (the same bytes) under superseded/<time>/cells/<cell>/repeat-<k>/, never deleted."""
+    store = ResultsDir(tmp_path)
+    made_by = IMAGE_A if now is IMAGE_B else LOCAL
+    spec, run_dir = finished_run(store, made_by)
+    assert store.check_run(run_dir, spec, made_by).action == "reuse"
+    assert store.check_run(run_dir, spec, RunIdentity()).action == "reuse"  # None: not compared
+    assert store.check_run(run_dir, spec).action == "reuse"
+    state = store.check_run(run_dir, spec, now)
+    assert state.action == "set_aside" and state.why[0] == "finished run"
+    assert why in state.why[1] and state.why[1].startswith("made ")
+    assert not store.finished(run_dir, spec, now)
+
+    before = files_of(run_dir)
+    where = store.set_aside([run_dir])
+    assert not run_dir.exists()
+    assert where.parent == tmp_path / "superseded"
+    moved = where / "cells" / run_dir.parent.name / run_dir.name
+    assert files_of(moved) == before
+    assert store.set_aside([]) == where  # one folder per harness run
+
+
+def test_an_old_record_without_the_field_is_another_identity(tmp_path: Path):
+    store = ResultsDir(tmp_path)
+    spec, run_dir = finished_run(store, identity=None)  # provenance holds no digest
+    state = store.check_run(run_dir, spec, LOCAL)
+    assert state.action == "set_aside"
+    assert "by other workload code (digest none recorded -> aaaaaaaa...)" in state.why[1]
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        ("truncate", "unreadable"),
+        ("delete", "missing"),
+        ("reshape", "shape"),
+        ("one-ulp", "does not hash to digests.trajectory"),
+    ],
+)
+def test_a_run_whose_losses_do_not_bear_out_its_record_is_set_aside(
+    tmp_path: Path, damage: str, says: str, caplog
+):
+    store = ResultsDir(tmp_path)
+    spec, run_dir = finished_run(store)
+    losses_path = run_dir / "losses.npy"
+    losses = np.load(losses_path)
+    if damage == "truncate":
+        losses_path.write_bytes(losses_path.read_bytes()[:100])
+    elif damage == "delete":
+        losses_path.unlink()
+    elif damage == "reshape":
+        np.save(losses_path, losses[:-1])
+    else:
+        losses.view("<u4")[3, 0] += 1
+        np.save(losses_path, losses)
+    with caplog.at_level(logging.INFO, logger="harness"):
+        state = store.check_run(run_dir, spec)
+    assert state.action == "set_aside"
+    assert state.why == ("finished run", "whose losses.npy does not bear out its run.json")
+    assert says in caplog.text and str(run_dir) in caplog.text
+
+
+def test_what_is_not_a_result_is_cleared_and_what_is_one_is_set_aside(tmp_path: Path):
+    """prepare_run deletes only a folder without a run.json or with a failed one."""
+    store = ResultsDir(tmp_path)
+    cell = matrix().cells[0]
+    spec = cell.spec(0)
+    run_dir = store.run_dir(cell, 0)
+    store.prepare_run(run_dir, spec)
+    (run_dir / "run.log").write_text("killed mid-run\n")
+    assert store.check_run(run_dir, spec).action == "run"  # never finished: no record
+    store.prepare_run(run_dir, spec)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["spec.json"]
+    assert not (tmp_path / "superseded").exists()
+
+    record_failure(run_dir, spec, "failed", "exit code 1")
+    assert store.check_run(run_dir, spec).action == "run"  # failed: not a result
+    store.prepare_run(run_dir, spec)
+    assert not (tmp_path / "superseded").exists()
+
+    write_fake_record(spec, run_dir)  # an ok run: prepare_run never deletes it
+    before = files_of(run_dir)
+    store.prepare_run(run_dir, spec)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["spec.json"]
+    (moved,) = (tmp_path / "superseded").glob("*/cells/*/repeat-0")
+    assert files_of(moved) == before
+
+
+def test_set_aside_notices_count_and_say_why(tmp_path: Path):
+    lines = set_aside_notices(
+        {
+            ("finished run", "made by other workload code (digest 1234abcd... -> 5678ef01...)"): 6,
+            ("run", "whose run.json cannot be read"): 1,
+        },
+        tmp_path / "superseded" / "20261127T150000Z",
+    )
+    assert lines == [
+        "set aside 6 finished runs made by other workload code (digest 1234abcd... -> "
+        f"5678ef01...) in {tmp_path}/superseded/20261127T150000Z/; they will be rerun",
+        f"set aside 1 run whose run.json cannot be read in {tmp_path}/superseded/"
+        "20261127T150000Z/; it will be rerun",
+    ]
+
+
+def test_superseded_folders_never_collide(tmp_path: Path):
+    now = dt.datetime(2026, 11, 27, 15, 0, 0, tzinfo=dt.timezone.utc)
+    first = layout.new_superseded_dir(tmp_path, now)
+    assert first == tmp_path / "superseded" / "20261127T150000Z"
+    first.mkdir(parents=True)
+    assert layout.new_superseded_dir(tmp_path, now).name == "20261127T150000Z-2"
+
+
+# ---------------------------------------------------------------- the results folder itself
+
+
+@pytest.mark.parametrize("entries", [[], [".lock"]])
+def test_a_missing_or_empty_folder_may_be_used(tmp_path: Path, entries: list[str]):
+    assert ResultsDir(tmp_path / "new").check_out() is None
+    for name in entries:
+        (tmp_path / name).write_text("123")
+    assert ResultsDir(tmp_path).check_out() is None
+
+
+def test_a_folder_that_is_not_a_results_folder_is_refused_untouched(tmp_path: Path):
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "src").mkdir()
+    with pytest.raises(StoreError, match="not empty and not a harness results folder") as info:
+        ResultsDir(tmp_path).check_out()
+    assert "notes.txt, src" in str(info.value) and "manifest.json" in str(info.value)
+    config = RunConfig(matrix=matrix(), out=tmp_path, progress="quiet", formats=())
+    with pytest.raises(StoreError, match="not a harness results folder"):
+        run_matrix(config, FakeExecutor())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "src"]  # no .lock
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="is not a folder"):
+        ResultsDir(tmp_path / "file").check_out()
+
+
+def test_the_lock_is_held_until_the_report_is_written(tmp_path: Path, monkeypatch):
+    import harness.report
+
+    held = []
+
+    def write_reports(root, formats, plots=True):
+        try:
+            ResultsDir(root).lock()  # a second open file: flock refuses it while it is held
+        except StoreError:
+            held.append(True)
+        return []
+
+    monkeypatch.setattr(harness.report, "write_reports", write_reports)
+    config = RunConfig(matrix=matrix(), out=tmp_path / "r", progress="quiet")
+    run_matrix(config, FakeExecutor(seconds=0.01))
+    assert held == [True]

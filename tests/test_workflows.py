@@ -267,6 +267,93 @@ def test_report_runs_after_failed_shards_and_gate_and_publish_follow_it():
     assert jobs["publish"]["needs"] == "report"
 
 
+def test_the_gate_runs_whenever_a_baseline_is_set_and_fails_unless_the_report_succeeded(
+    tmp_path: Path,
+):
+    """A skipped job counts as a success on GitHub: a gate skipped because the report job failed
+    would pass. So the gate runs on always() whenever a baseline is configured, and its first
+    step fails unless the report job succeeded."""
+    workflow = load(GPU)
+    gate = workflow["jobs"]["gate"]
+    assert gate["needs"] == "report"
+    assert gate["if"] == "always() && (inputs.baseline || vars.HARNESS_BASELINE)"
+    first = gate["steps"][0]
+    assert first["name"] == "Check that the report job succeeded"
+    assert first["env"] == {"REPORT_RESULT": "${{ needs.report.result }}"}
+    assert "if" not in first  # it runs first, on every gate run
+    for result in ("success", "failure", "cancelled", "skipped", ""):
+        runner = tmp_path / (result or "empty")
+        runner.mkdir()
+        summary = runner / "summary.md"
+        env = {
+            "RUNNER_TEMP": str(runner),
+            "REPORT_RESULT": result,
+            "BASELINE": "baselines/gpu.json",
+            "GITHUB_STEP_SUMMARY": str(summary),
+        }
+        proc = run_script(first["run"], env, ROOT)
+        if result == "success":
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert not summary.exists()
+        else:
+            assert proc.returncode != 0, result
+            assert "::error::" in proc.stdout and f"'{result}'" in proc.stdout
+            assert summary.read_text().startswith("## Baseline gate: baselines/gpu.json")
+
+
+def _stub_harness(bin_dir: Path, exit_code: int, writes_manifest: bool) -> None:
+    """A ``harness`` on PATH that plays ``harness merge``: exits ``exit_code``, after writing
+    the merged folder's manifest or not."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    stub = bin_dir / "harness"
+    write = 'mkdir -p "$out" && echo "{}" > "$out/manifest.json"' if writes_manifest else ":"
+    stub.write_text(
+        "#!/usr/bin/env bash\n"
+        'out=""; while [ $# -gt 0 ]; do [ "$1" = -o ] && out="$2"; shift; done\n'
+        f"{write}\n"
+        f"exit {exit_code}\n"
+    )
+    stub.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("merge_exit", "writes", "step_ok", "status"),
+    [
+        (0, True, True, "0"),  # merged
+        (1, True, True, "1"),  # conflicts: merged, both copies kept; the job fails at its end
+        (2, False, False, None),  # nothing merged: the step fails at once
+    ],
+)
+def test_the_report_job_reports_a_conflicted_merge_then_fails(
+    tmp_path: Path, merge_exit: int, writes: bool, step_ok: bool, status: str | None
+):
+    workflow = load(GPU)
+    merge_step = step(workflow, "report", "Merge the shards")
+    assert merge_step["id"] == "merge"
+    last = workflow["jobs"]["report"]["steps"][-1]
+    assert last["name"] == "Fail when the merge found conflicts" and "if" not in last
+    assert last["env"] == {"MERGE_STATUS": "${{ steps.merge.outputs.status }}"}
+
+    runner = tmp_path / "runner"
+    (runner / "shards" / "results-shard-1").mkdir(parents=True)
+    _stub_harness(tmp_path / "bin", merge_exit, writes)
+    output = runner / "output"
+    env = {
+        "RUNNER_TEMP": str(runner),
+        "GITHUB_OUTPUT": str(output),
+        "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
+    }
+    proc = run_script(merge_step["run"], env, ROOT)
+    assert (proc.returncode == 0) == step_ok, proc.stdout + proc.stderr
+    if not step_ok:
+        assert proc.returncode == merge_exit and "merged nothing" in proc.stdout
+        return
+    assert output.read_text() == f"status={status}\n"
+    assert ("::error::" in proc.stdout) == (merge_exit != 0)
+    final = run_script(last["run"], {"RUNNER_TEMP": str(runner), "MERGE_STATUS": status}, ROOT)
+    assert (final.returncode == 0) == (merge_exit == 0), final.stdout + final.stderr
+
+
 # --- both workflows: hygiene ---------------------------------------------------------------
 
 
@@ -468,7 +555,9 @@ def test_the_workflow_scripts_plan_run_merge_report_and_gate_locally(tmp_path: P
         shutil.copytree(shard_runner / "results", report_runner / "shards" / artifact)
 
     summary = report_runner / "summary.md"
-    go("report", "Merge the shards", report_runner)
+    merge_output = report_runner / "merge-output"
+    go("report", "Merge the shards", report_runner, GITHUB_OUTPUT=str(merge_output))
+    assert merge_output.read_text() == "status=0\n"
     go(
         "report",
         "Write the report to the job summary",
@@ -484,7 +573,16 @@ def test_the_workflow_scripts_plan_run_merge_report_and_gate_locally(tmp_path: P
     assert pattern.parent == merged
     assert {p.suffix for p in merged.glob(pattern.name)} >= {".md", ".json", ".csv"}
 
+    go("report", "Fail when the merge found conflicts", report_runner, MERGE_STATUS="0")
+
     gate_summary = report_runner / "gate.md"
+    go(
+        "gate",
+        "Check that the report job succeeded",
+        report_runner,
+        REPORT_RESULT="success",
+        BASELINE=str(merged),
+    )
     proc = go(
         "gate",
         "Compare with the baseline",

@@ -47,3 +47,21 @@ def test_bad_spec_writes_a_failed_record(workload, tmp_path):
     data = json.loads((tmp_path / RECORD_FILE).read_text())
     assert data["status"] == "failed" and "placement must be one of" in data["error"]["message"]
     assert load_record(tmp_path).error.type == "SpecError"
+
+
+def test_a_loss_that_becomes_nan_fails_the_run_naming_the_step(workload, tmp_path, mnist_dir):
+    spec = {"learning_rate": 1.0e30, "max_steps_per_epoch": 20, "epochs": 3}
+    result = workload(spec, tmp_path, data_dir=mnist_dir)
+    assert result.returncode == 1, result.stderr
+    record = load_record(tmp_path)
+    assert record.status == "failed" and record.error.type == "NonFiniteLoss"
+    assert "from step 1 (epoch 0, batch 1)" in record.error.message
+    # it stopped at the end of the epoch where it happened, and kept what it recorded
+    assert record.steps == 20 and record.steps_per_epoch == [20]
+
+
+def test_a_large_but_finite_learning_rate_is_a_run_like_any(workload, tmp_path, mnist_dir):
+    spec = {"learning_rate": 1.0e6, "max_steps_per_epoch": 20, "epochs": 1}
+    result = workload(spec, tmp_path, data_dir=mnist_dir)
+    assert result.returncode == 0, result.stderr
+    assert load_record(tmp_path).ok

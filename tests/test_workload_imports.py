@@ -15,6 +15,7 @@ HOST_ONLY = ("pydantic", "yaml", "docker", "rich", "typer")
 SHARED = {
     "harness",
     "harness.contract",
+    "harness.contract.code",
     "harness.contract.files",
     "harness.contract.record",
     "harness.contract.settings",

@@ -1,4 +1,6 @@
-"""``harness compare BASELINE CURRENT``: a Markdown diff; exits non-zero on a regression."""
+"""``harness compare BASELINE CURRENT``: a Markdown diff; exits non-zero on a regression, and
+when the gate cannot judge the current results (no cell in both, baseline cells missing,
+another matrix): harness/compare.py has the rules, harness/exit_codes.py the codes."""
 
 from __future__ import annotations
 
@@ -17,14 +19,43 @@ def command(
     baseline: Annotated[Path, typer.Argument(help="results folder or golden-digests file")],
     current: Annotated[Path, typer.Argument(help="results folder or golden-digests file")],
     fmt: Annotated[str, typer.Option("--format", help="md | json")] = "md",
+    allow_removed: Annotated[
+        bool,
+        typer.Option(
+            "--allow-removed",
+            help="pass when baseline cells are missing from the current results (still listed)",
+        ),
+    ] = False,
+    allow_changed_matrix: Annotated[
+        bool,
+        typer.Option(
+            "--allow-changed-matrix",
+            help="pass when the two sets come from different matrices (matrix digests differ)",
+        ),
+    ] = False,
 ) -> int:
-    """Compare two result sets; exit 1 (EXIT_REGRESSION) when reproducibility regressed."""
+    """Compare two result sets; exit 1 (EXIT_REGRESSION) when reproducibility regressed, 3
+    (EXIT_NOT_COMPARABLE) when no cell was compared, baseline cells are missing or the matrix
+    changed (the output says which, and the flag that accepts it)."""
     if fmt not in ("md", "json"):
         raise typer.BadParameter("choose md or json", param_hint="--format")
-    result = compare(load_result_set(baseline), load_result_set(current))
+    result = compare(
+        load_result_set(baseline),
+        load_result_set(current),
+        allow_removed=allow_removed,
+        allow_changed_matrix=allow_changed_matrix,
+    )
     if fmt == "json":
-        data = {**dataclasses.asdict(result), "regressions": len(result.regressions)}
+        data = {
+            **dataclasses.asdict(result),
+            "regressions": len(result.regressions),
+            "refusals": [dataclasses.asdict(r) for r in result.refusals],
+            "exit_code": result.exit_code,
+        }
         typer.echo(json.dumps(data, indent=2))
     else:
         typer.echo(render_markdown(result))
+    for r in result.refusals:
+        accept = f" ({r.accepted_by} accepts it)" if r.accepted_by else ""
+        typer.echo(f"error: not comparable: {r.reason}{accept}", err=True)
     return result.exit_code

@@ -16,6 +16,7 @@ import typer
 from harness.cli import baseline, compare, doctor, merge, plan, report, run, schema
 from harness.errors import HarnessError
 from harness.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
+from harness.text import TerminalSafeFormatter, terminal_safe
 
 app = typer.Typer(
     name="harness",
@@ -47,13 +48,16 @@ app.command("baseline")(baseline.command)
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code (the console script passes it to sys.exit)."""
-    logging.basicConfig(format="harness: %(levelname)s: %(message)s", stream=sys.stderr)
+    # Messages and log lines may quote run records, logs and manifests: printed terminal-safe.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(TerminalSafeFormatter("harness: %(levelname)s: %(message)s"))
+    logging.basicConfig(handlers=[handler])
     try:
         result = app(args=argv, prog_name="harness", standalone_mode=False)
     except HarnessError as exc:
-        sys.stderr.write(f"error: {exc.message}\n")
+        sys.stderr.write(f"error: {terminal_safe(exc.message, multiline=True)}\n")
         if exc.hint:
-            sys.stderr.write(f"  hint: {exc.hint}\n")
+            sys.stderr.write(f"  hint: {terminal_safe(exc.hint, multiline=True)}\n")
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code

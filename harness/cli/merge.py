@@ -1,4 +1,10 @@
-"""``harness merge DIR... -o DIR``: join the shards' results folders into one, with its report."""
+"""``harness merge DIR... -o DIR``: join the shards' results folders into one, with its report.
+
+Exit codes (harness/exit_codes.py): 0 merged; EXIT_CONFLICT when two successful copies of one
+run hold different results (both are kept, the merged folder and its report are written);
+EXIT_BAD_INPUT when nothing was merged (another matrix, an input in use, mixed code without
+``--allow-mixed``, an output that is not empty).
+"""
 
 from __future__ import annotations
 
@@ -7,36 +13,66 @@ from typing import Annotated
 
 import typer
 
-from harness.merge import merge
+from harness.exit_codes import EXIT_CONFLICT, EXIT_OK
+from harness.merge import describe_conflict, merge
+from harness.text import terminal_safe
+
+
+def _say(text: str, err: bool = False) -> None:
+    """Names, versions and digests come from the inputs' records: printed inert."""
+    typer.echo(terminal_safe(text), err=err)
 
 
 def command(
     inputs: Annotated[list[Path], typer.Argument(help="results folders of one matrix's shards")],
     out: Annotated[Path, typer.Option("--out", "-o", help="the new merged results folder")],
     report: Annotated[bool, typer.Option(help="write report.md/json/csv and plots")] = True,
+    allow_mixed: Annotated[
+        bool,
+        typer.Option(
+            "--allow-mixed",
+            help="merge folders made by different harness or workload code, or different images "
+            "of one name; the merged manifest lists what differs (merge.mixed)",
+        ),
+    ] = False,
 ) -> int:
-    """Merge results folders of the same matrix; keeps every run, lists duplicates."""
-    result = merge(inputs, out, formats=("md", "json", "csv") if report else ())
-    typer.echo(
+    """Merge results folders of the same matrix; keeps every run, lists duplicates; exits 1
+    when two successful copies of a run differ (both are kept)."""
+    result = merge(
+        inputs, out, formats=("md", "json", "csv") if report else (), allow_mixed=allow_mixed
+    )
+    _say(
         f"merged {len(result.inputs)} folders into {result.out}: {result.runs} runs, "
         f"{result.cells} cells"
     )
+    for m in result.mixed:
+        _say(f"  MIXED (--allow-mixed): {m.describe()}", err=True)
     for d in result.duplicates:
         if d.identical:
-            typer.echo(f"  same run in {d.kept} and {d.other}, identical: kept one ({d.run})")
+            _say(f"  same run in {d.kept} and {d.other}, identical: kept one ({d.run})")
         else:
-            typer.echo(
-                f"  CONFLICT {d.run}: different records in {d.kept} and {d.other}; kept "
-                f"{d.kept}, the other is in {result.out / d.conflict_path}",
+            _say(
+                f"  CONFLICT {describe_conflict(d)}; kept {d.kept}, the other is in "
+                f"{result.out / (d.conflict_path or '')}",
                 err=True,
             )
     if result.missing_cells:
-        typer.echo(
+        _say(
             f"  {len(result.missing_cells)} cells are in no input (the report lists them as "
             f"missing): {', '.join(result.missing_cells)}",
             err=True,
         )
     for path in result.reports:
         if path.suffix == ".md":
-            typer.echo(f"report: {path}")
-    return 0
+            _say(f"report: {path}")
+    conflicts = result.result_conflicts
+    if conflicts:
+        _say(
+            f"error: {len(conflicts)} run{'s' if len(conflicts) != 1 else ''} "
+            f"{'have' if len(conflicts) != 1 else 'has'} two successful copies with different "
+            f"results: {', '.join(d.run for d in conflicts)}. Both copies are kept (cells/ and "
+            f"{result.out / 'conflicts'}); the merged manifest lists them (merge.conflicts)",
+            err=True,
+        )
+        return EXIT_CONFLICT
+    return EXIT_OK

@@ -14,6 +14,7 @@ import typer
 from harness.matrix import load_matrix
 from harness.runner import RunConfig, make_executor, run_matrix
 from harness.shard import parse_shard
+from harness.store import ResultsDir
 
 
 @contextmanager
@@ -38,7 +39,8 @@ def command(
         typer.Option(
             "--out",
             "-o",
-            help="results folder (default results/<name>-<UTC time>/); reuse it to resume",
+            help="results folder: new, empty, or one `harness run` wrote, to resume it "
+            "(default results/<name>-<UTC time>/)",
         ),
     ] = None,
     executor: Annotated[
@@ -85,6 +87,8 @@ def command(
         raise typer.BadParameter("choose rich, plain or quiet", param_hint="--progress")
     shard_spec = parse_shard(shard) if shard is not None else None
     loaded = load_matrix(matrix)
+    if out is not None:  # refused before MNIST is fetched or an image is built
+        ResultsDir(out).check_out()
     config = RunConfig(
         matrix=loaded,
         out=out,

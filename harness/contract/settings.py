@@ -10,7 +10,9 @@ Standard library only: the workload side imports it inside the container.
 
 from __future__ import annotations
 
+import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +29,13 @@ IMAGE_PATTERN = (
 )
 IMAGE_MAX_LENGTH = 255
 
+#: The largest seed numpy and Lightning take, and the largest ``PYTHONHASHSEED``: 2**32 - 1.
+SEED_MAX = 2**32 - 1
+
+#: The largest finite float: the JSON Schema's bound for every number, which keeps out .inf
+#: (JSON itself has no infinity or NaN; the models and the spec refuse them too).
+FLOAT_MAX = sys.float_info.max
+
 #: Marks a setting without a nondeterministic twin value.
 NO_TWIN: Any = object()
 
@@ -36,11 +45,12 @@ class Setting:
     """One knob of a cell.
 
     ``kind`` is ``int``, ``float``, ``bool``, ``str`` or ``image``. ``positive`` asks for
-    >= 1 (int) or > 0 (float); ``nullable`` admits ``null``. ``label`` prefixes the value in cell
-    names; ``name_slot`` puts the setting in every cell name (settings of one slot are joined
-    without a dash), else it is named only where it varies. ``twin`` is its value in the fully
-    nondeterministic twin that the report measures the cost of determinism against.
-    ``run_default``: ``run:`` in the matrix file may set its default for every cell.
+    >= 1 (int) or > 0 (float); ``minimum`` and ``maximum`` bound a number (both inclusive); a
+    float is always finite (no inf, no NaN); ``nullable`` admits ``null``. ``label`` prefixes
+    the value in cell names; ``name_slot`` puts the setting in every cell name (settings of one
+    slot are joined without a dash), else it is named only where it varies. ``twin`` is its
+    value in the fully nondeterministic twin that the report measures the cost of determinism
+    against. ``run_default``: ``run:`` in the matrix file may set its default for every cell.
     """
 
     name: str
@@ -50,6 +60,8 @@ class Setting:
     choices: tuple[Any, ...] | None = None
     positive: bool = False
     nullable: bool = False
+    minimum: int | float | None = None
+    maximum: int | float | None = None
     label: str = ""
     name_slot: int | None = None
     in_report: bool = False
@@ -76,13 +88,26 @@ class Setting:
             return f"{self.name} must be {self.describe()}, got {value!r}"
         if self.choices is not None and value not in self.choices:
             return f"{self.name} must be one of {', '.join(map(str, self.choices))}; got {value!r}"
-        if self.positive and (value < 1 if self.kind == "int" else not value > 0):
+        if self.kind in ("int", "float") and not self._in_range(value):
             return f"{self.name} must be {self.describe()}, got {value!r}"
         if self.kind == "image" and (
             len(value) > IMAGE_MAX_LENGTH or not re.match(IMAGE_PATTERN, value)
         ):
             return f"{self.name} must be local or a Docker image reference, got {value!r}"
         return None
+
+    def _in_range(self, value: int | float) -> bool:
+        if self.kind == "float":
+            try:
+                if not math.isfinite(value):
+                    return False
+            except OverflowError:  # an int too large for a float
+                return False
+        if self.positive and (value < 1 if self.kind == "int" else not value > 0):
+            return False
+        if self.minimum is not None and value < self.minimum:
+            return False
+        return self.maximum is None or value <= self.maximum
 
     def describe(self) -> str:
         """The values it takes, in words (error messages and docs/matrix.md)."""
@@ -93,12 +118,21 @@ class Setting:
         elif self.kind == "bool":
             text = "`true`, `false`"
         elif self.kind == "int":
-            text = "a positive integer" if self.positive else "an integer"
+            text = ("a positive integer" if self.positive else "an integer") + self._range()
         elif self.kind == "float":
             text = "a positive number" if self.positive else "a number"
+            text += self._range() + " (finite)"
         else:
             text = "a string"
         return text + (" or `null`" if self.nullable else "")
+
+    def _range(self) -> str:
+        low, high = self.minimum, self.maximum
+        if low is not None and high is not None:
+            return f" from {low} to {high}"
+        if low is not None:
+            return f" of at least {low}"
+        return f" up to {high}" if high is not None else ""
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -140,13 +174,14 @@ SETTINGS: tuple[Setting, ...] = (
         label="tf32", in_report=True,
     ),
     Setting("seed", "int", DEFAULT_SEED, "the seed, at the placement", label="seed",
-            run_default=True),
+            run_default=True, minimum=0, maximum=SEED_MAX),
     Setting("epochs", "int", 1, "training epochs", positive=True, label="ep", run_default=True),
     Setting(
         "max_steps_per_epoch", "int", None, "optimizer steps per epoch (`null`: the whole epoch)",
         positive=True, nullable=True, label="steps", run_default=True,
     ),
-    Setting("pythonhashseed", "int", 0, "`PYTHONHASHSEED` of the run's processes", label="phs"),
+    Setting("pythonhashseed", "int", 0, "`PYTHONHASHSEED` of the run's processes", label="phs",
+            minimum=0, maximum=SEED_MAX),
     Setting("batch_size", "int", 32, "training batch size (the post's 32)", positive=True,
             label="bs"),
     Setting("learning_rate", "float", 1e-4, "Adam's learning rate (the post's 1e-4)",

@@ -1,7 +1,7 @@
 """The executors: what turns one run's spec into a process or a container.
 
 - ``base``: the interface every executor implements (``Executor``, ``ExecutorOptions``,
-  ``RunOutcome``, ``RunStatus``, ``Slot``, ``PreparedImage``);
+  ``RunOutcome``, ``RunStatus``, ``Slot``, ``RunIdentity``);
 - ``local``: one child process per run on this machine;
 - ``docker``: one container per run, built from ``docker_kwargs`` (what a container is created
   with), ``docker_outcome`` (waiting and what its end means) and ``docker_containers`` (logs,
@@ -21,7 +21,7 @@ from harness.errors import ExecutorError
 from harness.executors.base import (
     Executor,
     ExecutorOptions,
-    PreparedImage,
+    RunIdentity,
     RunOutcome,
     RunStatus,
     Slot,
@@ -31,7 +31,7 @@ __all__ = [
     "EXECUTORS",
     "Executor",
     "ExecutorOptions",
-    "PreparedImage",
+    "RunIdentity",
     "RunOutcome",
     "RunStatus",
     "Slot",

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from harness.contract import ErrorType, RunSpec
 
@@ -69,12 +70,34 @@ class ExecutorOptions:
 
 
 @dataclass(frozen=True)
-class PreparedImage:
-    """What an executor knows of the image that runs a cell's runs: the base image's digest and
-    the id of the image the runs use. Resume reuses a run only from the same ``image_id``."""
+class RunIdentity:
+    """What a finished run must have been made by to be reused now, beside its spec.
 
-    base_digest: str | None
-    image_id: str | None
+    Each field that is not None is compared with the run record's ``provenance`` field of the
+    same name; None is not compared. The local executor knows ``workload_digest``, ``python``
+    and ``torch`` (it asks its interpreter); a container knows ``image_id`` (the built workload
+    image, whose tag already names the code digest). ``base_digest`` (the base image's digest)
+    is shown, never compared: the image id covers it.
+    """
+
+    workload_digest: str | None = None
+    python: str | None = None
+    torch: str | None = None
+    image_id: str | None = None
+    base_digest: str | None = None
+
+    #: the fields resume compares, in the order a mismatch is reported
+    COMPARED: ClassVar[tuple[str, ...]] = ("workload_digest", "python", "torch", "image_id")
+
+    def differences(self, provenance: object) -> list[tuple[str, str | None, str]]:
+        """(field, recorded, expected) of each compared field where the record differs."""
+        found = []
+        for name in self.COMPARED:
+            expected = getattr(self, name)
+            recorded = getattr(provenance, name, None)
+            if expected is not None and recorded != expected:
+                found.append((name, recorded, expected))
+        return found
 
 
 class Executor(ABC):
@@ -85,12 +108,12 @@ class Executor(ABC):
     def __init__(self, options: ExecutorOptions) -> None:
         self.options = options
 
-    def prepare(self, specs: Sequence[RunSpec]) -> dict[str, PreparedImage]:
+    def prepare(self, specs: Sequence[RunSpec]) -> dict[str, RunIdentity]:
         """Check (and build) what the runs need before the first one starts.
 
-        Returns, per image name of the specs, the image the runs will use (nothing for images
-        the executor does not build, such as ``local``). Raises ExecutorError when nothing can
-        run.
+        Returns, per image name of the specs, the identity of what would run them now: resume
+        reuses a finished run only when its record matches it (an image left out has nothing
+        to compare, as with the fake executor). Raises ExecutorError when nothing can run.
         """
         return {}
 

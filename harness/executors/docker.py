@@ -28,7 +28,7 @@ from harness.errors import ExecutorError
 from harness.executors.base import (
     Executor,
     ExecutorOptions,
-    PreparedImage,
+    RunIdentity,
     RunOutcome,
     RunStatus,
     Slot,
@@ -79,21 +79,28 @@ class DockerExecutor(Executor):
             hint="pass --data-dir or set HARNESS_MNIST_DIR (containers have no network)",
         )
 
-    def prepare(self, specs: Sequence[RunSpec]) -> dict[str, PreparedImage]:
-        """Reach the engine, build or reuse one image per base, check the GPU runtime."""
+    def prepare(self, specs: Sequence[RunSpec]) -> dict[str, RunIdentity]:
+        """Reach the engine, build or reuse one image per base, check the GPU runtime.
+
+        A container run's identity is its workload image's id (its tag names the code digest);
+        ``local`` runs get the local executor's (interpreter, torch, workload digest).
+        """
+        prepared: dict[str, RunIdentity] = {}
+        local_specs = [s for s in specs if s.image == "local"]
+        if local_specs:
+            prepared.update(self._local_executor().prepare(local_specs))
         container_specs = [s for s in specs if s.image != "local"]
         if not container_specs:
-            return {}
+            return prepared
         data_dir = self.data_dir()
         if not data_dir.is_dir():
             raise ExecutorError(
                 f"MNIST folder {data_dir} does not exist",
                 hint="pass --data-dir or set HARNESS_MNIST_DIR to the folder of IDX files",
             )
-        prepared: dict[str, PreparedImage] = {}
         for base in sorted({s.image for s in container_specs}):
             image = self.workload_image(base)
-            prepared[base] = PreparedImage(base_digest=image.base_digest, image_id=image.image_id)
+            prepared[base] = RunIdentity(image_id=image.image_id, base_digest=image.base_digest)
         gpu_images = sorted({s.image for s in container_specs if s.accelerator == "gpu"})
         if gpu_images:
             self.check_gpu_runtime(self._images[gpu_images[0]].tag)

@@ -10,18 +10,35 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from harness.contract import LOG_FILE, LOSSES_FILE, RunSpec
-from harness.contract.record import Digests, EpochSummary, RunRecord, Timing, write_record
-from harness.executors.base import Executor, ExecutorOptions, RunOutcome, RunStatus, Slot
+from harness.contract.record import (
+    Digests,
+    EpochSummary,
+    Provenance,
+    RunRecord,
+    Timing,
+    write_record,
+)
+from harness.executors.base import (
+    Executor,
+    ExecutorOptions,
+    RunIdentity,
+    RunOutcome,
+    RunStatus,
+    Slot,
+)
 
 
 class FakeExecutor(Executor):
     """``seconds``: sleep per run; ``fail_placement``: runs of that placement exit non-zero;
-    ``diverge_placement``: repeats of that placement differ from step 10 on."""
+    ``diverge_placement``: repeats of that placement differ from step 10 on; ``identity``: what
+    ``prepare`` says would run every image now, and what each record's provenance then holds
+    (None: nothing, and resume compares nothing but the spec)."""
 
     name = "fake"
 
@@ -32,16 +49,23 @@ class FakeExecutor(Executor):
         seconds: float = 0.05,
         fail_placement: str | None = None,
         diverge_placement: str | None = None,
+        identity: RunIdentity | None = None,
     ) -> None:
         super().__init__(options or ExecutorOptions(run_label="fake"))
         self.seconds = seconds
         self.fail_placement = fail_placement
         self.diverge_placement = diverge_placement
+        self.identity = identity
         self._lock = threading.Lock()
         self.running: list[Slot] = []
         self.max_concurrency = 0
         self.overlaps: list[tuple[Slot, Slot]] = []
         self.calls: list[tuple[str, int]] = []
+
+    def prepare(self, specs: Sequence[RunSpec]) -> dict[str, RunIdentity]:
+        if self.identity is None:
+            return {}
+        return {image: self.identity for image in {s.image for s in specs}}
 
     def run(
         self,
@@ -69,7 +93,12 @@ class FakeExecutor(Executor):
             if spec.placement == self.fail_placement:
                 (run_dir / LOG_FILE).write_text("Traceback: boom\nRuntimeError: fake failure\n")
                 return RunOutcome(RunStatus.FAILED, time.monotonic() - start, 1, "exit code 1")
-            write_fake_record(spec, run_dir, diverge=spec.placement == self.diverge_placement)
+            write_fake_record(
+                spec,
+                run_dir,
+                diverge=spec.placement == self.diverge_placement,
+                identity=self.identity,
+            )
             return RunOutcome(RunStatus.OK, time.monotonic() - start, 0)
         finally:
             with self._lock:
@@ -77,9 +106,15 @@ class FakeExecutor(Executor):
 
 
 def write_fake_record(
-    spec: RunSpec, run_dir: Path, *, diverge: bool = False, steps: int = 50
+    spec: RunSpec,
+    run_dir: Path,
+    *,
+    diverge: bool = False,
+    steps: int = 50,
+    identity: RunIdentity | None = None,
 ) -> None:
-    """A run record in the documented format with a trajectory derived from the spec."""
+    """A run record in the documented format with a trajectory derived from the spec; its
+    provenance holds ``identity``'s compared fields."""
     rng = np.random.default_rng(spec.seed)
     losses = (2.3 * np.exp(-np.arange(steps) / 20) + rng.random(steps) * 0.01).astype("<f4")
     if diverge and spec.repeat > 0:
@@ -114,6 +149,9 @@ def write_fake_record(
             )
         ],
         timing=Timing(wall_seconds=1.2, setup_seconds=0.1),
+        provenance=Provenance(
+            **{name: getattr(identity, name) for name in RunIdentity.COMPARED} if identity else {}
+        ),
         files={"losses": LOSSES_FILE},
         written_by="test",
     )

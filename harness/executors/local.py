@@ -8,17 +8,28 @@ SIGINT -> SIGTERM -> SIGKILL over the whole process group, since Lightning's DDP
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness.contract import LOG_FILE, SPEC_FILE, ErrorType, RunSpec, run_environment
-from harness.executors.base import Executor, ExecutorOptions, RunOutcome, RunStatus, Slot
+from harness.errors import ExecutorError
+from harness.executors.base import (
+    Executor,
+    ExecutorOptions,
+    RunIdentity,
+    RunOutcome,
+    RunStatus,
+    Slot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +48,25 @@ LAUNCHER = (
 )
 
 
+#: Seconds the interpreter may take to say what it would run (importing torch, cold: ~20 s).
+PROBE_TIMEOUT_S = 300.0
+IDENTITY_MARK = "harness-identity: "
+# Asked of the workload's interpreter once per matrix run (``LocalExecutor.prepare``): what its
+# runs would record as provenance.python, provenance.torch and provenance.workload_digest.
+IDENTITY_PROBE = (
+    "import json, sys\n"
+    "from harness.contract.code import workload_digest\n"
+    "try:\n"
+    "    import torch\n"
+    "    version = str(torch.__version__)\n"
+    "except ImportError:\n"
+    "    version = None\n"
+    "identity = {'python': sys.version.split()[0], 'torch': version, "
+    "'workload_digest': workload_digest()}\n"
+    f"print({IDENTITY_MARK!r} + json.dumps(identity), flush=True)\n"
+)
+
+
 def default_python() -> str:
     return os.environ.get("HARNESS_WORKLOAD_PYTHON") or sys.executable
 
@@ -49,6 +79,55 @@ def run_env(spec: RunSpec, slot: Slot, base: dict[str, str] | None = None) -> di
     return env
 
 
+def probe_identity(python: str, timeout_s: float = PROBE_TIMEOUT_S) -> RunIdentity:
+    """Ask ``python`` (argv list, no shell) what its runs would record; ExecutorError when it
+    cannot say, since then it cannot run the workload either."""
+    hint = (
+        "pass --python (or set HARNESS_WORKLOAD_PYTHON to) an interpreter that has this harness "
+        "installed with its workload extra: pip install -e '.[workload]'"
+    )
+    with tempfile.TemporaryDirectory(prefix="harness-probe-") as cwd:
+        try:
+            proc = subprocess.run(  # argv list, no shell
+                [python, "-c", IDENTITY_PROBE],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                cwd=cwd,
+                timeout=timeout_s,
+                check=False,
+            )
+        except OSError as exc:
+            raise ExecutorError(f"cannot start {python}: {exc.strerror or exc}", hint) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise ExecutorError(
+                f"{python} did not say within {timeout_s:g} s which workload code and torch it "
+                "would run",
+                hint,
+            ) from exc
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(IDENTITY_MARK)]
+    try:
+        data = json.loads(lines[-1].removeprefix(IDENTITY_MARK)) if lines else None
+    except json.JSONDecodeError:
+        data = None
+    if proc.returncode != 0 or not isinstance(data, dict):
+        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:]  # the error, not its trace
+        raise ExecutorError(
+            f"{python} cannot say which workload code and torch it would run "
+            f"(exit code {proc.returncode}): {last[0] if last else 'no output'}",
+            hint,
+        )
+
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        return value if isinstance(value, str) else None
+
+    return RunIdentity(
+        workload_digest=text("workload_digest"), python=text("python"), torch=text("torch")
+    )
+
+
 class LocalExecutor(Executor):
     """``python -m harness.workload`` per run, with ``options.python`` as the interpreter."""
 
@@ -58,9 +137,29 @@ class LocalExecutor(Executor):
         super().__init__(options)
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
+        self._identity: RunIdentity | None = None
+
+    @property
+    def python(self) -> str:
+        return self.options.python or default_python()
+
+    def prepare(self, specs: Sequence[RunSpec]) -> dict[str, RunIdentity]:
+        """Every image of these specs runs on this machine's interpreter: one identity."""
+        if not specs:
+            return {}
+        identity = self.identity()
+        return {image: identity for image in sorted({s.image for s in specs})}
+
+    def identity(self) -> RunIdentity:
+        """What this executor's runs would record now: the interpreter's Python and torch
+        versions and the digest of the workload code it imports (asked once, of the interpreter
+        itself, from an empty folder as each run starts from its own run folder)."""
+        if self._identity is None:
+            self._identity = probe_identity(self.python)
+        return self._identity
 
     def argv(self, run_dir: Path) -> list[str]:
-        python = self.options.python or default_python()
+        python = self.python
         argv = [
             python,
             "-m",

@@ -34,10 +34,69 @@ def load_matrix(path: str | Path) -> LoadedMatrix:
     return parse_matrix(text, path)
 
 
+class _Refused(Exception):
+    """Something the matrix loader will not read, at a line (becomes a MatrixError)."""
+
+    def __init__(self, line: int, problem: str, fix: str) -> None:
+        super().__init__(problem)
+        self.line, self.problem, self.fix = line, problem, fix
+
+
+ANCHOR_FIX = (
+    "write the values out in full where the alias is used: a matrix file has no anchors (&name) "
+    "or aliases (*name), so a few lines of YAML can never expand into billions of values"
+)
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, without anchors and aliases (docs/matrix.md, "Validation").
+
+    Ten levels of ten aliases make 10^10 values out of eleven lines, and every later walk
+    over the data (validation, duplicate keys) would take minutes; a matrix has no use for
+    them, so the first anchor or alias is refused at its line, before anything is built.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            kind = "alias" if isinstance(event, yaml.AliasEvent) else "anchor"
+            sign = "*" if kind == "alias" else "&"
+            raise _Refused(
+                event.start_mark.line + 1,
+                f"YAML {kind} {sign}{event.anchor}: anchors and aliases are not allowed",
+                ANCHOR_FIX,
+            )
+        return super().compose_node(parent, index)
+
+    def construct_yaml_int(self, node: Any) -> Any:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError as exc:  # more digits than Python converts (sys.int_info)
+            raise _Refused(
+                node.start_mark.line + 1,
+                f"the number {reprlib.repr(node.value)} is too long to read",
+                "see docs/matrix.md for each key's range",
+            ) from exc
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
+def _read_yaml(text: str) -> tuple[yaml.Node | None, Any]:
+    """The composed node tree (for line numbers) and the data built from that same tree."""
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        return root, (loader.construct_document(root) if root is not None else None)
+    finally:
+        loader.dispose()
+
+
 def parse_matrix(text: str, path: Path) -> LoadedMatrix:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root, data = _read_yaml(text)
+    except _Refused as exc:
+        raise MatrixError(f"{path}:{exc.line}: {exc.problem}", exc.fix) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         if mark is not None:
@@ -204,6 +263,8 @@ def _validation_error(
                 hints.append(hint)
             elif "bool" in kind:
                 hints.append(f"{field} takes true or false")
+            elif kind in RANGE_ERRORS and _takes(field):
+                hints.append(f"{field} takes {_takes(field)}")
             elif "int" in kind:
                 hints.append(f"{field} takes a whole number, without quotes")
             else:
@@ -215,6 +276,36 @@ def _validation_error(
     return MatrixError(
         message, "docs/matrix.md lists every key; `harness schema` prints the schema"
     )
+
+
+#: pydantic's error types for a number out of its range, or not finite, or not a number.
+RANGE_ERRORS = frozenset(
+    {
+        "greater_than",
+        "greater_than_equal",
+        "less_than",
+        "less_than_equal",
+        "finite_number",
+        "float_type",
+        "float_parsing",
+    }
+)
+
+#: What the ``run:`` options that are not settings take, in words.
+RUN_OPTION_RANGES = {
+    "repeats": "a whole number of at least 1",
+    "max_runs": "a whole number of at least 1",
+    "timeout_s": "a positive finite number of seconds",
+}
+
+
+def _takes(field: str) -> str:
+    """The values a number field takes, in words ("" when it is not a number field)."""
+    setting = BY_NAME.get(field)
+    if setting is not None and setting.kind in ("int", "float"):
+        text = setting.describe().replace("`", "")
+        return text.replace("an integer", "a whole number").replace("integer", "whole number")
+    return RUN_OPTION_RANGES.get(field, "")
 
 
 def _line_of(text: str) -> int:

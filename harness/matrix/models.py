@@ -10,9 +10,21 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model
+from annotated_types import Ge, Gt, Le
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    create_model,
+)
+from pydantic_core import PydanticCustomError
 
 from harness.contract.settings import (
+    FLOAT_MAX,
     IMAGE_MAX_LENGTH,
     IMAGE_PATTERN,
     SETTINGS,
@@ -22,6 +34,26 @@ from harness.contract.settings import (
 DEFAULT_MAX_RUNS = 2000
 
 Image = Annotated[str, Field(pattern=IMAGE_PATTERN, max_length=IMAGE_MAX_LENGTH)]
+
+
+def _not_a_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic's lax float would take true as 1.0
+        raise PydanticCustomError("float_type", "Input should be a number, not true or false")
+    return value
+
+
+def finite(*constraints: Any) -> Any:
+    """A finite float within ``constraints`` (annotated_types bounds).
+
+    Lax on purpose: PyYAML reads ``1e-4`` (no dot) as a string, which pydantic parses; but never
+    a boolean, inf or NaN (``.inf``, ``.nan``, ``1e400``). The JSON Schema says finite the only
+    way it can: a ``maximum`` (and ``minimum``) at the largest float. (The constraints sit
+    before the validator in one Annotated, or the schema shows them as raw ``gt``/``le``.)
+    """
+    low = [] if any(isinstance(c, Gt | Ge) for c in constraints) else [Ge(-FLOAT_MAX)]
+    high = [] if any(isinstance(c, Le) for c in constraints) else [Le(FLOAT_MAX)]
+    parts = (float, AllowInfNan(False), *low, *constraints, *high, BeforeValidator(_not_a_bool))
+    return Annotated[parts]
 
 
 class Strict(BaseModel):
@@ -37,12 +69,21 @@ def value_type(setting: Setting) -> Any:
     elif setting.kind == "bool":
         base = StrictBool
     elif setting.kind == "int":
-        base = Annotated[StrictInt, Field(ge=1)] if setting.positive else StrictInt
+        bounds = _bounds(setting, Ge(1) if setting.positive else None)
+        base = Annotated[(StrictInt, *bounds)] if bounds else StrictInt
     elif setting.kind == "float":
-        base = Annotated[float, Field(gt=0)] if setting.positive else float
+        base = finite(*_bounds(setting, Gt(0) if setting.positive else None))
     else:
         base = str
     return base | None if setting.nullable else base
+
+
+def _bounds(setting: Setting, positive: Any) -> list[Any]:
+    """The table's bounds of a number: ``positive`` (Ge(1) or Gt(0), or None), then its
+    inclusive ``minimum`` and ``maximum``."""
+    found = [positive] if positive is not None else []
+    found += [Ge(setting.minimum)] if setting.minimum is not None else []
+    return found + ([Le(setting.maximum)] if setting.maximum is not None else [])
 
 
 def _cell_settings(table: tuple[Setting, ...]) -> type[Strict]:
@@ -79,7 +120,7 @@ class RunOptions(Strict):
     """How every cell runs, besides the settings (``RunBlock`` adds their defaults)."""
 
     repeats: StrictInt = Field(3, ge=1, description="runs per cell")
-    timeout_s: float = Field(3600.0, gt=0, description="per run")
+    timeout_s: finite(Gt(0)) = Field(3600.0, description="per run, in seconds")  # type: ignore[valid-type]
     max_runs: StrictInt = Field(
         DEFAULT_MAX_RUNS, ge=1, description="refuse matrices with more runs than this"
     )

@@ -2,14 +2,16 @@
 
 Modules, in the order the data flows:
 
-- runs.py: the folder's cells (manifest, through harness/layout.py) and each run record;
+- runs.py: the folder's cells (manifest, through harness/layout.py), each run record checked
+  against its losses.npy (ok, failed, missing or corrupt), and merge conflict copies;
 - trajectories.py: losses.npy compared bit for bit: first divergence, |Δloss|, ULPs;
-- verdicts.py: one cell's verdict from its repeats;
-- summaries.py: across cells: per-image summary, across images and GPU counts, cost of
-  determinism, failed runs, images;
+- verdicts.py: one cell's verdict from its runs: reproduces, diverges or unknown;
+- summaries.py: across cells: per-image summary (cells with a verdict only), across images and
+  GPU counts, cost of determinism, failed runs, merge conflicts, images;
 - analyze.py: ``analyze``, the above put together into model.py's ``Report``;
 - flatten.py (one row per cell), markdown.py, exporters.py (md/json/csv), plots.py,
-  github.py (the Actions job summary): renderers of a ``Report``.
+  github.py (the Actions job summary): renderers of a ``Report``; text.py makes text from run
+  records inert (escaped, validated, no control characters) before markdown.py shows it.
 """
 
 from __future__ import annotations

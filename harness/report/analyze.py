@@ -13,7 +13,7 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.report import summaries
 from harness.report.model import CellReport, Report
-from harness.report.runs import cell_runs, folder_cells
+from harness.report.runs import cell_runs, conflict_runs, folder_cells
 from harness.report.verdicts import analyze_cell
 
 
@@ -25,7 +25,10 @@ def analyze(root: str | Path) -> Report:
             f"{root}: no such results folder", "give the folder that `harness run` wrote"
         )
     folder = folder_cells(root)
-    cells = [analyze_cell(c, cell_runs(root, c, folder.repeats)) for c in folder.cells]
+    cells = [
+        analyze_cell(c, cell_runs(root, c, folder.repeats), conflict_runs(root, c))
+        for c in folder.cells
+    ]
     by_image: dict[str, list[CellReport]] = defaultdict(list)
     for c in cells:
         by_image[str(c.settings.get("image"))].append(c)
@@ -38,4 +41,6 @@ def analyze(root: str | Path) -> Report:
         summaries.costs(cells),
         summaries.failures(cells),
         summaries.images(by_image),
+        summaries.conflicts(cells),
+        folder.mixed_code,
     )

@@ -12,16 +12,23 @@ from harness.report.flatten import rows, to_jsonable
 from harness.report.markdown import render_markdown
 from harness.report.model import Report
 
-REPORT_FORMAT_VERSION = 1
+#: 2: three verdicts (``verdict``: reproduces | diverges | unknown, ``unknown_because``,
+#: ``reproducible`` null exactly when unknown), runs checked against their files (status
+#: ``corrupt``), merge conflict copies (``conflict_copies``, ``conflicts``), ``mixed_code``.
+REPORT_FORMAT_VERSION = 2
+
+
+def _runs(runs: list[dict]) -> list[dict]:
+    """Runs as JSON: the absolute ``run_dir`` left out (``path`` is relative to the folder)."""
+    return [{k: v for k, v in run.items() if k != "run_dir"} for run in runs]
 
 
 def render_json(report: Report) -> bytes:
     cells = []
     for cell in report.cells:
         entry = to_jsonable(cell)
-        entry["runs"] = [
-            {k: v for k, v in run.items() if k != "run_dir"} for run in entry.pop("runs")
-        ]
+        entry["runs"] = _runs(entry.pop("runs"))
+        entry["conflict_copies"] = _runs(entry.pop("conflict_copies"))
         cells.append(entry)
     data = {
         "format_version": REPORT_FORMAT_VERSION,
@@ -33,6 +40,8 @@ def render_json(report: Report) -> bytes:
         "costs": [{**to_jsonable(c), "ratio": c.ratio} for c in report.costs],
         "failures": to_jsonable(report.failures),
         "images": to_jsonable(report.images),
+        "conflicts": to_jsonable(report.conflicts),
+        "mixed_code": report.mixed_code,
     }
     return (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8")
 

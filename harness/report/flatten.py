@@ -18,7 +18,9 @@ def cell_row(cell: CellReport) -> dict[str, Any]:
         repeats=cell.repeats,
         ok_runs=cell.ok_runs,
         distinct_trajectories=cell.distinct_trajectories,
+        verdict=cell.verdict,
         reproducible=cell.reproducible,
+        unknown_because=cell.unknown_because,
         divergence_epoch=d.epoch if d else None,
         divergence_batch=d.batch if d else None,
         divergence_step=d.step if d else None,
@@ -29,7 +31,7 @@ def cell_row(cell: CellReport) -> dict[str, Any]:
         val_acc_mean=cell.val_acc_mean,
         val_acc_sd=cell.val_acc_sd,
         seconds_per_epoch=cell.seconds_per_epoch,
-        verdict=cell.verdict,
+        detail=cell.detail,
     )
     return row
 

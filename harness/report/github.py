@@ -3,7 +3,8 @@
 Why cut at a boundary: a summary cut mid-row or mid-code-block renders as garbage. So the cut
 falls before a heading, between table rows, or between paragraphs, never inside a code fence
 or a ``<details>`` block; a note then says how much was left out and which artifact holds the
-full report.
+full report. The Markdown comes from harness/report/markdown.py, which has made every text
+from the run records inert; the note adds only numbers, the artifact name and the run's link.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.layout import REPORT_FILES
+from harness.report.text import clean
 
 #: GitHub rejects a step's summary above 1 MiB ("Job summaries" docs).
 SUMMARY_LIMIT = 1024 * 1024
@@ -57,6 +59,7 @@ def _boundaries(lines: list[str]) -> list[int]:
 
 
 def cut_note(shown: int, total: int, full_bytes: int, artifact: str, link: str | None) -> str:
+    artifact = clean(artifact).replace("`", "'")  # inside a code span: no backtick closes it
     where = f"the `{artifact}` artifact of this workflow run"
     if link:
         where += f" ({link})"

@@ -1,35 +1,60 @@
-"""The GitHub-flavored Markdown report. User text (cell settings, error messages, logs) is
-escaped so it cannot break a table or inject HTML or links."""
+"""The GitHub-flavored Markdown report. Everything taken from run records, logs, manifests and
+provenance is escaped or validated (harness/report/text.py) so it cannot break a table, inject
+HTML, make a link, carry control characters, or close a code block: cell names and settings,
+error messages, log tails, torch versions; image digests and ids are shown only when they
+match their patterns."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import quote
 
 from harness.contract.settings import REPORT_SETTINGS, TWIN
+from harness.report import text as inert
 from harness.report.flatten import cell_row
-from harness.report.model import CellReport, Divergence, Report
+from harness.report.model import DIVERGES, REPRODUCES, UNKNOWN, CellReport, Divergence, Report
 from harness.report.summaries import fmt_setting
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
 
 
 def escape(text: Any) -> str:
-    """Safe inside a table cell: no pipes, HTML, links or line breaks survive as markup."""
-    s = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Safe inside a table cell: no pipes, HTML, links, autolinks, control characters or line
+    breaks survive as markup, and the text never starts a workflow command."""
+    s = inert.strip_controls(str(text))
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     s = _SPECIAL.sub(r"\\\1", s)
-    return " ".join(s.split())
+    s = " ".join(s.split())
+    return inert.defuse_commands(inert.neutralise_links(s))
 
 
 def fence(text: str) -> str:
-    """A code block whose fence is longer than any backtick run inside it."""
+    """A code block of ``text`` (control characters stripped) whose fence is longer than any
+    backtick run inside it, so nothing in it can close it; no line of it starts a workflow
+    command."""
+    text = inert.defuse_commands(inert.strip_controls(text, multiline=True))
     longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
     ticks = "`" * max(3, longest + 1)
     return f"{ticks}text\n{text}\n{ticks}"
 
 
+def code(value: str | None, kind: str = "digest") -> str:
+    """A digest (``kind`` "digest") or image id ("id") as inline code when it matches its
+    pattern, ``(invalid)`` when it does not, — when there is none."""
+    checked = inert.image_digest(value) if kind == "digest" else inert.image_id(value)
+    if checked is None:
+        return "—"
+    return inert.INVALID if checked == inert.INVALID else f"`{checked}`"
+
+
 def yes_no(value: bool | None) -> str:
     return "—" if value is None else ("yes" if value else "**no**")
+
+
+def _verdict(cell: CellReport) -> str:
+    """The reproducible column: yes, **no**, or unknown (the cell has no verdict)."""
+    return "unknown" if cell.verdict == UNKNOWN else yes_no(cell.reproducible)
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -59,6 +84,8 @@ def render_markdown(report: Report) -> bytes:
         _summaries,
         _images,
         _cells,
+        _unknown,
+        _merge,
         _comparisons,
         _costs,
         _failures,
@@ -72,12 +99,17 @@ def render_markdown(report: Report) -> bytes:
 
 def _title(report: Report) -> list[str]:
     total = len(report.cells)
-    good = sum(1 for c in report.cells if c.reproducible)
+    good = sum(1 for c in report.cells if c.verdict == REPRODUCES)
+    bad = sum(1 for c in report.cells if c.verdict == DIVERGES)
+    unknown = total - good - bad
     return [
         f"# Reproducibility report: {escape(report.name)}",
         "",
-        f"{good} of {total} cells reproduce bit for bit. A cell reproduces when every repeat "
-        "finished with a bit-identical loss trajectory and bit-identical final weights.",
+        f"{good} of {total} cells reproduce bit for bit, {bad} diverge, {unknown} are "
+        "without a verdict. A cell reproduces when at least two repeats ran and every one of "
+        "them finished with a verified, finite, bit-identical loss trajectory and "
+        "bit-identical final weights; it diverges when such runs differ; it has no verdict "
+        "when any run failed, is missing, corrupt, empty or not finite.",
         "",
     ]
 
@@ -94,9 +126,9 @@ def _images(report: Report) -> list[str]:
     body = [
         [
             escape(i.image),
-            ", ".join(f"`{d}`" for d in i.digests)
+            ", ".join(code(d) for d in i.digests)
             or ("— (this machine's Python)" if i.image == "local" else "—"),
-            ", ".join(f"`{d}`" for d in i.image_ids) or "—",
+            ", ".join(code(d, "id") for d in i.image_ids) or "—",
             escape(", ".join(i.torch)) or "—",
             str(i.cells),
         ]
@@ -138,7 +170,7 @@ def _cells(report: Report) -> list[str]:
     ]
     header = ["cell", *REPORT_SETTINGS, *_CELL_COLUMNS]
     out += table_lines(header, [_cell_cells(c) for c in report.cells]) + [""]
-    unplotted = [c for c in report.cells if c.reproducible is False and not c.plot]
+    unplotted = [c for c in report.cells if c.verdict == DIVERGES and not c.plot]
     if unplotted and any(c.plot for c in report.cells):
         out += [
             f"{len(unplotted)} cells that do not reproduce have no plot (plots are drawn for "
@@ -158,7 +190,7 @@ def _cell_cells(cell: CellReport) -> list[str]:
         acc += f" ± {cell.val_acc_sd:.4f}" if cell.val_acc_sd is not None else ""
     name = escape(cell.name)
     if cell.plot:
-        name += f" ([plot]({cell.plot}))"
+        name += f" ([plot]({quote(cell.plot)}))"
     repeats = str(cell.repeats)
     if cell.ok_runs != cell.repeats:
         repeats = f"{cell.ok_runs}/{cell.repeats}"
@@ -167,7 +199,7 @@ def _cell_cells(cell: CellReport) -> list[str]:
         *(escape(row[k]) for k in REPORT_SETTINGS),
         repeats,
         str(cell.distinct_trajectories),
-        yes_no(cell.reproducible),
+        _verdict(cell),
         _divergence(cell.first_divergence),
         _num(row["max_abs_delta"], ".3g"),
         "—" if row["max_ulps"] is None else str(row["max_ulps"]),
@@ -176,6 +208,59 @@ def _cell_cells(cell: CellReport) -> list[str]:
         acc,
         _num(cell.seconds_per_epoch, ".2f"),
     ]
+
+
+def _unknown(report: Report) -> list[str]:
+    """The cells without a verdict, apart, with why; they are in no summary's counts."""
+    out = ["## Cells without a verdict", ""]
+    unknown = [c for c in report.cells if c.verdict == UNKNOWN]
+    if not unknown:
+        return out + ["None: every cell reproduces or diverges.", ""]
+    out += [
+        "These cells neither reproduce nor diverge as far as their runs show: a run failed, is "
+        "missing, corrupt, empty or not finite, or there are not two repeats. They are left "
+        "out of the summaries above.",
+        "",
+    ]
+    out += [f"- **{escape(c.name)}**: {escape(c.unknown_because)}" for c in unknown]
+    return out + [""]
+
+
+def _merge(report: Report) -> list[str]:
+    """Merge conflict copies and mixed code: only for a merged folder that has them."""
+    if not report.conflicts and not report.mixed_code:
+        return []
+    out = ["## Merge conflicts", ""]
+    if report.mixed_code:
+        out += [
+            "The merged folders were made by different code (`harness merge --allow-mixed`):",
+            "",
+        ]
+        out += [f"- {escape(line)}" for line in report.mixed_code]
+        out.append("")
+    if report.conflicts:
+        out += [
+            "`harness merge` found two different copies of these runs; it kept one in `cells/` "
+            "and the other in the folder named. The verdict of each cell counts every copy "
+            "whose record says ok.",
+            "",
+        ]
+        body = [
+            [
+                escape(c.cell),
+                str(c.repeat),
+                escape(c.kept) or "—",
+                escape(c.kept_status),
+                escape(c.path),
+                escape(c.status) + (f" ({escape(c.problem)})" if c.problem else ""),
+                {True: "same", False: "**different**", None: "—"}[c.same_result],
+            ]
+            for c in report.conflicts
+        ]
+        header = ["cell", "repeat", "kept", "status", "other copy", "status", "result"]
+        out += table_lines(header, body)
+        out.append("")
+    return out
 
 
 def _comparisons(report: Report) -> list[str]:
@@ -217,13 +302,18 @@ def _failures(report: Report) -> list[str]:
     out = ["## Failed runs", ""]
     if not report.failures:
         out.append("None.")
-    for f in report.failures:
+    else:
         out += [
-            f"### {escape(f.cell)} repeat {f.repeat}: {escape(f.type)}",
-            "",
-            escape(f.message) or "(no message)",
+            "Every run that did not finish ok: failed, missing, or corrupt (its record says ok "
+            "but its losses.npy does not load, has another shape than recorded, or does not "
+            "hash to the recorded digest; or its run.json is unreadable).",
             "",
         ]
+    for f in report.failures:
+        out += [f"### {escape(f.cell)} repeat {f.repeat}: {escape(f.type)}", ""]
+        if f.path:
+            out += [f"Run folder: {escape(f.path)}", ""]
+        out += [escape(f.message) or "(no message)", ""]
         if f.log_tail:
             out += ["<details><summary>log tail</summary>", "", fence(f.log_tail), ""]
             out += ["</details>", ""]

@@ -6,14 +6,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: RunResult.status: what the report makes of a run, after checking its files.
+OK, FAILED, MISSING, CORRUPT = "ok", "failed", "missing", "corrupt"
+
+#: CellReport.verdict
+REPRODUCES, DIVERGES, UNKNOWN = "reproduces", "diverges", "unknown"
+VERDICTS = (REPRODUCES, DIVERGES, UNKNOWN)
+
 
 @dataclass
 class RunResult:
-    """One repeat as the report sees it (from run.json alone)."""
+    """One run as the report sees it: its record, checked against its losses.
+
+    ``status`` is ``ok`` only for a record that says ok, whose ``losses.npy`` loads, has the
+    recorded shape and hashes to ``digests.trajectory``, with at least one step and finite
+    losses. A record that says ok but fails the files check is ``corrupt``; one with zero steps
+    or a loss that is NaN or infinite is ``failed`` (error type ``no_steps`` / ``nonfinite``).
+    ``recorded`` is what run.json itself says (None: no readable record); ``problem`` says in a
+    few words why the run is not ok. ``copy`` names the ``conflicts/<k>-<input>`` folder of a
+    copy that ``harness merge`` set aside (None: the run in ``cells/``).
+    """
 
     repeat: int
-    status: str  # ok | failed | missing
+    status: str  # ok | failed | missing | corrupt
     run_dir: Path
+    path: str = ""  # the run folder, relative to the results folder
+    recorded: str | None = None  # ok | failed | None
+    problem: str | None = None
+    copy: str | None = None
     trajectory: str | None = None
     init_weights: str | None = None
     final_weights: str | None = None
@@ -39,17 +59,26 @@ class Divergence:
     max_abs_delta: float | None
     max_ulps: int | None
     shape_differs: bool = False
+    copy: str | None = None  # the differing run is a merge conflict copy (its folder)
 
 
 @dataclass
 class CellReport:
+    """One cell's verdict (harness/report/verdicts.py): ``verdict`` is ``reproduces``,
+    ``diverges`` or ``unknown``; ``reproducible`` is True, False or None (None exactly when
+    unknown); ``unknown_because`` says why a cell has no verdict; ``detail`` says the verdict in
+    words. ``runs`` holds one run per repeat (those in ``cells/``), ``conflict_copies`` the
+    other copies ``harness merge`` kept; the verdict counts both."""
+
     id: str
     name: str
     settings: dict[str, Any]
     repeats: int
     ok_runs: int
     distinct_trajectories: int
+    verdict: str
     reproducible: bool | None
+    unknown_because: str | None
     first_divergence: Divergence | None
     divergences: list[Divergence]
     init_equal: bool | None
@@ -57,8 +86,9 @@ class CellReport:
     val_acc_mean: float | None
     val_acc_sd: float | None
     seconds_per_epoch: float | None
-    verdict: str
+    detail: str
     runs: list[RunResult] = field(default_factory=list)
+    conflict_copies: list[RunResult] = field(default_factory=list)
     plot: str | None = None
 
 
@@ -89,11 +119,30 @@ class Cost:
 
 @dataclass
 class Failure:
+    """A run that is not ok: failed, missing, corrupt (``path``: its folder in the results)."""
+
     cell: str
     repeat: int
     type: str
     message: str
     log_tail: str
+    path: str = ""
+
+
+@dataclass
+class ConflictCopy:
+    """A copy of a run that ``harness merge`` kept under ``conflicts/`` beside the one in
+    ``cells/``: ``same_result`` is True when both are ok with the same trajectory and final
+    weights, False when both are ok and differ, None when either is not ok."""
+
+    cell: str
+    repeat: int
+    path: str  # the copy's folder, relative to the results folder
+    kept: str  # the run in cells/, relative to the results folder
+    status: str
+    kept_status: str
+    same_result: bool | None
+    problem: str | None = None
 
 
 @dataclass
@@ -117,3 +166,7 @@ class Report:
     costs: list[Cost]
     failures: list[Failure]
     images: list[ImageInfo] = field(default_factory=list)
+    conflicts: list[ConflictCopy] = field(default_factory=list)
+    #: what differs between merged inputs made by different code (``harness merge
+    #: --allow-mixed``; the manifest's ``merge.mixed``), one line each
+    mixed_code: list[str] = field(default_factory=list)

@@ -1,16 +1,23 @@
-"""PNG plots of |Δloss| per step between repeats (log y), one per cell that does not reproduce."""
+"""PNG plots of |Δloss| per step between repeats (log y), one per cell that diverges.
+
+Only runs the report verified are plotted (ok runs, and ok merge conflict copies); a losses.npy
+that cannot be read when drawn (``CorruptRun``) leaves the cell without a plot and a warning,
+never a traceback.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from harness import layout
-from harness.report.model import CellReport, Report
-from harness.report.trajectories import load_losses
+from harness.record import RecordError, load_losses
+from harness.report.model import DIVERGES, OK, CellReport, Report
+from harness.report.text import clean
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +68,16 @@ class _Canvas:
         self.fig.savefig(path)
 
 
+def plot_name(cell: CellReport) -> str:
+    """The plot's file name: ``<cell name>--<cell id>.png``, with anything but letters, digits
+    and ``._=+-`` replaced, so a name from a tampered manifest cannot leave plots/."""
+    name = re.sub(r"[^A-Za-z0-9._=+-]", "_", f"{cell.name}--{cell.id}")
+    return f"{name.lstrip('.') or 'cell'}.png"
+
+
 def plot_cell(cell: CellReport, out_dir: Path, canvas: _Canvas | None = None) -> str | None:
-    ok = [r for r in cell.runs if r.status == "ok"]
-    if cell.reproducible is not False or len(ok) < 2 or cell.distinct_trajectories < 2:
+    ok = [r for r in [*cell.runs, *cell.conflict_copies] if r.status == OK]
+    if cell.verdict != DIVERGES or len(ok) < 2 or cell.distinct_trajectories < 2:
         return None
     ref = load_losses(ok[0].run_dir)
     series = []
@@ -77,12 +91,13 @@ def plot_cell(cell: CellReport, out_dir: Path, canvas: _Canvas | None = None) ->
         delta = np.abs(ref[:n].astype(np.float64) - other[:n].astype(np.float64)).max(axis=1)
         delta[delta == 0] = np.nan  # log scale: equal steps leave a gap
         x, y = _envelope(delta)
-        series.append((f"repeat {run.repeat} vs {ok[0].repeat}", x, y))
+        label = f"repeat {run.repeat}" + (" (conflict copy)" if run.copy else "")
+        series.append((f"{label} vs {ok[0].repeat}", x, y))
     if not series:
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"{cell.name}--{cell.id}.png"
-    (canvas or _Canvas()).draw(cell.name, series, out_dir / name)
+    name = plot_name(cell)
+    (canvas or _Canvas()).draw(clean(cell.name), series, out_dir / name)
     return f"{layout.PLOTS_DIR}/{name}"
 
 
@@ -91,7 +106,7 @@ def write_plots(report: Report, max_plots: int = MAX_PLOTS) -> list[Path]:
     written: list[Path] = []
     canvas: _Canvas | None = None
     for cell in report.cells:
-        if cell.reproducible is not False:
+        if cell.verdict != DIVERGES:
             continue
         if max_plots and len(written) >= max_plots:
             log.info("plot limit %d reached; no plot for %s", max_plots, cell.name)
@@ -99,8 +114,8 @@ def write_plots(report: Report, max_plots: int = MAX_PLOTS) -> list[Path]:
         canvas = canvas or _Canvas()
         try:
             cell.plot = plot_cell(cell, layout.plots_dir(report.root), canvas)
-        except (OSError, ValueError) as exc:
-            log.warning("no plot for %s: %s", cell.name, exc)
+        except (OSError, ValueError, RecordError) as exc:
+            log.warning("no plot for %s: %s", clean(cell.name), clean(exc))
             cell.plot = None
         if cell.plot:
             written.append(report.root / cell.plot)

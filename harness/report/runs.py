@@ -1,21 +1,39 @@
 """Loading a results folder for the report: its cells (from the manifest, or found on disk when
-it has none) and each repeat's run record, as ``RunResult``s."""
+it has none) and each repeat's run record, as ``RunResult``s.
+
+A record is checked before it is trusted: an ok record's ``losses.npy`` must load, have the
+recorded shape and hash to ``digests.trajectory`` (``harness.record.verified_losses``), else the
+run is *corrupt*; an ok record with zero steps, or whose losses are NaN or infinite at some
+step, is a *failed* run that says so. Neither ever ends the report in a traceback.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness import layout
-from harness.contract import RECORD_FILE
+from harness.contract import LOSSES_FILE, RECORD_FILE
 from harness.contract.settings import NAMES
 from harness.errors import HarnessError
-from harness.record import RecordError, RunRecord, load_record
-from harness.report.model import RunResult
+from harness.record import (
+    CorruptRun,
+    RecordError,
+    RunRecord,
+    first_nonfinite_step,
+    load_record,
+    verified_losses,
+)
+from harness.report.model import CORRUPT, FAILED, MISSING, OK, RunResult
+from harness.report.text import clean
+from harness.report.trajectories import epoch_batch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,13 +44,15 @@ class FolderCells:
     name: str
     cells: list[layout.ManifestCell]
     repeats: int | None
+    mixed_code: list[str] = dataclasses.field(default_factory=list)
 
 
 def folder_cells(root: Path) -> FolderCells:
     """The cells of a results folder: from its manifest, or found on disk without one."""
     manifest = layout.read_manifest(root)
     if manifest is not None:
-        return FolderCells(manifest.name or root.name, manifest.cells, manifest.repeats)
+        mixed = _mixed_code(manifest.merge)
+        return FolderCells(manifest.name or root.name, manifest.cells, manifest.repeats, mixed)
     if not layout.cells_root(root).is_dir():
         raise HarnessError(
             f"{root} is not a results folder: no {layout.MANIFEST_FILE} and no {layout.CELLS_DIR}/",
@@ -51,8 +71,35 @@ def folder_cells(root: Path) -> FolderCells:
     return FolderCells(root.name, list(cells.values()), None)
 
 
+def _mixed_code(merge: Any) -> list[str]:
+    """What differs between the inputs of a merge made with ``--allow-mixed`` (the manifest's
+    ``merge.mixed``: entries of ``what``, ``values`` per input, ``image``), one line each; read
+    leniently, as text."""
+    mixed = merge.get("mixed") if isinstance(merge, dict) else None
+    if not isinstance(mixed, list):
+        return []
+    lines = []
+    for entry in mixed:
+        if not isinstance(entry, dict):
+            lines.append(str(entry))
+            continue
+        what = str(entry.get("what", "code"))
+        if entry.get("image") is not None:
+            what += f" of image {entry['image']}"
+        values = entry.get("values")
+        if isinstance(values, dict):
+            shown = "; ".join(
+                f"{folder}: {', '.join(map(str, v)) if isinstance(v, list) else v}"
+                for folder, v in values.items()
+            )
+        else:
+            shown = str(values)
+        lines.append(f"{what} differs: {shown}")
+    return lines
+
+
 def _spec_of(run_json: Path) -> dict[str, Any]:
-    """The spec in a run record, read leniently: a damaged record shows as a failed run."""
+    """The spec in a run record, read leniently: a damaged record shows as a corrupt run."""
     try:
         data = json.loads(run_json.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -64,28 +111,110 @@ def _spec_of(run_json: Path) -> dict[str, Any]:
 def cell_runs(root: Path, cell: layout.ManifestCell, repeats: int | None) -> list[RunResult]:
     """Every repeat of one cell, missing ones included when ``repeats`` says how many."""
     cell_dir = root / cell.dir
-    return [run_result(d, k) for k, d in layout.repeat_dirs(cell_dir, repeats)]
+    return [run_result(d, k, root=root) for k, d in layout.repeat_dirs(cell_dir, repeats)]
 
 
-def run_result(run_dir: Path, repeat: int) -> RunResult:
-    """One repeat: missing (no record), failed (a failed or unreadable record), or ok."""
+def conflict_runs(root: Path, cell: layout.ManifestCell) -> list[RunResult]:
+    """The copies of this cell's runs that ``harness merge`` kept under ``conflicts/``."""
+    dirname = Path(cell.dir).name
+    return [
+        run_result(d, k, root=root, copy=source)
+        for source, k, d in layout.conflict_copies(root, dirname)
+    ]
+
+
+def _relative(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return path.as_posix()
+
+
+def run_result(
+    run_dir: Path, repeat: int, *, root: Path | None = None, copy: str | None = None
+) -> RunResult:
+    """One run: missing (no record), corrupt (an unreadable record, or an ok record whose
+    losses.npy does not bear it out), failed (a failed record, or an ok one with zero steps or
+    losses that are not finite), or ok."""
+    path = _relative(run_dir, root)
     try:
         record = load_record(run_dir)
     except RecordError as exc:
-        missing = not (run_dir / RECORD_FILE).exists()
-        error = None if missing else {"type": "corrupt", "message": str(exc), "log_tail": ""}
-        return RunResult(repeat, "missing" if missing else "failed", run_dir, error=error)
-    return _from_record(record, run_dir, repeat)
+        if not (run_dir / RECORD_FILE).exists():
+            return RunResult(repeat, MISSING, run_dir, path, copy=copy, problem="no run record")
+        why = _without_path(str(exc), run_dir / RECORD_FILE, RECORD_FILE)
+        log.warning("%s: corrupt run: %s", clean(path), clean(why))
+        return RunResult(
+            repeat,
+            CORRUPT,
+            run_dir,
+            path,
+            copy=copy,
+            problem=f"corrupt {why}",
+            error={"type": "corrupt", "message": why, "log_tail": ""},
+        )
+    result = _from_record(record, run_dir, repeat, path, copy)
+    if record.ok:
+        _check_losses(result, record)
+    else:
+        kind = record.error.type if record.error else "failed"
+        result.problem = f"failed ({kind})"
+    return result
 
 
-def _from_record(record: RunRecord, run_dir: Path, repeat: int) -> RunResult:
+def _without_path(message: str, path: Path, name: str) -> str:
+    """An error message about ``path`` with the path shortened to its file name."""
+    return message.replace(f"{path}:", f"{name}:", 1)
+
+
+def _check_losses(result: RunResult, record: RunRecord) -> None:
+    """Hold an ok record to its losses.npy: corrupt, no steps or not finite is not ok."""
+    try:
+        losses = verified_losses(result.run_dir, record)
+    except CorruptRun as exc:
+        why = _without_path(str(exc), result.run_dir / LOSSES_FILE, LOSSES_FILE)
+        log.warning("%s: corrupt run: %s", clean(result.path), clean(why))
+        result.status = CORRUPT
+        result.problem = f"corrupt {why}"
+        result.error = {"type": "corrupt", "message": why, "log_tail": ""}
+        return
+    if record.steps == 0:
+        result.status = FAILED
+        result.problem = "zero steps"
+        result.error = {
+            "type": "no_steps",
+            "message": "the record says ok, but the run made no optimizer step",
+            "log_tail": "",
+        }
+        return
+    step = first_nonfinite_step(losses)
+    if step is not None:
+        epoch, batch = epoch_batch(step, result.epoch_starts)
+        where = f" (epoch {epoch}, batch {batch})" if epoch is not None else ""
+        result.status = FAILED
+        result.problem = f"losses not finite from step {step}"
+        result.error = {
+            "type": "nonfinite",
+            "message": f"the loss is NaN or infinite from step {step}{where} on",
+            "log_tail": "",
+        }
+
+
+def _from_record(
+    record: RunRecord, run_dir: Path, repeat: int, path: str, copy: str | None
+) -> RunResult:
     d = record.digests
     epochs = record.epochs
     last_acc = next((e.val_acc for e in reversed(epochs) if e.val_acc is not None), None)
     return RunResult(
         repeat=repeat,
-        status=record.status,
+        status=OK if record.ok else FAILED,
         run_dir=run_dir,
+        path=path,
+        recorded=record.status,
+        copy=copy,
         trajectory=d.trajectory,
         init_weights=d.init_weights,
         final_weights=d.final_weights,

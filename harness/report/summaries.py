@@ -1,5 +1,10 @@
 """What the report says across cells: a summary per image, the same settings across images and
-GPU counts, the cost of determinism, the failed runs, and the images that ran."""
+GPU counts, the cost of determinism, the failed runs, the merge conflicts, and the images that
+ran.
+
+Only cells with a verdict (reproduces or diverges) enter the per-image summary's counts and the
+sentence that says which axis breaks reproducibility: a cell whose runs failed, are missing,
+corrupt, empty or not finite is *unknown*, and is only counted apart."""
 
 from __future__ import annotations
 
@@ -9,9 +14,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from harness.contract.settings import NAMES, TWIN
+from harness.record import RecordError
 from harness.report.model import (
+    OK,
+    REPRODUCES,
+    UNKNOWN,
     CellReport,
     Comparison,
+    ConflictCopy,
     Cost,
     Divergence,
     Failure,
@@ -32,8 +42,8 @@ def _varying(cells: list[CellReport]) -> list[str]:
 
 def describe_image(image: str, cells: list[CellReport]) -> str:
     """A sentence or two: which settings reproduce, and which axis breaks reproducibility."""
-    judged = [c for c in cells if c.reproducible is not None]
-    failed = [c for c in cells if c.ok_runs < c.repeats]
+    judged = [c for c in cells if c.verdict != UNKNOWN]
+    unknown = [c for c in cells if c.verdict == UNKNOWN]
     varying = _varying(cells)
     parts = [_headline(image, judged, varying)]
     parts += [_breaks(axis, judged) for axis in varying]
@@ -42,16 +52,19 @@ def describe_image(image: str, cells: list[CellReport]) -> str:
         parts.append(
             f"{len(only_weights)} cell(s) have identical losses but different final weights."
         )
-    if failed:
-        parts.append(f"{len(failed)} cell(s) have runs that did not finish (see Failed runs).")
+    if unknown:
+        parts.append(
+            f"{len(unknown)} cell(s) have no verdict (see Cells without a verdict): not counted "
+            "above."
+        )
     return " ".join(p for p in parts if p)
 
 
 def _headline(image: str, judged: list[CellReport], varying: list[str]) -> str:
     """How many cells reproduce on ``image``, naming them (by their varying settings)."""
-    good = [c for c in judged if c.reproducible]
+    good = [c for c in judged if c.verdict == REPRODUCES]
     if not judged:
-        return f"On {image}, no cell has two repeats to compare."
+        return f"On {image}, no cell has a verdict."
     if len(good) == len(judged):
         return f"On {image}, all {len(judged)} cells reproduce bit for bit."
     if not good:
@@ -69,8 +82,8 @@ def _breaks(axis: str, judged: list[CellReport]) -> str:
     by_value: dict[str, list[CellReport]] = defaultdict(list)
     for c in judged:
         by_value[json.dumps(c.settings.get(axis))].append(c)
-    never = [v for v, cs in by_value.items() if not any(c.reproducible for c in cs)]
-    always = [v for v, cs in by_value.items() if all(c.reproducible for c in cs)]
+    never = [v for v, cs in by_value.items() if not any(c.verdict == REPRODUCES for c in cs)]
+    always = [v for v, cs in by_value.items() if all(c.verdict == REPRODUCES for c in cs)]
     if not (never and always):
         return ""
     bad = " and ".join(fmt_setting(axis, json.loads(v)) for v in never)
@@ -89,7 +102,7 @@ def compare_across(axis: str, cells: list[CellReport]) -> list[Comparison]:
     for key, members in groups.items():
         if len(members) < 2:
             continue
-        refs = [next((r for r in c.runs if r.status == "ok"), None) for c in members]
+        refs = [next((r for r in c.runs if r.status == OK), None) for c in members]
         equal, div = _first_runs_equal(refs)
         values = [(str(c.settings.get(axis)), c.name) for c in members]
         out.append(Comparison(axis, json.loads(key), values, equal, div))
@@ -105,9 +118,12 @@ def _first_runs_equal(refs: list[RunResult | None]) -> tuple[bool | None, Diverg
     differing = next((r for r in runs[1:] if r.trajectory != base.trajectory), None)
     if differing is None:
         return True, None
-    found = divergences_from(
-        base.run_dir, base.epoch_starts, [(differing.repeat, differing.run_dir)]
-    )
+    try:
+        found = divergences_from(
+            base.run_dir, base.epoch_starts, [(differing.repeat, differing.run_dir)]
+        )
+    except RecordError:  # changed since it was verified: the digests still differ
+        found = []
     return False, found[0] if found else None
 
 
@@ -125,16 +141,49 @@ def costs(cells: list[CellReport]) -> list[Cost]:
 
 
 def failures(cells: Iterable[CellReport]) -> list[Failure]:
-    """Every run that is not ok, with its error and log tail."""
+    """Every run that is not ok (failed, missing or corrupt), with its folder, error and log
+    tail; and every merge conflict copy whose record says ok but that is not."""
     out = []
     for c in cells:
-        for r in c.runs:
-            if r.status == "ok":
+        copies = [r for r in c.conflict_copies if r.recorded == "ok" and r.status != OK]
+        for r in [*c.runs, *copies]:
+            if r.status == OK:
                 continue
             error = r.error or {}
-            message = error.get("message") or ("no run record" if r.status == "missing" else "")
+            message = error.get("message") or r.problem or ""
             kind = error.get("type") or r.status
-            out.append(Failure(c.name, r.repeat, kind, message, error.get("log_tail") or ""))
+            tail = error.get("log_tail") or ""
+            out.append(Failure(c.name, r.repeat, kind, message, tail, r.path))
+    return out
+
+
+def conflicts(cells: Iterable[CellReport]) -> list[ConflictCopy]:
+    """Every copy of a run that ``harness merge`` kept under ``conflicts/``, against the run
+    kept in ``cells/``: the same result, a different one, or one of them not ok."""
+    out = []
+    for c in cells:
+        kept = {r.repeat: r for r in c.runs}
+        for copy in c.conflict_copies:
+            main = kept.get(copy.repeat)
+            main_status = main.status if main else "missing"
+            same: bool | None = None
+            if main is not None and main.status == OK and copy.status == OK:
+                same = (main.trajectory, main.final_weights) == (
+                    copy.trajectory,
+                    copy.final_weights,
+                )
+            out.append(
+                ConflictCopy(
+                    c.name,
+                    copy.repeat,
+                    copy.path,
+                    main.path if main else "",
+                    copy.status,
+                    main_status,
+                    same,
+                    copy.problem,
+                )
+            )
     return out
 
 
@@ -146,7 +195,7 @@ def images(by_image: dict[str, list[CellReport]]) -> list[ImageInfo]:
 
     out = []
     for image, cells in by_image.items():
-        runs = [r for c in cells for r in c.runs if r.status == "ok"]
+        runs = [r for c in cells for r in c.runs if r.status == OK]
         out.append(
             ImageInfo(
                 image,

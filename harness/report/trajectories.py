@@ -1,7 +1,10 @@
 """Trajectories compared bit for bit: where two runs' losses first differ, and by how much.
 
 A trajectory is ``losses.npy``: float32 [steps, ranks]. Two steps are equal when their bits are,
-so NaN equals NaN of the same bits and -0.0 differs from 0.0.
+so NaN equals NaN of the same bits and -0.0 differs from 0.0. Only runs whose losses were
+verified (harness/report/runs.py) are compared; they are read again with
+``harness.record.load_losses``, which raises ``CorruptRun`` (never a bare numpy error) should a
+file have changed since.
 """
 
 from __future__ import annotations
@@ -10,13 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.contract import LOSSES_FILE
+from harness.record import load_losses
 from harness.report.model import Divergence
-
-
-def load_losses(run_dir: Path) -> np.ndarray:
-    losses = np.load(run_dir / LOSSES_FILE, allow_pickle=False)
-    return np.ascontiguousarray(losses.reshape(losses.shape[0], -1), dtype="<f4")
 
 
 def ulp_order(bits: np.ndarray) -> np.ndarray:
@@ -57,10 +55,19 @@ def epoch_batch(step: int, epoch_starts: list[tuple[int, int]]) -> tuple[int | N
 
 
 def divergences_from(
-    ref_dir: Path, ref_starts: list[tuple[int, int]], others: list[tuple[int, Path]]
+    ref_dir: Path,
+    ref_starts: list[tuple[int, int]],
+    others: list[tuple[int, Path]] | list[tuple[int, Path, str | None]],
 ) -> list[Divergence]:
-    """Where each of ``others`` ((repeat, run folder)) first differs from the reference run
-    (``ref_starts``: its (epoch, first step) pairs); runs that do not differ are left out."""
+    """Where each of ``others`` ((repeat, run folder[, conflict copy])) first differs from the
+    reference run (``ref_starts``: its (epoch, first step) pairs); runs that do not differ are
+    left out. CorruptRun when a losses.npy cannot be read."""
     ref = load_losses(ref_dir)
-    found = (divergence(ref, load_losses(d), k, ref_starts) for k, d in others)
-    return [d for d in found if d is not None]
+    found = []
+    for other in others:
+        k, run_dir = other[0], other[1]
+        d = divergence(ref, load_losses(run_dir), k, ref_starts)
+        if d is not None:
+            d.copy = other[2] if len(other) > 2 else None
+            found.append(d)
+    return found

@@ -1,8 +1,19 @@
-"""A cell's verdict from its repeats: does it reproduce, and where do its repeats diverge.
+"""A cell's verdict from its runs: it *reproduces*, *diverges*, or is *unknown*.
 
-A cell is reproducible when every repeat finished ok with the same trajectory digest and the
-same final-weights digest. losses.npy is read only where digests differ, to locate the first
-divergence: the first step whose float32 bits differ in any rank.
+The report says no more than the runs showed:
+
+- **unknown** when any repeat failed or is missing, when fewer than two repeats are ok, when a
+  run has zero steps, when a run's losses are not finite, or when a run is corrupt (its
+  ``losses.npy`` does not load, has another shape than recorded, or does not hash to the
+  recorded digest; or its ``run.json`` is unreadable). ``unknown_because`` says which.
+  A copy that ``harness merge`` kept under ``conflicts/`` and whose record says ok is held to
+  the same checks; a copy whose record says failed is an attempt that was redone (as
+  ``harness run`` redoes failed runs on resume) and is listed, not judged;
+- otherwise every run is ok, verified and finite, at least two of them: the cell
+  **reproduces** when all of them (conflict copies included) have one trajectory digest and one
+  final-weights digest, and **diverges** when they do not. Digests are compared first; the
+  losses are read only where digests differ, to locate the first divergence (the first step
+  whose float32 bits differ in any rank).
 """
 
 from __future__ import annotations
@@ -10,25 +21,51 @@ from __future__ import annotations
 import statistics
 
 from harness.layout import ManifestCell
-from harness.report.model import CellReport, Divergence, RunResult
+from harness.record import RecordError
+from harness.report.model import (
+    DIVERGES,
+    FAILED,
+    MISSING,
+    OK,
+    REPRODUCES,
+    UNKNOWN,
+    CellReport,
+    Divergence,
+    RunResult,
+)
 from harness.report.trajectories import divergences_from
 
 
-def analyze_cell(cell: ManifestCell, runs: list[RunResult]) -> CellReport:
-    ok = [r for r in runs if r.status == "ok"]
-    distinct = len({r.trajectory for r in ok})
+def analyze_cell(
+    cell: ManifestCell, runs: list[RunResult], copies: list[RunResult] | None = None
+) -> CellReport:
+    """The verdict of one cell from its repeats (``runs``, one per repeat) and the conflict
+    copies ``harness merge`` kept of them (``copies``)."""
+    copies = copies or []
+    ok = [r for r in runs if r.status == OK]
+    ok_copies = [c for c in copies if c.status == OK]
+    trusted = ok + ok_copies
+    because = unknown_because(runs, copies)
+    distinct = len({r.trajectory for r in trusted})
     divergences: list[Divergence] = []
-    if ok and distinct > 1:
-        ref = ok[0]
-        others = [(r.repeat, r.run_dir) for r in ok[1:] if r.trajectory != ref.trajectory]
-        divergences = divergences_from(ref.run_dir, ref.epoch_starts, others)
+    if trusted and distinct > 1:
+        ref = trusted[0]
+        others = [
+            (r.repeat, r.run_dir, r.copy) for r in trusted[1:] if r.trajectory != ref.trajectory
+        ]
+        try:
+            divergences = divergences_from(ref.run_dir, ref.epoch_starts, others)
+        except RecordError as exc:  # a file changed since it was verified
+            because = because or f"losses.npy unreadable on a second read ({exc})"
     first = _first(divergences)
-    init_equal = _all_equal([r.init_weights for r in ok]) if len(ok) > 1 else None
-    final_equal = _all_equal([r.final_weights for r in ok]) if len(ok) > 1 else None
-    if len(runs) < 2:
-        reproducible = None
+    init_equal = _all_equal([r.init_weights for r in trusted]) if len(trusted) > 1 else None
+    final_equal = _all_equal([r.final_weights for r in trusted]) if len(trusted) > 1 else None
+    if because is not None:
+        verdict, reproducible = UNKNOWN, None
+    elif distinct == 1 and final_equal:
+        verdict, reproducible = REPRODUCES, True
     else:
-        reproducible = len(ok) == len(runs) and distinct == 1 and bool(final_equal)
+        verdict, reproducible = DIVERGES, False
     accs = [r.val_acc for r in ok if r.val_acc is not None]
     secs = [r.seconds_per_epoch for r in ok if r.seconds_per_epoch is not None]
     return CellReport(
@@ -38,7 +75,9 @@ def analyze_cell(cell: ManifestCell, runs: list[RunResult]) -> CellReport:
         repeats=len(runs),
         ok_runs=len(ok),
         distinct_trajectories=distinct,
+        verdict=verdict,
         reproducible=reproducible,
+        unknown_because=because,
         first_divergence=first,
         divergences=divergences,
         init_equal=init_equal,
@@ -46,9 +85,33 @@ def analyze_cell(cell: ManifestCell, runs: list[RunResult]) -> CellReport:
         val_acc_mean=statistics.fmean(accs) if accs else None,
         val_acc_sd=statistics.stdev(accs) if len(accs) > 1 else None,
         seconds_per_epoch=statistics.fmean(secs) if secs else None,
-        verdict=verdict(len(runs), len(ok), distinct, reproducible, final_equal, first),
+        detail=describe(verdict, because, distinct, final_equal, first, ok_copies),
         runs=runs,
+        conflict_copies=copies,
     )
+
+
+def unknown_because(runs: list[RunResult], copies: list[RunResult]) -> str | None:
+    """Why the runs give the cell no verdict, in words; None when they give one."""
+    n = len(runs)
+    failed = missing = 0
+    untrusted: list[str] = []  # runs whose record says ok (or is unreadable) but do not hold
+    for r in runs:
+        if r.status == MISSING:
+            missing += 1
+        elif r.status == FAILED and r.recorded == "failed":
+            failed += 1
+        elif r.status != OK:
+            untrusted.append(f"repeat {r.repeat}: {r.problem}")
+    reasons = [f"{failed} of {n} repeats failed"] if failed else []
+    reasons += [f"{missing} of {n} repeats missing"] if missing else []
+    reasons += untrusted
+    for c in copies:
+        if c.recorded == "ok" and c.status != OK:
+            reasons.append(f"repeat {c.repeat} (merge conflict copy {c.path}): {c.problem}")
+    if n < 2 and not reasons:  # every repeat is ok, but there are not two of them
+        reasons.append("one repeat: nothing to compare" if n == 1 else "no runs")
+    return "; ".join(reasons) if reasons else None
 
 
 def _first(divergences: list[Divergence]) -> Divergence | None:
@@ -66,6 +129,7 @@ def _first(divergences: list[Divergence]) -> Divergence | None:
         max(deltas) if deltas else None,
         max(ulps) if ulps else None,
         first.shape_differs,
+        first.copy,
     )
 
 
@@ -73,26 +137,27 @@ def _all_equal(values: list[str | None]) -> bool:
     return None not in values and len(set(values)) == 1
 
 
-def verdict(
-    repeats: int,
-    ok: int,
+def describe(
+    verdict: str,
+    because: str | None,
     distinct: int,
-    reproducible: bool | None,
     final_equal: bool | None,
     first: Divergence | None,
+    ok_copies: list[RunResult],
 ) -> str:
     """The cell's verdict in words."""
-    if ok < repeats:
-        return f"{repeats - ok} of {repeats} runs did not finish"
-    if reproducible is None:
-        return "one repeat: nothing to compare"
-    if reproducible:
-        return "reproduces bit for bit"
+    if verdict == UNKNOWN:
+        return f"no verdict: {because}"
+    if verdict == REPRODUCES:
+        extra = f" (with {len(ok_copies)} merge conflict copies)" if ok_copies else ""
+        return f"reproduces bit for bit{extra}"
     if distinct == 1 and final_equal is False:
         return "identical losses, but the final weights differ"
+    text = f"{distinct} distinct trajectories"
     if first is not None and first.epoch is not None:
-        return (
-            f"{distinct} distinct trajectories; first divergence at epoch {first.epoch}, "
-            f"batch {first.batch} (step {first.step})"
+        text += (
+            f"; first divergence at epoch {first.epoch}, batch {first.batch} (step {first.step})"
         )
-    return f"{distinct} distinct trajectories"
+    if first is not None and first.copy is not None:
+        text += f", in the merge conflict copy of repeat {first.repeat} ({first.copy})"
+    return text

@@ -6,7 +6,6 @@ running process, not from what the host believes it started.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import shutil
@@ -20,23 +19,7 @@ import numpy as np
 import torch
 
 from harness.contract import IMAGE_ENV, NUMERIC_ENV_VARS, RunSpec
-
-_PACKAGE = Path(__file__).resolve().parent
-
-
-def workload_digest() -> str:
-    """sha256 over the workload's sources: this package, the contract package and mnist.py
-    (each file's path below harness/, NUL, bytes; sorted by path)."""
-    root = _PACKAGE.parent
-    files = sorted(
-        [*_PACKAGE.rglob("*.py"), *(root / "contract").rglob("*.py"), root / "mnist.py"],
-        key=lambda p: p.relative_to(root).as_posix(),
-    )
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+from harness.contract.code import workload_digest
 
 
 def cpu_model() -> str | None:

@@ -177,6 +177,10 @@ class EpochRecorder(Callback):
         if self.train_seconds is None and self.watch is not None:
             self.train_seconds = self.watch.stop()
         rows = self.recorder.end_epoch(pl_module.all_gather(self.recorder.buffer))
+        if not np.isfinite(rows).all():
+            # every rank holds the same gathered rows, so every rank stops after this epoch;
+            # the run is recorded as failed (runner.nonfinite_error)
+            trainer.should_stop = True
         first_step = self.recorder.steps - len(rows)
         val = pl_module.validation_result() if hasattr(pl_module, "validation_result") else None
         summary = EpochSummary(

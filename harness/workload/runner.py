@@ -24,6 +24,7 @@ import numpy as np
 from harness.contract import LOSSES_FILE, TENSORBOARD_DIR, RunSpec
 from harness.contract.record import (
     Digests,
+    EpochSummary,
     Provenance,
     RunError,
     RunRecord,
@@ -140,6 +141,25 @@ def _error(exc: BaseException) -> RunError:
     )
 
 
+def nonfinite_error(losses: np.ndarray, summaries: list[EpochSummary]) -> RunError | None:
+    """A run whose loss became NaN or infinite has failed: its trajectory says nothing about
+    reproducibility. The error names the first such step (global, and epoch / batch)."""
+    bad = ~np.isfinite(losses).all(axis=1)
+    if not bad.any():
+        return None
+    step = int(np.argmax(bad))
+    where = next(
+        (f" (epoch {s.epoch}, batch {step - s.first_step})" for s in summaries
+         if s.first_step <= step < s.first_step + s.steps),
+        "",
+    )  # fmt: skip
+    return RunError(
+        type="NonFiniteLoss",
+        message=f"the training loss is not finite (NaN or infinite) from step {step}{where}; "
+        "training stopped at the end of that epoch. A smaller learning_rate may keep it finite",
+    )
+
+
 def build_record(
     spec: RunSpec,
     state: RunState,
@@ -193,6 +213,8 @@ def run(spec: RunSpec, out: Path, cli_data_dir: str | None = None) -> int:
 
     losses = state.recorder.losses(state.world_size)
     np.save(out / LOSSES_FILE, losses)
+    if state.error is None:
+        state.error = nonfinite_error(losses, state.recorder.summaries)
     wall = time.perf_counter() - t0
     timing = Timing(
         started_at=started_at,
