@@ -30,21 +30,26 @@ Rules (docs/results.md, "Merging"):
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import logging
-import os
 import shutil
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import layout
 from harness.contract import LOSSES_FILE, RECORD_FILE
 from harness.errors import StoreError
-from harness.layout import CONFLICTS_DIR, Manifest, ManifestCell
+from harness.layout import CONFLICTS_DIR, ManifestCell
 from harness.matrix import parse_matrix
-from harness.record import RecordError, RunRecord, load_record
+from harness.merge_inputs import (
+    Mixed,
+    check_inputs,
+    manifest_of,
+    mixed_code,
+    record_or_none,
+    shared_lock,
+    short_digest,
+)
 from harness.store import ResultsDir
 
 __all__ = [
@@ -91,28 +96,6 @@ class Duplicate:
 
 
 @dataclass
-class Mixed:
-    """One way the inputs' code differs: ``what`` is ``harness_version``, ``workload_digest`` or
-    ``image_digest`` (then ``image`` names the image), ``values`` each input's values."""
-
-    what: str
-    values: dict[str, list[str]]
-    image: str | None = None
-
-    def describe(self) -> str:
-        label = {
-            "harness_version": f"harness version ({layout.MANIFEST_FILE} harness_version)",
-            "workload_digest": "workload code (run.json provenance.workload_digest)",
-            "image_digest": f"image {self.image} (run.json provenance.image_digest)",
-        }[self.what]
-        shown = "; ".join(
-            f"{folder}: {', '.join(_short(v) for v in values) or 'none recorded'}"
-            for folder, values in self.values.items()
-        )
-        return f"{label} differs: {shown}"
-
-
-@dataclass
 class MergeResult:
     out: Path
     inputs: list[Path]
@@ -134,61 +117,6 @@ class MergeResult:
         return [d for d in self.duplicates if d.kind == RESULT_CONFLICT]
 
 
-def _short(value: str) -> str:
-    """A digest shortened for a message (``sha256:`` kept); anything else as it is."""
-    prefix, _, rest = value.rpartition(":")
-    if len(rest) == 64 and all(c in "0123456789abcdef" for c in rest):
-        return f"{prefix}:{rest[:12]}" if prefix else rest[:12]
-    return value
-
-
-def _manifest(folder: Path) -> Manifest:
-    """An input's manifest; one of another results format is refused (layout.read_manifest)."""
-    if not folder.is_dir():
-        raise StoreError(f"{folder}: no such results folder", "give folders `harness run` wrote")
-    manifest = layout.read_manifest(folder)
-    if manifest is None or manifest.matrix_digest is None or manifest.matrix_text is None:
-        raise StoreError(
-            f"{folder} has no {layout.MANIFEST_FILE}: it is not a results folder of `harness run`",
-            "give the folders that `harness run --shard I/N --out DIR` wrote",
-        )
-    return manifest
-
-
-@contextmanager
-def _shared_lock(folder: Path) -> Iterator[None]:
-    """Hold a shared lock on ``folder``'s results lock while it is read; a folder whose lock a
-    harness holds (a shard still running) is refused, naming the pid in the lock file.
-
-    A folder without a lock file was never locked (a harness creates it before locking); none is
-    created, so read-only inputs can be merged."""
-    path = folder / layout.LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            try:  # a pid: digits only, whatever the file holds
-                holder = "".join(
-                    c for c in os.pread(fd, 32, 0).decode("ascii", "replace") if c.isdigit()
-                )
-            except OSError:
-                holder = ""
-            raise StoreError(
-                f"{folder} is in use by harness pid {holder or '(unknown)'} "
-                f"(its {layout.LOCK_FILE} is locked): a shard still running, or a harness "
-                "still writing there",
-                "wait for that harness to finish, then merge again",
-            ) from exc
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def _runs_of(folder: Path) -> dict[RunKey, Path]:
     return {RunKey(dirname, k): path for dirname, k, path in layout.run_dirs(folder)}
 
@@ -207,15 +135,8 @@ def _same_file(a: Path, b: Path) -> bool:
     return not a.exists() or a.read_bytes() == b.read_bytes()
 
 
-def _record(run_dir: Path) -> RunRecord | None:
-    try:
-        return load_record(run_dir)
-    except RecordError:
-        return None
-
-
 def _is_ok(run_dir: Path) -> bool:
-    record = _record(run_dir)
+    record = record_or_none(run_dir)
     return record is not None and record.ok
 
 
@@ -232,15 +153,15 @@ def merge(
         raise StoreError("nothing to merge", "give one or more results folders")
     inputs = [Path(p) for p in inputs]
     out = Path(out)
-    manifests = [_manifest(p) for p in inputs]
-    _check_inputs(inputs, manifests, out)
+    manifests = [manifest_of(p) for p in inputs]
+    check_inputs(inputs, manifests, out)
     base = manifests[0]
     matrix_text = base.matrix_text or ""  # _manifest made sure there is one
     matrix = parse_matrix(matrix_text, Path(base.matrix_path or layout.MATRIX_FILE))
     with ExitStack() as held:
         for folder in inputs:
-            held.enter_context(_shared_lock(folder))
-        mixed = _mixed_code(inputs, manifests)
+            held.enter_context(shared_lock(folder))
+        mixed = mixed_code(inputs, manifests)
         if mixed and not allow_mixed:
             raise StoreError(
                 "these folders were made by different code: "
@@ -293,58 +214,6 @@ def merge(
     return result
 
 
-def _check_inputs(inputs: list[Path], manifests: list[Manifest], out: Path) -> None:
-    """One matrix in every input, and an output that is new (or empty) and none of them."""
-    if len({m.matrix_digest for m in manifests}) > 1:
-        lines = "; ".join(
-            f"{p} ({m.name!r}, digest {(m.matrix_digest or '')[:12]})"
-            for p, m in zip(inputs, manifests, strict=True)
-        )
-        raise StoreError(
-            f"these folders hold results of different matrices: {lines}",
-            "merge only the shards of one matrix run",
-        )
-    resolved_out = out.resolve()
-    for p in inputs:
-        if p.resolve() == resolved_out:
-            raise StoreError(f"{out} is one of the inputs", "merge into a new folder (-o DIR)")
-    if out.exists() and any(out.iterdir()):
-        raise StoreError(f"{out} is not empty", "merge into a new or empty folder (-o DIR)")
-
-
-def _mixed_code(inputs: list[Path], manifests: list[Manifest]) -> list[Mixed]:
-    """What differs between the inputs' code: harness version, workload digest, and per image
-    name the image digest. A value an input does not record (an older record, a host-written
-    failure record) is no evidence either way and is left out."""
-    versions: dict[str, set[str]] = {}
-    workloads: dict[str, set[str]] = {}
-    images: dict[str, dict[str, set[str]]] = {}
-    for folder, manifest in zip(inputs, manifests, strict=True):
-        name = str(folder)
-        versions[name] = {manifest.harness_version} if manifest.harness_version else set()
-        workloads[name] = set()
-        for run_dir in _runs_of(folder).values():
-            record = _record(run_dir)
-            if record is None:
-                continue
-            prov = record.provenance
-            if prov.workload_digest:
-                workloads[name].add(prov.workload_digest)
-            image = prov.image or record.spec.get("image")
-            if prov.image_digest and isinstance(image, str):
-                images.setdefault(image, {}).setdefault(name, set()).add(prov.image_digest)
-    mixed: list[Mixed] = []
-    for what, per_input, image in (
-        ("harness_version", versions, None),
-        ("workload_digest", workloads, None),
-        *(("image_digest", per, img) for img, per in sorted(images.items())),
-    ):
-        if len(set().union(*per_input.values())) > 1:
-            values = {folder: sorted(v) for folder, v in per_input.items()}
-            mixed.append(Mixed(what, values, image))
-    return mixed
-
-
 def _copy_runs(inputs: list[Path], out: Path) -> MergeResult:
     result = MergeResult(out=out, inputs=inputs, runs=0, cells=0)
     placed: dict[RunKey, Path] = {}  # run -> the input folder its copy in the output came from
@@ -370,7 +239,7 @@ def _copy_runs(inputs: list[Path], out: Path) -> MergeResult:
 def _kind(a: Path, b: Path) -> tuple[str, list[str | None] | None]:
     """How two different copies of one run differ: RESULT_CONFLICT (with both trajectory
     digests) when both are ok and their losses or digests differ."""
-    ra, rb = _record(a), _record(b)
+    ra, rb = record_or_none(a), record_or_none(b)
     if ra is None or rb is None or not (ra.ok and rb.ok):
         return NOT_BOTH_OK, None
     same = (
@@ -427,7 +296,7 @@ def _keep_one(
 def describe_conflict(d: Duplicate) -> str:
     """One line for a conflict, for the terminal."""
     if d.kind == RESULT_CONFLICT:
-        kept, other = (_short(t) if t else "none" for t in (d.trajectories or [None, None]))
+        kept, other = (short_digest(t) if t else "none" for t in (d.trajectories or [None, None]))
         return (
             f"{d.run}: two successful copies with different results (trajectory {kept} in "
             f"{d.kept}, {other} in {d.other})"

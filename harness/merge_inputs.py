@@ -1,0 +1,155 @@
+"""What ``harness merge`` checks of its inputs before it copies anything: each is a results
+folder of the same matrix, none is in use, and all were made by the same code.
+
+The rules are listed in harness/merge.py's docstring and docs/results.md, "Merging".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import layout
+from harness.errors import StoreError
+from harness.layout import Manifest
+from harness.record import RecordError, RunRecord, load_record
+
+
+@dataclass
+class Mixed:
+    """One way the inputs' code differs: ``what`` is ``harness_version``, ``workload_digest`` or
+    ``image_digest`` (then ``image`` names the image), ``values`` each input's values."""
+
+    what: str
+    values: dict[str, list[str]]
+    image: str | None = None
+
+    def describe(self) -> str:
+        label = {
+            "harness_version": f"harness version ({layout.MANIFEST_FILE} harness_version)",
+            "workload_digest": "workload code (run.json provenance.workload_digest)",
+            "image_digest": f"image {self.image} (run.json provenance.image_digest)",
+        }[self.what]
+        shown = "; ".join(
+            f"{folder}: {', '.join(short_digest(v) for v in values) or 'none recorded'}"
+            for folder, values in self.values.items()
+        )
+        return f"{label} differs: {shown}"
+
+
+def short_digest(value: str) -> str:
+    """A digest shortened for a message (``sha256:`` kept); anything else as it is."""
+    prefix, _, rest = value.rpartition(":")
+    if len(rest) == 64 and all(c in "0123456789abcdef" for c in rest):
+        return f"{prefix}:{rest[:12]}" if prefix else rest[:12]
+    return value
+
+
+def manifest_of(folder: Path) -> Manifest:
+    """An input's manifest; one of another results format is refused (layout.read_manifest)."""
+    if not folder.is_dir():
+        raise StoreError(f"{folder}: no such results folder", "give folders `harness run` wrote")
+    manifest = layout.read_manifest(folder)
+    if manifest is None or manifest.matrix_digest is None or manifest.matrix_text is None:
+        raise StoreError(
+            f"{folder} has no {layout.MANIFEST_FILE}: it is not a results folder of `harness run`",
+            "give the folders that `harness run --shard I/N --out DIR` wrote",
+        )
+    return manifest
+
+
+@contextmanager
+def shared_lock(folder: Path) -> Iterator[None]:
+    """Hold a shared lock on ``folder``'s results lock while it is read; a folder whose lock a
+    harness holds (a shard still running) is refused, naming the pid in the lock file.
+
+    A folder without a lock file was never locked (a harness creates it before locking); none is
+    created, so read-only inputs can be merged."""
+    path = folder / layout.LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            try:  # a pid: digits only, whatever the file holds
+                holder = "".join(
+                    c for c in os.pread(fd, 32, 0).decode("ascii", "replace") if c.isdigit()
+                )
+            except OSError:
+                holder = ""
+            raise StoreError(
+                f"{folder} is in use by harness pid {holder or '(unknown)'} "
+                f"(its {layout.LOCK_FILE} is locked): a shard still running, or a harness "
+                "still writing there",
+                "wait for that harness to finish, then merge again",
+            ) from exc
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def check_inputs(inputs: list[Path], manifests: list[Manifest], out: Path) -> None:
+    """One matrix in every input, and an output that is new (or empty) and none of them."""
+    if len({m.matrix_digest for m in manifests}) > 1:
+        lines = "; ".join(
+            f"{p} ({m.name!r}, digest {(m.matrix_digest or '')[:12]})"
+            for p, m in zip(inputs, manifests, strict=True)
+        )
+        raise StoreError(
+            f"these folders hold results of different matrices: {lines}",
+            "merge only the shards of one matrix run",
+        )
+    resolved_out = out.resolve()
+    for p in inputs:
+        if p.resolve() == resolved_out:
+            raise StoreError(f"{out} is one of the inputs", "merge into a new folder (-o DIR)")
+    if out.exists() and any(out.iterdir()):
+        raise StoreError(f"{out} is not empty", "merge into a new or empty folder (-o DIR)")
+
+
+def mixed_code(inputs: list[Path], manifests: list[Manifest]) -> list[Mixed]:
+    """What differs between the inputs' code: harness version, workload digest, and per image
+    name the image digest. A value an input does not record (an older record, a host-written
+    failure record) is no evidence either way and is left out."""
+    versions: dict[str, set[str]] = {}
+    workloads: dict[str, set[str]] = {}
+    images: dict[str, dict[str, set[str]]] = {}
+    for folder, manifest in zip(inputs, manifests, strict=True):
+        name = str(folder)
+        versions[name] = {manifest.harness_version} if manifest.harness_version else set()
+        workloads[name] = set()
+        for _, _, run_dir in layout.run_dirs(folder):
+            record = record_or_none(run_dir)
+            if record is None:
+                continue
+            prov = record.provenance
+            if prov.workload_digest:
+                workloads[name].add(prov.workload_digest)
+            image = prov.image or record.spec.get("image")
+            if prov.image_digest and isinstance(image, str):
+                images.setdefault(image, {}).setdefault(name, set()).add(prov.image_digest)
+    mixed: list[Mixed] = []
+    for what, per_input, image in (
+        ("harness_version", versions, None),
+        ("workload_digest", workloads, None),
+        *(("image_digest", per, img) for img, per in sorted(images.items())),
+    ):
+        if len(set().union(*per_input.values())) > 1:
+            values = {folder: sorted(v) for folder, v in per_input.items()}
+            mixed.append(Mixed(what, values, image))
+    return mixed
+
+
+def record_or_none(run_dir: Path) -> RunRecord | None:
+    try:
+        return load_record(run_dir)
+    except RecordError:
+        return None
