@@ -28,12 +28,26 @@ class Mixed:
     values: dict[str, list[str]]
     image: str | None = None
 
+    @classmethod
+    def from_json(cls, entry: object) -> Mixed | None:
+        """An entry of a merged manifest's ``merge.mixed``, read leniently: a manifest is not
+        trusted to hold what merge wrote. None when it is not an entry at all."""
+        if not isinstance(entry, dict):
+            return None
+        raw = entry.get("values")
+        values = {
+            str(folder): [str(v) for v in found] if isinstance(found, list) else [str(found)]
+            for folder, found in (raw.items() if isinstance(raw, dict) else [])
+        }
+        image = entry.get("image")
+        return cls(str(entry.get("what", "code")), values, None if image is None else str(image))
+
     def describe(self) -> str:
         label = {
             "harness_version": f"harness version ({layout.MANIFEST_FILE} harness_version)",
             "workload_digest": "workload code (run.json provenance.workload_digest)",
             "image_digest": f"image {self.image} (run.json provenance.image_digest)",
-        }[self.what]
+        }.get(self.what, self.what)
         shown = "; ".join(
             f"{folder}: {', '.join(short_digest(v) for v in values) or 'none recorded'}"
             for folder, values in self.values.items()

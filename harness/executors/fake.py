@@ -32,6 +32,7 @@ from harness.executors.base import (
     RunStatus,
     Slot,
 )
+from harness.record import trajectory_sha256
 
 
 class FakeExecutor(Executor):
@@ -121,7 +122,7 @@ def write_fake_record(
         losses[10:] += np.float32(1e-3 * spec.repeat)
     losses = losses.reshape(steps, 1)
     np.save(run_dir / LOSSES_FILE, losses)
-    traj = hashlib.sha256(np.ascontiguousarray(losses, dtype="<f4").tobytes()).hexdigest()
+    traj = trajectory_sha256(losses)
     final = hashlib.sha256(b"final" + traj.encode()).hexdigest()
     record = RunRecord(
         status="ok",

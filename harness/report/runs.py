@@ -21,6 +21,7 @@ from harness import layout
 from harness.contract import LOSSES_FILE, RECORD_FILE
 from harness.contract.settings import NAMES
 from harness.errors import HarnessError
+from harness.merge_inputs import Mixed
 from harness.record import (
     CorruptRun,
     RecordError,
@@ -73,29 +74,12 @@ def folder_cells(root: Path) -> FolderCells:
 
 def _mixed_code(merge: Any) -> list[str]:
     """What differs between the inputs of a merge made with ``--allow-mixed`` (the manifest's
-    ``merge.mixed``: entries of ``what``, ``values`` per input, ``image``), one line each; read
-    leniently, as text."""
+    ``merge.mixed``), one line each, worded as ``harness merge`` said it."""
     mixed = merge.get("mixed") if isinstance(merge, dict) else None
     if not isinstance(mixed, list):
         return []
-    lines = []
-    for entry in mixed:
-        if not isinstance(entry, dict):
-            lines.append(str(entry))
-            continue
-        what = str(entry.get("what", "code"))
-        if entry.get("image") is not None:
-            what += f" of image {entry['image']}"
-        values = entry.get("values")
-        if isinstance(values, dict):
-            shown = "; ".join(
-                f"{folder}: {', '.join(map(str, v)) if isinstance(v, list) else v}"
-                for folder, v in values.items()
-            )
-        else:
-            shown = str(values)
-        lines.append(f"{what} differs: {shown}")
-    return lines
+    entries = [(entry, Mixed.from_json(entry)) for entry in mixed]
+    return [m.describe() if m is not None else str(entry) for entry, m in entries]
 
 
 def _spec_of(run_json: Path) -> dict[str, Any]:
