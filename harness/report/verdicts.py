@@ -11,8 +11,9 @@ The report says no more than the runs showed:
   ``harness run`` redoes failed runs on resume) and is listed, not judged;
 - otherwise every run is ok, verified and finite, at least two of them: the cell
   **reproduces** when all of them (conflict copies included) have one trajectory digest and one
-  final-weights digest, and **diverges** when they do not. Digests are compared first; the
-  losses are read only where digests differ, to locate the first divergence (the first step
+  final-weights digest, and **diverges** when they do not. Digests are compared first (each
+  run's ``losses.npy`` was already verified against its digest when it was loaded); the losses
+  are read again only where digests differ, to locate the first divergence (the first step
   whose float32 bits differ in any rank).
 """
 
