@@ -152,40 +152,48 @@ def run_jobs(
     """Run every job once its slot is free; stop starting new ones once ``cancel`` is set.
 
     ``work`` runs in a worker thread (executors block); its exception becomes that job's
-    result, so one bad job never stops the others.
+    result, so one bad job never stops the others. An exception here (in ``on_tick``,
+    ``on_done``, the loop itself) sets ``cancel`` before it propagates, so the runs in flight
+    stop instead of running to their end.
     """
     pending = list(jobs)
     running: dict[Future[R], tuple[Job[T], Slot]] = {}
     results: list[tuple[T, R | BaseException]] = []
     workers = max(1, len(jobs))
     with ThreadPoolExecutor(max_workers=min(workers, 64), thread_name_prefix="run") as threads:
-        while pending or running:
-            if not cancel.is_set():
-                for job in list(pending):
-                    slot = pool.acquire(job.need)
-                    if slot is not None:
-                        pending.remove(job)
-                        running[threads.submit(work, job.item, slot)] = (job, slot)
-            else:
-                pending.clear()
-            if not running:
-                if pending:  # nothing runs and nothing fits: check_fits should prevent this
-                    raise HarnessError(
-                        "a run does not fit this host's free slots", "lower threads or devices"
-                    )
-                break
-            done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
-            if on_tick is not None:
-                on_tick()
-            for future in done:
-                job, slot = running.pop(future)
-                pool.release(slot)
-                try:
-                    result: R | BaseException = future.result()
-                except Exception as exc:  # becomes the job's outcome
-                    log.exception("run crashed in the harness")
-                    result = exc
-                results.append((job.item, result))
-                if on_done is not None:
-                    on_done(job.item, result)
+        try:
+            while pending or running:
+                if not cancel.is_set():
+                    for job in list(pending):
+                        slot = pool.acquire(job.need)
+                        if slot is not None:
+                            pending.remove(job)
+                            running[threads.submit(work, job.item, slot)] = (job, slot)
+                else:
+                    pending.clear()
+                if not running:
+                    if pending:  # nothing runs and nothing fits: check_fits should prevent this
+                        raise HarnessError(
+                            "a run does not fit this host's free slots", "lower threads or devices"
+                        )
+                    break
+                done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+                if on_tick is not None:
+                    on_tick()
+                for future in done:
+                    job, slot = running.pop(future)
+                    pool.release(slot)
+                    try:
+                        result: R | BaseException = future.result()
+                    except Exception as exc:  # becomes the job's outcome
+                        log.exception("run crashed in the harness")
+                        result = exc
+                    results.append((job.item, result))
+                    if on_done is not None:
+                        on_done(job.item, result)
+        except BaseException:
+            # The harness itself failed (not a run: a run's exception is its result). Stop the
+            # runs in flight, whose executors watch ``cancel``, before the pool waits for them.
+            cancel.set()
+            raise
     return results

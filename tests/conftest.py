@@ -1,4 +1,5 @@
-"""Shared fixtures: where real MNIST is, which interpreter runs the workload, how to run it."""
+"""Shared fixtures: where real MNIST is, which interpreter runs the workload, how to run it;
+and the rule that no test skips quietly (docs/testing.md, "Skips")."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import docker
 import pytest
 from hypothesis import settings
 
@@ -20,6 +22,69 @@ if os.environ.get("CI"):
 REPO = Path(__file__).resolve().parent.parent
 #: The base image the Docker tests build the workload image on (.ci/run builds this stand-in).
 BASE_IMAGE = os.environ.get("HARNESS_TEST_BASE_IMAGE", "harness-standin/pytorch:2.14.1-cpu")
+#: How to get the engine the Docker tests need (scripts/docker-engine.sh; .ci/run starts it).
+START_ENGINE = (
+    'start one: eval "$(bash scripts/docker-engine.sh start)" (bash .ci/run does it, and '
+    "bash scripts/test.sh finds it), or point DOCKER_HOST at a running engine; or leave out "
+    'the tests that need one: -m "not docker"'
+)
+#: The one marker whose tests may skip: there is no GPU in CI.
+SKIP_ALLOWED_MARKER = "gpu"
+#: Fixtures that need a Docker engine: a test using them is a docker test, marked or not.
+ENGINE_FIXTURES = frozenset({"client", "workload_image"})
+
+
+# --- no quiet skips ------------------------------------------------------------------------
+
+
+def _as_failure(report: pytest.TestReport | pytest.CollectReport, what: str) -> None:
+    """Turn a skip report into a failure that leads with the skip's reason (the line ``-ra``
+    shows), then where it skipped and the rule."""
+    reason, where = str(report.longrepr), ""
+    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        path, lineno, reason = report.longrepr  # a skip's longrepr
+        where = f"{path}:{lineno}: " if lineno is not None else f"{path}: "
+    reason = reason.removeprefix("Skipped: ")
+    report.outcome = "failed"
+    report.longrepr = (
+        f"skipped: {reason}\n{where}{what} skipped, but only tests marked "
+        f"`{SKIP_ALLOWED_MARKER}` may skip: a test that needs Docker, a linter, root or a file "
+        "either runs or fails (docs/testing.md, Skips)"
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A skip of a test not marked ``gpu`` becomes a failure (an error when it skipped in
+    setup, as a failing fixture does), with the skip's reason."""
+    report = yield
+    if (
+        report.skipped
+        and not hasattr(report, "wasxfail")
+        and item.get_closest_marker(SKIP_ALLOWED_MARKER) is None
+    ):
+        _as_failure(report, "this test")
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """A module that skips itself at import fails: it cannot be marked ``gpu`` before it is
+    imported, so a GPU-only module skips in its tests or fixtures instead."""
+    report = yield
+    if report.skipped:
+        _as_failure(report, "this module")
+    return report
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that uses the engine's fixtures is a docker test, so ``-m "not docker"`` leaves
+    out every test that needs an engine (runs before ``-m`` deselects)."""
+    for item in items:
+        if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            if item.get_closest_marker("docker") is None:
+                item.add_marker(pytest.mark.docker)
 
 
 @pytest.fixture(scope="session")
@@ -74,17 +139,19 @@ def workload(venv_python):
 
 @pytest.fixture(scope="session")
 def client():
-    """A docker SDK client of a reachable engine; in CI an unreachable engine fails the test."""
-    docker = pytest.importorskip("docker")
+    """A docker SDK client of a reachable engine; an unreachable engine fails the test."""
     try:
         client = docker.from_env(timeout=60)
         client.ping()
     except docker.errors.DockerException as exc:
-        message = f"no Docker engine reachable (DOCKER_HOST={os.environ.get('DOCKER_HOST')}): {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; .ci/run starts one (scripts/docker-engine.sh start)")
-        pytest.skip(message)
-    return client
+        error = str(exc)  # failed outside the except block, so without the chained traceback
+    else:
+        return client
+    pytest.fail(
+        f"no Docker engine reachable (DOCKER_HOST={os.environ.get('DOCKER_HOST')}): {error}; "
+        f"{START_ENGINE}",
+        pytrace=False,
+    )
 
 
 @pytest.fixture(scope="session")

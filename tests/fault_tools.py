@@ -24,12 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 __all__ = [
     "ROOT",
     "Harness",
+    "cpus_allowed",
     "finished_files",
     "no_processes_left",
     "processes_of",
     "records",
     "resume_completes",
     "workload_pid",
+    "wait_for_text",
     "write_matrix",
 ]
 
@@ -42,13 +44,14 @@ def write_matrix(
     steps: int | None = 30,
     epochs: int = 1,
     timeout_s: float = 600,
-    image: str | None = None,
+    image: str | list[str] | None = None,
     run_extra: str = "",
     tail: str = "",
 ) -> Path:
-    """A tiny real matrix: one ``before_model`` cell (plus whatever ``tail`` adds)."""
+    """A tiny real matrix: one ``before_model`` cell per image (plus whatever ``tail`` adds)."""
     steps_yaml = "null" if steps is None else str(steps)
-    axes = f"  image: ['{image}']\n" if image else ""
+    images = [image] if isinstance(image, str) else image or []
+    axes = f"  image: [{', '.join(repr(i) for i in images)}]\n" if images else ""
     path.write_text(
         f"name: {name}\n"
         f"run: {{repeats: {repeats}, epochs: {epochs}, max_steps_per_epoch: {steps_yaml}, "
@@ -71,6 +74,7 @@ class Harness:
         *args: str,
         cpus: str | None = None,
         env: dict[str, str] | None = None,
+        report: bool = False,
     ) -> None:
         argv = [
             sys.executable,
@@ -82,7 +86,7 @@ class Harness:
             str(out),
             "--progress",
             "plain",
-            "--no-report",
+            *([] if report else ["--no-report"]),
             *args,
         ]
         if cpus is not None:  # one core: the runs go one after another
@@ -115,23 +119,28 @@ class Harness:
     def text(self) -> str:
         return "".join(self.lines)
 
-    def wait_for(self, needle: str, timeout: float = 300) -> str:
-        """Block until a line containing ``needle`` is printed; fail if the harness exits first."""
+    def wait_for(self, needle: str, timeout: float = 300, count: int = 1) -> str:
+        """Block until the ``count``-th line containing ``needle`` is printed (lines printed
+        before the call count too); fail if the harness exits first."""
         deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
-            lines = list(self.lines)
-            for line in lines[seen:]:
-                if needle in line:
-                    return line
-            seen = len(lines)
-            if self.proc.poll() is not None:
-                self._reader.join(timeout=5)
-                if any(needle in ln for ln in self.lines):
-                    return next(ln for ln in self.lines if needle in ln)
-                raise AssertionError(f"harness exited before {needle!r}:\n{self.text[-3000:]}")
+        while True:
+            exited = self.proc.poll() is not None
+            if exited:
+                self._reader.join(timeout=5)  # every line it printed
+            found = [ln for ln in list(self.lines) if needle in ln]
+            if len(found) >= count:
+                return found[count - 1]
+            if exited:
+                raise AssertionError(
+                    f"harness exited after {len(found)} of {count} {needle!r} lines:\n"
+                    f"{self.text[-3000:]}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{len(found)} of {count} {needle!r} lines within {timeout} s:\n"
+                    f"{self.text[-3000:]}"
+                )
             time.sleep(0.05)
-        raise AssertionError(f"no {needle!r} within {timeout} s:\n{self.text[-3000:]}")
 
     def finish(self, timeout: float = 600) -> int:
         try:
@@ -176,6 +185,23 @@ def workload_pid(run_dir: Path, timeout: float = 120) -> int:
     raise AssertionError(f"no workload process for {run_dir} within {timeout} s")
 
 
+def cpus_allowed(pid: int, at_most: int | None = None, timeout: float = 60) -> set[int]:
+    """The cores the kernel lets ``pid`` run on (``Cpus_allowed_list`` of /proc/<pid>/status).
+    With ``at_most``, first wait (a generous deadline) for the set to shrink to that many cores,
+    as it does once the harness pins the process; the set is returned either way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = Path(f"/proc/{pid}/status").read_text()  # gone: OSError, the test fails
+        listed = next(ln for ln in status.splitlines() if ln.startswith("Cpus_allowed_list:"))
+        cores: set[int] = set()
+        for part in listed.split(":", 1)[1].strip().split(","):
+            first, _, last = part.partition("-")
+            cores.update(range(int(first), int(last or first) + 1))
+        if at_most is None or len(cores) <= at_most or time.monotonic() > deadline:
+            return cores
+        time.sleep(0.05)
+
+
 def wait_for_text(path: Path, needle: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -206,8 +232,9 @@ def processes_of(out: Path, session: int) -> list[int]:
     return found
 
 
-def no_processes_left(out: Path, session: int, wait_s: float = 20) -> list[int]:
-    """Processes of that harness session or naming ``out``; waits a little for them to go."""
+def no_processes_left(out: Path, session: int, wait_s: float = 60) -> list[int]:
+    """Processes of that harness session or naming ``out``, once they had ``wait_s`` to go
+    (a condition polled with a generous deadline: it returns as soon as none is left)."""
     deadline = time.monotonic() + wait_s
     while processes_of(out, session) and time.monotonic() < deadline:
         time.sleep(0.2)

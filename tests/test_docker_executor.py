@@ -1,6 +1,6 @@
 """The Docker executor on a real engine, a real workload image and real MNIST.
 
-Skipped only when no engine answers (CI always starts one: scripts/docker-engine.sh start).
+Fails when no engine answers (CI always starts one: scripts/docker-engine.sh start).
 The base image is the CPU stand-in (scripts/build-standin-base.sh) unless HARNESS_TEST_BASE_IMAGE
 names another; the workload image is built through harness.images (HARNESS_WHEELHOUSE offline).
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import threading
 import time
 import uuid
@@ -20,7 +19,14 @@ import numpy as np
 import pytest
 from conftest import BASE_IMAGE
 
-from harness.contract import LOG_FILE, LOSSES_FILE, SPEC_FILE, RunSpec, write_json_atomic
+from harness.contract import (
+    LOG_FILE,
+    LOSSES_FILE,
+    RECORD_FILE,
+    SPEC_FILE,
+    RunSpec,
+    write_json_atomic,
+)
 from harness.errors import ExecutorError
 from harness.executors.base import ExecutorOptions, RunIdentity, RunStatus, Slot
 from harness.record import load_record
@@ -68,52 +74,30 @@ def trajectory_digest(run_dir: Path) -> str:
 
 
 @pytest.mark.slow
-def test_container_matches_local_and_repeats_reproduce(client, workload_image, tmp_path) -> None:
-    """Same wheels, same cell: local process and two container repeats, bit for bit."""
-    from harness.executors.local import LocalExecutor
-
+def test_a_container_run_records_its_image_and_is_removed(client, workload_image, tmp_path) -> None:
+    """One run in a container: an ok record with the image's provenance and the thread count,
+    losses owned by the invoking user, the log streamed, the container removed. (That the
+    container trains bit for bit what a local process trains, and that repeats in containers
+    reproduce: test_faults_docker.py, whose matrices run them anyway.)"""
     executor = make_executor()
     provenance = executor.prepare([cell_spec()])
     assert provenance[BASE_IMAGE] == RunIdentity(
         base_digest=workload_image.base_digest,
         image_id=workload_image.image_id,
     )
-    local_dir = write_spec(tmp_path / "local", cell_spec(image="local"))
-    local = LocalExecutor(ExecutorOptions(run_label="local", data_dir=MNIST, python=sys.executable))
-    outcome = local.run(
-        cell_spec(image="local"),
-        Slot(cpus=(0,)),
-        local_dir,
-        timeout_s=600,
-        cancel=threading.Event(),
-    )
-    assert outcome.status is RunStatus.OK, (local_dir / LOG_FILE).read_text()[-3000:]
-
-    digests = []
-    for repeat in (0, 1):
-        spec = cell_spec(repeat=repeat)
-        run_dir = write_spec(tmp_path / f"docker-{repeat}", spec)
-        outcome = executor.run(
-            spec, Slot(cpus=(0,)), run_dir, timeout_s=600, cancel=threading.Event()
-        )
-        assert outcome.status is RunStatus.OK, outcome.message + outcome.log_tail
-        record = load_record(run_dir)
-        assert record.ok and record.steps == STEPS
-        assert record.provenance.image_digest == workload_image.base_digest
-        assert record.provenance.image_id == workload_image.image_id
-        assert record.provenance.env.get("OMP_NUM_THREADS") == "1"
-        assert record.digests.trajectory == trajectory_digest(run_dir)
-        assert (run_dir / LOG_FILE).stat().st_size > 0  # logs streamed from the container
-        assert (run_dir / LOSSES_FILE).stat().st_uid == os.getuid()
-        digests.append(record.digests.trajectory)
-        assert labelled(client, executor.options.run_label) == []  # removed after a normal run
-
-    local_record = load_record(local_dir)
-    assert local_record.digests.trajectory == digests[0] == digests[1]
-    assert (
-        local_record.digests.final_weights
-        == load_record(tmp_path / "docker-0").digests.final_weights
-    )
+    spec = cell_spec()
+    run_dir = write_spec(tmp_path / "docker-0", spec)
+    outcome = executor.run(spec, Slot(cpus=(0,)), run_dir, timeout_s=600, cancel=threading.Event())
+    assert outcome.status is RunStatus.OK, outcome.message + outcome.log_tail
+    record = load_record(run_dir)
+    assert record.ok and record.steps == STEPS
+    assert record.provenance.image_digest == workload_image.base_digest
+    assert record.provenance.image_id == workload_image.image_id
+    assert record.provenance.env.get("OMP_NUM_THREADS") == "1"
+    assert record.digests.trajectory == trajectory_digest(run_dir)
+    assert (run_dir / LOG_FILE).stat().st_size > 0  # logs streamed from the container
+    assert (run_dir / LOSSES_FILE).stat().st_uid == os.getuid()
+    assert labelled(client, executor.options.run_label) == []  # removed after a normal run
 
 
 def test_failed_run_is_an_outcome_and_leaves_nothing(client, workload_image, tmp_path) -> None:
@@ -137,11 +121,10 @@ def test_timeout_kills_and_removes(client, workload_image, tmp_path) -> None:
     executor = make_executor()
     spec = cell_spec(max_steps_per_epoch=None, epochs=5)
     run_dir = write_spec(tmp_path / "run", spec)
-    start = time.monotonic()
     outcome = executor.run(spec, Slot(cpus=(0,)), run_dir, timeout_s=4, cancel=threading.Event())
     assert outcome.status is RunStatus.TIMEOUT
-    assert time.monotonic() - start < 30
-    assert "timed out" in outcome.message
+    assert "timed out after 4 s" in outcome.message
+    assert not (run_dir / RECORD_FILE).exists()  # killed mid-run: 5 whole epochs take minutes
     assert labelled(client, executor.options.run_label) == []
 
 
@@ -159,14 +142,14 @@ def test_live_container_is_hardened_and_cancel_aborts(client, workload_image, tm
     )
     thread.start()
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300
         running = []
         while time.monotonic() < deadline and not running:
             running = [
                 c for c in labelled(client, executor.options.run_label) if c.status == "running"
             ]
             time.sleep(0.2)
-        assert running, "the run's container never showed up as running"
+        assert running, "the run's container never showed up as running (300 s)"
         attrs = client.api.inspect_container(running[0].id)
         host = attrs["HostConfig"]
         assert host["CapDrop"] == ["ALL"]
@@ -191,9 +174,10 @@ def test_live_container_is_hardened_and_cancel_aborts(client, workload_image, tm
     assert labelled(client, executor.options.run_label) == []
 
 
+@pytest.mark.gpu  # about the GPU runtime (its absence): skipped on an engine that has one
 def test_gpu_cell_without_nvidia_runtime_is_a_clear_error(client, workload_image, tmp_path) -> None:
     if "nvidia" in client.info().get("Runtimes", {}):
-        pytest.skip("this engine has an NVIDIA runtime")
+        pytest.skip("this engine has an NVIDIA runtime: the fault cannot be made here")
     executor = make_executor()
     spec = cell_spec(accelerator="gpu")
     with pytest.raises(ExecutorError) as info:
@@ -240,3 +224,41 @@ def test_cleanup_removes_every_labelled_container(client, workload_image) -> Non
     executor.cleanup()  # never ran anything: the client is connected here
     assert labelled(client, label) == []
     assert json.dumps(workload_image.to_dict())  # the image's provenance is serialisable
+
+
+def test_an_exception_in_the_harness_stops_and_removes_its_containers(
+    client, workload_image, tmp_path, monkeypatch
+) -> None:
+    """docs/docker.md: an exception in harness sets the cancel event, the running container is
+    killed, and cleanup removes it. Harness's own progress display is made to raise (in the
+    scheduler's thread) while a container of a long run trains; run_matrix re-raises it."""
+    from harness.matrix import load_matrix
+    from harness.progress import QuietProgress
+    from harness.runner import RunConfig, make_executor, run_matrix
+
+    name = f"boom-{uuid.uuid4().hex[:6]}"
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        f"name: {name}\n"  # 20 whole epochs: minutes, unless it is stopped
+        "run: {repeats: 1, epochs: 20, max_steps_per_epoch: null, threads: 1, timeout_s: 900}\n"
+        f"axes:\n  image: ['{BASE_IMAGE}']\n"
+    )
+    matrix = load_matrix(path)
+    executor = make_executor(matrix, "docker", data_dir=MNIST)
+    label = executor.options.run_label
+    raised = []
+
+    def tick(self) -> None:
+        if not raised and [c for c in labelled(client, label) if c.status == "running"]:
+            raised.append(True)
+            raise RuntimeError("injected: the harness broke while a container trained")
+
+    monkeypatch.setattr(QuietProgress, "tick", tick)
+    config = RunConfig(matrix=matrix, out=tmp_path / "out", progress="quiet", formats=())
+    with pytest.raises(RuntimeError, match="injected"):
+        run_matrix(config, executor)
+    assert raised and config.cancel.is_set()
+    assert labelled(client, label) == []
+    record = load_record(next((tmp_path / "out").glob("cells/*/repeat-0")))
+    assert record.status == "failed" and record.error.type == "killed", record
+    assert "stopped" in record.error.message

@@ -1,9 +1,15 @@
-"""Workload image naming and build context, without an engine."""
+"""Workload image naming and build context, without an engine; and, on a real engine, the
+build's guard against pip replacing the base image's torch."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import shutil
 import tarfile
+import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -102,3 +108,114 @@ def test_wheelhouse_is_served_on_loopback(tmp_path: Path) -> None:
         assert url.startswith("http://127.0.0.1:")
         listing = urllib.request.urlopen(url, timeout=5).read().decode()
         assert "pkg-1.0-py3-none-any.whl" in listing
+
+
+#: Run in a base image: its torch says (in its metadata only) that it is 1.0.0, and pip would
+#: uninstall nothing but that metadata (quick), so a new torch is installed over the old one.
+#: torch itself, and what ``torch.__version__`` says, stay as they are.
+RELABEL_TORCH = """\
+import importlib.metadata
+import re
+
+dist = importlib.metadata.distribution("torch")
+info = [f for f in dist.files if f.parent.name.endswith(".dist-info")]
+metadata = dist.locate_file(next(f for f in info if f.name == "METADATA"))
+metadata.write_text(re.sub(r"(?m)^Version: .*$", "Version: 1.0.0", metadata.read_text()))
+record = dist.locate_file(next(f for f in info if f.name == "RECORD"))
+record.write_text("".join(f"{f},,\\n" for f in info))
+"""
+
+
+def tar_context(files: dict[str, str]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+def fake_torch_wheel(folder: Path, version: str) -> Path:
+    """A pure-Python wheel named torch: what pip installs when it decides to replace torch."""
+    files = {
+        "torch/__init__.py": f"__version__ = {version!r}\n",
+        f"torch-{version}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: torch\nVersion: {version}\n"
+        ),
+        f"torch-{version}.dist-info/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: harness-tests\nRoot-Is-Purelib: true\n"
+            "Tag: py3-none-any\n"
+        ),
+    }
+    record = [
+        f"{name},sha256="
+        + base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).decode().rstrip("=")
+        + f",{len(text.encode())}"
+        for name, text in files.items()
+    ]
+    files[f"torch-{version}.dist-info/RECORD"] = (
+        "\n".join([*record, f"torch-{version}.dist-info/RECORD,,"]) + "\n"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"torch-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        for name, text in files.items():
+            wheel.writestr(name, text)
+    return path
+
+
+def remove_with_descendants(client, image_id: str) -> None:
+    """Remove an image and the images built on it (a failed build's cached steps)."""
+    import docker
+
+    parents = {i.id: i.attrs.get("Parent") for i in client.images.list(all=True)}
+    doomed = [image_id]
+    for child in doomed:  # grows as it goes: breadth first
+        doomed += [i for i, parent in parents.items() if parent == child and i not in doomed]
+    for image in reversed(doomed):
+        try:
+            client.images.remove(image, force=True)
+        except docker.errors.ImageNotFound:
+            pass  # pruned with the child removed before it
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_the_build_fails_if_pip_replaces_the_base_images_torch(client, workload_image, tmp_path):
+    """docs/docker.md: torch comes from the base untouched, and the build fails if pip would
+    replace it. A real build on a base whose torch says it is 1.0.0 (older than Lightning's
+    torch>=2.1.0), with a wheelhouse that offers a torch 2.99.0: pip replaces torch, and the
+    recipe's check stops the build; no workload image is tagged."""
+    import docker
+
+    base = f"harness-test/torch-says-1.0.0:{uuid.uuid4().hex[:8]}"
+    built, _ = client.images.build(
+        fileobj=tar_context(
+            {
+                "Dockerfile": f"FROM {workload_image.tag}\nCOPY relabel.py /\n"
+                "RUN python /relabel.py && rm /relabel.py\n",
+                "relabel.py": RELABEL_TORCH,
+            }
+        ),
+        custom_context=True,
+        tag=base,
+        network_mode="none",
+        rm=True,
+        forcerm=True,
+        pull=False,
+    )
+    try:
+        wheels = tmp_path / "wheels"
+        fake_torch_wheel(wheels, "2.99.0")
+        with pytest.raises(ExecutorError) as caught:
+            images.ensure_workload_image(client, base, wheelhouse=wheels)
+        message = str(caught.value)
+        assert "pip replaced the base image torch" in message, message
+        assert "torch-2.99.0" in message or "2.99.0" in message, message  # pip did replace it
+        with pytest.raises(docker.errors.ImageNotFound):
+            client.images.get(images.workload_tag(base, images.code_digest()))
+    finally:
+        remove_with_descendants(client, built.id)

@@ -18,8 +18,8 @@ from harness.layout import MANIFEST_FORMAT_VERSION
 from harness.matrix import CELL_ID_SCHEME
 from harness.report import analyze, write_reports
 from harness.report.exporters import render_csv, render_json
-from harness.report.markdown import escape, fence
-from harness.report.trajectories import divergence, ulp_order
+from harness.report.markdown import escape, fence, render_markdown
+from harness.report.trajectories import divergence, epoch_batch, ulp_order
 
 STEPS = 120
 EPOCHS = [(0, 0), (1, 60)]  # (epoch, first_step): two epochs of 60 steps
@@ -143,7 +143,8 @@ def by_name(report) -> dict:
 
 def test_identical_repeats_reproduce(results: Path):
     cell = by_name(analyze(results))["same"]
-    assert cell.reproducible is True
+    assert (cell.verdict, cell.reproducible, cell.unknown_because) == ("reproduces", True, None)
+    assert cell.detail == "reproduces bit for bit"
     assert cell.distinct_trajectories == 1
     assert cell.first_divergence is None
     assert cell.init_equal is True and cell.final_equal is True
@@ -201,11 +202,132 @@ def test_ulp_distance_uses_the_int32_ordering():
     assert ulps.tolist() == [1, 0, 1, 2]
 
 
-def test_divergence_by_bits_counts_nan_and_length():
+def _f32(bits: int) -> np.float32:
+    return np.array([bits], dtype="<u4").view("<f4")[0]
+
+
+def test_divergence_counts_the_same_nan_bits_as_equal():
+    """Two steps are equal when their float32 bits are: the same NaN is no divergence (as a
+    value NaN != NaN), two NaNs with other payloads are one."""
+    a = np.ones((5, 1), dtype="<f4")
+    a[2, 0] = _f32(0x7FC00001)  # a quiet NaN with a payload
+    assert divergence(a, a.copy(), 1, [(0, 0)]) is None
+
+    other_nan = a.copy()
+    other_nan[2, 0] = _f32(0x7FC00002)
+    d = divergence(a, other_nan, 1, [(0, 0)])
+    assert d is not None and (d.repeat, d.step, d.epoch, d.batch) == (1, 2, 0, 2)
+
+
+def test_divergence_counts_signed_zeros_as_different():
+    """+0.0 against -0.0 is a divergence: equal as values, not as bits."""
+    plus, minus = np.ones((5, 1), dtype="<f4"), np.ones((5, 1), dtype="<f4")
+    plus[3, 0], minus[3, 0] = np.float32(0.0), np.float32(-0.0)
+    assert plus[3, 0] == minus[3, 0]  # the premise: equal as values, not as bits
+    d = divergence(plus, minus, 2, [(0, 0)])
+    assert d is not None
+    assert (d.repeat, d.step, d.epoch, d.batch, d.shape_differs) == (2, 3, 0, 3, False)
+    assert (d.max_abs_delta, d.max_ulps) == (0.0, 0)  # no distance in value, yet not equal
+
+
+def test_divergence_by_bits_counts_length():
     a = np.zeros((5, 1), dtype="<f4")
     assert divergence(a, a.copy(), 1, [(0, 0)]) is None
     short = divergence(a, a[:3].copy(), 1, [(0, 0)])
-    assert short.step == 3 and short.shape_differs
+    assert (short.step, short.shape_differs) == (3, True)
+    assert divergence(a, np.zeros((5, 2), dtype="<f4"), 1, [(0, 0)]).shape_differs
+
+
+def test_a_signed_zero_makes_the_cell_diverge_at_its_step(tmp_path: Path):
+    """End to end: two repeats whose losses differ only in the sign of a zero at step 10."""
+    cell = make_cell("zero", placement="none")
+    make_results(tmp_path, [cell], repeats=2)
+    plus, minus = base_losses(), base_losses()
+    plus[10, 0], minus[10, 0] = np.float32(0.0), np.float32(-0.0)
+    write_run(tmp_path, cell, 0, plus)
+    write_run(tmp_path, cell, 1, minus)
+    (judged,) = analyze(tmp_path).cells
+    assert (judged.verdict, judged.reproducible, judged.distinct_trajectories) == (
+        "diverges",
+        False,
+        2,
+    )
+    d = judged.first_divergence
+    assert (d.repeat, d.step, d.epoch, d.batch) == (1, 10, 0, 10)
+
+
+def test_the_first_divergence_is_the_earliest_over_all_repeats(tmp_path: Path):
+    """Four repeats; repeats 1, 2 and 3 leave repeat 0 at steps 90, 30 and 70: the reported
+    first divergence is repeat 2's step 30 (neither the last found nor the latest), with the
+    largest |Δloss| over all of them."""
+    cell = make_cell("multi", placement="none")
+    make_results(tmp_path, [cell], repeats=4)
+    base = base_losses()
+    write_run(tmp_path, cell, 0, base)
+    for k, (step, delta) in {1: (90, 0.5), 2: (30, 0.125), 3: (70, 0.25)}.items():
+        changed = base.copy()
+        changed[step, 0] += np.float32(delta)
+        write_run(tmp_path, cell, k, changed)
+    report = analyze(tmp_path)
+    (judged,) = report.cells
+    assert judged.distinct_trajectories == 4
+    assert [(d.repeat, d.step) for d in judged.divergences] == [(1, 90), (2, 30), (3, 70)]
+    first = judged.first_divergence
+    assert (first.repeat, first.step, first.epoch, first.batch) == (2, 30, 0, 30)
+    assert first.max_abs_delta == pytest.approx(0.5, rel=1e-3)
+    assert judged.detail == (
+        "4 distinct trajectories; first divergence at epoch 0, batch 30 (step 30)"
+    )
+    data = json.loads(render_json(report))["cells"][0]["first_divergence"]
+    assert (data["repeat"], data["step"], data["epoch"], data["batch"]) == (2, 30, 0, 30)
+    (row,) = csv.DictReader(io.StringIO(render_csv(report).decode()))
+    assert (row["divergence_epoch"], row["divergence_batch"], row["divergence_step"]) == (
+        "0",
+        "30",
+        "30",
+    )
+    (md_row,) = _markdown_table(render_markdown(report).decode(), "## Cells")
+    assert md_row["divergence (epoch / batch / step)"] == "0 / 30 / 30"
+
+
+def test_epoch_of_a_step_at_the_epoch_boundaries():
+    assert epoch_batch(0, EPOCHS) == (0, 0)
+    assert epoch_batch(59, EPOCHS) == (0, 59)
+    assert epoch_batch(60, EPOCHS) == (1, 0)
+    assert epoch_batch(119, EPOCHS) == (1, 59)
+    assert epoch_batch(5, []) == (None, None)  # no epochs recorded: no epoch to name
+    assert epoch_batch(5, [(1, 10)]) == (None, None)  # before the first recorded epoch
+
+
+@pytest.mark.parametrize("source", ["epochs", "steps_per_epoch"])
+def test_divergence_at_the_epoch_boundaries_is_rendered_with_its_epoch(tmp_path: Path, source: str):
+    """Steps 0 (the first of epoch 0), 59 (its last) and 60 (the first of epoch 1), in the
+    Markdown cells table's "epoch / batch / step" column and in the verdict's words; the
+    epochs' first steps read from run.json's epoch summaries, or, in a record without them,
+    counted from its ``steps_per_epoch``."""
+    steps = {"at0": 0, "at59": 59, "at60": 60}
+    cells = {name: make_cell(name, placement="none", seed=step) for name, step in steps.items()}
+    make_results(tmp_path, list(cells.values()), repeats=2)
+    base = base_losses()
+    for name, step in steps.items():
+        changed = base.copy()
+        changed[step, 0] = np.nextafter(changed[step, 0], np.float32(10))
+        write_run(tmp_path, cells[name], 0, base)
+        write_run(tmp_path, cells[name], 1, changed)
+    if source == "steps_per_epoch":
+        for path in tmp_path.glob("cells/*/repeat-*/run.json"):
+            record = json.loads(path.read_text())
+            record["epochs"] = []
+            write_json_atomic(path, record)
+    report = analyze(tmp_path)
+    assert {c.runs[0].epoch_starts == [(0, 0), (1, 60)] for c in report.cells} == {True}
+    rows = _markdown_table(render_markdown(report).decode(), "## Cells")
+    shown = {r["cell"]: r["divergence (epoch / batch / step)"] for r in rows}
+    assert shown == {"at0": "0 / 0 / 0", "at59": "0 / 59 / 59", "at60": "1 / 0 / 60"}
+    detail = {c.name: c.detail for c in report.cells}
+    assert detail["at0"].endswith("first divergence at epoch 0, batch 0 (step 0)")
+    assert detail["at59"].endswith("first divergence at epoch 0, batch 59 (step 59)")
+    assert detail["at60"].endswith("first divergence at epoch 1, batch 0 (step 60)")
 
 
 def test_markdown_escapes_user_text_and_links_plots(results: Path):

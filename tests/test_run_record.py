@@ -12,8 +12,10 @@ import pytest
 from harness.contract import RECORD_FILE, RunSpec
 from harness.contract.record import (
     EPOCH_LINE,
+    Determinism,
     EpochSummary,
     ErrorType,
+    Provenance,
     RunError,
     RunRecord,
     epoch_line,
@@ -73,6 +75,8 @@ def test_the_workload_writes_the_one_format_for_a_spec_it_cannot_read(tmp_path: 
         ({"surprise": 1}, "surprise"),
         ({"digests": {"trajectory": None, "extra": "x"}}, "extra"),
         ({"epochs": [{"epoch": 0}]}, "steps"),
+        ({"provenance": {"determinism": {"cudnn_benchmark": True}}}, "cudnn_deterministic"),
+        ({"provenance": {"determinism": {"cudnn_deterministic": "sometimes"}}}, "bool"),
     ],
 )
 def test_a_record_off_the_format_is_refused(tmp_path: Path, change: dict, why: str):
@@ -87,6 +91,29 @@ def test_write_record_round_trips(tmp_path: Path):
     record = failed_record({"placement": "none"}, RunError("X", "y"), ranks=3)
     write_record(tmp_path, record)
     assert load_record(tmp_path) == record
+
+
+def test_a_record_without_the_determinism_flags_still_loads(tmp_path: Path):
+    """Records written before ``provenance.determinism`` existed have no such key."""
+    data = RunRecord(status="ok", spec={}).to_dict()
+    del data["provenance"]["determinism"]
+    (tmp_path / RECORD_FILE).write_text(json.dumps(data))
+    assert load_record(tmp_path).provenance.determinism is None
+
+
+def test_the_determinism_flags_round_trip(tmp_path: Path):
+    flags = Determinism(
+        cudnn_deterministic=False,
+        cudnn_benchmark=True,
+        deterministic_algorithms=True,
+        deterministic_algorithms_warn_only=True,
+        matmul_allow_tf32=False,
+        cudnn_allow_tf32=True,
+        cublas_workspace_config=":4096:8",
+    )
+    record = RunRecord(status="ok", spec={}, provenance=Provenance(determinism=flags))
+    write_record(tmp_path, record)
+    assert load_record(tmp_path).provenance.determinism == flags
 
 
 def test_the_progress_line_is_the_line_the_host_reads():

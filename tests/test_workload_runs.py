@@ -1,7 +1,8 @@
 """Real repeats on real MNIST, each in a fresh process: the issue's must-shows.
 
 Each needed run is made once per module (lazily, by name) and shared by the tests that read it.
-All at 1 thread unless a test is about threads.
+All at 1 thread unless a test is about threads. One test trains in this process instead: the
+manual against the automatic optimization loop, both through the workload's own model.
 """
 
 from __future__ import annotations
@@ -217,3 +218,72 @@ def test_progress_line_is_printed(workload, tmp_path, mnist_dir):
     # nondeterministic op, so the list is empty (the parser is tested in test_workload_units).
     assert record.provenance.env["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     assert record.nondeterministic_ops == []
+
+
+def _train_in_this_process(mnist, automatic: bool) -> tuple[np.ndarray, str, str]:
+    """A ``before_model`` repeat of SHORT steps run here, through the workload's own model and
+    Trainer, with the workload's manual optimization or with Lightning's automatic loop.
+
+    Returns the losses [steps, 1] and the initial and final weight digests.
+    """
+    import torch.nn.functional as F
+
+    from harness.contract import RunSpec
+    from harness.workload.model import LitMNIST
+    from harness.workload.recorder import EpochRecorder, LossRecorder, weights_digest
+    from harness.workload.runner import _build_trainer
+    from harness.workload.seeding import seed_all
+
+    class AutomaticLitMNIST(LitMNIST):
+        """The workload's model with Lightning's automatic optimization: training_step returns
+        the loss; Lightning does zero_grad, backward and step (through its closure)."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.automatic_optimization = True
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = F.nll_loss(self(x), y)
+            self.recorder.record(batch_idx, loss)
+            return loss
+
+    spec = RunSpec(placement="before_model", max_steps_per_epoch=SHORT)
+    recorder = LossRecorder()
+    seed_all(spec.seed)
+    model = (AutomaticLitMNIST if automatic else LitMNIST)(
+        mnist,
+        recorder,
+        hidden_size=spec.hidden_size,
+        learning_rate=spec.learning_rate,
+        batch_size=spec.batch_size,
+    )
+    assert model.automatic_optimization is automatic
+    init = weights_digest(model.state_dict())
+    _build_trainer(spec, EpochRecorder(recorder, None, spec.epochs)).fit(model)
+    return recorder.losses(1), init, weights_digest(model.state_dict())
+
+
+def test_manual_optimization_gives_the_automatic_loops_bits(runs, mnist_dir):
+    """docs/workload.md: the workload's manual zero_grad / manual_backward / step per batch
+    gives the bits of Lightning's automatic loop. Both run here, on the same thread count as
+    the workload's runs; the manual one must also equal a real workload run (process_start,
+    which has the before_model bits), so the comparison is of the workload's own path."""
+    import torch
+
+    from harness.workload.data import load_mnist
+
+    mnist = load_mnist(mnist_dir, train=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workload runs (spec threads: 1)
+    try:
+        manual, manual_init, manual_final = _train_in_this_process(mnist, automatic=False)
+        auto, auto_init, auto_final = _train_in_this_process(mnist, automatic=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert manual.shape == auto.shape == (SHORT, 1) and np.isfinite(manual).all()
+    assert manual_init == auto_init
+    assert np.array_equal(manual.view(np.uint32), auto.view(np.uint32))
+    assert manual_final == auto_final
+    workload_run = _losses(runs("process_start"))
+    assert np.array_equal(manual.view(np.uint32), workload_run.view(np.uint32))

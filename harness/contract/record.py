@@ -86,6 +86,27 @@ class Timing:
 
 
 @dataclass
+class Determinism:
+    """The determinism flags torch had in force when ``fit`` returned, read from torch itself
+    (not copied from the spec), so a flag the workload failed to apply shows up here."""
+
+    __pydantic_config__ = _STRICT
+
+    cudnn_deterministic: bool
+    cudnn_benchmark: bool
+    #: ``torch.are_deterministic_algorithms_enabled()``
+    deterministic_algorithms: bool
+    #: ``torch.is_deterministic_algorithms_warn_only_enabled()``
+    deterministic_algorithms_warn_only: bool
+    #: ``torch.backends.cuda.matmul.allow_tf32``
+    matmul_allow_tf32: bool
+    #: ``torch.backends.cudnn.allow_tf32``
+    cudnn_allow_tf32: bool
+    #: the ``CUBLAS_WORKSPACE_CONFIG`` environment variable (None when unset)
+    cublas_workspace_config: str | None = None
+
+
+@dataclass
 class Provenance:
     """What the run ran on; ``None`` where it was not known (a run that died early)."""
 
@@ -114,6 +135,8 @@ class Provenance:
     workload_digest: str | None = None
     initial_seed: int | None = None
     world_size: int | None = None
+    #: None in records written before it existed, and for a run that failed before fit returned
+    determinism: Determinism | None = None
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """A deterministic stand-in executor for unit tests of scheduling, resume and failure handling.
 
 It writes a well-formed run record computed from the spec alone (no torch), sleeps a chosen
-time, and records which slots were in use at once. It never replaces the real executors in the
-end-to-end tests.
+time or holds each run until a test lets it go (``hold``), and records which slots were in use at
+once. A scheduling test holds the runs and waits until the expected number is in flight
+(``wait_for_running``): concurrency is proven by events, never by racing a clock. It never
+replaces the real executors in the end-to-end tests.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ from harness.record import trajectory_sha256
 
 
 class FakeExecutor(Executor):
-    """``seconds``: sleep per run; ``fail_placement``: runs of that placement exit non-zero;
-    ``diverge_placement``: repeats of that placement differ from step 10 on; ``identity``: what
-    ``prepare`` says would run every image now, and what each record's provenance then holds
-    (None: nothing, and resume compares nothing but the spec)."""
+    """``seconds``: sleep per run; ``hold``: each run first waits until this event is set (or
+    its cancel event, or its timeout), so a test controls how long runs overlap;
+    ``fail_placement``: runs of that placement exit non-zero; ``diverge_placement``: repeats of
+    that placement differ from step 10 on; ``identity``: what ``prepare`` says would run every
+    image now, and what each record's provenance then holds (None: nothing, and resume compares
+    nothing but the spec)."""
 
     name = "fake"
 
@@ -48,20 +52,33 @@ class FakeExecutor(Executor):
         options: ExecutorOptions | None = None,
         *,
         seconds: float = 0.05,
+        hold: threading.Event | None = None,
         fail_placement: str | None = None,
         diverge_placement: str | None = None,
         identity: RunIdentity | None = None,
     ) -> None:
         super().__init__(options or ExecutorOptions(run_label="fake"))
         self.seconds = seconds
+        self.hold = hold
         self.fail_placement = fail_placement
         self.diverge_placement = diverge_placement
         self.identity = identity
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # notified whenever a run starts
         self.running: list[Slot] = []
         self.max_concurrency = 0
         self.overlaps: list[tuple[Slot, Slot]] = []
         self.calls: list[tuple[str, int]] = []
+
+    def wait_for_running(self, count: int, timeout: float) -> list[Slot]:
+        """Block until ``count`` runs are in flight at once; their slots then. Raises
+        TimeoutError when that many never are within ``timeout`` seconds."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: len(self.running) >= count, timeout):
+                raise TimeoutError(
+                    f"{len(self.running)} runs in flight after {timeout} s, never {count} "
+                    f"(at most {self.max_concurrency} at once)"
+                )
+            return list(self.running)
 
     def prepare(self, specs: Sequence[RunSpec]) -> dict[str, RunIdentity]:
         if self.identity is None:
@@ -84,9 +101,15 @@ class FakeExecutor(Executor):
             self.running.append(slot)
             self.max_concurrency = max(self.max_concurrency, len(self.running))
             self.calls.append((spec.cell_id, spec.repeat))
+            self._lock.notify_all()
         start = time.monotonic()
         try:
             (run_dir / LOG_FILE).write_text(f"epoch 1/{spec.epochs} done: fake\n")
+            held = self._held(cancel, timeout_s)
+            if held is RunStatus.ABORTED:
+                return RunOutcome(RunStatus.ABORTED, time.monotonic() - start, None, "cancelled")
+            if held is RunStatus.TIMEOUT:
+                return RunOutcome(RunStatus.TIMEOUT, timeout_s, None, "timed out")
             if cancel.wait(min(self.seconds, timeout_s)):
                 return RunOutcome(RunStatus.ABORTED, time.monotonic() - start, None, "cancelled")
             if self.seconds > timeout_s:
@@ -104,6 +127,18 @@ class FakeExecutor(Executor):
         finally:
             with self._lock:
                 self.running.remove(slot)
+
+    def _held(self, cancel: threading.Event, timeout_s: float) -> RunStatus | None:
+        """Wait for ``hold``: None once it is set, else ABORTED (cancelled) or TIMEOUT."""
+        if self.hold is None:
+            return None
+        deadline = time.monotonic() + timeout_s
+        while not self.hold.wait(0.01):  # both events, without a thread per run
+            if cancel.is_set():
+                return RunStatus.ABORTED
+            if time.monotonic() >= deadline:
+                return RunStatus.TIMEOUT
+        return None
 
 
 def write_fake_record(

@@ -20,6 +20,7 @@ import torch
 
 from harness.contract import IMAGE_ENV, NUMERIC_ENV_VARS, RunSpec
 from harness.contract.code import workload_digest
+from harness.contract.record import Determinism
 
 
 def cpu_model() -> str | None:
@@ -77,8 +78,25 @@ def _nccl() -> str | None:
     return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
 
 
-def collect(spec: RunSpec, world_size: int) -> dict[str, Any]:
-    """The ``provenance`` object of run.json (see docs/run-record.md)."""
+def determinism_in_force() -> Determinism:
+    """The determinism flags as torch has them now: read when ``fit`` has returned, so they are
+    what training ran with, whoever set them (the workload, or Lightning's Trainer)."""
+    return Determinism(
+        cudnn_deterministic=bool(torch.backends.cudnn.deterministic),
+        cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
+        deterministic_algorithms=torch.are_deterministic_algorithms_enabled(),
+        deterministic_algorithms_warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
+        matmul_allow_tf32=bool(torch.backends.cuda.matmul.allow_tf32),
+        cudnn_allow_tf32=bool(torch.backends.cudnn.allow_tf32),
+        cublas_workspace_config=os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+
+
+def collect(
+    spec: RunSpec, world_size: int, determinism: Determinism | None = None
+) -> dict[str, Any]:
+    """The ``provenance`` object of run.json (see docs/run-record.md); ``determinism`` is what
+    ``determinism_in_force`` read after ``fit`` (None when the run failed before that)."""
     import pytorch_lightning
     import torchvision
 
@@ -106,4 +124,5 @@ def collect(spec: RunSpec, world_size: int) -> dict[str, Any]:
         "workload_digest": workload_digest(),
         "initial_seed": torch.initial_seed(),
         "world_size": world_size,
+        "determinism": determinism,
     }

@@ -23,6 +23,7 @@ import numpy as np
 
 from harness.contract import LOSSES_FILE, TENSORBOARD_DIR, RunSpec
 from harness.contract.record import (
+    Determinism,
     Digests,
     EpochSummary,
     Provenance,
@@ -60,6 +61,7 @@ class RunState:
     init_digest: str | None = None
     final_digest: str | None = None
     split_digest: str | None = None
+    determinism: Determinism | None = None
     setup_seconds: float | None = None
     error: RunError | None = None
     tensorboard: TensorBoard | None = None
@@ -127,6 +129,9 @@ def _train(spec: RunSpec, out: Path, cli_data_dir: str | None, state: RunState, 
     trainer = _build_trainer(spec, EpochRecorder(state.recorder, state.tensorboard, spec.epochs))
     state.setup_seconds = time.perf_counter() - t0
     trainer.fit(model)
+    # Read back from torch, not from the spec: what training ran with (the Trainer could have
+    # changed a flag; it does not, as the workload passes it neither deterministic= nor benchmark=)
+    state.determinism = provenance.determinism_in_force()
     state.world_size = trainer.world_size
     state.is_global_zero = trainer.is_global_zero
     state.final_digest = weights_digest(model.state_dict())
@@ -186,7 +191,7 @@ def build_record(
         epochs=list(state.recorder.summaries),
         timing=timing,
         nondeterministic_ops=nondet,
-        provenance=Provenance(**provenance.collect(spec, state.world_size)),
+        provenance=Provenance(**provenance.collect(spec, state.world_size, state.determinism)),
         files={"losses": LOSSES_FILE, "tensorboard": TENSORBOARD_DIR},
     )
 
