@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HARNESS_MNIST_DIR="${HARNESS_MNIST_DIR:-$(pwd)/../shared/data/mnist}"
+export HARNESS_HYPOTHESIS_SCALE="${HARNESS_HYPOTHESIS_SCALE:-0.1}"  # fewer generated matrices per mutant
 [[ -x .venv/bin/mutmut ]] || bash scripts/setup.sh
 if [[ "${1:-}" == "--fresh" ]]; then
   rm -rf mutants

@@ -8,6 +8,7 @@ file and a line; any other exception fails the test (hypothesis reports it with 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -25,7 +26,9 @@ from harness.matrix import RunBlock, parse_matrix
 ROOT = Path(__file__).resolve().parents[1]
 PATH = Path("bad/matrix.yaml")
 WHERE = re.compile(re.escape(str(PATH)) + r":(\d+):")
-EXAMPLES = 250
+# scripts/mutation.sh runs each mutant against these tests: it scales them down there.
+SCALE = float(os.environ.get("HARNESS_HYPOTHESIS_SCALE", "1"))
+EXAMPLES = max(10, int(250 * SCALE))
 SETTINGS = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -277,7 +280,7 @@ def test_yaml_syntax_errors(text: str):
     assert_user_error(text)
 
 
-@settings(SETTINGS, max_examples=150)
+@settings(SETTINGS, max_examples=max(10, int(150 * SCALE)))
 @given(huge_axes())
 def test_huge_axes(text: str):
     error = assert_user_error(text)
@@ -290,7 +293,7 @@ def test_unicode(text: str):
     assert_user_error(text)
 
 
-@settings(SETTINGS, max_examples=350)
+@settings(SETTINGS, max_examples=max(10, int(350 * SCALE)))
 @given(injected_images())
 def test_injection_strings_in_image_names(text: str):
     error = assert_user_error(text)
