@@ -30,6 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
 GPU = WORKFLOWS / "gpu-matrix.yml"
+MUTATION = WORKFLOWS / "mutation.yml"
 CI = WORKFLOWS / "ci.yml"
 DEFAULT_LABELS = ["self-hosted", "linux", "x64", "gpu"]
 SHA_PIN = re.compile(r"^\s*(?:-\s+)?uses:\s+([\w.-]+/[\w./-]+)@([0-9a-f]{40}) # v\d+(\.\d+)*\s*$")
@@ -137,9 +138,9 @@ def run_script(script: str, env: dict[str, str], cwd: Path) -> subprocess.Comple
 # --- the linters ---------------------------------------------------------------------------
 
 
-def test_actionlint_passes_both_workflows():
+def test_actionlint_passes_every_workflow():
     binary, _ = linters()
-    proc = actionlint(binary, [GPU, CI], ROOT)
+    proc = actionlint(binary, [GPU, CI, MUTATION], ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -151,7 +152,7 @@ def test_zizmor_finds_nothing_of_medium_severity_or_above():
 
 
 def test_no_linter_findings_are_silenced_inline():
-    for path in (GPU, CI):
+    for path in (GPU, CI, MUTATION):
         text = path.read_text()
         assert "zizmor: ignore" not in text, path.name
         assert "shellcheck disable" not in text, path.name
@@ -362,10 +363,10 @@ def test_the_report_job_reports_a_conflicted_merge_then_fails(
     assert (final.returncode == 0) == (merge_exit == 0), final.stdout + final.stderr
 
 
-# --- both workflows: hygiene ---------------------------------------------------------------
+# --- every workflow: hygiene ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [GPU, CI], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [GPU, CI, MUTATION], ids=lambda p: p.name)
 def test_actions_are_pinned_by_commit_sha_with_a_version_comment(path: Path):
     lines = [line for line in path.read_text().splitlines() if re.match(r"^\s*(-\s+)?uses:", line)]
     assert lines
@@ -373,7 +374,7 @@ def test_actions_are_pinned_by_commit_sha_with_a_version_comment(path: Path):
         assert SHA_PIN.match(line), f"not pinned to a full SHA with a version comment: {line}"
 
 
-@pytest.mark.parametrize("path", [GPU, CI], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [GPU, CI, MUTATION], ids=lambda p: p.name)
 def test_checkouts_do_not_keep_credentials(path: Path):
     for job_id, job in load(path)["jobs"].items():
         for s in job.get("steps", []):
@@ -381,7 +382,7 @@ def test_checkouts_do_not_keep_credentials(path: Path):
                 assert s["with"]["persist-credentials"] is False, job_id
 
 
-@pytest.mark.parametrize("path", [GPU, CI], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [GPU, CI, MUTATION], ids=lambda p: p.name)
 def test_scripts_expand_no_expressions_and_use_only_defined_variables(path: Path):
     workflow = load(path)
     for job_id, job, s in steps_with_scripts(workflow):
