@@ -110,6 +110,12 @@ def _trajectories(cell: CellDigests) -> str:
     return ", ".join(_short(t) for t in distinct) or "—"
 
 
+def _image(cell: CellDigests) -> str:
+    """The image as told: a digest shortened like the others (``sha256:`` and 12 hex digits);
+    without one (``local``), the torch build in full, which is what tells two apart."""
+    return cell.image_digest[:19] if cell.image_digest else cell.image_identity
+
+
 def compare_cell(cid: str, base: CellDigests, cur: CellDigests) -> list[CellChange]:
     out: list[CellChange] = []
 
@@ -117,7 +123,8 @@ def compare_cell(cid: str, base: CellDigests, cur: CellDigests) -> list[CellChan
         out.append(CellChange(cid, cur.name, what, baseline, current, regression))
 
     same_image = base.image_identity == cur.image_identity
-    base_traj = base.trajectories[0] if base.trajectories else None
+    # the first finished repeat's: a baseline without a verdict may have lost its first repeat
+    base_traj = next((t for t in base.trajectories if t is not None), None)
     cur_trajs = {t for t in cur.trajectories if t is not None}
     if base.reproducible is True:
         if cur.reproducible is not True or not cur_trajs:
@@ -151,12 +158,7 @@ def compare_cell(cid: str, base: CellDigests, cur: CellDigests) -> list[CellChan
             False,
         )
     if not same_image:
-        add(
-            "image changed",
-            base.image_identity[:19],
-            cur.image_identity[:19],
-            False,
-        )
+        add("image changed", _image(base), _image(cur), False)
     return out
 
 

@@ -4,6 +4,7 @@ the gate's refusals through the real CLI on results folders of the fake executor
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from harness.baseline import CellDigests, ResultSet, from_file, load_result_set, to_json
 from harness.cli import main
-from harness.compare import EXIT_REGRESSION, compare, render_markdown
+from harness.compare import EXIT_REGRESSION, compare, compare_cell, render_markdown
 from harness.errors import HarnessError
 from harness.executors.fake import FakeExecutor
 from harness.exit_codes import EXIT_NOT_COMPARABLE
@@ -172,6 +173,10 @@ def test_an_old_golden_file_without_a_matrix_digest_is_still_readable(tmp_path: 
     assert old.matrix_digest is None and old.cells == rs(a=cell()).cells
     assert compare(old, rs(a=cell())).exit_code == EXIT_NOT_COMPARABLE
     assert compare(old, rs(a=cell()), allow_changed_matrix=True).exit_code == 0
+    # two sets that both record none cannot show they are the same matrix either
+    result = compare(old, old)
+    assert [r.what for r in result.refusals] == ["changed_matrix"]
+    assert result.exit_code == EXIT_NOT_COMPARABLE
 
 
 def run_fake(out: Path, matrix: Path = QUICK, shard: ShardSpec | None = None) -> Path:
@@ -252,3 +257,258 @@ def test_cli_another_matrix_fails_unless_allow_changed_matrix(folders, capsys, t
     assert data["exit_code"] == EXIT_NOT_COMPARABLE == rc
     assert [r["what"] for r in data["refusals"]] == ["changed_matrix"]
     assert data["baseline_matrix_digest"] == digest != data["current_matrix_digest"]
+    renamed_digest = json.loads((renamed / "manifest.json").read_text())["matrix_digest"]
+    assert data["current_matrix_digest"] == renamed_digest
+
+
+# --- what the gate says, word for word -----------------------------------------------------
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+T1, T2, T3, W1, W2 = sha("t1"), sha("t2"), sha("t3"), sha("w1"), sha("w2")
+IMG1, IMG2 = "sha256:" + sha("img1"), "sha256:" + sha("img2")
+
+
+def full(name, reproducible=True, trajs=(T1, T1), final=W1, image_digest=IMG1) -> CellDigests:
+    """A cell with full-length digests, so that what the gate shortens shows."""
+    image = "pytorch/pytorch:2.5.1"
+    return CellDigests(
+        name, {"image": image}, reproducible, list(trajs), final, image, image_digest, "2.5.1"
+    )
+
+
+def local(name: str, torch: str | None) -> CellDigests:
+    """A cell of the ``local`` image: no image digest, its torch build tells images apart."""
+    return CellDigests(name, {"image": "local"}, True, [T1, T1], W1, "local", None, torch)
+
+
+def every_kind() -> tuple[ResultSet, ResultSet]:
+    """A baseline and a current set with every kind of change, a new and a removed cell, and
+    another matrix."""
+    base = ResultSet(
+        "golden|v1.json",
+        "m1",
+        "d" * 64,
+        {
+            "id-a": full("a|regressed"),
+            "id-b": full("b-same-image"),
+            "id-c": full("c-unknown"),
+            "id-d": full("d-new-image"),
+            "id-e": full("e-weights"),
+            "id-f": full("f-now", reproducible=False, trajs=(T1, T2)),
+            "id-g": full("g-one", reproducible=None, trajs=(T1, None)),
+            "id-h": full("h-same"),
+            "id-i": local("i-local", None),
+            "id-r": full("r-gone"),
+        },
+    )
+    cur = ResultSet(
+        "results/now",
+        "",
+        None,
+        {
+            "id-a": full("a|regressed", reproducible=False, trajs=(T1, None, T2, T2)),
+            "id-b": full("b-same-image", trajs=(T3, T3)),
+            "id-c": full("c-unknown", reproducible=None, trajs=()),
+            "id-d": full("d-new-image", trajs=(T2, T2), image_digest=IMG2),
+            "id-e": full("e-weights", final=W2),
+            "id-f": full("f-now"),
+            "id-g": full("g-one", trajs=(T2, T2)),
+            "id-h": full("h-same"),
+            "id-i": local("i-local", "2.5.1+cu121"),
+            "id-n": full("n-new"),
+        },
+    )
+    return base, cur
+
+
+def test_the_markdown_of_every_kind_of_change_with_both_flags_given():
+    base, cur = every_kind()
+    result = compare(base, cur, allow_removed=True, allow_changed_matrix=True)
+    assert result.exit_code == EXIT_REGRESSION
+    assert result.refusals == [] and [r.accepted for r in result.checks] == [True, True]
+    t1, t2, t3 = T1[:12], T2[:12], T3[:12]
+    assert render_markdown(result) == "\n".join(
+        [
+            "**3 regressions** Baseline `golden\\|v1.json`, current `results/now`: 9 cells in "
+            "both, 1 new, 1 removed.",
+            "",
+            "### Accepted by flags (not failures)",
+            "",
+            "- 1 cell of the baseline is missing from the current results (`--allow-removed`).",
+            "- the two sets come from different matrices: matrix digest dddddddddddd \\(m1\\) in "
+            "the baseline, not recorded \\(unnamed\\) in the current results "
+            "(`--allow-changed-matrix`).",
+            "",
+            "### Regressions",
+            "",
+            "| cell | id | what changed | baseline | current |",
+            "|---|---|---|---|---|",
+            f"| a\\|regressed | id-a | no longer reproduces | reproduces \\({t1}\\) "
+            f"| does not reproduce: {t1}, —, {t2} |",
+            f"| b-same-image | id-b | trajectory changed on the same image | {t1} | {t3} |",
+            f"| c-unknown | id-c | no longer reproduces | reproduces \\({t1}\\) | unknown: — |",
+            "",
+            "### Other changes (not regressions)",
+            "",
+            "| cell | id | what changed | baseline | current |",
+            "|---|---|---|---|---|",
+            f"| d-new-image | id-d | trajectory changed with the image | {t1} | {t2} |",
+            f"| d-new-image | id-d | image changed | {IMG1[:19]} | {IMG2[:19]} |",
+            f"| e-weights | id-e | final weights changed | {W1[:12]} | {W2[:12]} |",
+            f"| f-now | id-f | now reproduces | does not reproduce | reproduces \\({t1}\\) |",
+            "| g-one | id-g | trajectory changed \\(the baseline had one repeat: no verdict to "
+            f"keep\\) | {t1} | {t2} |",
+            "| i-local | id-i | image changed | local \\(torch unknown\\) | local \\(torch "
+            "2.5.1\\+cu121\\) |",
+            "",
+            "### New cells (not in the baseline)",
+            "",
+            "- n-new (`id-n`)",
+            "",
+            "### Removed cells (not in the current results)",
+            "",
+            "- r-gone (`id-r`)",
+            "",
+        ]
+    )
+
+
+def test_the_markdown_of_a_gate_that_cannot_judge_names_each_reason_and_its_flag():
+    base = ResultSet("old", "", None, {"x": full("x"), "y": full("y")})
+    cur = ResultSet("new", "m", "e" * 64, {"z": full("z")})
+    result = compare(base, cur)
+    assert result.exit_code == EXIT_NOT_COMPARABLE
+    assert [(r.what, r.accepted_by) for r in result.refusals] == [
+        ("no_common_cell", None),
+        ("removed_cells", "--allow-removed"),
+        ("changed_matrix", "--allow-changed-matrix"),
+    ]
+    assert render_markdown(result) == "\n".join(
+        [
+            "**Not comparable: the gate fails.** Baseline `old`, current `new`: 0 cells in both, "
+            "1 new, 2 removed.",
+            "",
+            "### Why the gate fails",
+            "",
+            "- no cell was compared: the baseline's 2 cells and the current results' 1 cell share "
+            "no cell id \\(another seed, another matrix, or a changed default gives other cell "
+            "ids\\).",
+            "- 2 cells of the baseline are missing from the current results (`--allow-removed` "
+            "accepts it).",
+            "- the two sets come from different matrices: matrix digest not recorded "
+            "\\(unnamed\\) in the baseline, eeeeeeeeeeee \\(m\\) in the current results "
+            "(`--allow-changed-matrix` accepts it).",
+            "",
+            "### New cells (not in the baseline)",
+            "",
+            "- z (`z`)",
+            "",
+            "### Removed cells (not in the current results)",
+            "",
+            "- x (`x`)",
+            "- y (`y`)",
+            "",
+        ]
+    )
+
+
+def test_the_markdown_of_an_unchanged_set_says_every_cell_kept_its_digests():
+    result = compare(ResultSet("b", "m", "d", {"a": full("a")}), ResultSet("c", "m", "d", {}))
+    assert result.refusals[0].reason == (
+        "no cell was compared: the baseline's 1 cell and the current results' 0 cells share no "
+        "cell id (another seed, another matrix, or a changed default gives other cell ids)"
+    )
+    same = compare(
+        ResultSet("b", "m", "d", {"a": full("a")}), ResultSet("c", "m", "d", {"a": full("a")})
+    )
+    assert same.exit_code == 0 and same.checks == []
+    assert render_markdown(same) == (
+        "**No regression.** Baseline `b`, current `c`: 1 cells in both, 0 new, 0 removed.\n"
+        "\n"
+        "Every cell in both sets has the verdict and digests of the baseline.\n"
+    )
+
+
+def test_a_regression_and_a_refusal_are_both_told():
+    base = ResultSet("b", "m", "d", {"a": full("a"), "gone": full("gone")})
+    cur = ResultSet("c", "m", "d", {"a": full("a", trajs=(T2, T2))})
+    result = compare(base, cur)
+    assert result.exit_code == EXIT_REGRESSION
+    text = render_markdown(result)
+    assert text.startswith(
+        "**1 regression** Baseline `b`, current `c`: 1 cells in both, 0 new, 1 removed.\n\n"
+        "### Also not comparable\n\n"
+        "- 1 cell of the baseline is missing from the current results (`--allow-removed` "
+        "accepts it).\n\n### Regressions\n"
+    )
+    assert "### Other changes" not in text and "Every cell" not in text
+
+
+def test_a_verdict_kept_without_a_finished_trajectory_is_no_longer_reproducing():
+    """A current set that says "reproduces" but holds no finished trajectory cannot show the
+    baseline's bits: a regression."""
+    cur = full("a", trajs=(None, None))
+    assert [(c.what, c.current, c.regression) for c in compare_cell("a", full("a"), cur)] == [
+        ("no longer reproduces", "reproduces: —", True)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("base", "cur", "told"),
+    [
+        # a baseline without a verdict whose first repeat failed: its second one counts
+        ((None, (None, T1)), (True, (T2, T2)), [("trajectory changed", T1[:12], T2[:12])]),
+        ((None, (None, T1)), (True, (T1, T1)), []),
+        ((None, (None, None)), (True, (T2, T2)), []),
+        ((None, ()), (True, (T2, T2)), []),
+        ((None, (T1,)), (None, ()), []),
+        ((False, (T1, T2)), (False, (T1, T3)), []),
+        ((False, (T1, T2)), (None, (T1, None)), []),
+    ],
+)
+def test_cells_without_a_kept_verdict_are_told_only_when_their_bits_changed(base, cur, told):
+    changes = compare_cell("a", full("a", base[0], base[1]), full("a", cur[0], cur[1]))
+    assert [(c.what.split(" (")[0], c.baseline, c.current) for c in changes] == told
+    assert not any(c.regression for c in changes)
+
+
+def test_cli_json_tells_each_change_and_whether_it_is_a_regression(tmp_path, capsys):
+    base, cur = every_kind()
+    paths = []
+    for name, result_set in (("base.json", base), ("cur.json", cur)):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(json.dumps(to_json(result_set)))
+    rc, out, err = harness_compare(
+        capsys, *paths, "--format", "json", "--allow-removed", "--allow-changed-matrix"
+    )
+    data = json.loads(out)
+    assert rc == data["exit_code"] == EXIT_REGRESSION and err == ""
+    t1, t2, t3 = T1[:12], T2[:12], T3[:12]
+    one_repeat = "trajectory changed (the baseline had one repeat: no verdict to keep)"
+    assert [tuple(c.values()) for c in data["changes"]] == [
+        ("id-a", "a|regressed", "no longer reproduces", f"reproduces ({t1})",
+         f"does not reproduce: {t1}, —, {t2}", True),
+        ("id-b", "b-same-image", "trajectory changed on the same image", t1, t3, True),
+        ("id-c", "c-unknown", "no longer reproduces", f"reproduces ({t1})", "unknown: —", True),
+        ("id-d", "d-new-image", "trajectory changed with the image", t1, t2, False),
+        ("id-d", "d-new-image", "image changed", IMG1[:19], IMG2[:19], False),
+        ("id-e", "e-weights", "final weights changed", W1[:12], W2[:12], False),
+        ("id-f", "f-now", "now reproduces", "does not reproduce", f"reproduces ({t1})", False),
+        ("id-g", "g-one", one_repeat, t1, t2, False),
+        ("id-i", "i-local", "image changed", "local (torch unknown)",
+         "local (torch 2.5.1+cu121)", False),
+    ]  # fmt: skip
+    assert list(data["changes"][0]) == [
+        "cell_id", "name", "what", "baseline", "current", "regression"
+    ]  # fmt: skip
+    assert (data["compared"], data["regressions"], data["refusals"]) == (9, 3, [])
+    assert (data["new_cells"], data["removed_cells"]) == ([["id-n", "n-new"]], [["id-r", "r-gone"]])
+    assert (data["baseline_matrix_digest"], data["current_matrix_digest"]) == ("d" * 64, None)
+    assert [(c["what"], c["accepted"]) for c in data["checks"]] == [
+        ("removed_cells", True),
+        ("changed_matrix", True),
+    ]
