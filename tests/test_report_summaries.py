@@ -1,0 +1,342 @@
+"""What the report says across cells (harness/report/summaries.py and analyze.py), pinned as
+whole outputs on hand-made cells: the per-image sentences, the comparisons across images and GPU
+counts, the cost of determinism, the failed runs, the merge conflicts and the images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_report import base_losses, make_cell, make_results, write_run
+
+from harness.contract import write_json_atomic
+from harness.errors import HarnessError
+from harness.report import analyze
+from harness.report.model import (
+    CellReport,
+    Comparison,
+    ConflictCopy,
+    Cost,
+    Divergence,
+    Failure,
+    ImageInfo,
+    RunResult,
+)
+from harness.report.summaries import (
+    compare_across,
+    conflicts,
+    costs,
+    describe_image,
+    failures,
+    fmt_setting,
+    images,
+)
+
+EPOCHS = [(0, 0), (1, 60)]
+
+
+def cell(
+    name: str,
+    verdict: str = "reproduces",
+    *,
+    distinct: int = 1,
+    final_equal: bool | None = True,
+    runs: list[RunResult] | None = None,
+    copies: list[RunResult] | None = None,
+    spe: float | None = None,
+    **settings,
+) -> CellReport:
+    return CellReport(
+        id=name,
+        name=name,
+        settings={"image": "repo/a:1", **settings},
+        repeats=2,
+        ok_runs=2,
+        distinct_trajectories=distinct,
+        verdict=verdict,
+        reproducible={"reproduces": True, "diverges": False}.get(verdict),
+        unknown_because=None,
+        first_divergence=None,
+        divergences=[],
+        init_equal=True,
+        final_equal=final_equal,
+        val_acc_mean=None,
+        val_acc_sd=None,
+        seconds_per_epoch=spe,
+        detail="",
+        runs=runs or [],
+        conflict_copies=copies or [],
+    )
+
+
+def ok_run(root: Path, repeat: int, losses: np.ndarray | None, name: str, **fields) -> RunResult:
+    run_dir = root / name / f"repeat-{repeat}"
+    if losses is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        np.save(run_dir / "losses.npy", losses)
+    fields.setdefault("trajectory", None if losses is None else losses.tobytes().hex())
+    return RunResult(repeat, fields.pop("status", "ok"), run_dir, epoch_starts=EPOCHS, **fields)
+
+
+def test_settings_are_written_as_in_the_matrix():
+    assert [fmt_setting("placement", "none"), fmt_setting("seed", 7)] == [
+        "placement=none",
+        "seed=7",
+    ]
+    assert [fmt_setting("allow_tf32", True), fmt_setting("threads", None)] == [
+        "allow_tf32=true",
+        "threads=null",
+    ]
+
+
+def test_the_image_summary_names_the_cells_the_axis_and_the_rest():
+    cells = [
+        cell("a", placement="before_model", seed=1),
+        cell("b", placement="before_model", seed=2),
+        cell("c", "diverges", distinct=2, placement="none", seed=1),
+        cell("d", "diverges", final_equal=False, placement="none", seed=2),
+        cell("e", "unknown", placement="process_start", seed=1),
+    ]
+    assert describe_image("repo/a:1", cells) == (
+        "On repo/a:1, 2 of 4 cells reproduce bit for bit "
+        "(placement=before_model, seed=1; placement=before_model, seed=2); the other 2 do not. "
+        "placement breaks it: placement=none never reproduces, while placement=before_model "
+        "always does. "
+        "1 cell(s) have identical losses but different final weights. "
+        "1 cell(s) have no verdict (see Cells without a verdict): not counted above."
+    )
+
+
+def test_an_axis_with_several_values_that_never_reproduce():
+    cells = [
+        cell("a", "diverges", distinct=2, placement="none"),
+        cell("b", placement="before_model"),
+        cell("c", "diverges", distinct=2, placement="before_trainer"),
+        cell("d", placement="process_start"),
+        cell("e", "diverges", distinct=3, placement="before_trainer"),
+    ]
+    assert describe_image("img", cells) == (
+        "On img, 2 of 5 cells reproduce bit for bit (placement=before_model; "
+        "placement=process_start); the other 3 do not. "
+        "placement breaks it: placement=none and placement=before_trainer never reproduce, "
+        "while placement=before_model and placement=process_start always does."
+    )
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "sentence"),
+    [
+        (["unknown", "unknown"], "On img, no cell has a verdict. 2 cell(s) have no verdict"),
+        (["reproduces", "reproduces"], "On img, all 2 cells reproduce bit for bit."),
+        (["diverges", "diverges", "unknown"], "On img, none of the 2 cells reproduces bit for"),
+        (
+            ["reproduces", "diverges"],
+            "On img, 1 of 2 cells reproduce bit for bit (placement=none); the other 1 do not.",
+        ),
+    ],
+)
+def test_the_headline(verdicts: list[str], sentence: str):
+    """Cells with the same settings (placement names them when no setting varies); an axis that
+    only ever breaks, or never does, gets no sentence."""
+    cells = [cell(f"c{i}", v, distinct=2, placement="none") for i, v in enumerate(verdicts)]
+    assert describe_image("img", cells).startswith(sentence)
+    assert "breaks it" not in describe_image("img", cells)
+
+
+def test_comparisons_across_images_use_each_cells_first_ok_run(tmp_path: Path):
+    """Three images with the same settings: b's first ok run (repeat 1) leaves a's at step 61,
+    c equals a; the comparison names b's differing run. A singleton group is no comparison;
+    a group with a cell without an ok run has no answer."""
+    base, changed = base_losses(), base_losses()
+    changed[61, 0] += np.float32(0.5)
+    a = cell("a", runs=[ok_run(tmp_path, 0, base, "a")], placement="none")
+    b_runs = [ok_run(tmp_path, 0, None, "b", status="failed"), ok_run(tmp_path, 1, changed, "b")]
+    b = cell("b", runs=b_runs, placement="none")
+    c = cell("c", runs=[ok_run(tmp_path, 0, base, "c")], placement="none")
+    for x, image in zip((a, b, c), ("repo/a:1", "repo/b:1", "repo/c:1"), strict=True):
+        x.settings["image"] = image
+    alone = cell("alone", runs=[ok_run(tmp_path, 0, base, "alone")], placement="before_model")
+    (comparison,) = compare_across("image", [alone, a, b, c])
+    delta = float(abs(np.float64(changed[61, 0]) - np.float64(base[61, 0])))
+    ulps = int(abs(int(changed[61:62].view("<i4")[0, 0]) - int(base[61:62].view("<i4")[0, 0])))
+    assert comparison == Comparison(
+        "image",
+        {"placement": "none"},
+        [("repo/a:1", "a"), ("repo/b:1", "b"), ("repo/c:1", "c")],
+        False,
+        Divergence(1, 61, 1, 1, delta, ulps, False, None),
+    )
+    (equal,) = compare_across("image", [a, c])
+    assert (equal.equal, equal.divergence) == (True, None)
+    b.runs = b_runs[:1]
+    (unanswered,) = compare_across("image", [a, b])
+    assert (unanswered.equal, unanswered.divergence) == (None, None)
+
+
+def test_a_comparison_whose_losses_are_gone_still_says_they_differ(tmp_path: Path):
+    """Two GPU counts whose losses.npy are gone when compared: the digests still differ. The
+    cells' settings were written in another order (a merged or found-on-disk folder): they are
+    the same settings all the same."""
+    a = cell("a", runs=[ok_run(tmp_path, 0, None, "a", trajectory="t")], seed=3, devices=1)
+    b = cell("b", runs=[ok_run(tmp_path, 0, None, "b", trajectory="u")])
+    b.settings = {"devices": 2, "seed": 3, "image": "repo/a:1"}
+    (comparison,) = compare_across("devices", [a, b])
+    assert comparison == Comparison(
+        "devices", {"image": "repo/a:1", "seed": 3}, [("1", "a"), ("2", "b")], False, None
+    )
+
+
+def test_the_cost_of_determinism_pairs_each_cell_with_its_twin():
+    """A cell against the cell with the nondeterministic settings (TWIN) and otherwise its own:
+    a half-deterministic cell has the same twin; the twin itself and a cell without a twin that
+    ran are left out."""
+    det = cell("det", spe=3.0, placement="none", cudnn_deterministic=True, cudnn_benchmark=False)
+    det.settings["deterministic_algorithms"] = "on"
+    twin = cell("twin", spe=1.5, placement="none", cudnn_deterministic=False, cudnn_benchmark=True)
+    twin.settings["deterministic_algorithms"] = "off"
+    half = cell("half", spe=2.0, placement="none", cudnn_deterministic=False, cudnn_benchmark=True)
+    half.settings["deterministic_algorithms"] = "warn"
+    lonely = cell("lonely", spe=9.0, placement="before_model", cudnn_deterministic=True)
+    assert costs([det, twin, half, lonely]) == [
+        Cost("det", "twin", 3.0, 1.5),
+        Cost("half", "twin", 2.0, 1.5),
+    ]
+
+
+def test_failures_list_every_run_that_is_not_ok_with_what_it_said():
+    def r(repeat: int, status: str, **fields) -> RunResult:
+        return RunResult(repeat, status, Path("x"), f"cells/f/repeat-{repeat}", **fields)
+
+    error = {"type": "timeout", "message": "timed out", "log_tail": "tail"}
+    runs = [
+        r(0, "ok", recorded="ok"),
+        r(1, "failed", recorded="failed", error=error, problem="failed (timeout)"),
+        r(2, "missing", problem="no run record"),
+        r(3, "failed", recorded="failed", error={"type": "", "message": ""}, problem="failed (x)"),
+        r(4, "corrupt", recorded=None),
+    ]
+    copies = [
+        r(0, "corrupt", recorded="ok", problem="corrupt losses.npy: missing", copy="2-b"),
+        r(1, "failed", recorded="failed", error=error, copy="3-c"),  # redone: not a failure
+        r(2, "ok", recorded="ok", copy="4-d"),
+        r(3, "failed", recorded="ok", problem="zero steps", copy="5-e"),
+    ]
+    for c in copies:
+        c.path = f"conflicts/{c.copy}/f/repeat-{c.repeat}"
+    assert failures([cell("f", runs=runs, copies=copies)]) == [
+        Failure("f", 1, "timeout", "timed out", "tail", "cells/f/repeat-1"),
+        Failure("f", 2, "missing", "no run record", "", "cells/f/repeat-2"),
+        Failure("f", 3, "failed", "failed (x)", "", "cells/f/repeat-3"),
+        Failure("f", 4, "corrupt", "", "", "cells/f/repeat-4"),
+        Failure("f", 0, "corrupt", "corrupt losses.npy: missing", "", "conflicts/2-b/f/repeat-0"),
+        Failure("f", 3, "failed", "zero steps", "", "conflicts/5-e/f/repeat-3"),
+    ]
+
+
+def test_conflicts_say_whether_each_copy_has_the_kept_runs_result():
+    def r(repeat: int, status: str, where: str, traj: str = "t", final: str = "w", **kw):
+        return RunResult(
+            repeat, status, Path("x"), where, trajectory=traj, final_weights=final, **kw
+        )
+
+    runs = [r(0, "ok", "cells/k/repeat-0"), r(1, "failed", "cells/k/repeat-1")]
+    copies = [
+        r(0, "ok", "conflicts/2-b/k/repeat-0"),
+        r(0, "ok", "conflicts/3-c/k/repeat-0", final="v"),
+        r(0, "ok", "conflicts/4-d/k/repeat-0", traj="u"),
+        r(1, "ok", "conflicts/2-b/k/repeat-1"),
+        r(5, "corrupt", "conflicts/2-b/k/repeat-5", problem="corrupt losses.npy: missing"),
+    ]
+    assert conflicts([cell("k", runs=runs, copies=copies)]) == [
+        ConflictCopy("k", 0, "conflicts/2-b/k/repeat-0", "cells/k/repeat-0", "ok", "ok", True),
+        ConflictCopy("k", 0, "conflicts/3-c/k/repeat-0", "cells/k/repeat-0", "ok", "ok", False),
+        ConflictCopy("k", 0, "conflicts/4-d/k/repeat-0", "cells/k/repeat-0", "ok", "ok", False),
+        ConflictCopy("k", 1, "conflicts/2-b/k/repeat-1", "cells/k/repeat-1", "ok", "failed", None),
+        ConflictCopy(
+            "k",
+            5,
+            "conflicts/2-b/k/repeat-5",
+            "",
+            "corrupt",
+            "missing",
+            None,
+            "corrupt losses.npy: missing",
+        ),
+    ]
+
+
+def test_images_list_what_their_ok_runs_recorded_once_each():
+    def r(status: str, digest: str | None, image_id: str | None, torch: str | None):
+        return RunResult(0, status, Path("x"), image_digest=digest, image_id=image_id, torch=torch)
+
+    a = cell("a", runs=[r("ok", "d1", "id1", "2.4"), r("ok", "d1", "id1", "2.4")])
+    b = cell("b", runs=[r("failed", "d9", "id9", "9"), r("ok", None, None, None)])
+    b.runs.append(r("ok", "d2", "id2", "2.4"))
+    c = cell("c", runs=[r("failed", "d8", "id8", "8")])
+    assert images({"repo/a:1": [a, b], "repo/b:1": [c]}) == [
+        ImageInfo("repo/a:1", ["d1", "d2"], ["id1", "id2"], ["2.4"], 2),
+        ImageInfo("repo/b:1", [], [], [], 1),
+    ]
+
+
+@pytest.mark.parametrize("make", [None, "file"])
+def test_analyze_needs_a_results_folder(tmp_path: Path, make: str | None):
+    root = tmp_path / "results"
+    if make:
+        root.write_text("not a folder")
+    with pytest.raises(HarnessError) as caught:
+        analyze(root)
+    assert caught.value.message == f"{root}: no such results folder"
+    assert caught.value.hint == "give the folder that `harness run` wrote"
+
+
+def test_the_report_of_a_folder_puts_the_summaries_together(tmp_path: Path):
+    """Two images and two GPU counts: one summary per image, the comparison across images
+    before the one across GPU counts, the failed run, each image with its cells."""
+    a = make_cell("a", image="repo/a:1", devices=1)
+    b = make_cell("b", image="repo/b:1", devices=1)
+    a2 = make_cell("a2", image="repo/a:1", devices=2)
+    make_results(tmp_path, [a, a2, b], repeats=2)
+    error = {"type": "failed", "message": "boom", "log_tail": "tail"}
+    for k in range(2):
+        write_run(tmp_path, a, k, base_losses())
+        write_run(tmp_path, a2, k, base_losses())
+    write_run(tmp_path, b, 0, base_losses())
+    write_run(tmp_path, b, 1, None, status="failed", error=error)
+    report = analyze(tmp_path)
+    assert (report.name, report.root, report.mixed_code, report.conflicts) == (
+        "hand-made",
+        tmp_path,
+        [],
+        [],
+    )
+    assert [c.name for c in report.cells] == ["a", "a2", "b"]
+    assert report.summaries == {
+        "repo/a:1": "On repo/a:1, all 2 cells reproduce bit for bit.",
+        "repo/b:1": "On repo/b:1, no cell has a verdict. 1 cell(s) have no verdict (see Cells "
+        "without a verdict): not counted above.",
+    }
+    assert [(c.axis, c.cells, c.equal) for c in report.comparisons] == [
+        ("image", [("repo/a:1", "a"), ("repo/b:1", "b")], True),
+        ("devices", [("1", "a"), ("2", "a2")], True),
+    ]
+    assert report.costs == []
+    assert report.failures == [Failure("b", 1, "failed", "boom", "tail", f"{b['dir']}/repeat-1")]
+    assert [(i.image, i.cells) for i in report.images] == [("repo/a:1", 2), ("repo/b:1", 1)]
+
+
+def test_the_report_says_what_differs_between_merged_inputs(tmp_path: Path):
+    """A folder merged with --allow-mixed: the manifest's merge.mixed, one line each."""
+    a = make_cell("a")
+    make_results(tmp_path, [a], repeats=2)
+    for k in range(2):
+        write_run(tmp_path, a, k, base_losses())
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    mixed = [{"what": "harness_version", "values": {"shard-a": ["0.1"], "shard-b": ["0.2"]}}]
+    manifest["merge"] = {"mixed": mixed}
+    write_json_atomic(tmp_path / "manifest.json", manifest)
+    assert analyze(tmp_path).mixed_code == [
+        "harness version (manifest.json harness_version) differs: shard-a: 0.1; shard-b: 0.2"
+    ]
