@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from harness.cli import main
 from harness.errors import HarnessError, StoreError
 from harness.executors.fake import FakeExecutor
-from harness.matrix import Cell, CellSettings, cell_id, load_matrix
+from harness.matrix import Cell, CellSettings, cell_id, load_matrix, parse_matrix
 from harness.runner import RunConfig, run_matrix
 from harness.shard import (
     COST_FACTOR,
@@ -147,3 +147,46 @@ def test_run_shard_runs_its_cells_only_and_records_the_shard(tmp_path: Path):
     other = RunConfig(matrix=matrix, out=tmp_path / "s1", progress="quiet", shard=ShardSpec(2, 2))
     with pytest.raises(StoreError, match="shard"):
         run_matrix(other, FakeExecutor())
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("2", "cannot read shard '2'\n  hint: write it as I/N, e.g. --shard 2/4"),
+        ("a/b", "cannot read shard 'a/b'\n  hint: write it as I/N, e.g. --shard 2/4"),
+        ("0/4", "shard '0/4': the index must be between 1 and 4\n  hint: e.g. --shard 1/4"),
+        ("5/4", "shard '5/4': the index must be between 1 and 4\n  hint: e.g. --shard 1/4"),
+        ("1/0", "--shards 0: need at least one shard\n  hint: e.g. --shards 4"),
+        (
+            "1/257",
+            "--shards 257 is more than GitHub Actions' 256 jobs per matrix\n"
+            "  hint: use at most 256 shards; each shard runs several cells",
+        ),
+    ],
+)
+def test_what_a_bad_shard_is_told(text: str, says: str):
+    assert parse_shard(f"{MAX_SHARDS}/{MAX_SHARDS}") == ShardSpec(256, 256)  # the most allowed
+    with pytest.raises(HarnessError) as info:
+        parse_shard(text)
+    assert str(info.value) == says
+
+
+def test_a_one_cell_matrix_is_one_shard_job():
+    one = parse_matrix("name: one\naxes: {placement: [none]}\n", Path("one.yaml"))
+    shards = plan_shards(one, 4)
+    assert [(s.index, s.total, [c.id for c in s.cells]) for s in shards] == [
+        (1, 1, [one.cells[0].id])
+    ]
+
+
+def test_among_equal_costs_the_cells_needing_more_gpus_are_placed_first():
+    """Ranked by cost, then GPUs, both descending: the two 2-GPU cells go first, one to each
+    shard, and the CPU cell joins shard 1."""
+    a = cell("a", max_steps_per_epoch=30, accelerator="gpu", devices=2)
+    b = cell("b", max_steps_per_epoch=10)  # cpu: 30, the same cost
+    c = cell("c", max_steps_per_epoch=30, accelerator="gpu", devices=2, seed=1)
+    shards = assign([a, b, c], 1, 2)
+    first = min((a, c), key=lambda x: x.id)
+    second = max((a, c), key=lambda x: x.id)
+    by_index = {s.index: ({x.name for x in s.cells}, s.gpus) for s in shards}
+    assert by_index == {1: ({first.name, "b"}, 2), 2: ({second.name}, 2)}

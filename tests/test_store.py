@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -313,3 +314,344 @@ def test_the_lock_is_held_until_the_report_is_written(tmp_path: Path, monkeypatc
     config = RunConfig(matrix=matrix(), out=tmp_path / "r", progress="quiet")
     run_matrix(config, FakeExecutor(seconds=0.01))
     assert held == [True]
+
+
+# ---------------------------------------------------------------- host-written failure records
+
+GPU2 = "name: g\nrun: {repeats: 1}\naxes: {placement: [none], accelerator: [gpu], devices: [2]}\n"
+
+
+def test_a_run_that_died_without_a_record_gets_a_whole_failed_one(tmp_path: Path):
+    """No run.json: the host writes one that says what failed, how long it ran, on how many
+    ranks, with the log's tail (the whole log when it is short, byte for byte)."""
+    from harness.contract.record import ErrorType
+
+    spec = matrix(GPU2).cells[0].spec(0)
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "run.log").write_text("start\nCUDA out of memory\n")
+    record_failure(run_dir, spec, ErrorType.OOM, "out of memory (exit 137)", seconds=12.5)
+    data = json.loads((run_dir / "run.json").read_text())
+    assert data["status"] == "failed" and data["written_by"] == "host"
+    assert data["spec"] == spec.to_dict()
+    assert data["ranks"] == 2 and data["timing"]["wall_seconds"] == 12.5
+    assert data["error"] == {
+        "type": "oom",
+        "message": "out of memory (exit 137)",
+        "traceback": None,
+        "log_tail": "start\nCUDA out of memory",
+    }
+    # a failure type the host names in its own words is recorded as given
+    (tmp_path / "s").mkdir()
+    record_failure(tmp_path / "s", spec, "disk_full", "no space left on device")
+    assert load_record(tmp_path / "s").error.type == "disk_full"
+
+
+def test_a_failed_record_of_the_workload_keeps_its_error_and_gains_the_log_tail(tmp_path: Path):
+    from harness.contract.record import ErrorType, RunError, failed_record, write_record
+
+    spec = matrix().cells[0].spec(0)
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "run.log").write_text("loading MNIST\nDataError: train-images missing\n")
+    error = RunError(type="DataError", message="train-images missing", traceback="Traceback: x")
+    write_record(run_dir, failed_record(spec.to_dict(), error, written_by="workload"))
+    record_failure(run_dir, spec, ErrorType.FAILED, "exit code 1")
+    data = json.loads((run_dir / "run.json").read_text())
+    assert data["status"] == "failed" and data["written_by"] == "workload"
+    assert data["error"] == {
+        "type": "DataError",
+        "message": "train-images missing",
+        "traceback": "Traceback: x",
+        "log_tail": "loading MNIST\nDataError: train-images missing",
+    }
+    # a failed record that says nothing of why gets the host's reason
+    write_record(run_dir, failed_record(spec.to_dict(), None, written_by="workload"))
+    record_failure(run_dir, spec, ErrorType.KILLED, "killed by SIGKILL")
+    assert json.loads((run_dir / "run.json").read_text())["error"] == {
+        "type": "killed",
+        "message": "killed by SIGKILL",
+        "traceback": None,
+        "log_tail": "loading MNIST\nDataError: train-images missing",
+    }
+
+
+def test_an_ok_record_of_a_run_the_host_saw_fail_becomes_a_failed_one(tmp_path: Path):
+    from harness.contract.record import ErrorType
+
+    spec = matrix().cells[0].spec(0)
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    write_fake_record(spec, run_dir)
+    ok = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.log").write_text("epoch 1/1 done\n")
+    record_failure(run_dir, spec, ErrorType.TIMEOUT, "timed out after 5 s")
+    data = json.loads((run_dir / "run.json").read_text())
+    assert data["status"] == "failed" and data["written_by"] == "host"
+    assert data["error"] == {
+        "type": "timeout",
+        "message": "timed out after 5 s (after writing its record)",
+        "traceback": None,
+        "log_tail": "epoch 1/1 done",
+    }
+    assert data["digests"] == ok["digests"] and data["steps"] == ok["steps"]
+
+
+def test_the_log_tail_is_the_last_lines_of_a_long_or_damaged_log(tmp_path: Path):
+    """Recorded tails: the last 40 lines, at most 4000 characters, invalid UTF-8 replaced,
+    no log at all an empty tail."""
+    from harness.store import log_tail
+
+    spec = matrix().cells[0].spec(0)
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    assert log_tail(run_dir) == ""
+    record_failure(run_dir, spec, "failed", "exit code 1")
+    assert load_record(run_dir).error.log_tail == ""
+
+    (run_dir / "run.log").write_bytes(b"x" * 100_000 + b"\nbad \xff byte\nlast\n")
+    assert log_tail(run_dir) == "x" * 3984 + "\nbad \ufffd byte\nlast"
+    lines = [f"line {i}" for i in range(100)]
+    (run_dir / "run.log").write_text("\n".join(lines) + "\n")
+    assert log_tail(run_dir) == "\n".join(lines[-40:])
+
+
+def test_a_folder_whose_record_cannot_be_read_is_set_aside_not_deleted(tmp_path: Path):
+    store = ResultsDir(tmp_path)
+    spec, run_dir = finished_run(store)
+    (run_dir / "run.json").write_text('{"format_version": 1, "sta')  # truncated
+    before = files_of(run_dir)
+    assert store.check_run(run_dir, spec) == RunState(
+        "set_aside", ("run", "whose run.json cannot be read")
+    )
+    store.prepare_run(run_dir, spec)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["spec.json"]
+    (moved,) = (tmp_path / "superseded").glob("*/cells/*/repeat-0")
+    assert files_of(moved) == before
+
+
+def test_verbose_log_says_why_each_run_is_rerun(tmp_path: Path, caplog):
+    """What ``harness -v`` shows of resume: each rerun with its reason, one line each."""
+    store = ResultsDir(tmp_path)
+    spec, run_dir = finished_run(store, LOCAL)
+    missing = store.run_dir(matrix().cells[1], 0)
+    now = dataclasses.replace(LOCAL, python="3.12.1")
+    with caplog.at_level(logging.INFO, logger="harness"):
+        assert store.check_run(missing, spec) == RunState("run")
+        assert store.check_run(run_dir, spec.replace(seed=1)).action == "set_aside"
+        assert store.check_run(run_dir, spec, now).action == "set_aside"
+        (run_dir / "losses.npy").unlink()
+        assert store.check_run(run_dir, spec).action == "set_aside"
+        record_failure(run_dir, spec, "failed", "exit code 1")
+        assert store.check_run(run_dir, spec) == RunState("run")
+        (run_dir / "run.json").write_text('{"format_version": 1, "sta')  # truncated
+        assert store.check_run(run_dir, spec).action == "set_aside"
+    assert caplog.messages == [
+        f"rerunning {run_dir}: its spec changed",
+        f"rerunning {run_dir}: it was made by another Python (3.11.7 -> 3.12.1)",
+        f"rerunning {run_dir}: {run_dir}/losses.npy: missing",
+        f"rerunning {run_dir}: its last attempt failed",
+        f"rerunning: {run_dir}/run.json: not valid JSON (Unterminated string starting at: "
+        "line 1 column 23 (char 22)); the run will be repeated",
+    ]
+
+
+def test_what_a_set_aside_finished_run_is_called(tmp_path: Path):
+    """The words of the notice: another spec; every field that differs, in order."""
+    store = ResultsDir(tmp_path)
+    spec, run_dir = finished_run(store, LOCAL)
+    assert store.check_run(run_dir, spec.replace(seed=1)) == RunState(
+        "set_aside", ("finished run", "of another spec than the one that would run now")
+    )
+    now = RunIdentity(workload_digest="sha256:" + "c" * 64, python="3.12.1", torch="2.15.0")
+    assert store.check_run(run_dir, spec, now) == RunState(
+        "set_aside",
+        (
+            "finished run",
+            "made by other workload code (digest aaaaaaaa... -> sha256:cccccccc...) and by "
+            "another Python (3.11.7 -> 3.12.1) and with another torch (2.14.1+cpu -> 2.15.0)",
+        ),
+    )
+
+
+def test_set_aside_moves_each_existing_repeat_and_skips_the_rest(tmp_path: Path):
+    """Several repeats of one cell go aside at once, each whole; a folder that is gone or is not
+    a repeat folder is left alone; nothing at all to move makes no superseded folder."""
+    store = ResultsDir(tmp_path)
+    cell = matrix().cells[0]
+    stray = tmp_path / "cells" / "notes"
+    stray.mkdir(parents=True)
+    gone = store.run_dir(cell, 5)
+    assert store.set_aside([gone, stray]) is None
+    assert not (tmp_path / "superseded").exists() and stray.exists()
+
+    _, first = finished_run(store, repeat=0)
+    _, second = finished_run(store, repeat=1)
+    where = store.set_aside([gone, first, second])
+    assert sorted(p.relative_to(where).as_posix() for p in where.glob("cells/*/*")) == [
+        f"cells/{first.parent.name}/repeat-0",
+        f"cells/{first.parent.name}/repeat-1",
+    ]
+    assert not first.exists() and not second.exists() and stray.exists()
+
+
+def test_the_same_repeat_set_aside_twice_in_one_run_is_refused(tmp_path: Path):
+    store = ResultsDir(tmp_path)
+    _, run_dir = finished_run(store)
+    where = store.set_aside([run_dir])
+    finished_run(store)
+    with pytest.raises(StoreError) as info:
+        store.set_aside([run_dir])
+    dest = where / "cells" / run_dir.parent.name / "repeat-0"
+    assert str(info.value) == (
+        f"cannot set {run_dir} aside: {dest} exists\n"
+        "  hint: move that folder away, then rerun the same command"
+    )
+    assert run_dir.exists()
+
+
+HINT_OUT = (
+    "  hint: give --out a new or empty folder, or a results folder that `harness run` wrote "
+    "(it has a manifest.json) to resume it"
+)
+
+
+def test_what_check_out_says_of_a_folder_it_refuses(tmp_path: Path, monkeypatch):
+    """The exact refusals: not a folder; not empty (three names, then how many more); not
+    readable (the OS's reason)."""
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError) as info:
+        ResultsDir(tmp_path / "file").check_out()
+    assert str(info.value) == f"{tmp_path}/file exists and is not a folder\n{HINT_OUT}"
+
+    three = tmp_path / "three"
+    three.mkdir()
+    for name in ("c", "a", "b", ".lock"):
+        (three / name).write_text("")
+    with pytest.raises(StoreError) as info:
+        ResultsDir(three).check_out()
+    assert str(info.value) == (
+        f"{three} is not empty and not a harness results folder (no manifest.json; it holds "
+        f"a, b, c); nothing was written to it\n{HINT_OUT}"
+    )
+    for more, name in enumerate(("d", "e"), start=1):
+        (three / name).write_text("")
+        with pytest.raises(StoreError) as info:
+            ResultsDir(three).check_out()
+        assert f"(no manifest.json; it holds a, b, c and {more} more); nothing" in str(info.value)
+
+    def unreadable(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", unreadable)
+    with pytest.raises(StoreError) as info:
+        ResultsDir(three).check_out()
+    assert str(info.value) == f"{three} cannot be read: Permission denied\n{HINT_OUT}"
+
+
+def test_a_folder_of_one_shard_refuses_another_shard_or_the_whole_matrix(tmp_path: Path):
+    store = ResultsDir(tmp_path)
+    store.write_manifest(matrix(), matrix().cells[:1], {"index": 1, "total": 2})
+    for shard, says in (
+        (None, "shard 1/2 of this matrix, not shard (all cells)"),
+        ({"index": 2, "total": 2}, "shard 1/2 of this matrix, not shard 2/2"),
+    ):
+        with pytest.raises(StoreError) as info:
+            store.write_manifest(matrix(), None, shard)
+        assert str(info.value) == (
+            f"{tmp_path} holds {says}\n"
+            "  hint: give each shard its own --out; `harness merge` joins them"
+        )
+    (tmp_path / "whole").mkdir()
+    whole = ResultsDir(tmp_path / "whole")
+    whole.write_manifest(matrix())
+    with pytest.raises(StoreError) as info:
+        whole.write_manifest(matrix(), None, {"index": 1, "total": 2})
+    assert "holds shard (all cells) of this matrix, not shard 1/2" in str(info.value)
+
+
+def test_a_locked_folder_says_who_holds_it_and_a_new_nested_one_is_made(tmp_path: Path):
+    """``--out`` may name a folder whose parents do not exist yet; a folder locked by a harness
+    that has not yet written its pid is "in use by harness pid another process"."""
+    import fcntl
+
+    nested = tmp_path / "a" / "b" / "out"
+    store = ResultsDir(nested)
+    store.lock()
+    assert (nested / ".lock").read_text() == str(os.getpid())
+    store.unlock()
+
+    with open(tmp_path / ".lock", "w") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, nothing written yet
+        with pytest.raises(StoreError) as info:
+            ResultsDir(tmp_path).lock()
+    assert str(info.value) == (
+        f"{tmp_path} is in use by harness pid another process\n"
+        "  hint: wait for that run to finish, or choose another --out"
+    )
+
+
+def test_the_manifest_says_what_made_the_folder_and_keeps_its_creation_time(tmp_path: Path):
+    from harness import __version__
+
+    m = matrix()
+    store = ResultsDir(tmp_path)
+    before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    store.write_manifest(m)
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    created = dt.datetime.fromisoformat(data.pop("created_at"))
+    assert created.utcoffset() == dt.timedelta(0)
+    assert before <= created <= dt.datetime.now(dt.timezone.utc)
+    cells = data.pop("cells")
+    assert [c["id"] for c in cells] == [c.id for c in m.cells]
+    assert data == {
+        "format_version": layout.MANIFEST_FORMAT_VERSION,
+        "cell_id_scheme": data["cell_id_scheme"],
+        "name": "q",
+        "matrix_path": "q.yaml",
+        "matrix_text": QUICK,
+        "matrix_sha256": m.text_sha256,
+        "matrix_digest": m.digest,
+        "repeats": 2,
+        "harness_version": __version__,
+        "shard": None,
+    }
+    # resume keeps the time the folder was made
+    kept = json.loads((tmp_path / "manifest.json").read_text())
+    kept["created_at"] = "2025-01-01T00:00:00+00:00"
+    (tmp_path / "manifest.json").write_text(json.dumps(kept))
+    store.write_manifest(m)
+    assert layout.read_manifest(tmp_path).created_at == "2025-01-01T00:00:00+00:00"
+
+    with pytest.raises(StoreError) as info:
+        store.write_manifest(matrix(QUICK.replace("none, ", "")))
+    assert str(info.value) == (
+        f"{tmp_path} holds results of another matrix ('q', made from q.yaml), not of q.yaml\n"
+        "  hint: choose another --out, or run the matrix that made this folder"
+    )
+
+
+def test_unlock_lets_the_next_harness_in_and_is_harmless_when_not_locked(tmp_path: Path):
+    store = ResultsDir(tmp_path)
+    store.unlock()  # never locked (e.g. its lock was refused): nothing to do
+    store.lock()
+    store.unlock()
+    store.unlock()
+    other = ResultsDir(tmp_path)
+    other.lock()
+    other.unlock()
+    # a run folder named by its cell folder, as merge and report name it
+    assert (
+        store.run_dir("a--0123456789ab", 1) == tmp_path / "cells" / "a--0123456789ab" / "repeat-1"
+    )
+
+
+def test_prepare_run_leaves_the_spec_and_says_where_it_set_a_result_aside(tmp_path: Path, caplog):
+    store = ResultsDir(tmp_path)
+    spec, run_dir = finished_run(store)
+    assert json.loads((run_dir / "spec.json").read_text()) == spec.to_dict()
+    with caplog.at_level(logging.WARNING, logger="harness"):
+        store.prepare_run(run_dir, spec)
+    (where,) = (tmp_path / "superseded").iterdir()
+    assert caplog.messages == [f"set aside {run_dir} in {where} before rerunning it"]
+    assert json.loads((run_dir / "spec.json").read_text()) == spec.to_dict()
