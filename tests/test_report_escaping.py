@@ -42,14 +42,20 @@ EVIL_TAIL = "\n".join(
 )
 
 
+BARE_DOMAIN_LINK = re.compile(r'<a href="http://(?!www\.)([^"]+)">\1</a>', re.I)
+
+
 def renderer() -> MarkdownIt:
     """GitHub-like: tables, strikethrough, raw HTML passed through, linkify (with fuzzy links:
-    more than GitHub links)."""
+    more than GitHub links; ``live_tags`` leaves out the bare-domain links GitHub never makes)."""
     return MarkdownIt("gfm-like", {"html": True, "linkify": True})
 
 
 def live_tags(html: str) -> list[str]:
-    """Every <img>, <script> and <a> the HTML holds, but the plot links the report makes."""
+    """Every <img>, <script> and <a> the HTML holds, but the plot links the report makes and
+    the bare-domain links of linkify-it's fuzzy mode ("0.AL" -> http://0.AL, the text shown
+    without a scheme): GitHub autolinks only ``www.``, a scheme and e-mail addresses."""
+    html = BARE_DOMAIN_LINK.sub("", html)
     tags = re.findall(r"<(?:img|script|a|iframe)\b[^>]*>", html, flags=re.I)
     return [t for t in tags if not t.startswith('<a href="plots/')]
 

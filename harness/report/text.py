@@ -28,8 +28,6 @@ __all__ = ["strip_controls"]
 _SCHEME_COLON = re.compile(r"(?<=[A-Za-z0-9]):(?=/)")
 _MAIL_SCHEME = re.compile(r"(?i)\b(mailto|xmpp):")
 _WWW = re.compile(r"(?i)\b(www)\.")
-#: A dot between a label and a letter: what a fuzzy linkifier takes for a domain ("0.AL").
-_DOMAIN_DOT = re.compile(r"(?<=[\w-])\.(?=[^\W\d_])")
 #: GitHub Actions workflow commands start a line with ``::`` (or the older ``##[``).
 _COMMAND = re.compile(r"^(\s*)(::|##\[)", re.M)
 ZERO_WIDTH_SPACE = "\u200b"
@@ -50,7 +48,6 @@ def neutralise_links(text: str) -> str:
     text = _SCHEME_COLON.sub("&#58;", text)
     text = _MAIL_SCHEME.sub(r"\1&#58;", text)
     text = _WWW.sub(r"\1&#46;", text)
-    text = _DOMAIN_DOT.sub("&#46;", text)
     return text.replace("@", "&#64;")
 
 
