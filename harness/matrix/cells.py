@@ -80,10 +80,10 @@ def id_of_identity(ident: Mapping[str, Any]) -> str:
 def expand(model: Any) -> list[dict[str, Any]]:
     """The combinations, in stable order, before defaults: GitHub Actions semantics.
 
-    1. the cartesian product of the axes in file order; 2. drop combinations matching an
-    exclude entry (all its keys equal); 3. each include entry extends every original combination
-    whose axis values it does not contradict (adding or overwriting only non-axis keys); if it
-    extends none, it is added as a new combination.
+    1. the cartesian product of the axes, in the settings table's order (not the file's); 2. drop
+    combinations matching an exclude entry (all its keys equal); 3. each include entry extends
+    every original combination whose axis values it does not contradict (adding or overwriting
+    only non-axis keys); if it extends none, it is added as a new combination.
     """
     axes = {k: v for k, v in model.axes.model_dump(exclude_unset=True).items() if v is not None}
     names = list(axes)
