@@ -702,3 +702,24 @@ def test_inputs_another_merge_is_reading_can_be_merged_and_every_lock_is_release
         store = ResultsDir(folder)
         store.lock()  # a harness may write there again
         store.unlock()
+
+
+def test_a_copy_that_lacks_the_losses_file_is_not_identical(shards, tmp_path: Path):
+    """Two copies of an ok run with the same run.json, one without its losses.npy: not the
+    same run. The merge keeps the first copy and sets the other aside under conflicts/, as a
+    result conflict; it never calls them identical."""
+    s1, _, _ = shards
+    other = tmp_path / "other"
+    shutil.copytree(s1, other)
+    run = sorted(other.glob("cells/*/repeat-0"))[0]
+    (run / "losses.npy").unlink()
+    result = merge([s1, other], tmp_path / "m", formats=("json",), plots=False)
+    different = [d for d in result.duplicates if not d.identical]
+    assert len(different) == 1, result.duplicates
+    assert result.result_conflicts == different
+    aside = tmp_path / "m" / different[0].conflict_path
+    assert aside.is_dir() and not (aside / "losses.npy").exists()
+    kept = tmp_path / "m" / run.relative_to(other)
+    assert (kept / "losses.npy").read_bytes() == (
+        s1 / run.relative_to(other) / "losses.npy"
+    ).read_bytes()
