@@ -3,7 +3,11 @@
 The workload image is ``harness/image/Dockerfile`` on top of a CUDA PyTorch base (the matrix's
 ``image`` axis). Its tag names the base and a digest of the workload code, so a code change
 builds a new image and an unchanged tree reuses the one built before:
-``harness-workload:<base-slug>-<12 hex>``.
+``harness-workload:<base-slug>-<12 hex of the full base reference>-<12 hex of the code>``. The
+slug is only for people (``a/b:c`` and ``a/b-c`` share one); the hash of the full reference keeps
+two bases apart. Containers are created from the image id, never the tag, so a tag that another
+build moves cannot change what a run runs; a tag is reused only when its labels name the same
+base reference, base digest and code digest.
 
 The recipe and the workload sources are taken from the imported ``harness`` package (the
 Dockerfile is package data), so a wheel install builds exactly what a checkout builds: the
@@ -14,8 +18,9 @@ never pushed or pulled, such as the local CPU stand-in, has none, so its image i
 ``base_digest_kind`` says so) and the *built* image's id.
 
 Offline builds: when ``HARNESS_WHEELHOUSE`` names a folder of wheels, it is served from a
-loopback ``http.server`` and the build runs with host networking and
-``pip --no-index --find-links http://127.0.0.1:PORT/``, so the build reaches no registry.
+loopback ``http.server`` and the build runs with host networking (only then: it is how the
+build reaches the host's loopback) and ``pip --no-index --find-links http://127.0.0.1:PORT/``, so
+the build reaches no registry. Without a wheelhouse the engine's default build network is used.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import os
 import re
 import tarfile
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +57,14 @@ WHEELHOUSE_ENV = "HARNESS_WHEELHOUSE"
 LABEL_CODE = "harness.workload-digest"
 LABEL_BASE = "harness.base-image"
 LABEL_BASE_DIGEST = "harness.base-digest"
+#: Docker's limit on the part of a reference after the colon.
+TAG_MAX = 128
+#: hex digits of the full base reference's sha256, and of the code digest, in a tag
+BASE_HASH_LEN = 12
+CODE_HASH_LEN = 12
+#: what a Docker tag may hold: a word character first, then word characters, dots and dashes
+TAG_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 START_ENGINE_HINT = (
     'start an engine (eval "$(scripts/docker-engine.sh start)"), or point DOCKER_HOST at a '
@@ -133,13 +147,38 @@ def code_digest(root: Path | None = None) -> str:
 
 
 def base_slug(base: str) -> str:
-    """A tag-safe name for a base image: ``nvcr.io/nvidia/pytorch:24.01-py3`` -> ``nvcr.io-...``."""
+    """A tag-safe name for a base image: ``nvcr.io/nvidia/pytorch:24.01-py3`` -> ``nvcr.io-...``.
+
+    For people only: it loses characters (``a/b:c`` and ``a/b-c`` give one slug), so a tag
+    never relies on it alone (``workload_tag`` adds a hash of the full reference)."""
     slug = re.sub(r"[^a-z0-9_.-]+", "-", base.lower()).strip("-.")
-    return (slug or "base")[:100]
+    return slug or "base"
+
+
+def base_ref_hash(base: str) -> str:
+    """The first hex digits of the sha256 of the base reference exactly as the matrix names it."""
+    return hashlib.sha256(base.encode()).hexdigest()[:BASE_HASH_LEN]
 
 
 def workload_tag(base: str, digest: str) -> str:
-    return f"{IMAGE_REPOSITORY}:{base_slug(base)}-{digest[:12]}"
+    """``harness-workload:<slug>-<hash of the full base reference>-<code digest>``.
+
+    Two bases get two tags, whatever their slugs; the slug is cut so the tag stays within
+    Docker's 128 characters (the hashes are never cut)."""
+    suffix = f"-{base_ref_hash(base)}-{digest[:CODE_HASH_LEN]}"
+    slug = base_slug(base)[: TAG_MAX - len(suffix)].rstrip("-.") or "base"
+    return f"{IMAGE_REPOSITORY}:{slug}{suffix}"
+
+
+def is_reusable(labels: dict[str, str] | None, base: str, base_digest: str, digest: str) -> bool:
+    """An image found under a tag is this base's workload image only if its labels say the same
+    base reference, base digest and code digest (a tag is a name anyone can move)."""
+    labels = labels or {}
+    return (
+        labels.get(LABEL_BASE) == base
+        and labels.get(LABEL_BASE_DIGEST) == base_digest
+        and labels.get(LABEL_CODE) == digest
+    )
 
 
 def build_context(root: Path | None = None) -> io.BytesIO:
@@ -221,10 +260,10 @@ def ensure_workload_image(
         except docker.errors.ImageNotFound:
             pass
         else:
-            if image.labels.get(LABEL_BASE_DIGEST) == base_digest:
+            if is_reusable(image.labels, base, base_digest, digest):
                 log.info("reusing %s (%s)", tag, image.id)
                 return WorkloadImage(base, tag, image.id, base_digest, kind, digest, built=False)
-            log.info("%s was built on another %s; rebuilding", tag, base)
+            log.info("%s was built from another base or code than %s; rebuilding", tag, base)
 
     if wheelhouse is None and os.environ.get(WHEELHOUSE_ENV):
         wheelhouse = Path(os.environ[WHEELHOUSE_ENV])
@@ -234,33 +273,53 @@ def ensure_workload_image(
             hint=f"fill it: scripts/build-wheelhouse.sh {wheelhouse}; or unset {WHEELHOUSE_ENV}",
         )
     with contextlib.ExitStack() as stack:
-        pip_args = ""
-        if wheelhouse is not None:
-            url = stack.enter_context(serve_directory(wheelhouse))
-            pip_args = f"--no-index --find-links {url}"
-        log.info("building %s on %s (%s)", tag, base, pip_args or "pip reaches its index")
-        image = _build(client, root, base, tag, pip_args, digest, base_digest)
+        url = stack.enter_context(serve_directory(wheelhouse)) if wheelhouse else None
+        kwargs = build_kwargs(
+            base=base, tag=tag, digest=digest, base_digest=base_digest, wheelhouse_url=url
+        )
+        log.info(
+            "building %s on %s (%s)",
+            tag,
+            base,
+            kwargs["buildargs"]["PIP_INSTALL_ARGS"] or "pip reaches its index",
+        )
+        image = _build(client, root, base, tag, kwargs)
     return WorkloadImage(base, tag, image.id, base_digest, kind, digest, built=True)
 
 
-def _build(
-    client: Any, root: Path, base: str, tag: str, pip_args: str, digest: str, base_digest: str
-) -> Any:
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url`` points at this host's loopback (only the build's host network reaches it)."""
+    return urllib.parse.urlsplit(url).hostname in LOOPBACK_HOSTS
+
+
+def build_kwargs(
+    *, base: str, tag: str, digest: str, base_digest: str, wheelhouse_url: str | None
+) -> dict[str, Any]:
+    """What ``images.build`` gets besides the context: a pure function, tested without Docker.
+
+    Host networking only for a wheelhouse served on loopback (the build must reach the host's
+    127.0.0.1); otherwise no ``network_mode``, so the engine's default build network is used."""
+    pip_args = f"--no-index --find-links {wheelhouse_url}" if wheelhouse_url else ""
+    kwargs: dict[str, Any] = {
+        "custom_context": True,
+        "dockerfile": DOCKERFILE,
+        "tag": tag,
+        "buildargs": {"BASE_IMAGE": base, "PIP_INSTALL_ARGS": pip_args},
+        "labels": {LABEL_CODE: digest, LABEL_BASE: base, LABEL_BASE_DIGEST: base_digest},
+        "rm": True,
+        "forcerm": True,
+        "pull": False,
+    }
+    if wheelhouse_url and is_loopback_url(wheelhouse_url):
+        kwargs["network_mode"] = "host"
+    return kwargs
+
+
+def _build(client: Any, root: Path, base: str, tag: str, kwargs: dict[str, Any]) -> Any:
     import docker
 
     try:
-        image, _logs = client.images.build(
-            fileobj=build_context(root),
-            custom_context=True,
-            dockerfile=DOCKERFILE,
-            tag=tag,
-            buildargs={"BASE_IMAGE": base, "PIP_INSTALL_ARGS": pip_args},
-            labels={LABEL_CODE: digest, LABEL_BASE: base, LABEL_BASE_DIGEST: base_digest},
-            network_mode="host",
-            rm=True,
-            forcerm=True,
-            pull=False,
-        )
+        image, _logs = client.images.build(fileobj=build_context(root), **kwargs)
     except docker.errors.BuildError as exc:
         tail = "".join(
             str(chunk.get("stream") or chunk.get("error") or "") for chunk in exc.build_log

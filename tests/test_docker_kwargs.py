@@ -80,7 +80,7 @@ def test_hardening_mounts_labels_and_command(tmp_path: Path) -> None:
     # what the host knows of the image reaches the record's provenance, outside the spec
     assert env["HARNESS_IMAGE_ID"] == IMAGE.image_id
     assert env["HARNESS_IMAGE_DIGEST"] == IMAGE.base_digest
-    assert kwargs["image"] == "img:tag"
+    assert kwargs["image"] == IMAGE.image_id  # never the tag, which a build can move
     assert "CUBLAS_WORKSPACE_CONFIG" not in env
 
 

@@ -1,12 +1,13 @@
 """Run each repeat in its own container, through the docker SDK.
 
 This module is the executor: it reaches the engine, builds (or reuses) one workload image per
-base image, checks the GPU runtime, then creates, starts, waits for and removes one container
-per run. The pieces it uses each have a module of their own:
+base image, probes each GPU image (``gpu_probe``), then creates, starts, waits for and removes
+one container per run. The pieces it uses each have a module of their own:
 
 - ``docker_kwargs``: what a run's container is created with (mounts, GPUs, hardening, labels);
 - ``docker_outcome``: waiting for a container and what its end means (timeout, OOM, lost engine);
-- ``docker_containers``: following a container's logs, killing and removing it.
+- ``docker_containers``: following a container's logs, killing and removing it;
+- ``gpu_probe``: whether a GPU image's torch computes on the GPUs a run gets.
 
 Every container carries a ``harness.run`` label, so that ``cleanup`` (also called on Ctrl-C,
 SIGTERM and crashes) finds every container this matrix run started. A container is always
@@ -34,7 +35,7 @@ from harness.executors.base import (
     Slot,
 )
 from harness.executors.docker_containers import LogFollower, remove
-from harness.executors.docker_kwargs import LABEL_CELL, LABEL_RUN, container_kwargs
+from harness.executors.docker_kwargs import LABEL_RUN, container_kwargs
 from harness.executors.docker_outcome import (
     NO_GPU_RUNTIME_HINT,
     exit_outcome,
@@ -43,6 +44,7 @@ from harness.executors.docker_outcome import (
     since,
     wait_for_exit,
 )
+from harness.executors.gpu_probe import run_container_probe
 from harness.images import WorkloadImage, connect, ensure_workload_image
 from harness.store import log_tail
 
@@ -61,6 +63,8 @@ class DockerExecutor(Executor):
         self._client: Any = None
         self._images: dict[str, WorkloadImage] = {}
         self._local: Executor | None = None
+        #: (image, GPU count) -> the failed GPU probe's message
+        self._probe_failures: dict[tuple[str, int], str] = {}
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -80,7 +84,7 @@ class DockerExecutor(Executor):
         )
 
     def prepare(self, specs: Sequence[RunSpec]) -> dict[str, RunIdentity]:
-        """Reach the engine, build or reuse one image per base, check the GPU runtime.
+        """Reach the engine, build or reuse one image per base, probe each GPU image.
 
         A container run's identity is its workload image's id (its tag names the code digest);
         ``local`` runs get the local executor's (interpreter, torch, workload digest).
@@ -101,9 +105,7 @@ class DockerExecutor(Executor):
         for base in sorted({s.image for s in container_specs}):
             image = self.workload_image(base)
             prepared[base] = RunIdentity(image_id=image.image_id, base_digest=image.base_digest)
-        gpu_images = sorted({s.image for s in container_specs if s.accelerator == "gpu"})
-        if gpu_images:
-            self.check_gpu_runtime(self._images[gpu_images[0]].tag)
+        self.probe_gpus(container_specs)
         return prepared
 
     def workload_image(self, base: str) -> WorkloadImage:
@@ -111,34 +113,42 @@ class DockerExecutor(Executor):
             self._images[base] = ensure_workload_image(self.client, base)
         return self._images[base]
 
-    def check_gpu_runtime(self, image: str) -> None:
-        """Start a throwaway container with a GPU request: the one sure test of the runtime."""
-        import docker
-        from docker.types import DeviceRequest
+    def probe_gpus(self, specs: Sequence[RunSpec]) -> None:
+        """Run the GPU probe once per (image, GPU count) of the GPU specs, before any run.
 
-        container = None
-        try:
-            container = self.client.containers.create(
-                image,
-                entrypoint=["python", "-c", "pass"],
-                device_requests=[DeviceRequest(count=1, capabilities=[["gpu"]])],
-                network_mode="none",
-                labels={LABEL_RUN: self.options.run_label, LABEL_CELL: "gpu-probe"},
-            )
-            container.start()
-            container.wait(timeout=60)
-        except docker.errors.APIError as exc:
-            if is_no_gpu_runtime(exc):
-                runtimes = ", ".join(sorted(self.client.info().get("Runtimes", {})))
-                raise ExecutorError(
-                    "the matrix has GPU cells, but this Docker engine has no GPU runtime "
-                    f"(runtimes: {runtimes or 'none'}; engine said: {exc.explanation or exc})",
-                    hint=NO_GPU_RUNTIME_HINT,
-                ) from exc
-            raise ExecutorError(f"a GPU test container failed to start: {exc}") from exc
-        finally:
-            if container is not None:
-                remove(container)
+        A failed probe does not stop the matrix: its message is kept, and that image's GPU runs
+        with that count fail at once with it (``run``); other images run as planned.
+        """
+        first: dict[tuple[str, int], RunSpec] = {}
+        for spec in specs:
+            if spec.accelerator == "gpu":
+                first.setdefault((spec.image, spec.devices), spec)
+        for (base, gpus), spec in sorted(first.items()):
+            result = run_container_probe(self.client, spec, gpus, self._container_kwargs)
+            if result.ok:
+                log.info("GPU probe of %s with %d GPU(s): ok (%s)", base, gpus, result.facts)
+                continue
+            message = f"GPU probe of image {base} with {gpus} GPU(s) failed: {result.message}"
+            self._probe_failures[(base, gpus)] = message
+            log.warning("%s; its GPU runs fail without starting", message)
+
+    def probe_failure(self, spec: RunSpec) -> str | None:
+        """The message of the failed GPU probe that rules this spec's run out, if any."""
+        if spec.accelerator != "gpu":
+            return None
+        return self._probe_failures.get((spec.image, spec.devices))
+
+    def _container_kwargs(self, spec: RunSpec, slot: Slot, run_dir: Path) -> dict[str, Any]:
+        """The one place a container's kwargs are made: for runs and for GPU probes alike."""
+        return container_kwargs(
+            spec,
+            slot,
+            run_dir,
+            image=self.workload_image(spec.image),
+            data_dir=self.data_dir(),
+            run_label=self.options.run_label,
+            memory_limit=self.options.memory_limit,
+        )
 
     # -- one run -----------------------------------------------------------------------------
 
@@ -155,6 +165,9 @@ class DockerExecutor(Executor):
             return self._local_executor().run(
                 spec, slot, run_dir, timeout_s=timeout_s, cancel=cancel
             )
+        failed_probe = self.probe_failure(spec)
+        if failed_probe is not None:
+            return RunOutcome(RunStatus.FAILED, 0.0, None, failed_probe)
         start = time.monotonic()
         container = self._create(spec, slot, run_dir, start)
         if isinstance(container, RunOutcome):
@@ -171,15 +184,7 @@ class DockerExecutor(Executor):
         import docker
         import requests
 
-        kwargs = container_kwargs(
-            spec,
-            slot,
-            run_dir,
-            image=self.workload_image(spec.image),
-            data_dir=self.data_dir(),
-            run_label=self.options.run_label,
-            memory_limit=self.options.memory_limit,
-        )
+        kwargs = self._container_kwargs(spec, slot, run_dir)
         try:
             return self.client.containers.create(**kwargs)
         except requests.exceptions.ConnectionError as exc:  # the engine went away

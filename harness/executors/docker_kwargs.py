@@ -63,7 +63,7 @@ def container_kwargs(
     from docker.types import DeviceRequest, Mount
 
     kwargs: dict[str, Any] = {
-        "image": image.tag,
+        "image": image.image_id,  # the id: a tag can be moved by another build
         "command": [
             "--spec",
             f"{OUT_MOUNT}/{SPEC_FILE}",
