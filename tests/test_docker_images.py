@@ -4,8 +4,10 @@ build's guard against pip replacing the base image's torch."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
+import re
 import shutil
 import tarfile
 import uuid
@@ -13,6 +15,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness import images
 from harness.errors import ExecutorError
@@ -27,10 +31,86 @@ def copy_sources(dest: Path) -> Path:
     return dest
 
 
-def test_tag_names_base_and_code_digest() -> None:
-    digest = "0123456789abcdef" * 4
-    tag = images.workload_tag("nvcr.io/nvidia/pytorch:24.01-py3", digest)
-    assert tag == "harness-workload:nvcr.io-nvidia-pytorch-24.01-py3-0123456789ab"
+DIGEST = "0123456789abcdef" * 4
+
+
+def old_slug(base: str) -> str:
+    """The tag before issue 12: the slug (cut at 100) and the code digest, no base hash."""
+    return (re.sub(r"[^a-z0-9_.-]+", "-", base.lower()).strip("-.") or "base")[:100]
+
+
+def test_tag_names_base_its_full_reference_and_code_digest() -> None:
+    base = "nvcr.io/nvidia/pytorch:24.01-py3"
+    tag = images.workload_tag(base, DIGEST)
+    ref = hashlib.sha256(base.encode()).hexdigest()[:12]
+    assert tag == f"harness-workload:nvcr.io-nvidia-pytorch-24.01-py3-{ref}-0123456789ab"
+
+
+#: Pairs of distinct base references that the old tagging mapped to one tag.
+COLLIDING = [
+    ("a/b:c", "a/b-c"),
+    ("Repo/X:1", "repo/x:1"),
+    ("reg.io/p:t", "reg.io/p/t"),
+    ("x" * 120 + ":a", "x" * 120 + ":b"),  # equal in their first 100 characters
+    ("pytorch/pytorch:2.3.0", "pytorch/pytorch@2.3.0"),
+]
+
+
+@pytest.mark.parametrize(("one", "other"), COLLIDING)
+def test_bases_whose_slugs_collide_get_two_tags(one: str, other: str) -> None:
+    assert old_slug(one) == old_slug(other)  # the collision the test is about
+    assert images.workload_tag(one, DIGEST) != images.workload_tag(other, DIGEST)
+
+
+@settings(deadline=None)
+@given(base=st.text(min_size=1, max_size=400), digest=st.text("0123456789abcdef", min_size=64))
+def test_tags_are_valid_docker_tags_of_any_length(base: str, digest: str) -> None:
+    """Docker's rule for the part after the colon: ``[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}``."""
+    repository, _, tag = images.workload_tag(base, digest).partition(":")
+    assert repository == images.IMAGE_REPOSITORY
+    assert len(tag) <= 128 and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag), tag
+    assert tag.endswith(f"-{images.base_ref_hash(base)}-{digest[:12]}")  # hashes never cut
+
+
+def test_a_long_base_is_cut_to_the_limit_exactly() -> None:
+    tag = images.workload_tag("registry.example.com/" + "deep/" * 60 + "image:tag", DIGEST)
+    assert len(tag.partition(":")[2]) == 128
+
+
+def test_a_tag_is_reused_only_when_every_label_matches() -> None:
+    labels = {
+        images.LABEL_BASE: "a/b:c",
+        images.LABEL_BASE_DIGEST: "sha256:" + "1" * 64,
+        images.LABEL_CODE: DIGEST,
+    }
+    assert images.is_reusable(labels, "a/b:c", "sha256:" + "1" * 64, DIGEST)
+    assert not images.is_reusable(labels, "a/b-c", "sha256:" + "1" * 64, DIGEST)
+    assert not images.is_reusable(labels, "a/b:c", "sha256:" + "2" * 64, DIGEST)
+    assert not images.is_reusable(labels, "a/b:c", "sha256:" + "1" * 64, "f" * 64)
+    assert not images.is_reusable(None, "a/b:c", "sha256:" + "1" * 64, DIGEST)
+
+
+def build_kwargs(url: str | None) -> dict:
+    return images.build_kwargs(
+        base="b:1", tag="harness-workload:t", digest=DIGEST, base_digest="d", wheelhouse_url=url
+    )
+
+
+def test_builds_use_host_networking_only_for_a_loopback_wheelhouse() -> None:
+    assert "network_mode" not in build_kwargs(None)  # the engine's default build network
+    assert build_kwargs(None)["buildargs"]["PIP_INSTALL_ARGS"] == ""
+    for url in ("http://127.0.0.1:8123/", "http://localhost:9/", "http://[::1]:80/"):
+        kwargs = build_kwargs(url)
+        assert kwargs["network_mode"] == "host", url
+        assert kwargs["buildargs"]["PIP_INSTALL_ARGS"] == f"--no-index --find-links {url}"
+    assert "network_mode" not in build_kwargs("http://wheels.example.com/simple/")
+    assert "network_mode" not in build_kwargs("http://10.0.0.5:8000/")
+    labels = build_kwargs(None)["labels"]
+    assert labels == {
+        images.LABEL_CODE: DIGEST,
+        images.LABEL_BASE: "b:1",
+        images.LABEL_BASE_DIGEST: "d",
+    }
 
 
 def test_context_holds_workload_side_only() -> None:
@@ -219,3 +299,82 @@ def test_the_build_fails_if_pip_replaces_the_base_images_torch(client, workload_
             client.images.get(images.workload_tag(base, images.code_digest()))
     finally:
         remove_with_descendants(client, built.id)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_two_bases_whose_old_tags_collide_each_run_their_own_image(client, tmp_path):
+    """Issue 12: ``harness-test/aX:b`` (the stand-in, tagged) and ``harness-test/aX-b`` (the
+    stand-in plus a layer and ``NCCL_ALGO=Ring``) had one workload tag; a real ``harness run`` of
+    a matrix with both builds two workload images, and each run's record names the id of the
+    one built for its base and shows that base's environment (so the container really ran it,
+    not only the host's word for it)."""
+    from conftest import BASE_IMAGE
+    from fault_tools import Harness, write_matrix
+
+    from harness.record import load_record
+
+    unique = uuid.uuid4().hex[:8]
+    repo = f"harness-test/a{unique}"
+    plain, layered = f"{repo}:b", f"{repo}-b"
+    assert old_slug(plain) == old_slug(layered)
+    client.images.get(BASE_IMAGE).tag(repo, "b")
+    built = None
+    try:
+        built, _ = client.images.build(
+            fileobj=tar_context(
+                {
+                    "Dockerfile": f"FROM {BASE_IMAGE}\nCOPY extra.txt /extra.txt\n"
+                    "ENV NCCL_ALGO=Ring\n",
+                    "extra.txt": "a second base\n",
+                }
+            ),
+            custom_context=True,
+            tag=layered,
+            network_mode="none",
+            rm=True,
+            forcerm=True,
+            pull=False,
+        )
+        matrix = write_matrix(tmp_path / "m.yaml", f"tags-{unique}", image=[plain, layered])
+        harness = Harness(matrix, tmp_path / "out", "--executor", "docker")
+        try:
+            assert harness.finish(timeout=900) == 0, harness.text[-3000:]
+        finally:
+            harness.kill()
+        by_base = {}
+        for run_dir in sorted((tmp_path / "out").glob("cells/*/repeat-0")):
+            record = load_record(run_dir)
+            by_base[record.spec["image"]] = record
+        assert sorted(by_base) == sorted([plain, layered])
+        digest = images.code_digest()
+        workload_ids = {}
+        for base, record in by_base.items():
+            assert record.ok, record.error
+            tagged = client.images.get(images.workload_tag(base, digest))
+            assert tagged.labels[images.LABEL_BASE] == base
+            assert record.provenance.image_id == tagged.id
+            ran = client.images.get(record.provenance.image_id)
+            assert ran.labels[images.LABEL_BASE] == base
+            workload_ids[base] = tagged.id
+        assert workload_ids[plain] != workload_ids[layered]
+        assert by_base[layered].provenance.env["NCCL_ALGO"] == "Ring"
+        assert by_base[plain].provenance.env["NCCL_ALGO"] is None
+        assert by_base[plain].provenance.image_digest == client.images.get(BASE_IMAGE).id
+        assert by_base[layered].provenance.image_digest == built.id
+    finally:
+        digest = images.code_digest()
+        for base in (plain, layered):  # only what this test tagged or built
+            old = f"harness-workload:{old_slug(base)}-{digest[:12]}"  # a planted old tagging
+            for tag in {images.workload_tag(base, digest), old}:
+                with contextlib.suppress(docker_errors().ImageNotFound):
+                    client.images.remove(tag)
+        client.images.remove(plain)  # the stand-in keeps its own tag
+        if built is not None:
+            remove_with_descendants(client, built.id)
+
+
+def docker_errors():
+    import docker
+
+    return docker.errors
