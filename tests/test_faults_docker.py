@@ -192,35 +192,43 @@ def test_image_that_does_not_exist(client, workload_image, tmp_path):
 @pytest.mark.slow
 @pytest.mark.gpu  # about the GPU runtime (its absence): skipped on an engine that has one
 def test_gpu_cell_without_gpu_runtime(client, workload_image, tmp_path):
-    """Fault 10: refused before any run, probe container removed; without the GPU cell the
-    same folder runs."""
+    """Fault 10: the CPU stand-in asked for a GPU, on an engine with no GPU runtime. The GPU
+    probe fails that image's GPU runs up front (no container for them, no training) with the
+    probe's message; its CPU run and the other image's run (``local``) train; exit 1; the
+    report shows the message; no container left, the probe's included."""
     if "nvidia" in client.info().get("Runtimes", {}):
         pytest.skip("this engine has an NVIDIA runtime: the fault cannot be made here")
     name = unique("nogpu")
     matrix = write_matrix(
-        tmp_path / "m.yaml", name, image=BASE_IMAGE, tail="  accelerator: [cpu, gpu]\n"
+        tmp_path / "m.yaml",
+        name,
+        image=[BASE_IMAGE, "local"],
+        tail="  accelerator: [cpu, gpu]\nexclude:\n  - {image: local, accelerator: gpu}\n",
     )
     out = tmp_path / "out"
-    first = docker_run(matrix, out, "--gpus", "0")
+    started = time.monotonic()
+    first = Harness(matrix, out, "--executor", "docker", "--gpus", "0", report=True)
     try:
-        assert first.finish(timeout=300) == 2, first.text
+        line = first.wait_for("] failed ", timeout=300)
+        failed_after = time.monotonic() - started
+        assert first.finish(timeout=600) == 1, first.text[-3000:]
     finally:
         first.kill()
-    assert "no GPU runtime" in first.text and "NVIDIA Container Toolkit" in first.text
-    assert "--executor local" in first.text and "Traceback" not in first.text
-    assert ours(client, name) == []
-    assert not (out / "cells").exists()
-
-    write_matrix(
-        matrix,
-        name,
-        image=BASE_IMAGE,
-        tail="  accelerator: [cpu, gpu]\nexclude:\n  - {accelerator: gpu}\n",
-    )
-    second = docker_run(matrix, out, "--gpus", "0")
-    try:
-        assert second.finish(timeout=600) == 0, second.text[-3000:]
-    finally:
-        second.kill()
-    assert [r.ok for r in records(out).values()] == [True]
+    assert "no GPU runtime" in line and "Traceback" not in first.text
+    assert failed_after < 120, f"the GPU run failed {failed_after:.0f} s after the start"
+    got = {}
+    for run_dir in sorted(out.glob("cells/*/repeat-0")):
+        record = load_record(run_dir)
+        got[(record.spec["image"], record.spec["accelerator"])] = (run_dir, record)
+    assert sorted(got) == [(BASE_IMAGE, "cpu"), (BASE_IMAGE, "gpu"), ("local", "cpu")]
+    gpu_dir, gpu = got[(BASE_IMAGE, "gpu")]
+    assert gpu.status == "failed" and gpu.steps == 0
+    message = gpu.error.message
+    assert message.startswith(f"GPU probe of image {BASE_IMAGE} with 1 GPU(s) failed:"), message
+    assert "this Docker engine has no GPU runtime" in message
+    assert "NVIDIA Container Toolkit" in message and "--executor local" in message
+    assert gpu.timing.wall_seconds < 5 and not (gpu_dir / "losses.npy").exists()  # no training
+    for key in [(BASE_IMAGE, "cpu"), ("local", "cpu")]:
+        assert got[key][1].ok, got[key][1].error
+    assert "this Docker engine has no GPU runtime" in (out / "report.md").read_text()
     assert ours(client, name) == []

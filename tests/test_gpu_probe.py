@@ -260,3 +260,42 @@ def test_the_probe_runs_in_the_workload_image_under_the_runs_hardening(
         client.containers.list(all=True, filters={"label": f"harness.run={made.options.run_label}"})
         == []
     )
+
+
+#: The probe's own lines on a real NVIDIA H200 (driver 580.159.04, torch 2.11.0+cu130), run by
+#: hand with ``python gpu_probe.py N``: 1 GPU asked (ok), 2 asked, and CUDA_VISIBLE_DEVICES="".
+H200 = {
+    1: (
+        0,
+        '{"arch_list": ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"], "cuda": '
+        '"13.0", "device_count": 1, "devices": [{"capability": "9.0", "index": 0, "name": '
+        '"NVIDIA H200"}], "driver_cuda": "13.0", "error": null, "expected": 1, "ok": true, '
+        '"stage": "done", "torch": "2.11.0+cu130", "warnings": []}',
+    ),
+    2: (
+        1,
+        '{"arch_list": ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"], "cuda": '
+        '"13.0", "device_count": 1, "devices": [], "driver_cuda": "13.0", "error": '
+        '"torch.cuda.device_count() is 1, expected 2", "expected": 2, "ok": false, "stage": '
+        '"count", "torch": "2.11.0+cu130", "warnings": []}',
+    ),
+    0: (
+        1,
+        '{"arch_list": [], "cuda": "13.0", "device_count": null, "devices": [], '
+        '"driver_cuda": "13.0", "error": "torch.cuda.is_available() is False", "expected": 1, '
+        '"ok": false, "stage": "available", "torch": "2.11.0+cu130", "warnings": []}',
+    ),
+}
+
+
+def test_the_verdicts_on_outputs_recorded_on_a_real_h200() -> None:
+    def judge(key: int, gpus: int) -> ProbeResult:
+        code, line = H200[key]
+        output = RESULT_PREFIX + line + "\n"
+        return classify(parse_output(output), code, output, gpus)
+
+    assert judge(1, 1).ok
+    assert judge(2, 2).message.startswith("device count mismatch: the run's slot has 2 GPU(s)")
+    hidden = judge(0, 1).message
+    assert hidden.startswith("torch.cuda.is_available() is False (torch 2.11.0+cu130, built for")
+    assert "driver supports CUDA 13.0" in hidden

@@ -152,8 +152,7 @@ def classify(facts: dict[str, Any] | None, exit_code: int, output: str, gpus: in
         return ProbeResult(False, message, facts)
     if stage == "available":
         message = (
-            f"torch.cuda.is_available() is False ({_versions(facts)}): "
-            f"{said}; {UNAVAILABLE_HINT}"
+            f"torch.cuda.is_available() is False ({_versions(facts)}): {said}; {UNAVAILABLE_HINT}"
         )
         return ProbeResult(False, message, facts)
     if stage == "count":
