@@ -1,7 +1,13 @@
 """``harness doctor``: what this machine can do, before a matrix is started on it.
 
-Docker reachable and its version, the GPU runtime, the GPUs seen, the free disk, and whether
-MNIST is found and matches its MD5s. Every check returns data; nothing here raises or prints.
+Docker reachable and its version, the GPU runtime, the GPUs seen, the GPU probe, the free disk,
+and whether MNIST is found and matches its MD5s. Every check returns data; nothing here raises or
+prints.
+
+The GPU probe is the one ``harness run`` runs before a GPU image's runs
+(``harness.executors.gpu_probe``): with ``image``, in that image's workload image (built or
+reused) under the runs' hardening, with ``gpus`` GPUs; without, on the host's workload
+interpreter when nvidia-smi sees a GPU (not applicable otherwise).
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ class DoctorReport:
     mnist_found: bool
     mnist_md5_ok: bool | None
     mnist_error: str | None
+    #: the GPU probe's verdict: where it ran, ok, message, the probe's own facts; None: not run
+    gpu_probe: dict[str, Any] | None = None
     checks: list[Check] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,15 +89,72 @@ def check_mnist(data_dir: Path | None) -> tuple[bool, bool | None, str | None]:
     return True, True, None
 
 
-def run_doctor(data_dir: Path | None = None, disk_path: Path | None = None) -> DoctorReport:
-    """Collect every check; ``data_dir`` defaults to the runner's MNIST default."""
+def gpu_probe(
+    image: str | None, gpus: int, seen_gpus: list[str], data_dir: Path | None
+) -> dict[str, Any] | None:
+    """The GPU probe's verdict as data: in ``image``'s workload image (a run's container), or
+    on the host's workload interpreter when a GPU is seen; None when neither applies."""
+    from harness.executors.gpu_probe import ProbeResult, probe_host
+
+    if image is None and not seen_gpus:
+        return None
+    if image is None or image == "local":  # "local": the host's own environment
+        from harness.executors.local import default_python
+
+        where = f"host ({default_python()})"
+        result = probe_host(default_python(), gpus)
+    else:
+        where = f"container of image {image}"
+        try:
+            result = _container_probe(image, gpus, data_dir)
+        except Exception as exc:  # no engine, no image, a failed build: the probe's answer
+            result = ProbeResult(False, f"cannot run the probe in {image}: {exc}")
+    return {
+        "where": where,
+        "gpus": gpus,
+        "ok": result.ok,
+        "message": result.message,
+        "facts": result.facts,
+    }
+
+
+def _container_probe(image: str, gpus: int, data_dir: Path | None) -> Any:
+    """The probe exactly as ``harness run`` runs it before ``image``'s GPU runs."""
+    import tempfile
+
+    from harness.contract import RunSpec
+    from harness.executors.base import ExecutorOptions
+    from harness.executors.docker import DockerExecutor
+    from harness.executors.gpu_probe import run_container_probe
+
+    with tempfile.TemporaryDirectory(prefix="harness-doctor-") as empty:
+        mount = data_dir if data_dir is not None and data_dir.is_dir() else Path(empty)
+        executor = DockerExecutor(
+            ExecutorOptions(run_label=f"doctor-{os.getpid()}", data_dir=mount)
+        )
+        try:
+            spec = RunSpec(image=image, accelerator="gpu", devices=gpus)
+            return run_container_probe(executor.client, spec, gpus, executor._container_kwargs)
+        finally:
+            executor.cleanup()
+
+
+def run_doctor(
+    data_dir: Path | None = None,
+    disk_path: Path | None = None,
+    *,
+    image: str | None = None,
+    gpus: int = 1,
+) -> DoctorReport:
+    """Collect every check; ``data_dir`` defaults to the runner's MNIST default; ``image`` and
+    ``gpus`` aim the GPU probe at an image (see the module's docstring)."""
     if data_dir is None:
         from harness.runner import default_data_dir
 
         data_dir = default_data_dir()
     disk_path = Path(disk_path or Path.cwd())
     reachable, version, runtimes, docker_error = docker_status()
-    gpus, gpu_error = nvidia_gpus()
+    gpus_list, gpu_error = nvidia_gpus()
     free = shutil.disk_usage(disk_path).free
     found, md5_ok, mnist_error = check_mnist(data_dir)
     report = DoctorReport(
@@ -99,7 +164,7 @@ def run_doctor(data_dir: Path | None = None, disk_path: Path | None = None) -> D
         docker_error=docker_error,
         runtimes=runtimes,
         gpu_runtime="nvidia" in runtimes,
-        gpus=gpus,
+        gpus=gpus_list,
         gpu_error=gpu_error,
         disk_path=str(disk_path),
         disk_free_bytes=free,
@@ -107,6 +172,7 @@ def run_doctor(data_dir: Path | None = None, disk_path: Path | None = None) -> D
         mnist_found=found,
         mnist_md5_ok=md5_ok,
         mnist_error=mnist_error,
+        gpu_probe=gpu_probe(image, gpus, gpus_list, data_dir),
     )
     report.checks = _checks(report)
     return report
@@ -138,6 +204,7 @@ def _checks(r: DoctorReport) -> list[Check]:
             bool(r.gpus) if r.gpus or r.gpu_error != NO_NVIDIA_SMI else None,
             "; ".join(r.gpus) if r.gpus else (r.gpu_error or "none"),
         ),
+        _probe_check(r.gpu_probe),
         Check(
             "disk",
             gib >= 10,
@@ -151,3 +218,18 @@ def _checks(r: DoctorReport) -> list[Check]:
             "" if r.mnist_found else "set HARNESS_MNIST_DIR or pass --data-dir",
         ),
     ]
+
+
+def _probe_check(probe: dict[str, Any] | None) -> Check:
+    if probe is None:
+        return Check("gpu probe", None, "not run: no GPU seen (--image IMAGE probes an image)")
+    if not probe["ok"]:
+        return Check("gpu probe", False, f"{probe['where']}: {probe['message']}")
+    facts = probe["facts"]
+    names = ", ".join(d.get("name", "?") for d in facts.get("devices", []))
+    return Check(
+        "gpu probe",
+        True,
+        f"{probe['where']}: torch {facts.get('torch')} (CUDA {facts.get('cuda')}, driver's CUDA "
+        f"{facts.get('driver_cuda')}) ran a matmul on {probe['gpus']} GPU(s): {names}",
+    )

@@ -41,9 +41,49 @@ def test_doctor_json_reports_this_machine(capsys) -> None:
     data = json.loads(capsys.readouterr().out)
     assert data["mnist_found"] is True and data["mnist_md5_ok"] is True
     assert data["disk_free_bytes"] == pytest.approx(shutil.disk_usage(Path.cwd()).free, rel=0.05)
-    assert {c["name"] for c in data["checks"]} == {"docker", "gpu runtime", "gpus", "disk", "mnist"}
+    assert {c["name"] for c in data["checks"]} == {
+        "docker",
+        "gpu runtime",
+        "gpus",
+        "gpu probe",
+        "disk",
+        "mnist",
+    }
     if shutil.which("nvidia-smi") is None:
         assert data["gpus"] == [] and data["gpu_error"] == "nvidia-smi not found"
+        assert data["gpu_probe"] is None  # no GPU seen, no image named: not applicable
+        probe = next(c for c in data["checks"] if c["name"] == "gpu probe")
+        assert probe["ok"] is None and "--image" in probe["detail"]
+
+
+@pytest.mark.docker
+@pytest.mark.gpu  # about the GPU runtime (its absence): skipped on an engine that has one
+def test_doctor_runs_the_runs_gpu_probe_in_an_image(client, workload_image, capsys) -> None:
+    """``--image``: the probe ``harness run`` runs before an image's GPU runs, in that image's
+    workload image; on this engine (no GPU runtime) it fails saying so; nothing is left."""
+    if "nvidia" in client.info().get("Runtimes", {}):
+        pytest.skip("this engine has an NVIDIA runtime: the failure cannot be made here")
+    argv = ["doctor", "--format", "json", "--data-dir", str(MNIST), "--image"]
+    assert main([*argv, workload_image.base]) == 0
+    data = json.loads(capsys.readouterr().out)
+    probe = data["gpu_probe"]
+    assert probe["ok"] is False and probe["where"] == f"container of image {workload_image.base}"
+    assert probe["message"].startswith("this Docker engine has no GPU runtime")
+    assert "NVIDIA Container Toolkit" in probe["message"]
+    check = next(c for c in data["checks"] if c["name"] == "gpu probe")
+    assert check["ok"] is False and "no GPU runtime" in check["detail"]
+    label = f"harness.run=doctor-{os.getpid()}"
+    assert client.containers.list(all=True, filters={"label": label}) == []
+
+
+def test_doctor_probes_the_host_interpreter_with_local(capsys) -> None:
+    """``--image local``: the same probe on the host's workload interpreter (real torch, no
+    GPU here), with its verdict."""
+    assert main(["doctor", "--format", "json", "--data-dir", str(MNIST), "--image", "local"]) == 0
+    probe = json.loads(capsys.readouterr().out)["gpu_probe"]
+    assert probe["where"].startswith("host (") and probe["facts"]["torch"]
+    if shutil.which("nvidia-smi") is None:
+        assert probe["ok"] is False and "is_available() is False" in probe["message"]
 
 
 @pytest.mark.docker

@@ -29,11 +29,20 @@ def command(
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="MNIST folder (default: HARNESS_MNIST_DIR)")
     ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            "--image",
+            help="run the GPU probe in this base image's workload image (built or reused), "
+            "as harness run does before its GPU runs",
+        ),
+    ] = None,
+    gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs the probe asks for")] = 1,
 ) -> None:
-    """Say whether Docker, a GPU runtime, GPUs, disk and MNIST are there."""
+    """Say whether Docker, a GPU runtime, GPUs, a working GPU image, disk and MNIST are there."""
     if fmt not in ("text", "json"):
         raise typer.BadParameter("choose text or json", param_hint="--format")
-    report = run_doctor(data_dir=data_dir)
+    report = run_doctor(data_dir=data_dir, image=image, gpus=gpus)
     if fmt == "json":
         typer.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:
