@@ -176,24 +176,32 @@ def test_live_container_is_hardened_and_cancel_aborts(client, workload_image, tm
 
 @pytest.mark.gpu  # about the GPU runtime (its absence): skipped on an engine that has one
 def test_gpu_cell_without_nvidia_runtime_is_a_clear_error(client, workload_image, tmp_path) -> None:
+    """The GPU probe in prepare fails (and is removed); prepare does not raise, the image's GPU
+    run then fails at once with the probe's message, without a container."""
     if "nvidia" in client.info().get("Runtimes", {}):
         pytest.skip("this engine has an NVIDIA runtime: the fault cannot be made here")
     executor = make_executor()
     spec = cell_spec(accelerator="gpu")
-    with pytest.raises(ExecutorError) as info:
-        executor.prepare([spec])
-    assert "GPU runtime" in info.value.message
-    assert "NVIDIA Container Toolkit" in (info.value.hint or "")
-    assert "--executor local" in (info.value.hint or "")
+    identities = executor.prepare([spec])
+    assert identities[spec.image].image_id == workload_image.image_id
+    message = executor.probe_failure(spec)
+    assert message is not None and "this Docker engine has no GPU runtime" in message
+    assert "NVIDIA Container Toolkit" in message and "--executor local" in message
     assert labelled(client, executor.options.run_label) == []
-    # Started anyway (no prepare): a failed outcome, and the created container is removed.
     run_dir = write_spec(tmp_path / "run", spec)
     outcome = executor.run(
         spec, Slot(cpus=(0,), gpus=(0,)), run_dir, timeout_s=60, cancel=threading.Event()
     )
+    assert outcome.status is RunStatus.FAILED and outcome.message == message
+    assert outcome.seconds == 0.0
+    # Started without prepare (no probe): a failed outcome, and the created container is removed.
+    unprobed = make_executor()
+    outcome = unprobed.run(
+        spec, Slot(cpus=(0,), gpus=(0,)), run_dir, timeout_s=60, cancel=threading.Event()
+    )
     assert outcome.status is RunStatus.FAILED
     assert "NVIDIA Container Toolkit" in outcome.message
-    assert labelled(client, executor.options.run_label) == []
+    assert labelled(client, unprobed.options.run_label) == []
 
 
 def test_missing_base_image_is_a_clear_error(client) -> None:
