@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.contract import RunSpec
-from harness.executors.base import Slot
-from harness.executors.base import DEFAULT_MEMORY_LIMIT
+from harness.executors.base import DEFAULT_MEMORY_LIMIT, Slot
 from harness.executors.docker_kwargs import (
     UNPRIVILEGED_GID,
     UNPRIVILEGED_UID,
