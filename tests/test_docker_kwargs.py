@@ -217,3 +217,58 @@ def test_every_owner_is_a_new_invocation_of_this_process() -> None:
     import socket
 
     assert a.host == socket.gethostname()
+
+
+def test_the_run_folder_itself_is_given_to_the_container_user_never_through_a_link(
+    tmp_path: Path,
+) -> None:
+    """A root harness hands the run folder (only it) to UNPRIVILEGED_UID; a run folder that is a
+    symlink is changed as a link, never the folder it points to; a container that runs as the
+    harness's own user changes nothing. (Needs root, as CI and the dev container run.)"""
+    from harness.executors.docker import writable_for
+
+    assert os.getuid() == 0, "handing a folder to another uid needs root: run the tests as root"
+    user = f"{UNPRIVILEGED_UID}:{UNPRIVILEGED_GID}"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "spec.json").write_text("{}")
+    writable_for(run_dir, user)
+    assert (run_dir.stat().st_uid, run_dir.stat().st_gid) == (UNPRIVILEGED_UID, UNPRIVILEGED_GID)
+    assert (run_dir / "spec.json").stat().st_uid == 0  # what it holds stays the harness's
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(outside)
+    writable_for(link, user)
+    assert outside.stat().st_uid == 0
+    assert link.lstat().st_uid == UNPRIVILEGED_UID
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    writable_for(mine, f"{os.getuid()}:{os.getgid()}")
+    assert mine.stat().st_uid == os.getuid()
+
+
+@pytest.mark.parametrize(
+    ("limit", "says", "never"),
+    [
+        ("8g", ["at run.memory_limit 8g", "raise run.memory_limit"], ["no container limit"]),
+        (None, ["no container limit", "run.memory_limit: null", "the host ran out"], ["raise"]),
+    ],
+)
+def test_the_oom_message_names_the_limit_in_force(
+    limit: str | None, says: list[str], never: list[str]
+) -> None:
+    """Killed for memory under the default (or a matrix's) limit: raise it; with no limit
+    (``null``) there is nothing to raise: the host ran out."""
+    from harness.contract import ErrorType
+    from harness.executors.docker_outcome import classify_exit
+
+    outcome = classify_exit(
+        137, 1.0, oom=True, memory_limit=limit, record_written=False, engine_answers=lambda: True
+    )
+    assert outcome.error_type is ErrorType.OOM
+    assert "killed for memory" in outcome.message
+    assert all(s in outcome.message for s in says), outcome.message
+    assert not any(s in outcome.message for s in never), outcome.message

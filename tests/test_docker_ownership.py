@@ -117,9 +117,10 @@ def test_two_runs_of_one_matrix_side_by_side_keep_their_containers(
         wait_running(client, long_out, runs[3 - first_shard])
         assert runs[first_shard].finish(timeout=600) == 0, runs[first_shard].text[-3000:]
         ended = time.time()
+        assert runs[3 - first_shard].proc.poll() is None, "no overlap: the long run ended first"
         # the long run's container was there before the short harness cleaned up, and still is
         survivors = running(client, long_out)
-        assert survivors, "the long run ended before the short one: no overlap to test"
+        assert survivors, "the short harness's cleanup removed the long run's container"
         assert all(_created(c) < ended for c in survivors)
         assert runs[3 - first_shard].finish(timeout=600) == 0, runs[3 - first_shard].text[-3000:]
     finally:
