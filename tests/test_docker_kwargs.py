@@ -272,3 +272,34 @@ def test_the_oom_message_names_the_limit_in_force(
     assert "killed for memory" in outcome.message
     assert all(s in outcome.message for s in says), outcome.message
     assert not any(s in outcome.message for s in never), outcome.message
+
+
+def test_a_root_harness_refuses_mnist_its_containers_cannot_read(tmp_path: Path) -> None:
+    """Containers of a root harness run as UNPRIVILEGED_UID: MNIST readable by root alone fails
+    before any run, with the chmod that fixes it. (Needs root, as CI runs.)"""
+    from harness.errors import ExecutorError
+    from harness.executors.docker import check_readable_by_others
+
+    assert os.getuid() == 0, "this is the root harness's check: run the tests as root"
+    mnist = tmp_path / "mnist dir"
+    mnist.mkdir()
+    (mnist / "train-images-idx3-ubyte.gz").write_bytes(b"x")
+    (mnist / "train-images-idx3-ubyte.gz").chmod(0o644)
+    mnist.chmod(0o755)
+    check_readable_by_others(mnist)
+    (mnist / "train-images-idx3-ubyte.gz").chmod(0o600)
+    with pytest.raises(ExecutorError) as info:
+        check_readable_by_others(mnist)
+    assert "train-images-idx3-ubyte.gz" in info.value.message
+    assert info.value.hint == f"chmod -R a+rX '{mnist}'"
+    # prepare checks it before it reaches the engine or builds an image
+    from harness.executors.base import ExecutorOptions
+    from harness.executors.docker import DockerExecutor
+
+    executor = DockerExecutor(ExecutorOptions(data_dir=mnist))
+    with pytest.raises(ExecutorError, match="not readable by the containers' user"):
+        executor.prepare([RunSpec(image="harness-test/never-built:1")])
+    (mnist / "train-images-idx3-ubyte.gz").chmod(0o644)
+    mnist.chmod(0o700)
+    with pytest.raises(ExecutorError, match="the folder itself"):
+        check_readable_by_others(mnist)

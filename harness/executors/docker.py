@@ -22,6 +22,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
+import stat
 import threading
 import time
 import uuid
@@ -48,8 +50,10 @@ from harness.executors.docker_kwargs import (
     LABEL_OWNER_HOST,
     LABEL_OWNER_PID,
     LABEL_RUN,
+    UNPRIVILEGED_UID,
     Owner,
     container_kwargs,
+    container_user,
 )
 from harness.executors.docker_outcome import (
     NO_GPU_RUNTIME_HINT,
@@ -122,6 +126,7 @@ class DockerExecutor(Executor):
                 f"MNIST folder {data_dir} does not exist",
                 hint="pass --data-dir or set HARNESS_MNIST_DIR to the folder of IDX files",
             )
+        check_readable_by_others(data_dir)
         for base in sorted({s.image for s in container_specs}):
             image = self.workload_image(base)
             prepared[base] = RunIdentity(image_id=image.image_id, base_digest=image.base_digest)
@@ -375,6 +380,25 @@ def writable_for(run_dir: Path, user: str) -> None:
     uid, gid = (int(part) for part in user.split(":"))
     if (uid, gid) != (os.getuid(), os.getgid()):
         os.chown(run_dir, uid, gid, follow_symlinks=False)
+
+
+def check_readable_by_others(data_dir: Path) -> None:
+    """A root harness runs containers as UNPRIVILEGED_UID, which reads MNIST at /data only if
+    its files are readable by others: say so before any run, not as every run's failure."""
+    if container_user(os.getuid(), os.getgid()) == (os.getuid(), os.getgid()):
+        return  # the containers run as this user, who reads the folder already
+    unreadable = [
+        path.name
+        for path in sorted(data_dir.iterdir())
+        if path.is_file() and not path.stat().st_mode & stat.S_IROTH
+    ]
+    if not data_dir.stat().st_mode & stat.S_IXOTH or unreadable:
+        what = ", ".join(unreadable[:4]) or "the folder itself"
+        raise ExecutorError(
+            f"MNIST in {data_dir} is not readable by the containers' user "
+            f"{UNPRIVILEGED_UID} (harness runs as root, its containers never do): {what}",
+            hint=f"chmod -R a+rX {shlex.quote(str(data_dir))}",
+        )
 
 
 def pid_alive(pid: str) -> bool:
