@@ -6,7 +6,8 @@ per run. The pieces it uses each have a module of their own:
 
 - ``docker_kwargs``: what a run's container is created with (mounts, GPUs, hardening, labels);
 - ``docker_outcome``: waiting for a container and what its end means (timeout, OOM, lost engine);
-- ``docker_containers``: following a container's logs, killing and removing it.
+- ``docker_containers``: following a container's logs, stopping (SIGINT, SIGTERM, SIGKILL), killing
+  and removing it.
 
 Every container carries the labels of the harness invocation that owns it (``Owner``: a fresh
 id per executor, its pid and host, the results folder), so that ``cleanup`` (also called on
