@@ -3,8 +3,8 @@
 ``make_executor`` builds the executor a matrix needs (the CLI calls it, then hands the executor
 to ``run_matrix``). Neither exits: ``run_matrix`` returns a RunSummary whose ``exit_code`` the
 CLI uses, and both raise HarnessError for input they cannot use. ``run_matrix`` writes only its
-progress and, whatever the progress mode, one notice per reason it set finished runs aside
-(``RunConfig.notice_stream``, default stderr).
+progress and, whatever the progress mode, one notice per reason it set finished runs aside and
+per dead harness whose containers it swept (``RunConfig.notice_stream``, default stderr).
 """
 
 from __future__ import annotations
@@ -156,6 +156,7 @@ def run_matrix(config: RunConfig, executor: Executor) -> RunSummary:
     happens (Ctrl-C, a full disk, a harness error)."""
     matrix = config.matrix
     out = (config.out or default_out(matrix.model.name)).resolve()
+    executor.bind_results(out)  # its containers name the folder: the next start sweeps them
     store = ResultsDir(out)
     # a folder of an older format, or one that is not a results folder, is refused before any
     # image is built or anything is written
@@ -200,6 +201,9 @@ def _run_locked(
     store.lock()
     try:
         store.check_out()  # again, now that no other harness can write here
+        # What a harness killed with SIGKILL left running here goes first: it would write into
+        # the run folders that resume is about to judge.
+        _notify(config, executor.sweep())
         shard = None
         if config.shard is not None:
             shard = {"index": config.shard.index, "total": config.shard.total}
@@ -232,11 +236,19 @@ def _set_aside(
         return None
     where = store.set_aside([r.run_dir for r, _ in stale])
     groups = Counter(s.why or ("run", "") for _, s in stale)
+    _notify(config, set_aside_notices(dict(groups), where or store.root))
+    return where
+
+
+def _notify(config: RunConfig, lines: list[str]) -> None:
+    """One ``harness: <line>`` per notice on the notice stream (stderr), whatever the progress
+    mode: runs set aside, containers swept."""
+    if not lines:
+        return
     stream = config.notice_stream or sys.stderr
-    for line in set_aside_notices(dict(groups), where or store.root):
+    for line in lines:
         stream.write(f"harness: {line}\n")
     stream.flush()
-    return where
 
 
 def _check_outcome(run: PlannedRun, outcome: RunOutcome) -> None:

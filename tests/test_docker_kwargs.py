@@ -10,8 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.contract import RunSpec
-from harness.executors.base import Slot
-from harness.executors.docker_kwargs import container_kwargs
+from harness.executors.base import DEFAULT_MEMORY_LIMIT, Slot
+from harness.executors.docker_kwargs import (
+    UNPRIVILEGED_GID,
+    UNPRIVILEGED_UID,
+    Owner,
+    container_kwargs,
+    container_user,
+)
 from harness.executors.docker_outcome import is_no_gpu_runtime
 from harness.images import WorkloadImage
 
@@ -26,9 +32,22 @@ IMAGE = WorkloadImage(
 )
 
 
-def kwargs_for(spec: RunSpec, slot: Slot, tmp_path: Path) -> dict:
+#: the digest of "name: m / run: {repeats: 1} / axes: {seed: [1]}" before run.memory_limit had a
+#: default (computed on main at 2b2ca20)
+PRE_DEFAULT_DIGEST = "b6a35fc5dacc4d096aa8df035141eb23eed58384c788769a95b0c7fbe90fc1a8"
+
+OWNER = Owner(out="/results/m", invocation="f" * 32, pid=4321, host="runner-7")
+
+
+def kwargs_for(spec: RunSpec, slot: Slot, tmp_path: Path, **changes) -> dict:
     return container_kwargs(
-        spec, slot, tmp_path / "run", image=IMAGE, data_dir=tmp_path / "mnist", run_label="lbl"
+        spec,
+        slot,
+        tmp_path / "run",
+        image=IMAGE,
+        data_dir=tmp_path / "mnist",
+        run_label="lbl",
+        **{"owner": OWNER, "uid": 1000, "gid": 1001, **changes},
     )
 
 
@@ -64,11 +83,15 @@ def test_hardening_mounts_labels_and_command(tmp_path: Path) -> None:
     assert kwargs["cap_drop"] == ["ALL"]
     assert kwargs["security_opt"] == ["no-new-privileges"]
     assert kwargs["pids_limit"] > 0
-    assert kwargs["user"] == f"{os.getuid()}:{os.getgid()}"
+    assert kwargs["user"] == "1000:1001"
     assert kwargs["labels"] == {
         "harness.run": "lbl",
         "harness.cell": "abc123",
         "harness.repeat": "4",
+        "harness.invocation": "f" * 32,
+        "harness.owner.pid": "4321",
+        "harness.owner.host": "runner-7",
+        "harness.out": "/results/m",
     }
     mounts = {m["Target"]: m for m in kwargs["mounts"]}
     assert mounts["/data"]["ReadOnly"] is True
@@ -107,3 +130,176 @@ def test_no_gpu_runtime_error_is_recognised() -> None:
         Exception('500 Server Error: could not select device driver "" with capabilities: [[gpu]]')
     )
     assert not is_no_gpu_runtime(Exception("No such image: foo"))
+
+
+# -- least privilege -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("accelerator", "void"), [("cpu", True), ("gpu", False)])
+def test_only_cpu_cells_hide_every_gpu_from_the_nvidia_runtime(
+    tmp_path: Path, accelerator: str, void: bool
+) -> None:
+    """A CPU cell on an engine whose default runtime is nvidia would see every GPU without
+    NVIDIA_VISIBLE_DEVICES=void; a GPU cell's device request must not be overridden by it."""
+    spec = RunSpec(accelerator=accelerator)
+    env = kwargs_for(spec, Slot(cpus=(0,), gpus=(2,) if void is False else ()), tmp_path)[
+        "environment"
+    ]
+    assert (env.get("NVIDIA_VISIBLE_DEVICES") == "void") is void
+    assert ("NVIDIA_VISIBLE_DEVICES" in env) is void
+
+
+@pytest.mark.parametrize(
+    ("uid", "gid", "user"),
+    [
+        (0, 0, f"{UNPRIVILEGED_UID}:{UNPRIVILEGED_GID}"),  # a root harness: never uid 0
+        (0, 1001, f"{UNPRIVILEGED_UID}:1001"),
+        (1000, 0, f"1000:{UNPRIVILEGED_GID}"),  # nor the root group
+        (1000, 1001, "1000:1001"),  # anyone else: the invoking user, who owns the results
+    ],
+)
+def test_containers_never_run_as_root(tmp_path: Path, uid: int, gid: int, user: str) -> None:
+    kwargs = kwargs_for(RunSpec(), Slot(cpus=(0,)), tmp_path, uid=uid, gid=gid)
+    assert kwargs["user"] == user
+    assert container_user(uid, gid) == tuple(int(p) for p in user.split(":"))
+    assert UNPRIVILEGED_UID != 0 and UNPRIVILEGED_GID != 0
+
+
+def test_the_default_user_is_this_process_unless_it_is_root(tmp_path: Path) -> None:
+    kwargs = container_kwargs(
+        RunSpec(), Slot(cpus=(0,)), tmp_path, image=IMAGE, data_dir=tmp_path, run_label="l"
+    )
+    uid, gid = (int(p) for p in kwargs["user"].split(":"))
+    assert uid != 0 and gid != 0
+    if os.getuid() != 0:
+        assert uid == os.getuid()
+
+
+def test_a_memory_limit_by_default_the_matrix_s_otherwise_none_only_when_asked(
+    tmp_path: Path,
+) -> None:
+    """No memory_limit: the default (swap counted in it); a given one wins; None (the
+    matrix's ``memory_limit: null``) is no limit at all."""
+    default = kwargs_for(RunSpec(), Slot(cpus=(0,)), tmp_path)
+    assert default["mem_limit"] == default["memswap_limit"] == DEFAULT_MEMORY_LIMIT == "8g"
+    given_ = kwargs_for(RunSpec(), Slot(cpus=(0,)), tmp_path, memory_limit="3g")
+    assert given_["mem_limit"] == given_["memswap_limit"] == "3g"
+    none = kwargs_for(RunSpec(), Slot(cpus=(0,)), tmp_path, memory_limit=None)
+    assert "mem_limit" not in none and "memswap_limit" not in none
+
+
+def test_the_matrix_default_memory_limit_and_null(tmp_path: Path) -> None:
+    """``run.memory_limit`` left out is the default; ``null`` is no limit; neither changes the
+    matrix digest (results folders of matrices written before the default still resume)."""
+    from harness.matrix import load_matrix
+
+    texts = {
+        "unset": "name: m\nrun: {repeats: 1}\naxes: {seed: [1]}\n",
+        "null": "name: m\nrun: {repeats: 1, memory_limit: null}\naxes: {seed: [1]}\n",
+        "2g": "name: m\nrun: {repeats: 1, memory_limit: 2g}\naxes: {seed: [1]}\n",
+    }
+    loaded = {}
+    for key, text in texts.items():
+        (tmp_path / f"{key}.yaml").write_text(text)
+        loaded[key] = load_matrix(tmp_path / f"{key}.yaml")
+    assert loaded["unset"].model.run.memory_limit == DEFAULT_MEMORY_LIMIT
+    assert loaded["null"].model.run.memory_limit is None
+    assert loaded["2g"].model.run.memory_limit == "2g"
+    assert len({m.digest for m in loaded.values()}) == 1
+    # the digest this matrix had before the default existed (memory_limit never counted)
+    assert loaded["unset"].digest == PRE_DEFAULT_DIGEST
+
+
+def test_every_owner_is_a_new_invocation_of_this_process() -> None:
+    a, b = Owner(out="/r"), Owner(out="/r")
+    assert a.invocation != b.invocation and len(a.invocation) == 32
+    assert a.pid == os.getpid()
+    import socket
+
+    assert a.host == socket.gethostname()
+
+
+def test_the_run_folder_itself_is_given_to_the_container_user_never_through_a_link(
+    tmp_path: Path,
+) -> None:
+    """A root harness hands the run folder (only it) to UNPRIVILEGED_UID; a run folder that is a
+    symlink is changed as a link, never the folder it points to; a container that runs as the
+    harness's own user changes nothing. (Needs root, as CI and the dev container run.)"""
+    from harness.executors.docker import writable_for
+
+    assert os.getuid() == 0, "handing a folder to another uid needs root: run the tests as root"
+    user = f"{UNPRIVILEGED_UID}:{UNPRIVILEGED_GID}"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "spec.json").write_text("{}")
+    writable_for(run_dir, user)
+    assert (run_dir.stat().st_uid, run_dir.stat().st_gid) == (UNPRIVILEGED_UID, UNPRIVILEGED_GID)
+    assert (run_dir / "spec.json").stat().st_uid == 0  # what it holds stays the harness's
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(outside)
+    writable_for(link, user)
+    assert outside.stat().st_uid == 0
+    assert link.lstat().st_uid == UNPRIVILEGED_UID
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    writable_for(mine, f"{os.getuid()}:{os.getgid()}")
+    assert mine.stat().st_uid == os.getuid()
+
+
+@pytest.mark.parametrize(
+    ("limit", "says", "never"),
+    [
+        ("8g", ["at run.memory_limit 8g", "raise run.memory_limit"], ["no container limit"]),
+        (None, ["no container limit", "run.memory_limit: null", "the host ran out"], ["raise"]),
+    ],
+)
+def test_the_oom_message_names_the_limit_in_force(
+    limit: str | None, says: list[str], never: list[str]
+) -> None:
+    """Killed for memory under the default (or a matrix's) limit: raise it; with no limit
+    (``null``) there is nothing to raise: the host ran out."""
+    from harness.contract import ErrorType
+    from harness.executors.docker_outcome import classify_exit
+
+    outcome = classify_exit(
+        137, 1.0, oom=True, memory_limit=limit, record_written=False, engine_answers=lambda: True
+    )
+    assert outcome.error_type is ErrorType.OOM
+    assert "killed for memory" in outcome.message
+    assert all(s in outcome.message for s in says), outcome.message
+    assert not any(s in outcome.message for s in never), outcome.message
+
+
+def test_a_root_harness_refuses_mnist_its_containers_cannot_read(tmp_path: Path) -> None:
+    """Containers of a root harness run as UNPRIVILEGED_UID: MNIST readable by root alone fails
+    before any run, with the chmod that fixes it. (Needs root, as CI runs.)"""
+    from harness.errors import ExecutorError
+    from harness.executors.docker import check_readable_by_others
+
+    assert os.getuid() == 0, "this is the root harness's check: run the tests as root"
+    mnist = tmp_path / "mnist dir"
+    mnist.mkdir()
+    (mnist / "train-images-idx3-ubyte.gz").write_bytes(b"x")
+    (mnist / "train-images-idx3-ubyte.gz").chmod(0o644)
+    mnist.chmod(0o755)
+    check_readable_by_others(mnist)
+    (mnist / "train-images-idx3-ubyte.gz").chmod(0o600)
+    with pytest.raises(ExecutorError) as info:
+        check_readable_by_others(mnist)
+    assert "train-images-idx3-ubyte.gz" in info.value.message
+    assert info.value.hint == f"chmod -R a+rX '{mnist}'"
+    # prepare checks it before it reaches the engine or builds an image
+    from harness.executors.base import ExecutorOptions
+    from harness.executors.docker import DockerExecutor
+
+    executor = DockerExecutor(ExecutorOptions(data_dir=mnist))
+    with pytest.raises(ExecutorError, match="not readable by the containers' user"):
+        executor.prepare([RunSpec(image="harness-test/never-built:1")])
+    (mnist / "train-images-idx3-ubyte.gz").chmod(0o644)
+    mnist.chmod(0o700)
+    with pytest.raises(ExecutorError, match="the folder itself"):
+        check_readable_by_others(mnist)

@@ -7,6 +7,7 @@ run anything at all (no daemon, no image), before the matrix starts.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import threading
 from abc import ABC, abstractmethod
@@ -52,21 +53,31 @@ class RunOutcome:
         return self.status is RunStatus.OK
 
 
+#: Memory per container when the matrix sets no ``run.memory_limit`` (docker-style size; swap
+#: counted in it). A CPU run of the default cell peaks at about 1.1 GiB in its container, a
+#: 2-rank gloo DDP run at about 1.4 GiB (page cache included); 8g leaves room for CUDA's host
+#: memory and bigger settings. ``run.memory_limit: null`` means no limit.
+DEFAULT_MEMORY_LIMIT = "8g"
+
+
 @dataclass(frozen=True)
 class ExecutorOptions:
     """What every executor is constructed with (one object, not a growing kwargs list).
 
-    ``run_label`` names the matrix run (containers carry it as a label so a sweep finds them);
-    ``data_dir`` is the host's MNIST folder (mounted read-only into containers); ``python`` is
-    the interpreter that has the workload installed, for the local executor (None:
-    HARNESS_WORKLOAD_PYTHON, else the harness's own); ``memory_limit``
-    caps each container's memory (the matrix's ``run.memory_limit``, e.g. ``4g``).
+    ``run_label`` names the matrix run (containers carry it as a label); ``data_dir`` is the
+    host's MNIST folder (mounted read-only into containers); ``python`` is the interpreter that
+    has the workload installed, for the local executor (None: HARNESS_WORKLOAD_PYTHON, else the
+    harness's own); ``memory_limit`` caps each container's memory (the matrix's
+    ``run.memory_limit``, e.g. ``4g``; None: no limit); ``out`` is the resolved results folder
+    the runs write into (``run_matrix`` sets it through ``Executor.bind_results``): containers
+    carry it as a label, so that the next harness on that folder sweeps the ones left behind.
     """
 
     run_label: str = "harness"
     data_dir: Path | None = None
     python: str | None = None
-    memory_limit: str | None = None
+    memory_limit: str | None = DEFAULT_MEMORY_LIMIT
+    out: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,18 @@ class Executor(ABC):
         cancel: threading.Event,
     ) -> RunOutcome:
         """Run one repeat; the spec is already written to ``run_dir/spec.json``."""
+
+    def bind_results(self, out: Path) -> None:
+        """Learn the (resolved) results folder the runs write into, before ``sweep`` and
+        ``prepare``: ``run_matrix`` calls it once it has resolved ``--out``."""
+        self.options = dataclasses.replace(self.options, out=Path(out))
+
+    def sweep(self) -> list[str]:
+        """Stop and remove what a harness that is gone left running for this results folder;
+        called under the folder's lock before ``prepare``. Returns one notice per owner swept
+        (printed as ``harness: <notice>``). Processes of the local executor die with their
+        harness (PR_SET_PDEATHSIG): nothing to sweep."""
+        return []
 
     def cleanup(self) -> None:  # noqa: B027 - optional hook: most executors reap as they go
         """Stop everything this executor started and has not yet reaped."""

@@ -6,11 +6,15 @@ one container per run. The pieces it uses each have a module of their own:
 
 - ``docker_kwargs``: what a run's container is created with (mounts, GPUs, hardening, labels);
 - ``docker_outcome``: waiting for a container and what its end means (timeout, OOM, lost engine);
-- ``docker_containers``: following a container's logs, killing and removing it;
+- ``docker_containers``: following a container's logs, stopping (SIGINT, SIGTERM, SIGKILL), killing
+  and removing it;
 - ``gpu_probe``: whether a GPU image's torch computes on the GPUs a run gets.
 
-Every container carries a ``harness.run`` label, so that ``cleanup`` (also called on Ctrl-C,
-SIGTERM and crashes) finds every container this matrix run started. A container is always
+Every container carries the labels of the harness invocation that owns it (``Owner``: a fresh
+id per executor, its pid and host, the results folder), so that ``cleanup`` (also called on
+Ctrl-C, SIGTERM and crashes) removes every container this invocation started and no other
+harness's, and ``sweep`` (at the start of the next run into the same results folder, under its
+lock) removes what a harness killed with SIGKILL left running there. A container is always
 removed once its outcome is collected. The image ``local`` (the host's own environment) is run
 as a local process, so one matrix can list it beside container images.
 """
@@ -18,8 +22,14 @@ as a local process, so one matrix can list it beside container images.
 from __future__ import annotations
 
 import logging
+import os
+import re
+import shlex
+import stat
 import threading
 import time
+import uuid
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +45,16 @@ from harness.executors.base import (
     Slot,
 )
 from harness.executors.docker_containers import LogFollower, remove
-from harness.executors.docker_kwargs import LABEL_RUN, container_kwargs
+from harness.executors.docker_kwargs import (
+    LABEL_INVOCATION,
+    LABEL_OUT,
+    LABEL_OWNER_HOST,
+    LABEL_OWNER_PID,
+    UNPRIVILEGED_UID,
+    Owner,
+    container_kwargs,
+    container_user,
+)
 from harness.executors.docker_outcome import (
     NO_GPU_RUNTIME_HINT,
     exit_outcome,
@@ -65,6 +84,14 @@ class DockerExecutor(Executor):
         self._local: Executor | None = None
         #: (image, GPU count) -> the failed GPU probe's message
         self._probe_failures: dict[tuple[str, int], str] = {}
+        self.invocation = uuid.uuid4().hex  # one per executor: what cleanup removes
+
+    @property
+    def owner(self) -> Owner:
+        """The labels this invocation puts on its containers (the results folder may be bound
+        after construction, so it is read from the options each time)."""
+        out = self.options.out
+        return Owner(out=str(out) if out is not None else "", invocation=self.invocation)
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -102,6 +129,7 @@ class DockerExecutor(Executor):
                 f"MNIST folder {data_dir} does not exist",
                 hint="pass --data-dir or set HARNESS_MNIST_DIR to the folder of IDX files",
             )
+        check_readable_by_others(data_dir)
         for base in sorted({s.image for s in container_specs}):
             image = self.workload_image(base)
             prepared[base] = RunIdentity(image_id=image.image_id, base_digest=image.base_digest)
@@ -147,6 +175,7 @@ class DockerExecutor(Executor):
             image=self.workload_image(spec.image),
             data_dir=self.data_dir(),
             run_label=self.options.run_label,
+            owner=self.owner,
             memory_limit=self.options.memory_limit,
         )
 
@@ -185,6 +214,15 @@ class DockerExecutor(Executor):
         import requests
 
         kwargs = self._container_kwargs(spec, slot, run_dir)
+        try:
+            writable_for(run_dir, kwargs["user"])
+        except OSError as exc:
+            return RunOutcome(
+                RunStatus.FAILED,
+                since(start),
+                None,
+                f"cannot hand the run folder to the container's user {kwargs['user']}: {exc}",
+            )
         try:
             return self.client.containers.create(**kwargs)
         except requests.exceptions.ConnectionError as exc:  # the engine went away
@@ -265,13 +303,58 @@ class DockerExecutor(Executor):
         return self._local
 
     def containers(self) -> list[Any]:
-        """Every container, running or not, that carries this matrix run's label."""
+        """Every container, running or not, that this invocation started (its id's label):
+        never another harness's, even of the same matrix, folder or shard."""
         return self.client.containers.list(
-            all=True, filters={"label": f"{LABEL_RUN}={self.options.run_label}"}
+            all=True, filters={"label": f"{LABEL_INVOCATION}={self.invocation}"}
         )
 
+    def sweep(self) -> list[str]:
+        """Remove the containers a harness that is gone left in this results folder.
+
+        Called under the folder's lock, before ``prepare``. A container is swept when it is
+        labelled with this results folder and this host, and is not this invocation's. Its
+        owner is either no longer running, or alive but not holding this folder's lock (which
+        this harness holds), so it cannot be running the matrix here: its pid was reused, or
+        it is a process that ran here and could not remove its containers (the engine did not
+        answer). Containers of other folders, and of other hosts (whose pids cannot be asked),
+        are never touched. An engine that cannot be reached has nothing to sweep.
+        """
+        import docker
+        import requests
+
+        out = self.options.out
+        if out is None:
+            return []
+        try:
+            found = self.client.containers.list(all=True, filters={"label": f"{LABEL_OUT}={out}"})
+        except ExecutorError as exc:  # no engine: nothing of this folder can run there
+            log.debug("sweep: %s", exc.message)
+            return []
+        except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
+            log.warning("sweep: cannot list containers: %s", exc)
+            return []
+        me = self.owner
+        swept: Counter[tuple[str, bool]] = Counter()
+        for container in found:
+            labels = container.labels or {}
+            if labels.get(LABEL_OUT) != str(out) or labels.get(LABEL_INVOCATION) == me.invocation:
+                continue
+            if labels.get(LABEL_OWNER_HOST) != me.host:
+                log.info(
+                    "sweep: container %s belongs to host %s",
+                    container.short_id,
+                    labels.get(LABEL_OWNER_HOST),
+                )
+                continue
+            pid = labels.get(LABEL_OWNER_PID, "")
+            log.info("sweep: removing container %s of harness pid %s", container.short_id, pid)
+            remove(container)
+            swept[(pid, pid_alive(pid))] += 1
+        return [sweep_notice(n, pid, alive) for (pid, alive), n in sorted(swept.items())]
+
     def cleanup(self) -> None:
-        """Kill and remove every container with this run's label (safe to call twice)."""
+        """Kill and remove every container of this invocation (safe to call twice)."""
         if self._local is not None:
             self._local.cleanup()
         import docker
@@ -288,3 +371,57 @@ class DockerExecutor(Executor):
         for container in leftovers:
             log.info("cleanup: removing container %s", container.short_id)
             remove(container)
+
+
+def writable_for(run_dir: Path, user: str) -> None:
+    """Give the run folder itself (not what it holds, never through a link) to the container's
+    ``uid:gid`` when it is not the harness's own: a root harness runs containers as
+    UNPRIVILEGED_UID, which must write its results there."""
+    uid, gid = (int(part) for part in user.split(":"))
+    if (uid, gid) != (os.getuid(), os.getgid()):
+        os.chown(run_dir, uid, gid, follow_symlinks=False)
+
+
+def check_readable_by_others(data_dir: Path) -> None:
+    """A root harness runs containers as UNPRIVILEGED_UID, which reads MNIST at /data only if
+    its files are readable by others: say so before any run, not as every run's failure."""
+    if container_user(os.getuid(), os.getgid()) == (os.getuid(), os.getgid()):
+        return  # the containers run as this user, who reads the folder already
+    unreadable = [
+        path.name
+        for path in sorted(data_dir.iterdir())
+        if path.is_file() and not path.stat().st_mode & stat.S_IROTH
+    ]
+    if not data_dir.stat().st_mode & stat.S_IXOTH or unreadable:
+        what = ", ".join(unreadable[:4]) or "the folder itself"
+        raise ExecutorError(
+            f"MNIST in {data_dir} is not readable by the containers' user "
+            f"{UNPRIVILEGED_UID} (harness runs as root, its containers never do): {what}",
+            hint=f"chmod -R a+rX {shlex.quote(str(data_dir))}",
+        )
+
+
+def pid_alive(pid: str) -> bool:
+    """Whether a process with this pid runs on this host (one that is not ours counts); a
+    label that is no positive pid names no process."""
+    if not re.fullmatch(r"[0-9]{1,10}", pid) or int(pid) == 0:
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: asks, sends nothing
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_notice(count: int, pid: str, alive: bool) -> str:
+    """The line the start-up sweep prints per owner (after ``harness: ``)."""
+    containers = "container" if count == 1 else "containers"
+    pid = pid if re.fullmatch(r"[0-9]{1,10}", pid) else "(unknown)"  # a label, shown on stderr
+    why = (
+        "alive, but not the harness that holds this results folder"
+        if alive
+        else "no longer running"
+    )
+    return f"removed {count} {containers} left by harness pid {pid} ({why}) for this results folder"

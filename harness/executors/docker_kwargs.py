@@ -1,25 +1,43 @@
 """What one run's container is created with: a pure function of the spec, the slot and the
 image, tested without Docker (tests/test_docker_kwargs.py).
 
-One container per run: the GPUs of its slot as a device request, a cpuset on its cores, no
-network, MNIST read-only at /data, the run folder read-write at /out, the invoking uid:gid, a
-read-only root file system with a tmpfs /tmp, no capabilities, and labels that name the matrix
-run, the cell and the repeat.
+One container per run: the GPUs of its slot as a device request (a CPU cell: none, and
+``NVIDIA_VISIBLE_DEVICES=void`` so that an engine whose default runtime is nvidia exposes none
+either), a cpuset on its cores, no network, MNIST read-only at /data, the run folder read-write
+at /out, the invoking uid:gid (never uid 0: a root harness runs containers as
+``UNPRIVILEGED_USER``), a memory limit, a read-only root file system with a tmpfs /tmp, no
+capabilities, and labels that name the matrix run, the cell, the repeat and the harness process
+that owns the container (``Owner``).
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.contract import IMAGE_ENV, SPEC_FILE, RunSpec, run_environment
-from harness.executors.base import Slot
+from harness.executors.base import DEFAULT_MEMORY_LIMIT, Slot
 from harness.images import WorkloadImage
 
+#: the matrix run: ``<matrix name>-<digest12>``, the same for every --out and shard
 LABEL_RUN = "harness.run"
 LABEL_CELL = "harness.cell"
 LABEL_REPEAT = "harness.repeat"
+#: the one harness invocation (executor) that started the container: ``cleanup`` removes these
+LABEL_INVOCATION = "harness.invocation"
+#: the pid and host name of that harness process: the start-up sweep asks whether it still lives
+LABEL_OWNER_PID = "harness.owner.pid"
+LABEL_OWNER_HOST = "harness.owner.host"
+#: the resolved results folder the container writes into: the sweep looks only at its own
+LABEL_OUT = "harness.out"
+
+#: uid:gid of containers started by a harness that runs as root (uid 0): ``nobody:nogroup``
+UNPRIVILEGED_UID = 65534
+UNPRIVILEGED_GID = 65534
 DATA_MOUNT = "/data"
 OUT_MOUNT = "/out"
 SHM_SIZE = "1g"
@@ -27,11 +45,39 @@ TMPFS_TMP = "rw,exec,nosuid,nodev,size=4g,mode=1777"
 PIDS_LIMIT = 4096
 
 
+@dataclass(frozen=True)
+class Owner:
+    """Who owns a container: one harness invocation (a fresh id per executor), its process and
+    host, and the results folder its runs write into. Every container carries these labels."""
+
+    out: str = ""
+    invocation: str = field(default_factory=lambda: uuid.uuid4().hex)
+    pid: int = field(default_factory=os.getpid)
+    host: str = field(default_factory=socket.gethostname)
+
+    def labels(self) -> dict[str, str]:
+        return {
+            LABEL_INVOCATION: self.invocation,
+            LABEL_OWNER_PID: str(self.pid),
+            LABEL_OWNER_HOST: self.host,
+            LABEL_OUT: self.out,
+        }
+
+
+def container_user(uid: int, gid: int) -> tuple[int, int]:
+    """The uid:gid a container runs as: the harness's own, except that root (uid or gid 0)
+    becomes ``UNPRIVILEGED_UID``/``UNPRIVILEGED_GID``, so a workload never runs as root."""
+    return (
+        UNPRIVILEGED_UID if uid == 0 else uid,
+        UNPRIVILEGED_GID if gid == 0 else gid,
+    )
+
+
 def container_environment(
     spec: RunSpec, slot: Slot, image: WorkloadImage | None = None
 ) -> dict[str, str]:
     """The run's environment inside the container: pinned threads, hash seed, writable HOME,
-    and what the host knows of the image (its record's provenance)."""
+    no GPU for a CPU cell, and what the host knows of the image (its record's provenance)."""
     env = {
         "PYTHONUNBUFFERED": "1",
         # The runtime exposes only the requested GPUs, renumbered from 0.
@@ -41,6 +87,9 @@ def container_environment(
         "XDG_CACHE_HOME": "/tmp/.cache",
         "TORCHINDUCTOR_CACHE_DIR": "/tmp/torchinductor",
     }
+    if spec.accelerator == "cpu":
+        # The nvidia runtime exposes every GPU unless told otherwise; "void" means none.
+        env["NVIDIA_VISIBLE_DEVICES"] = "void"
     env.update(run_environment(spec))
     if image is not None:
         env[IMAGE_ENV["image_digest"]] = image.base_digest
@@ -56,12 +105,18 @@ def container_kwargs(
     image: WorkloadImage,
     data_dir: Path,
     run_label: str,
-    user: str | None = None,
-    memory_limit: str | None = None,
+    owner: Owner | None = None,
+    memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
+    uid: int | None = None,
+    gid: int | None = None,
 ) -> dict[str, Any]:
-    """Everything ``containers.create`` gets for one run."""
+    """Everything ``containers.create`` gets for one run. ``owner``: the labels of the harness
+    invocation that owns it (the executor passes its own; None: a new one); ``memory_limit``
+    None means no limit (``run.memory_limit: null``); ``uid``/``gid`` are the harness's
+    (default: this process's), root's becoming ``UNPRIVILEGED_UID``/``GID``."""
     from docker.types import DeviceRequest, Mount
 
+    user = container_user(os.getuid() if uid is None else uid, os.getgid() if gid is None else gid)
     kwargs: dict[str, Any] = {
         "image": image.image_id,  # the id: a tag can be moved by another build
         "command": [
@@ -78,13 +133,14 @@ def container_kwargs(
             LABEL_RUN: run_label,
             LABEL_CELL: spec.cell_id,
             LABEL_REPEAT: str(spec.repeat),
+            **(owner or Owner()).labels(),
         },
         "mounts": [
             Mount(DATA_MOUNT, str(Path(data_dir).resolve()), type="bind", read_only=True),
             Mount(OUT_MOUNT, str(Path(run_dir).resolve()), type="bind", read_only=False),
         ],
         "network_mode": "none",
-        "user": user or f"{os.getuid()}:{os.getgid()}",
+        "user": f"{user[0]}:{user[1]}",
         "working_dir": "/tmp",
         "shm_size": SHM_SIZE,
         "read_only": True,

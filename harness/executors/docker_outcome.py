@@ -1,6 +1,7 @@
 """How a container run ends, as a ``RunOutcome``: the wait loop (cancel, timeout, an engine that
 went away, a container removed by cleanup) and what its exit says (killed for memory, stopped
-from outside, exited 0 without a record)."""
+from outside, exited 0 without a record). A cancelled or timed-out container is stopped as a
+local run is: SIGINT, then SIGTERM, then SIGKILL (``docker_containers.stop``)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.contract import RECORD_FILE, ErrorType
-from harness.executors.base import RunOutcome, RunStatus
-from harness.executors.docker_containers import kill
+from harness.executors.base import DEFAULT_MEMORY_LIMIT, RunOutcome, RunStatus
+from harness.executors.docker_containers import stop
 
 #: How often the wait loop looks at the cancel event and the deadline.
 POLL_S = 0.5
@@ -72,18 +73,19 @@ def wait_for_exit(
     deadline = start + timeout_s
     while True:
         if cancel.is_set():
-            kill(container)
+            # SIGINT first, as a local run gets: the workload records that it was interrupted
+            stop(container)
             return RunOutcome(
                 RunStatus.ABORTED, since(start), None, "stopped: the harness was interrupted"
             )
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            kill(container)
+            sent = stop(container)
             return RunOutcome(
                 RunStatus.TIMEOUT,
                 since(start),
-                137,
-                f"timed out after {timeout_s:g} s and was killed; raise run.timeout_s in "
+                137 if sent == "SIGKILL" else None,
+                f"timed out after {timeout_s:g} s and was stopped; raise run.timeout_s in "
                 "the matrix if the run needs longer",
             )
         try:
@@ -147,17 +149,19 @@ def classify_exit(
 ) -> RunOutcome:
     """What an exit code (and the engine's OOMKilled flag) means for the run."""
     if oom:
-        at = (
-            f" at run.memory_limit {memory_limit}" if memory_limit else " (no run.memory_limit set)"
-        )
-        return RunOutcome(
-            RunStatus.FAILED,
-            seconds,
-            code,
-            f"killed for memory (State.OOMKilled){at}; raise run.memory_limit in the "
-            "matrix (the results folder resumes), or run fewer runs side by side",
-            error_type=ErrorType.OOM,
-        )
+        if memory_limit:
+            message = (
+                f"killed for memory (State.OOMKilled) at run.memory_limit {memory_limit} "
+                f"(default {DEFAULT_MEMORY_LIMIT}); raise run.memory_limit in the matrix (the "
+                "results folder resumes), or run fewer runs side by side"
+            )
+        else:  # run.memory_limit: null: the host itself ran out
+            message = (
+                "killed for memory (State.OOMKilled) with no container limit "
+                "(run.memory_limit: null): the host ran out of memory; run fewer runs side by "
+                "side, or set run.memory_limit in the matrix (the results folder resumes)"
+            )
+        return RunOutcome(RunStatus.FAILED, seconds, code, message, error_type=ErrorType.OOM)
     if code == 143 and not engine_answers():
         return lost(seconds, RuntimeError("the engine stopped the container (exit 143)"))
     if code == 143:

@@ -30,6 +30,7 @@ from harness.contract.settings import (
     SETTINGS,
     Setting,
 )
+from harness.executors.base import DEFAULT_MEMORY_LIMIT
 
 DEFAULT_MAX_RUNS = 2000
 
@@ -125,9 +126,10 @@ class RunOptions(Strict):
         DEFAULT_MAX_RUNS, ge=1, description="refuse matrices with more runs than this"
     )
     memory_limit: str | None = Field(
-        None,
+        DEFAULT_MEMORY_LIMIT,
         pattern=r"^[1-9][0-9]*[bkmg]?$",
-        description="memory per container (docker executor), e.g. 4g; null: no limit",
+        description=f"memory per container (docker executor), e.g. 4g (default "
+        f"{DEFAULT_MEMORY_LIMIT}); null: no limit",
     )
 
 
