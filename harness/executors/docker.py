@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.contract import LOG_FILE, RunSpec
+from harness.contract import ErrorType, RunSpec
 from harness.errors import ExecutorError
 from harness.executors.base import (
     Executor,
@@ -44,6 +44,7 @@ from harness.executors.docker_outcome import (
     wait_for_exit,
 )
 from harness.images import WorkloadImage, connect, ensure_workload_image
+from harness.run_folder import capture_path, place_log, planted_message, reject_planted
 from harness.store import log_tail
 
 __all__ = ["DockerExecutor", "container_kwargs", "is_no_gpu_runtime"]
@@ -209,13 +210,36 @@ class DockerExecutor(Executor):
             if is_no_gpu_runtime(exc):
                 message += f"; no GPU runtime: {NO_GPU_RUNTIME_HINT}"
             return RunOutcome(RunStatus.FAILED, since(start), None, message)
-        follower = LogFollower(container, run_dir / LOG_FILE)
+        capture = capture_path(run_dir)
+        follower = LogFollower(container, capture)
         follower.start()
         outcome = self._wait(container, start, timeout_s, cancel, run_dir)
-        follower.join(timeout=10)
+        follower.join(timeout=10)  # the stream ends when the container has stopped
+        outcome = self._check_run_folder(run_dir, outcome)
+        place_log(capture, run_dir)
         if not outcome.log_tail and outcome.status is not RunStatus.OK:
             outcome.log_tail = log_tail(run_dir)
         return outcome
+
+    @staticmethod
+    def _check_run_folder(run_dir: Path, outcome: RunOutcome) -> RunOutcome:
+        """The container has ended: remove, unfollowed, every symbolic link, FIFO, socket and
+        device it left in its run folder; a run that left any has failed (also one that exited
+        0), with a message naming each (harness/run_folder.py)."""
+        planted = reject_planted(run_dir)
+        if not planted:
+            return outcome
+        message = planted_message(planted)
+        log.warning("%s: %s", run_dir, message)
+        if not outcome.ok and outcome.message:
+            message = f"{message}; {outcome.message}"
+        return RunOutcome(
+            RunStatus.FAILED,
+            outcome.seconds,
+            outcome.exit_code,
+            message,
+            error_type=ErrorType.UNSAFE_RUN_FOLDER,
+        )
 
     def _wait(
         self,
