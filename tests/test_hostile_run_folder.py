@@ -7,7 +7,7 @@ links to another file of the host's, a link inside ``tensorboard/`` and a FIFO. 
 to lie in the test's tmp_path, outside the run folder: the host can read and write them, the
 container cannot see them. ``harness run --executor docker`` builds its workload image on that
 base (harness replaces the entry point, so the plant rides on a ``.pth`` file in
-site-packages) and runs two repeats: one exits 0 after planting, one exits 3.
+site-packages) and runs two repeats of two epochs: one exits 0 after planting, one exits 3.
 
 Before the fix the host copied the secret into run.json's log tail and the report (through
 ``run.log``), and wrote its failure record through ``.run.json.tmp`` over the other file.
@@ -122,7 +122,7 @@ def test_a_hostile_workload_makes_the_host_follow_nothing(hostile_base, tmp_path
     base, secret, victim = hostile_base
     secret_before, victim_before = secret.read_bytes(), victim.read_bytes()
     matrix = write_matrix(
-        tmp_path / "m.yaml", f"hostile-{uuid.uuid4().hex[:6]}", repeats=2, image=base
+        tmp_path / "m.yaml", f"hostile-{uuid.uuid4().hex[:6]}", repeats=2, epochs=2, image=base
     )
     out = tmp_path / "out"
     run = Harness(matrix, out, "--executor", "docker", report=True)
@@ -167,3 +167,7 @@ def test_a_hostile_workload_makes_the_host_follow_nothing(hostile_base, tmp_path
     assert report.count(escape(f"run.log -> {secret} (not followed; removed)")) == 2
     assert "unsafe_run_folder" in (out / "report.json").read_text()
     assert "the container left" in run.text
+    # While they ran, the progress display read each run's epochs from the host's capture (the
+    # run folder's run.log was the planted link all along).
+    epochs = [ln for ln in run.lines if "] epoch  " in ln and ln.rstrip().endswith(": 1/2 done")]
+    assert epochs, run.text[-3000:]
