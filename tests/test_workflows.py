@@ -654,7 +654,15 @@ def test_the_workflow_scripts_plan_run_merge_report_and_gate_locally(tmp_path: P
             GPUS_NEEDED=str(entry["gpus"]),
             MNIST_DIR=mnist,
         )
-        go("run", GUARD, shard_runner, RESULTS_DIR=str(shard_runner / "results"))
+        go(
+            "run",
+            GUARD,
+            shard_runner,
+            SHARD=entry["shard"],
+            GPUS_NEEDED=str(entry["gpus"]),
+            MNIST_DIR=mnist,
+            RESULTS_DIR=str(shard_runner / "results"),
+        )
         # upload-artifact, then download-artifact with a pattern: one folder per artifact.
         artifact = upload["with"]["name"].replace("${{ matrix.index }}", str(entry["index"]))
         shutil.copytree(shard_runner / "results", report_runner / "shards" / artifact)

@@ -6,7 +6,9 @@ per run. The pieces it uses each have a module of their own:
 
 - ``docker_kwargs``: what a run's container is created with (mounts, GPUs, hardening, labels);
 - ``docker_outcome``: waiting for a container and what its end means (timeout, OOM, lost engine);
-- ``docker_containers``: following a container's logs, killing and removing it.
+- ``docker_containers``: following a container's logs, killing and removing it;
+- ``harness/run_folder.py``: the run folder is not followed: the log is captured outside the
+  mount, and what the container left there (links, FIFOs, devices) is removed and fails the run.
 
 Every container carries a ``harness.run`` label, so that ``cleanup`` (also called on Ctrl-C,
 SIGTERM and crashes) finds every container this matrix run started. A container is always
