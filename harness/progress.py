@@ -17,15 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from harness.contract import LOG_FILE
+from harness.contract.files import open_regular
 from harness.contract.record import EPOCH_LINE
+from harness.run_folder import live_log
 from harness.text import terminal_safe
 
 
 def last_epoch(run_dir: Path) -> tuple[int, int] | None:
-    """The last finished epoch (n, total) printed in a run's log, or None."""
+    """The last finished epoch (n, total) printed in a run's live log (``live_log``: the host's
+    capture of a container run, else ``run.log``), or None. Only a regular file is read: a
+    link or FIFO planted as ``run.log`` is never followed nor waited on."""
     try:
-        with open(run_dir / LOG_FILE, "rb") as handle:
+        with open_regular(live_log(run_dir)) as handle:
             handle.seek(0, 2)
             handle.seek(max(0, handle.tell() - 8192))
             found = EPOCH_LINE.findall(handle.read())

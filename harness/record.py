@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from harness.contract.files import LOSSES_FILE, RECORD_FILE
+from harness.contract.files import LOSSES_FILE, RECORD_FILE, UnsafeFile, open_regular, read_regular
 from harness.contract.record import RECORD_FORMAT_VERSION, RunRecord
 
 
@@ -35,12 +35,19 @@ def validate_record(data: Any) -> RunRecord:
 
 
 def load_record(run_dir: str | Path) -> RunRecord:
-    """Read and validate ``run.json`` in ``run_dir``; a bad file is a RecordError, not a crash."""
+    """Read and validate ``run.json`` in ``run_dir``; a bad file is a RecordError, not a crash.
+
+    Only a regular file is read: a symbolic link (to a file of the host's, say) or a FIFO left
+    in the run folder is a RecordError saying so, never followed, never waited on."""
     path = Path(run_dir) / RECORD_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular(path).decode("utf-8"))
     except FileNotFoundError as exc:
         raise RecordError(f"{path}: no run record") from exc
+    except UnsafeFile as exc:
+        raise RecordError(f"{path}: {exc.strerror}; the run will be repeated") from exc
+    except OSError as exc:
+        raise RecordError(f"{path}: unreadable ({exc.strerror or exc})") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RecordError(f"{path}: not valid JSON ({exc}); the run will be repeated") from exc
     try:
@@ -66,9 +73,12 @@ def load_losses(run_dir: str | Path) -> np.ndarray:
     """``losses.npy`` as float32 [steps, ranks]; CorruptRun when it cannot be read as one."""
     path = Path(run_dir) / LOSSES_FILE
     try:
-        losses = np.load(path, allow_pickle=False)
+        with open_regular(path) as handle:
+            losses = np.load(handle, allow_pickle=False)
     except FileNotFoundError as exc:
         raise CorruptRun(f"{path}: missing") from exc
+    except UnsafeFile as exc:
+        raise CorruptRun(f"{path}: {exc.strerror}") from exc
     except (OSError, ValueError, EOFError) as exc:
         raise CorruptRun(f"{path}: unreadable ({exc})") from exc
     if losses.ndim != 2 or losses.dtype != np.dtype("<f4"):

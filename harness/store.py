@@ -26,6 +26,7 @@ from harness.contract import (
     RunSpec,
     write_json_atomic,
 )
+from harness.contract.files import open_regular
 from harness.contract.record import ErrorType, RunError, failed_record, write_record
 from harness.errors import StoreError
 from harness.executors.base import RunIdentity
@@ -313,9 +314,11 @@ def _now() -> str:
 
 
 def log_tail(run_dir: Path) -> str:
+    """The last lines of the run's ``run.log``; "" when there is none, or when what lies there
+    is a symbolic link, FIFO or device (``open_regular``: never followed, never waited on)."""
     path = run_dir / LOG_FILE
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             handle.seek(0, os.SEEK_END)
             size = handle.tell()
             handle.seek(max(0, size - 64 * 1024))
@@ -336,7 +339,9 @@ def record_failure(
     """Make sure a run that did not succeed has a failed run record with its log's tail.
 
     A failed record written by the workload is kept and given the tail; an ok record from a run
-    the host saw fail (killed after writing) is turned into a failed one.
+    the host saw fail (killed after writing) is turned into a failed one. A run that left unsafe
+    entries in its folder (``unsafe_run_folder``) gets the host's error even over a failed
+    record of the workload's: that is what the report must show.
     """
     tail = log_tail(run_dir)
     kind = ErrorType(error_type).value if isinstance(error_type, ErrorType) else error_type
@@ -344,7 +349,8 @@ def record_failure(
         record: RunRecord | None = load_record(run_dir)
     except RecordError:
         record = None
-    if record is not None and not record.ok:
+    host_wins = kind == ErrorType.UNSAFE_RUN_FOLDER.value
+    if record is not None and not record.ok and not host_wins:
         error = record.error or RunError(type=kind, message=message)
         record = dataclasses.replace(record, error=dataclasses.replace(error, log_tail=tail))
     elif record is not None:

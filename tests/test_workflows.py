@@ -267,6 +267,98 @@ def test_each_shard_uploads_a_unique_artifact_even_on_failure():
     assert others and not any(fnmatch.fnmatch(n, download["with"]["pattern"]) for n in others)
 
 
+GUARD = "Remove links and special files from the results"
+
+
+def _uploads_of_results(workflow: dict[str, Any]):
+    """(job id, index, step, paths) of each upload-artifact step that uploads what harness
+    wrote under the runner's temp folder (results, merged results, reports)."""
+    for job_id, job in workflow["jobs"].items():
+        for index, s in enumerate(job.get("steps", [])):
+            if not s.get("uses", "").startswith("actions/upload-artifact@"):
+                continue
+            paths = [p.strip() for p in str(s["with"]["path"]).splitlines() if p.strip()]
+            if any(p.startswith("${{ runner.temp }}") for p in paths):
+                yield job_id, index, s, paths
+
+
+@pytest.mark.parametrize("path", [GPU, CI, MUTATION], ids=lambda p: p.name)
+def test_every_upload_of_results_is_preceded_by_the_link_guard(path: Path):
+    """upload-artifact follows symbolic links: a link a container left in a run folder would
+    upload the runner's file. Each upload of a results folder comes after a step of its job
+    that removes links and special files from a folder holding every path it uploads, and runs
+    whenever the upload does."""
+    workflow = load(path)
+    uploads = list(_uploads_of_results(workflow))
+    if path == GPU:
+        assert len(uploads) == 3
+    scripts = set()
+    for job_id, index, upload, paths in uploads:
+        earlier = workflow["jobs"][job_id]["steps"][:index]
+        guards = [s for s in earlier if s.get("name") == GUARD]
+        assert guards, f"{job_id}: {upload['name']!r} uploads results with no {GUARD!r} before it"
+        guard = guards[-1]
+        folder = guard["env"]["RESULTS_DIR"]
+        assert all(p == folder or p.startswith(folder + "/") for p in paths), (job_id, paths)
+        assert guard.get("if") == upload.get("if"), f"{job_id}: the guard must run when it uploads"
+        scripts.add(guard["run"])
+    assert len(scripts) <= 1, "every job guards its uploads with the same script"
+
+
+def test_the_link_guard_removes_links_and_special_files_unfollowed_and_names_them(
+    tmp_path: Path,
+):
+    import socket
+
+    (script,) = {s["run"] for _, _, s in steps_with_scripts(load(GPU)) if s.get("name") == GUARD}
+    runner = tmp_path / "runner"
+    results = runner / "results"
+    run_dir = results / "cells" / "c" / "repeat-0"
+    (run_dir / "tensorboard").mkdir(parents=True)
+    secret = tmp_path / "secret"
+    secret.write_text("the runner's file\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("kept\n")
+    (run_dir / "run.json").write_text("{}\n")
+    (run_dir / "tensorboard" / "events").write_text("ev\n")
+    (run_dir / "run.log").symlink_to(secret)
+    (run_dir / "tensorboard" / "dangling").symlink_to(tmp_path / "nothing")
+    (run_dir / "dir").symlink_to(elsewhere, target_is_directory=True)
+    (run_dir / "evil\n::warning::name").symlink_to(secret)
+    os.mkfifo(run_dir / "pipe")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(run_dir / "sock"))
+    env = {"RUNNER_TEMP": str(runner), "RESULTS_DIR": str(results)}
+
+    proc = run_script(script, env, ROOT)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    left = sorted(p.relative_to(results).as_posix() for p in results.rglob("*"))
+    assert left == [
+        "cells",
+        "cells/c",
+        "cells/c/repeat-0",
+        "cells/c/repeat-0/run.json",
+        "cells/c/repeat-0/tensorboard",
+        "cells/c/repeat-0/tensorboard/events",
+    ]
+    assert secret.read_text() == "the runner's file\n" and (elsewhere / "keep").exists()
+    lines = proc.stdout.splitlines()
+    assert all(line.startswith("::error::") for line in lines), lines
+    named = "\n".join(lines)
+    for name in ("run.log", "tensorboard/dangling", "dir", "pipe", "sock"):
+        assert f": cells/c/repeat-0/{name}" in named, name
+    assert ": $'cells/c/repeat-0/evil\\n::warning::name'" in named  # one line, quoted
+    assert "removed 6 symbolic links or special files" in lines[-1]
+
+    # a clean folder, and no folder at all: nothing to say
+    proc = run_script(script, env, ROOT)
+    assert proc.returncode == 0 and proc.stdout == "", proc.stdout + proc.stderr
+    env["RESULTS_DIR"] = str(runner / "none")
+    proc = run_script(script, env, ROOT)
+    assert proc.returncode == 0 and proc.stdout == "", proc.stdout + proc.stderr
+
+
 def test_report_runs_after_failed_shards_and_gate_and_publish_follow_it():
     jobs = load(GPU)["jobs"]
     assert set(jobs["report"]["needs"]) == {"plan", "run"}
@@ -562,6 +654,15 @@ def test_the_workflow_scripts_plan_run_merge_report_and_gate_locally(tmp_path: P
             GPUS_NEEDED=str(entry["gpus"]),
             MNIST_DIR=mnist,
         )
+        go(
+            "run",
+            GUARD,
+            shard_runner,
+            SHARD=entry["shard"],
+            GPUS_NEEDED=str(entry["gpus"]),
+            MNIST_DIR=mnist,
+            RESULTS_DIR=str(shard_runner / "results"),
+        )
         # upload-artifact, then download-artifact with a pattern: one folder per artifact.
         artifact = upload["with"]["name"].replace("${{ matrix.index }}", str(entry["index"]))
         shutil.copytree(shard_runner / "results", report_runner / "shards" / artifact)
@@ -579,6 +680,7 @@ def test_the_workflow_scripts_plan_run_merge_report_and_gate_locally(tmp_path: P
     assert 0 < summary.stat().st_size < 1024 * 1024
     go("report", "Write the report files", report_runner)
     merged = report_runner / "merged"
+    go("report", GUARD, report_runner, RESULTS_DIR=str(merged))
     report_glob = step(workflow, "report", "Upload the report alone (for publishing)")
     first = report_glob["with"]["path"].splitlines()[0]
     pattern = Path(first.replace("${{ runner.temp }}", str(report_runner)))

@@ -32,6 +32,8 @@ class ErrorType(str, enum.Enum):
     KILLED = "killed"
     OOM = "oom"
     DOCKER_UNREACHABLE = "docker_unreachable"
+    #: the container left a symbolic link, FIFO, socket or device in its run folder
+    UNSAFE_RUN_FOLDER = "unsafe_run_folder"
 
 
 @dataclass

@@ -8,7 +8,9 @@ one container per run. The pieces it uses each have a module of their own:
 - ``docker_outcome``: waiting for a container and what its end means (timeout, OOM, lost engine);
 - ``docker_containers``: following a container's logs, stopping (SIGINT, SIGTERM, SIGKILL), killing
   and removing it;
-- ``gpu_probe``: whether a GPU image's torch computes on the GPUs a run gets.
+- ``gpu_probe``: whether a GPU image's torch computes on the GPUs a run gets;
+- ``harness/run_folder.py``: the run folder is not followed: the log is captured outside the
+  mount, and what the container left there (links, FIFOs, devices) is removed and fails the run.
 
 Every container carries the labels of the harness invocation that owns it (``Owner``: a fresh
 id per executor, its pid and host, the results folder), so that ``cleanup`` (also called on
@@ -34,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.contract import LOG_FILE, RunSpec
+from harness.contract import ErrorType, RunSpec
 from harness.errors import ExecutorError
 from harness.executors.base import (
     Executor,
@@ -65,6 +67,7 @@ from harness.executors.docker_outcome import (
 )
 from harness.executors.gpu_probe import run_container_probe
 from harness.images import WorkloadImage, connect, ensure_workload_image
+from harness.run_folder import capture_path, place_log, planted_message, reject_planted
 from harness.store import log_tail
 
 __all__ = ["DockerExecutor", "container_kwargs", "is_no_gpu_runtime"]
@@ -252,13 +255,36 @@ class DockerExecutor(Executor):
             if is_no_gpu_runtime(exc):
                 message += f"; no GPU runtime: {NO_GPU_RUNTIME_HINT}"
             return RunOutcome(RunStatus.FAILED, since(start), None, message)
-        follower = LogFollower(container, run_dir / LOG_FILE)
+        capture = capture_path(run_dir)
+        follower = LogFollower(container, capture)
         follower.start()
         outcome = self._wait(container, start, timeout_s, cancel, run_dir)
-        follower.join(timeout=10)
+        follower.join(timeout=10)  # the stream ends when the container has stopped
+        outcome = self._check_run_folder(run_dir, outcome)
+        place_log(capture, run_dir)
         if not outcome.log_tail and outcome.status is not RunStatus.OK:
             outcome.log_tail = log_tail(run_dir)
         return outcome
+
+    @staticmethod
+    def _check_run_folder(run_dir: Path, outcome: RunOutcome) -> RunOutcome:
+        """The container has ended: remove, unfollowed, every symbolic link, FIFO, socket and
+        device it left in its run folder; a run that left any has failed (also one that exited
+        0), with a message naming each (harness/run_folder.py)."""
+        planted = reject_planted(run_dir)
+        if not planted:
+            return outcome
+        message = planted_message(planted)
+        log.warning("%s: %s", run_dir, message)
+        if not outcome.ok and outcome.message:
+            message = f"{message}; {outcome.message}"
+        return RunOutcome(
+            RunStatus.FAILED,
+            outcome.seconds,
+            outcome.exit_code,
+            message,
+            error_type=ErrorType.UNSAFE_RUN_FOLDER,
+        )
 
     def _wait(
         self,

@@ -1,6 +1,6 @@
-"""Acting on one container the Docker executor started: follow its logs into ``run.log``, stop
-it (SIGINT, SIGTERM, SIGKILL, as a local run), kill it, remove it. Each tolerates a container (or
-an engine) that is already gone."""
+"""Acting on one container the Docker executor started: follow its logs into the host's capped
+capture (outside the run folder; harness/run_folder.py), stop it (SIGINT, SIGTERM, SIGKILL, as a
+local run), kill it, remove it. Each tolerates a container (or an engine) that is already gone."""
 
 from __future__ import annotations
 
@@ -11,24 +11,27 @@ from pathlib import Path
 from typing import Any
 
 from harness.executors.local import GRACE_S
+from harness.run_folder import LOG_CAP_BYTES, TailLog
 
 log = logging.getLogger(__name__)
 
 
 class LogFollower(threading.Thread):
-    """Appends the container's stdout and stderr to run.log as they arrive."""
+    """Writes the container's stdout and stderr to ``path`` as they arrive: a host-only file
+    outside the container's mount (``run_folder.capture_path``), capped at ``cap`` bytes with
+    the tail kept (``TailLog``). The container cannot plant anything there."""
 
-    def __init__(self, container: Any, path: Path) -> None:
+    def __init__(self, container: Any, path: Path, cap: int = LOG_CAP_BYTES) -> None:
         super().__init__(name=f"logs-{container.short_id}", daemon=True)
         self.container = container
         self.path = path
+        self.cap = cap
 
     def run(self) -> None:
         try:
-            with open(self.path, "ab") as handle:
+            with TailLog(self.path, self.cap) as handle:
                 for chunk in self.container.logs(stream=True, follow=True):
                     handle.write(chunk)
-                    handle.flush()
         except Exception as exc:  # a lost log line must not fail the run
             log.debug("log stream of %s ended: %s", self.container.short_id, exc)
 
