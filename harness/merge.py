@@ -32,12 +32,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import stat
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import layout
 from harness.contract import LOSSES_FILE, RECORD_FILE
+from harness.contract.files import UnsafeFile, read_regular
 from harness.errors import StoreError
 from harness.layout import CONFLICTS_DIR, ManifestCell
 from harness.matrix import parse_matrix
@@ -130,9 +132,29 @@ def _same_run(a: Path, b: Path) -> bool:
 
 
 def _same_file(a: Path, b: Path) -> bool:
+    """Byte-equal regular files, or both missing; a link or special file is never the same."""
     if a.exists() != b.exists():
         return False
-    return not a.exists() or a.read_bytes() == b.read_bytes()
+    try:
+        return not a.exists() or read_regular(a) == read_regular(b)
+    except UnsafeFile:
+        return False
+
+
+def _copy_run(src: Path, dest: Path) -> None:
+    """Copy a run folder's regular files and folders; a link or special file in a merge input
+    (a hand-made one: the harness leaves none) is left behind, never followed, and logged."""
+
+    def unsafe(folder: str, names: list[str]) -> list[str]:
+        skipped = []
+        for name in names:
+            mode = (Path(folder) / name).lstat().st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                log.warning("not copied: %s is not a regular file or folder", Path(folder, name))
+                skipped.append(name)
+        return skipped
+
+    shutil.copytree(src, dest, ignore=unsafe)
 
 
 def _is_ok(run_dir: Path) -> bool:
@@ -221,7 +243,7 @@ def _copy_runs(inputs: list[Path], out: Path) -> MergeResult:
         for key, src in _runs_of(folder).items():
             dest = layout.run_dir(out, key.cell_dir, key.repeat)
             if key not in placed:
-                shutil.copytree(src, dest, symlinks=True)
+                _copy_run(src, dest)
                 placed[key] = folder
                 result.runs += 1
                 continue
@@ -265,12 +287,12 @@ def _keep_one(
         aside = layout.conflict_run_dir(out, k_other, other.name, key.cell_dir, key.repeat)
         aside.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(dest), str(aside))
-        shutil.copytree(src, dest, symlinks=True)
+        _copy_run(src, dest)
     else:
         (_, kept), (k_other, other) = first, new
         aside = layout.conflict_run_dir(out, k_other, other.name, key.cell_dir, key.repeat)
         aside.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(src, aside, symlinks=True)
+        _copy_run(src, aside)
     kind, trajectories = _kind(dest, aside)
     log.warning(
         "%s differs between %s and %s%s: kept %s, the other is in %s",

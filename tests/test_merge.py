@@ -16,6 +16,7 @@ import pytest
 from fault_tools import nudge_losses
 
 from harness.cli import main
+from harness.contract import RECORD_FILE
 from harness.errors import StoreError
 from harness.executors.fake import FakeExecutor
 from harness.exit_codes import EXIT_BAD_INPUT, EXIT_CONFLICT
@@ -593,7 +594,8 @@ def test_the_report_reads_a_hand_edited_merge_mixed_leniently(shards, tmp_path):
 
 def test_links_in_a_run_folder_are_copied_as_links_never_followed(shards, tmp_path):
     """A results folder cannot pull files from elsewhere into the merged folder: a link in a run
-    folder is copied as the link, whether the run is copied first, wins a conflict or is kept
+    folder is left behind (neither followed nor copied: the merged folder holds no links for
+    upload-artifact to follow), whether the run is copied first, wins a conflict or is kept
     aside under conflicts/."""
     s1, s2, _ = shards
     secret = tmp_path / "secret.txt"
@@ -610,7 +612,8 @@ def test_links_in_a_run_folder_are_copied_as_links_never_followed(shards, tmp_pa
     merged = tmp_path / "m"
     merge([f, g, s2], merged, formats=())
     for copy in (merged / bm0, merged / bm1, merged / CONFLICTS_DIR / "2-g" / bm1):
-        assert (copy / "extra").is_symlink() and (copy / "extra").readlink() == secret
+        assert (copy / RECORD_FILE).is_file()
+        assert not (copy / "extra").is_symlink() and not (copy / "extra").exists()
 
 
 # --- what merge refuses, in the words the user reads -----------------------------------------
@@ -723,3 +726,31 @@ def test_a_copy_that_lacks_the_losses_file_is_not_identical(shards, tmp_path: Pa
     assert (kept / "losses.npy").read_bytes() == (
         s1 / run.relative_to(other) / "losses.npy"
     ).read_bytes()
+
+
+def test_links_and_fifos_in_a_merge_input_are_neither_followed_nor_copied(
+    shards, tmp_path: Path, caplog
+):
+    """A hand-made merge input with a planted link and a FIFO: merge copies neither, and no
+    outside file's bytes reach the merged folder."""
+    s1, s2, _ = shards
+    planted = tmp_path / "s1-planted"
+    shutil.copytree(s1, planted)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-OUTSIDE-THE-INPUT\n")
+    run_dir = sorted(planted.glob("cells/*/repeat-*"))[0]
+    (run_dir / "run.log").unlink(missing_ok=True)
+    (run_dir / "run.log").symlink_to(secret)
+    os.mkfifo(run_dir / "pipe")
+    (run_dir / "tensorboard-link").symlink_to(tmp_path, target_is_directory=True)
+    with caplog.at_level(logging.WARNING, logger="harness.merge"):
+        merge([planted, s2], tmp_path / "m", formats=("json",), plots=False)
+    merged_run = tmp_path / "m" / run_dir.relative_to(planted)
+    assert merged_run.is_dir()
+    assert not any(
+        (merged_run / name).exists() or (merged_run / name).is_symlink()
+        for name in ("run.log", "pipe", "tensorboard-link")
+    )
+    texts = [p.read_bytes() for p in (tmp_path / "m").rglob("*") if p.is_file()]
+    assert not any(b"SECRET-OUTSIDE" in t for t in texts)
+    assert sum("not copied" in r.getMessage() for r in caplog.records) == 3
