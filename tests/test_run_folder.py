@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -416,3 +417,19 @@ def test_the_default_cap_is_4_mib():
 
     assert LOG_CAP_BYTES == 4 * 1024 * 1024
     assert LogFollower.__init__.__defaults__ == (LOG_CAP_BYTES,)
+
+
+def test_the_host_takes_the_run_folder_back_after_the_container(tmp_path: Path):
+    """A container that ran ``chmod 000 /out`` (and, for a root harness, owned the folder as the
+    unprivileged uid) cannot lock the host out of its checks, log and failure record."""
+    from harness.executors.docker import reclaim
+
+    run_dir = tmp_path / "repeat-0"
+    run_dir.mkdir()
+    if os.getuid() == 0:
+        os.chown(run_dir, 65534, 65534)
+    run_dir.chmod(0)
+    reclaim(run_dir)
+    after = run_dir.stat()
+    assert (after.st_uid, after.st_gid) == (os.getuid(), os.getgid())
+    assert stat.S_IMODE(after.st_mode) == 0o755

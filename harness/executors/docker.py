@@ -271,6 +271,7 @@ class DockerExecutor(Executor):
         """The container has ended: remove, unfollowed, every symbolic link, FIFO, socket and
         device it left in its run folder; a run that left any has failed (also one that exited
         0), with a message naming each (harness/run_folder.py)."""
+        reclaim(run_dir)
         planted = reject_planted(run_dir)
         if not planted:
             return outcome
@@ -406,6 +407,19 @@ def writable_for(run_dir: Path, user: str) -> None:
     uid, gid = (int(part) for part in user.split(":"))
     if (uid, gid) != (os.getuid(), os.getgid()):
         os.chown(run_dir, uid, gid, follow_symlinks=False)
+
+
+def reclaim(run_dir: Path) -> None:
+    """Take the run folder back from the container that has ended: the harness's own owner and
+    mode 0o755, so a container that ran ``chmod 000 /out`` cannot lock the host out of its
+    checks, its log and the failure record. The folder itself only; it is the mount point, which
+    the container cannot replace with a link."""
+    try:
+        if os.stat(run_dir, follow_symlinks=False).st_uid != os.getuid():
+            os.chown(run_dir, os.getuid(), os.getgid(), follow_symlinks=False)
+        os.chmod(run_dir, 0o755)
+    except OSError as exc:  # the checks that follow report what they cannot read
+        log.warning("cannot take back %s: %s", run_dir, exc)
 
 
 def check_readable_by_others(data_dir: Path) -> None:
