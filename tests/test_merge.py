@@ -592,7 +592,7 @@ def test_the_report_reads_a_hand_edited_merge_mixed_leniently(shards, tmp_path):
     ]
 
 
-def test_links_in_a_run_folder_are_copied_as_links_never_followed(shards, tmp_path):
+def test_links_in_a_run_folder_are_left_behind_never_followed(shards, tmp_path):
     """A results folder cannot pull files from elsewhere into the merged folder: a link in a run
     folder is left behind (neither followed nor copied: the merged folder holds no links for
     upload-artifact to follow), whether the run is copied first, wins a conflict or is kept
