@@ -339,6 +339,8 @@ def record_failure(
     error_type: ErrorType | str,
     message: str,
     seconds: float | None = None,
+    *,
+    first_rank_error: bool = True,
 ) -> None:
     """Make sure a run that did not succeed has a failed run record with its log's tail.
 
@@ -346,7 +348,8 @@ def record_failure(
     the host saw fail (killed after writing) is turned into a failed one. Under DDP, the error
     files that failing ranks wrote (``rank-<r>.error.json``) go into ``error.ranks``; when the
     host writes the record itself (rank 0 was killed, as Lightning does when another rank
-    fails), the rank that failed first gives the run's error, and the host's view is rank 0's.
+    fails), the rank that failed first gives the run's error, and the host's view is rank 0's;
+    unless ``first_rank_error`` is False (the host stopped the run: a timeout, an interrupt).
     """
     tail = log_tail(run_dir)
     kind = ErrorType(error_type).value if isinstance(error_type, ErrorType) else error_type
@@ -365,6 +368,6 @@ def record_failure(
         record = dataclasses.replace(record, status="failed", error=error, written_by="host")
     else:
         error = RunError(type=kind, message=message, log_tail=tail)
-        error = with_rank_errors(error, failures, own_rank=0)
+        error = with_rank_errors(error, failures, own_rank=0, first_is_the_error=first_rank_error)
         record = failed_record(spec.to_dict(), error, ranks=spec.devices, wall_seconds=seconds)
     write_record(run_dir, record)

@@ -89,9 +89,7 @@ def test_a_rank_waiting_for_a_hung_one_fails_after_the_ddp_timeout_locally(tmp_p
     for ``ddp_timeout_s`` (40 s here, not Lightning's 30 minutes), fails, and Lightning's
     launcher kills the hung rank 0."""
     fault = "{kind: hang, rank: 0, step: 2}"
-    matrix = ddp_matrix(
-        tmp_path / "m.yaml", "rank-hang", fault, ddp_timeout_s=HANG_DDP_TIMEOUT_S
-    )
+    matrix = ddp_matrix(tmp_path / "m.yaml", "rank-hang", fault, ddp_timeout_s=HANG_DDP_TIMEOUT_S)
     out = tmp_path / "out"
     harness = Harness(matrix, out, report=True)
     code, seconds = run_to_the_end(harness)

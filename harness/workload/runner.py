@@ -102,7 +102,7 @@ def _build_trainer(spec: RunSpec, callbacks: list[Any]):
     if spec.devices > 1:
         backend = "nccl" if spec.accelerator == "gpu" else "gloo"
         strategy = DDPStrategy(process_group_backend=backend, timeout=ddp_timeout(spec))
-    return Trainer(
+    trainer = Trainer(
         accelerator=spec.accelerator,
         devices=spec.devices,
         strategy=strategy,
@@ -116,6 +116,14 @@ def _build_trainer(spec: RunSpec, callbacks: list[Any]):
         use_distributed_sampler=False,
         callbacks=callbacks,
     )
+    # Lightning's SIGTERM handler runs a DDP broadcast inside the signal handler, which hangs
+    # (until the DDP timeout) when another rank waits in a different collective; the workload's
+    # own handler (harness/workload/signals.py) raises Terminated at once instead. (A private
+    # attribute of Lightning 2.x: without it, its handler chain still ends in ours.)
+    connector = getattr(trainer, "_signal_connector", None)
+    if connector is not None:
+        connector.register_signal_handlers = lambda: None
+    return trainer
 
 
 def _train(spec: RunSpec, out: Path, cli_data_dir: str | None, state: RunState, t0: float):
