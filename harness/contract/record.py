@@ -194,7 +194,10 @@ class RunRecord:
         return self.status == "ok"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if data["error"] is not None and data["error"]["ranks"] is None:
+            del data["error"]["ranks"]  # only DDP runs whose ranks wrote errors have it
+        return data
 
 
 def failed_record(
