@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(args, out)
     except BaseException as exc:  # noqa: BLE001 - a failed record, whatever ended the run
+        if not isinstance(exc, signals.Terminated | KeyboardInterrupt | SystemExit):
+            traceback.print_exc()  # the log says what happened (a full disk: the host reads it)
         try:
             spec = RunSpec.load(args.spec)
         except BaseException:  # noqa: BLE001
