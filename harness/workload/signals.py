@@ -4,9 +4,10 @@ Python's default SIGTERM kills the process outright; Lightning, during ``fit``, 
 into ``SIGTERMException`` and Ctrl-C into ``sys.exit(1)``: both ``SystemExit``, which is not an
 ``Exception``. The workload installs its own handlers as it starts: SIGTERM raises
 ``Terminated`` (a BaseException, so no ``except Exception`` in between swallows it), SIGINT
-notes that it came and raises KeyboardInterrupt as Python's own handler does. Lightning's
-``_SignalConnector`` keeps a handler it finds in its chain (its own notifier first, then ours),
-and restores ours after ``fit``. ``classify`` turns what reached the runner into the run's error.
+notes that it came and raises KeyboardInterrupt as Python's own handler does. The runner keeps
+Lightning's ``_SignalConnector`` from registering its SIGTERM handler (it broadcasts inside the
+handler, which hangs under DDP); were it registered, it would keep ours at the end of its chain.
+``classify`` turns what reached the runner into the run's error.
 
 Standard library only: ``__main__`` installs the handlers before torch is imported.
 """
