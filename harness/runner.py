@@ -266,7 +266,16 @@ def _check_outcome(run: PlannedRun, outcome: RunOutcome) -> None:
         RunStatus.TIMEOUT: ErrorType.TIMEOUT,
         RunStatus.ABORTED: ErrorType.KILLED,
     }.get(outcome.status, outcome.error_type or ErrorType.FAILED)
-    record_failure(run.run_dir, run.spec, error_type, outcome.message, outcome.seconds)
+    record_failure(
+        run.run_dir,
+        run.spec,
+        error_type,
+        outcome.message,
+        outcome.seconds,
+        # a run the host stopped (timeout, interrupt) keeps the host's error; a run that died
+        # is named by the DDP rank that failed first, if one wrote its error
+        first_rank_error=outcome.status is RunStatus.FAILED,
+    )
     _add_recorded_error(run.run_dir, outcome)
 
 

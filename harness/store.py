@@ -27,7 +27,14 @@ from harness.contract import (
     write_json_atomic,
 )
 from harness.contract.files import open_regular
-from harness.contract.record import ErrorType, RunError, failed_record, write_record
+from harness.contract.record import (
+    ErrorType,
+    RunError,
+    failed_record,
+    read_rank_errors,
+    with_rank_errors,
+    write_record,
+)
 from harness.errors import StoreError
 from harness.executors.base import RunIdentity
 from harness.layout import Manifest, ManifestCell, default_out
@@ -335,16 +342,23 @@ def record_failure(
     error_type: ErrorType | str,
     message: str,
     seconds: float | None = None,
+    *,
+    first_rank_error: bool = True,
 ) -> None:
     """Make sure a run that did not succeed has a failed run record with its log's tail.
 
     A failed record written by the workload is kept and given the tail; an ok record from a run
     the host saw fail (killed after writing) is turned into a failed one. A run that left unsafe
     entries in its folder (``unsafe_run_folder``) gets the host's error even over a failed
-    record of the workload's: that is what the report must show.
+    record of the workload's: that is what the report must show. Under DDP, the error
+    files that failing ranks wrote (``rank-<r>.error.json``) go into ``error.ranks``; when the
+    host writes the record itself (rank 0 was killed, as Lightning does when another rank
+    fails), the rank that failed first gives the run's error, and the host's view is rank 0's;
+    unless ``first_rank_error`` is False (the host stopped the run: a timeout, an interrupt).
     """
     tail = log_tail(run_dir)
     kind = ErrorType(error_type).value if isinstance(error_type, ErrorType) else error_type
+    failures = read_rank_errors(run_dir, spec.devices) if spec.devices > 1 else []
     try:
         record: RunRecord | None = load_record(run_dir)
     except RecordError:
@@ -352,11 +366,14 @@ def record_failure(
     host_wins = kind == ErrorType.UNSAFE_RUN_FOLDER.value
     if record is not None and not record.ok and not host_wins:
         error = record.error or RunError(type=kind, message=message)
+        error = with_rank_errors(error, failures, own_rank=0, first_is_the_error=False)
         record = dataclasses.replace(record, error=dataclasses.replace(error, log_tail=tail))
     elif record is not None:
         error = RunError(type=kind, message=f"{message} (after writing its record)", log_tail=tail)
+        error = with_rank_errors(error, failures, own_rank=0, first_is_the_error=False)
         record = dataclasses.replace(record, status="failed", error=error, written_by="host")
     else:
         error = RunError(type=kind, message=message, log_tail=tail)
+        error = with_rank_errors(error, failures, own_rank=0, first_is_the_error=first_rank_error)
         record = failed_record(spec.to_dict(), error, ranks=spec.devices, wall_seconds=seconds)
     write_record(run_dir, record)

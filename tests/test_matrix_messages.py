@@ -25,7 +25,10 @@ PATCH_KEYS = (
     "deterministic_algorithms, threads, allow_tf32, seed, epochs, max_steps_per_epoch, "
     "pythonhashseed, batch_size, learning_rate, hidden_size"
 )
-RUN_KEYS = "repeats, timeout_s, max_runs, memory_limit, threads, seed, epochs, max_steps_per_epoch"
+RUN_KEYS = (
+    "repeats, timeout_s, max_runs, memory_limit, ddp_timeout_s, test_fault, "
+    "threads, seed, epochs, max_steps_per_epoch"
+)
 IMAGE_FIX = (
     "image takes local or a reference like nvcr.io/nvidia/pytorch:24.01-py3 "
     "(lowercase path, optional :tag and @sha256:digest)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,20 @@ class SpecError(ValueError):
     """A spec that cannot be run: names the setting and what it accepts."""
 
 
+#: The DDP collectives' timeout when ``run.ddp_timeout_s`` is not set (Lightning's own default
+#: is 30 minutes): a rank left waiting for a dead one fails after this long.
+DEFAULT_DDP_TIMEOUT_S = 180.0
+
+#: What ``test_fault`` (test-only) can do: ``raise`` an exception, ``cuda_error`` trigger a
+#: sticky device-side assert (an out-of-bounds index; on the CPU an IndexError), ``hang``
+#: sleep until a signal, on rank ``rank`` as optimizer step ``step`` (0-based) starts.
+FAULT_KINDS = ("raise", "cuda_error", "hang")
+
+#: Run fields that are left out of the spec's dict while unset (None), so that the specs,
+#: records and digests of matrices that do not set them stay what they were.
+OPTIONAL_RUN_FIELDS = ("ddp_timeout_s", "test_fault")
+
+
 def _checker(table: tuple[Setting, ...]) -> Any:
     def __post_init__(self: Any) -> None:
         for setting in table:
@@ -68,6 +83,37 @@ def _check_run_fields(self: Any) -> None:
             f"spec format_version {self.format_version} is not {SPEC_FORMAT_VERSION}; "
             "rebuild the workload image or update harness"
         )
+    timeout = self.ddp_timeout_s
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise SpecError(f"ddp_timeout_s must be a positive number of seconds, got {timeout!r}")
+    if self.test_fault is not None:
+        _check_fault(self.test_fault)
+
+
+def _check_fault(fault: Any) -> None:
+    """test_fault: ``{kind, rank, step}``, nothing else."""
+    if not isinstance(fault, dict) or set(fault) - {"kind", "rank", "step"}:
+        raise SpecError(f"test_fault must be a mapping of kind, rank and step, got {fault!r}")
+    if fault.get("kind") not in FAULT_KINDS:
+        raise SpecError(f"test_fault.kind must be one of {', '.join(FAULT_KINDS)}")
+    for key in ("rank", "step"):
+        value = fault.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise SpecError(f"test_fault.{key} must be a non-negative integer, got {value!r}")
+
+
+def _to_dict(self: Any) -> dict[str, Any]:
+    """The spec as spec.json and the record hold it: unset optional run fields left out."""
+    data = dataclasses.asdict(self)
+    for name in OPTIONAL_RUN_FIELDS:
+        if data.get(name) is None:
+            data.pop(name, None)
+    return data
 
 
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:
@@ -94,13 +140,16 @@ def make_spec_class(table: tuple[Setting, ...] = SETTINGS) -> type:
         ("cell_id", str, dataclasses.field(default="")),
         ("cell_name", str, dataclasses.field(default="")),
         ("format_version", int, dataclasses.field(default=SPEC_FORMAT_VERSION)),
+        # how the run runs, not what it computes; None (unset) is left out of to_dict()
+        ("ddp_timeout_s", Any, dataclasses.field(default=None)),
+        ("test_fault", Any, dataclasses.field(default=None)),
     ]
     namespace = {
         "__doc__": "Everything one repeat of one cell is: written by the host as spec.json.",
         "__post_init__": _checker(table),
         "from_dict": classmethod(_from_dict),
         "load": classmethod(_load),
-        "to_dict": dataclasses.asdict,
+        "to_dict": _to_dict,
         "replace": dataclasses.replace,
     }
     return dataclasses.make_dataclass("RunSpec", fields, frozen=True, namespace=namespace)

@@ -128,6 +128,7 @@ def container_kwargs(
             DATA_MOUNT,
         ],
         "detach": True,
+        "init": True,  # tini is PID 1, so Lightning can SIGKILL rank 0 when a rank fails
         "environment": container_environment(spec, slot, image),
         "labels": {
             LABEL_RUN: run_label,

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.contract import LOG_FILE, SPEC_FILE, ErrorType, RunSpec, run_environment
+from harness.contract.record import STOPPED_BY_SIGNAL, read_rank_errors
 from harness.errors import ExecutorError
 from harness.executors.base import (
     Executor,
@@ -208,7 +209,7 @@ class LocalExecutor(Executor):
                     os.sched_setaffinity(proc.pid, slot.cpus)
                 except OSError as exc:  # the child may already be gone
                     log.debug("sched_setaffinity(%d): %s", proc.pid, exc)
-            return self._wait(proc, start, timeout_s, cancel)
+            return _name_the_failed_rank(self._wait(proc, start, timeout_s, cancel), spec, run_dir)
         finally:
             _stop_group(proc, grace_s=0.0)  # stragglers (DDP ranks) of a finished run
             with self._lock:
@@ -261,6 +262,26 @@ class LocalExecutor(Executor):
             procs = list(self._procs.values())
         for proc in procs:
             _stop_group(proc)
+
+
+def _name_the_failed_rank(outcome: RunOutcome, spec: RunSpec, run_dir: Path) -> RunOutcome:
+    """Lightning's launcher SIGKILLs rank 0 when another rank exits with an error: say so,
+    rather than blame someone outside the harness (the record then names that rank's error)."""
+    if outcome.error_type is not ErrorType.KILLED or spec.devices < 2:
+        return outcome
+    failed = [
+        f.rank
+        for f in read_rank_errors(run_dir, spec.devices)
+        if f.rank != 0 and f.error.type not in STOPPED_BY_SIGNAL
+    ]
+    if failed:
+        code = outcome.exit_code
+        name = signal.Signals(-code).name if code and -code in signal.valid_signals() else code
+        outcome.message = (
+            f"killed by {name} after DDP rank {failed[0]} failed (Lightning's launcher kills "
+            "the other ranks when one exits with an error)"
+        )
+    return outcome
 
 
 def _stop_group(proc: subprocess.Popen[bytes], grace_s: float = GRACE_S) -> None:

@@ -12,7 +12,7 @@ import itertools
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,18 @@ class Cell:
     id: str
     name: str
     settings: dict[str, Any]
+    #: the spec's optional run fields set in ``run:`` (ddp_timeout_s, test_fault); not settings:
+    #: they are in no cell id or name
+    run_fields: dict[str, Any] = field(default_factory=dict)
 
     def spec(self, repeat: int) -> RunSpec:
-        return RunSpec(**self.settings, repeat=repeat, cell_id=self.id, cell_name=self.name)
+        return RunSpec(
+            **self.settings,
+            **self.run_fields,
+            repeat=repeat,
+            cell_id=self.id,
+            cell_name=self.name,
+        )
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,11 @@ class LoadedMatrix:
         data["run"].pop("timeout_s")
         data["run"].pop("max_runs")
         data["run"].pop("memory_limit")
+        # a limit like timeout_s: changing it keeps the folder (the specs of DDP cells that
+        # carry it change, so their finished runs are set aside and rerun)
+        data["run"].pop("ddp_timeout_s")
+        if data["run"].get("test_fault") is None:  # unset: the digest of before it existed
+            data["run"].pop("test_fault")
         return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
     @property
@@ -115,10 +129,24 @@ def full_settings(model: Any, combo: dict[str, Any]) -> dict[str, Any]:
     return CellSettings.model_validate({**base, **combo}).model_dump(mode="json")
 
 
+def run_fields(model: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """The optional spec fields ``run:`` sets for a cell: ``test_fault`` for every cell,
+    ``ddp_timeout_s`` for the cells that use DDP (devices > 1), so that changing it sets aside
+    no other cell's runs. Unset: nothing, and the spec is what it was before they existed."""
+    fields: dict[str, Any] = {}
+    if model.run.test_fault is not None:
+        fields["test_fault"] = model.run.test_fault.model_dump(mode="json")
+    if model.run.ddp_timeout_s is not None and settings["devices"] > 1:
+        fields["ddp_timeout_s"] = model.run.ddp_timeout_s
+    return fields
+
+
 def make_cells(model: Any, combos: list[dict[str, Any]]) -> list[Cell]:
     settings = [full_settings(model, c) for c in combos]
     names = readable_names(settings)
-    return [Cell(cell_id(s), n, s) for s, n in zip(settings, names, strict=True)]
+    return [
+        Cell(cell_id(s), n, s, run_fields(model, s)) for s, n in zip(settings, names, strict=True)
+    ]
 
 
 def _slug(text: str) -> str:

@@ -30,6 +30,7 @@ from harness.contract.settings import (
     SETTINGS,
     Setting,
 )
+from harness.contract.spec import DEFAULT_DDP_TIMEOUT_S, FAULT_KINDS
 from harness.executors.base import DEFAULT_MEMORY_LIMIT
 
 DEFAULT_MAX_RUNS = 2000
@@ -117,6 +118,19 @@ def _patch(table: tuple[Setting, ...]) -> type[Strict]:
     return model
 
 
+class TestFault(Strict):
+    """TEST ONLY (harness's own fault tests): make one rank of every run fail on purpose."""
+
+    __test__ = False  # not a pytest class, whatever its name
+
+    kind: Literal[FAULT_KINDS] = Field(  # type: ignore[valid-type]
+        description="raise: an exception; cuda_error: a sticky device-side assert (on the CPU "
+        "an IndexError); hang: sleep until a signal"
+    )
+    rank: StrictInt = Field(0, ge=0, description="the global rank that fails")
+    step: StrictInt = Field(0, ge=0, description="as this optimizer step (0-based) starts")
+
+
 class RunOptions(Strict):
     """How every cell runs, besides the settings (``RunBlock`` adds their defaults)."""
 
@@ -130,6 +144,14 @@ class RunOptions(Strict):
         pattern=r"^[1-9][0-9]*[bkmg]?$",
         description=f"memory per container (docker executor), e.g. 4g (default "
         f"{DEFAULT_MEMORY_LIMIT}); null: no limit",
+    )
+    ddp_timeout_s: finite(Gt(0)) | None = Field(  # type: ignore[valid-type]
+        None,
+        description="timeout of DDP collectives, in seconds: a rank left waiting for a dead one "
+        f"fails after this long; null: {DEFAULT_DDP_TIMEOUT_S:g}",
+    )
+    test_fault: TestFault | None = Field(
+        None, description="TEST ONLY: make one rank of every run fail on purpose"
     )
 
 

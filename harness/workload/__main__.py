@@ -1,8 +1,9 @@
 """``python -m harness.workload --spec SPEC.json --out DIR [--data-dir DIR]``.
 
 Everything that must happen before torch is imported happens here, with the standard library
-alone: PYTHONHASHSEED (re-executing this interpreter when it differs, since Python reads it only
-at start-up), CUBLAS_WORKSPACE_CONFIG and the OpenMP/MKL thread counts.
+alone: the SIGTERM and SIGINT handlers (a signal at any time still leaves a failed record),
+PYTHONHASHSEED (re-executing this interpreter when it differs, since Python reads it only at
+start-up), CUBLAS_WORKSPACE_CONFIG and the OpenMP/MKL thread counts.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from harness.contract import RunSpec, run_environment
+from harness.contract import RECORD_FILE, RunSpec, run_environment
 from harness.contract.record import RunError, failed_record, write_record
+from harness.workload import signals
 
 #: Exit codes: 0 ok, 1 the run failed (run.json says why), 2 the spec could not be used.
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC = 0, 1, 2
@@ -63,10 +65,40 @@ def _configure_logging() -> None:
     logging.getLogger("harness").setLevel(logging.INFO)
 
 
+def _last_resort_record(out: Path, spec: RunSpec | None, exc: BaseException) -> None:
+    """What ended the run outside ``run``'s own handling (a signal before training starts, or
+    a second one while the run's record is being built): a failed record all the same, from
+    the main process (rank 0) only; never raises."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" or (out / RECORD_FILE).exists():
+        return  # another rank's, or run() wrote its record before this came
+    try:
+        data = spec.to_dict() if spec is not None else {}
+        ranks = spec.devices if spec is not None else 1
+        record = failed_record(data, signals.classify(exc), ranks=ranks, written_by="workload")
+        write_record(out, record)
+    except BaseException:  # noqa: BLE001 - nothing may escape the last resort
+        traceback.print_exc()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    signals.install()
+    try:
+        return _main(args, out)
+    except BaseException as exc:  # noqa: BLE001 - a failed record, whatever ended the run
+        if not isinstance(exc, signals.Terminated | KeyboardInterrupt | SystemExit):
+            traceback.print_exc()  # the log says what happened (a full disk: the host reads it)
+        try:
+            spec = RunSpec.load(args.spec)
+        except BaseException:  # noqa: BLE001
+            spec = None
+        _last_resort_record(out, spec, exc)
+        return EXIT_FAILED
+
+
+def _main(args: argparse.Namespace, out: Path) -> int:
     try:
         spec = RunSpec.load(args.spec)
     except (OSError, ValueError, TypeError) as exc:

@@ -5,17 +5,23 @@ seed (``before_model``), create the model and digest its weights, seed (``before
 build the Trainer, fit. ``none`` never seeds. Under DDP Lightning starts every other rank as
 ``python -m harness.workload.__main__`` with the same arguments, so each rank seeds at the same
 placement. Rank 0 writes ``losses.npy``, the event files and, last, ``run.json``.
+
+Whatever ends the run (an exception, SIGTERM, Ctrl-C, a sticky CUDA error that makes the
+record's own building fail), rank 0 writes a failed ``run.json``: a full one when it can, a
+minimal one with what is known when that fails. Under DDP each rank that fails first writes
+its error to ``rank-<r>.error.json``, since Lightning SIGKILLs rank 0 when another rank exits
+with an error; rank 0's record, or else the host's, carries every rank's error.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
-import traceback
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +36,14 @@ from harness.contract.record import (
     RunError,
     RunRecord,
     Timing,
+    failed_record,
+    read_rank_errors,
+    with_rank_errors,
+    write_rank_error,
     write_record,
 )
-from harness.workload import provenance
+from harness.contract.spec import DEFAULT_DDP_TIMEOUT_S
+from harness.workload import provenance, signals
 from harness.workload.data import load_mnist, resolve_data_dir, split_digest
 from harness.workload.recorder import (
     EpochRecorder,
@@ -77,15 +88,21 @@ def _seed_if(spec: RunSpec, placement: str) -> None:
         seed_all(spec.seed)
 
 
-def _build_trainer(spec: RunSpec, callback: EpochRecorder):
+def ddp_timeout(spec: RunSpec) -> timedelta:
+    """How long a DDP collective waits for the other ranks (``run.ddp_timeout_s``)."""
+    seconds = spec.ddp_timeout_s if spec.ddp_timeout_s is not None else DEFAULT_DDP_TIMEOUT_S
+    return timedelta(seconds=float(seconds))
+
+
+def _build_trainer(spec: RunSpec, callbacks: list[Any]):
     from pytorch_lightning import Trainer
     from pytorch_lightning.strategies import DDPStrategy
 
     strategy: Any = "auto"
     if spec.devices > 1:
         backend = "nccl" if spec.accelerator == "gpu" else "gloo"
-        strategy = DDPStrategy(process_group_backend=backend)
-    return Trainer(
+        strategy = DDPStrategy(process_group_backend=backend, timeout=ddp_timeout(spec))
+    trainer = Trainer(
         accelerator=spec.accelerator,
         devices=spec.devices,
         strategy=strategy,
@@ -97,8 +114,16 @@ def _build_trainer(spec: RunSpec, callback: EpochRecorder):
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=False,
-        callbacks=[callback],
+        callbacks=callbacks,
     )
+    # Lightning's SIGTERM handler runs a DDP broadcast inside the signal handler, which hangs
+    # (until the DDP timeout) when another rank waits in a different collective; the workload's
+    # own handler (harness/workload/signals.py) raises Terminated at once instead. (A private
+    # attribute of Lightning 2.x: without it, its handler chain still ends in ours.)
+    connector = getattr(trainer, "_signal_connector", None)
+    if connector is not None:
+        connector.register_signal_handlers = lambda: None
+    return trainer
 
 
 def _train(spec: RunSpec, out: Path, cli_data_dir: str | None, state: RunState, t0: float):
@@ -126,7 +151,12 @@ def _train(spec: RunSpec, out: Path, cli_data_dir: str | None, state: RunState, 
     _seed_if(spec, "before_trainer")
     if state.is_global_zero:
         state.tensorboard = TensorBoard(out / TENSORBOARD_DIR)
-    trainer = _build_trainer(spec, EpochRecorder(state.recorder, state.tensorboard, spec.epochs))
+    callbacks: list[Any] = [EpochRecorder(state.recorder, state.tensorboard, spec.epochs)]
+    if spec.test_fault is not None:
+        from harness.workload.faults import FaultSwitch
+
+        callbacks.append(FaultSwitch(spec.test_fault, state.recorder))
+    trainer = _build_trainer(spec, callbacks)
     state.setup_seconds = time.perf_counter() - t0
     trainer.fit(model)
     # Read back from torch, not from the spec: what training ran with (the Trainer could have
@@ -136,14 +166,6 @@ def _train(spec: RunSpec, out: Path, cli_data_dir: str | None, state: RunState, 
     state.is_global_zero = trainer.is_global_zero
     state.final_digest = weights_digest(model.state_dict())
     state.split_digest = split_digest(model.train_indices, model.val_indices)
-
-
-def _error(exc: BaseException) -> RunError:
-    return RunError(
-        type=type(exc).__name__,
-        message=str(exc),
-        traceback="".join(traceback.format_exception(exc)),
-    )
 
 
 def nonfinite_error(losses: np.ndarray, summaries: list[EpochSummary]) -> RunError | None:
@@ -196,37 +218,97 @@ def build_record(
     )
 
 
+def _note_failure(spec: RunSpec, out: Path, state: RunState, exc: BaseException) -> None:
+    """The run's error; under DDP first of all written to this rank's error file, before
+    anything that could hang or be killed."""
+    error = signals.classify(exc)
+    state.error = error
+    if spec.devices > 1:
+        try:
+            write_rank_error(out, _rank_from_env(), error, time.time())
+        except OSError as problem:
+            log.error("could not write this rank's error file: %s", problem)
+    log.error("run failed: %s: %s", error.type, error.message)
+
+
+def _full_record(
+    spec: RunSpec, out: Path, state: RunState, caught: list[Any], t0: float, started_at: str
+) -> RunRecord:
+    losses = state.recorder.losses(state.world_size)
+    np.save(out / LOSSES_FILE, losses)
+    if state.error is None:
+        state.error = nonfinite_error(losses, state.recorder.summaries)
+    timing = _timing(t0, started_at, state)
+    return build_record(spec, state, losses, nondeterministic_ops(caught), timing)
+
+
+def _timing(t0: float, started_at: str, state: RunState) -> Timing:
+    return Timing(
+        started_at=started_at,
+        finished_at=datetime.now(timezone.utc).isoformat(),
+        wall_seconds=time.perf_counter() - t0,
+        setup_seconds=state.setup_seconds,
+    )
+
+
+def minimal_record(spec: RunSpec, state: RunState, timing: Timing) -> RunRecord:
+    """A failed record with what is known without touching torch (after a sticky CUDA error,
+    every CUDA call fails): the error, the spec, the digests taken so far, the timing."""
+    assert state.error is not None
+    record = failed_record(
+        spec.to_dict(), state.error, ranks=max(spec.devices, 1), written_by="workload"
+    )
+    record.timing = timing
+    record.digests = Digests(init_weights=state.init_digest, split=state.split_digest)
+    record.files = {}
+    return record
+
+
+def _record(
+    spec: RunSpec, out: Path, state: RunState, caught: list[Any], t0: float, started_at: str
+) -> RunRecord:
+    """The full record; when building it fails (a sticky CUDA error in the losses' copy, a
+    full disk for losses.npy), a minimal failed one that names the first error."""
+    try:
+        record = _full_record(spec, out, state, caught, t0, started_at)
+    except Exception as exc:  # noqa: BLE001 - whatever it is, the run gets a record
+        log.error("could not build the full run record: %s: %s", type(exc).__name__, exc)
+        if state.error is None:
+            state.error = signals.classify(exc)
+        record = minimal_record(spec, state, _timing(t0, started_at, state))
+    if record.error is not None and spec.devices > 1:
+        failures = read_rank_errors(out, spec.devices)
+        record.error = with_rank_errors(record.error, failures, own_rank=0)
+    return record
+
+
 def run(spec: RunSpec, out: Path, cli_data_dir: str | None = None) -> int:
     """Train one repeat and write its record; returns the process exit code."""
     t0 = time.perf_counter()
     started_at = datetime.now(timezone.utc).isoformat()
     state = RunState(world_size=spec.devices, is_global_zero=_rank_from_env() == 0)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")
-        try:
-            _train(spec, out, cli_data_dir, state, t0)
-        except (Exception, KeyboardInterrupt) as exc:
-            log.error("run failed: %s: %s", type(exc).__name__, exc)
-            state.error = _error(exc)
-        finally:
-            if state.tensorboard is not None:
-                state.tensorboard.close()
+    caught: list[Any] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            try:
+                _train(spec, out, cli_data_dir, state, t0)
+            finally:
+                if state.tensorboard is not None:
+                    state.tensorboard.close()
+    except BaseException as exc:  # noqa: BLE001 - SIGTERM and Ctrl-C end a run too
+        _note_failure(spec, out, state, exc)
     for warning in caught:
         log.debug("warning: %s", warning.message)
     if not state.is_global_zero:
         return 1 if state.error else 0
 
-    losses = state.recorder.losses(state.world_size)
-    np.save(out / LOSSES_FILE, losses)
-    if state.error is None:
-        state.error = nonfinite_error(losses, state.recorder.summaries)
-    wall = time.perf_counter() - t0
-    timing = Timing(
-        started_at=started_at,
-        finished_at=datetime.now(timezone.utc).isoformat(),
-        wall_seconds=wall,
-        setup_seconds=state.setup_seconds,
-    )
-    record = build_record(spec, state, losses, nondeterministic_ops(caught), timing)
-    write_record(out, record)
-    return 1 if state.error else 0
+    with signals.deferred() as arrived:
+        record = _record(spec, out, state, caught, t0, started_at)
+        if arrived and record.error is None:
+            # stopped while the record was being written: the run did not end on its own
+            stop = signals.Terminated() if signal.SIGTERM in arrived else KeyboardInterrupt()
+            state.error = signals.classify(stop)
+            record = minimal_record(spec, state, record.timing)
+        write_record(out, record)
+    return 1 if record.error else 0
