@@ -288,8 +288,12 @@ def _add_recorded_error(run_dir: Path, outcome: RunOutcome) -> None:
         error = load_record(run_dir).error
     except RecordError:
         return
-    if error is not None and error.message and error.message not in outcome.message:
-        outcome.message = f"{outcome.message}: {error.type}: {error.message}"
+    said = outcome.message
+    if error is None or not error.message or error.message in said:
+        return
+    if said and error.message.startswith(said):  # the host's own words, e.g. "(after writing
+        return  # its record)" added: not a second error
+    outcome.message = f"{said}: {error.type}: {error.message}"
 
 
 def _says_disk_full(run_dir: Path, outcome: RunOutcome) -> bool:

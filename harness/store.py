@@ -28,6 +28,7 @@ from harness.contract import (
 )
 from harness.contract.files import open_regular
 from harness.contract.record import (
+    STOPPED_BY_SIGNAL,
     ErrorType,
     RunError,
     failed_record,
@@ -350,7 +351,8 @@ def record_failure(
     A failed record written by the workload is kept and given the tail; an ok record from a run
     the host saw fail (killed after writing) is turned into a failed one. A run that left unsafe
     entries in its folder (``unsafe_run_folder``) gets the host's error even over a failed
-    record of the workload's: that is what the report must show. Under DDP, the error
+    record of the workload's: that is what the report must show; so does a timed-out run whose
+    workload recorded the SIGINT that stopped it as an interruption. Under DDP, the error
     files that failing ranks wrote (``rank-<r>.error.json``) go into ``error.ranks``; when the
     host writes the record itself (rank 0 was killed, as Lightning does when another rank
     fails), the rank that failed first gives the run's error, and the host's view is rank 0's;
@@ -363,13 +365,21 @@ def record_failure(
         record: RunRecord | None = load_record(run_dir)
     except RecordError:
         record = None
-    host_wins = kind == ErrorType.UNSAFE_RUN_FOLDER.value
+    # the host's reason wins where it knows more: planted entries, and a timeout whose stop
+    # signal (SIGINT first) the workload recorded as its own interruption
+    host_wins = kind == ErrorType.UNSAFE_RUN_FOLDER.value or (
+        kind == ErrorType.TIMEOUT.value
+        and record is not None
+        and record.error is not None
+        and record.error.type in STOPPED_BY_SIGNAL
+    )
     if record is not None and not record.ok and not host_wins:
         error = record.error or RunError(type=kind, message=message)
         error = with_rank_errors(error, failures, own_rank=0, first_is_the_error=False)
         record = dataclasses.replace(record, error=dataclasses.replace(error, log_tail=tail))
     elif record is not None:
-        error = RunError(type=kind, message=f"{message} (after writing its record)", log_tail=tail)
+        after = " (after writing its record)" if record.ok else ""
+        error = RunError(type=kind, message=f"{message}{after}", log_tail=tail)
         error = with_rank_errors(error, failures, own_rank=0, first_is_the_error=False)
         record = dataclasses.replace(record, status="failed", error=error, written_by="host")
     else:

@@ -655,3 +655,53 @@ def test_prepare_run_leaves_the_spec_and_says_where_it_set_a_result_aside(tmp_pa
     (where,) = (tmp_path / "superseded").iterdir()
     assert caplog.messages == [f"set aside {run_dir} in {where} before rerunning it"]
     assert json.loads((run_dir / "spec.json").read_text()) == spec.to_dict()
+
+
+@pytest.mark.parametrize("stopped_as", ["Interrupted", "Terminated"])
+def test_a_timed_out_run_says_timeout_though_its_workload_recorded_the_stop(
+    tmp_path: Path, stopped_as: str
+):
+    """A timeout stops the run SIGINT first; the workload records that as its interruption, but
+    the run's error is the host's timeout (with the fix it names), the workload's traceback
+    kept out of the way; a run that failed on its own keeps its own error."""
+    from harness.contract.record import ErrorType, RunError, failed_record, write_record
+
+    spec = matrix().cells[0].spec(0)
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    error = RunError(stopped_as, "stopped by a signal", "Traceback: fit")
+    write_record(run_dir, failed_record(spec.to_dict(), error, written_by="workload"))
+    record_failure(run_dir, spec, ErrorType.TIMEOUT, "timed out after 5 s; raise run.timeout_s")
+    data = json.loads((run_dir / "run.json").read_text())
+    assert (data["status"], data["written_by"]) == ("failed", "host")
+    assert data["error"]["type"] == "timeout"
+    assert data["error"]["message"] == "timed out after 5 s; raise run.timeout_s"
+
+    error = RunError("DataError", "train-images missing", "Traceback: x")
+    write_record(run_dir, failed_record(spec.to_dict(), error, written_by="workload"))
+    record_failure(run_dir, spec, ErrorType.TIMEOUT, "timed out after 5 s")
+    data = json.loads((run_dir / "run.json").read_text())
+    assert (data["error"]["type"], data["written_by"]) == ("DataError", "workload")
+
+
+def test_the_progress_line_names_a_recorded_error_once(tmp_path: Path):
+    """The host's own record of an outcome is not shown again as a second error; the
+    workload's error is added to the line once."""
+    from harness.contract.record import ErrorType, RunError, failed_record, write_record
+    from harness.executors.base import RunOutcome, RunStatus
+    from harness.runner import _add_recorded_error
+
+    spec = matrix().cells[0].spec(0)
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    write_fake_record(spec, run_dir)
+    record_failure(run_dir, spec, ErrorType.TIMEOUT, "timed out after 5 s")
+    outcome = RunOutcome(RunStatus.TIMEOUT, 5.0, None, "timed out after 5 s")
+    _add_recorded_error(run_dir, outcome)
+    assert outcome.message == "timed out after 5 s"
+
+    error = RunError("DataError", "train-images missing", None)
+    write_record(run_dir, failed_record(spec.to_dict(), error, written_by="workload"))
+    outcome = RunOutcome(RunStatus.FAILED, 1.0, 1, "exited with code 1")
+    _add_recorded_error(run_dir, outcome)
+    assert outcome.message == "exited with code 1: DataError: train-images missing"
