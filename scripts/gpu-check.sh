@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The checks that only a GPU shows, as one script for a lent GPU machine (no Docker, no network).
+#
+#   bash scripts/gpu-check.sh OUTDIR [CHECK ...]     # checks: scripts/gpu_check.py CHECKS
+#
+# Before a device call, here: MNIST's .gz files in .gpu-data/mnist and the wheels the GPU
+# machine lacks (pydantic and its parts) in .whl, both ignored by git (docs/testing.md,
+# "On a GPU machine"); name both in the call's carry. Writes OUTDIR/gpu-check.json and .md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-${OUT:-gpu-check}}"
+shift || true
+python="${HARNESS_GPU_PYTHON:-python3}"
+# the wheels only where the interpreter lacks what they carry
+if ! "$python" -c "import pydantic" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then
+  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/harness-site .whl/*.whl
+  export PYTHONPATH="/tmp/harness-site"
+fi
+export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
+export HARNESS_MNIST_DIR="${HARNESS_MNIST_DIR:-$(pwd)/.gpu-data/mnist}"
+export PYTHONUNBUFFERED=1
+mkdir -p "$out"
+exec "$python" scripts/gpu_check.py "$out" "$@"
