@@ -15,6 +15,7 @@ Before the fix the host copied the secret into run.json's log tail and the repor
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 
@@ -169,5 +170,6 @@ def test_a_hostile_workload_makes_the_host_follow_nothing(hostile_base, tmp_path
     assert "the container left" in run.text
     # While they ran, the progress display read each run's epochs from the host's capture (the
     # run folder's run.log was the planted link all along).
-    epochs = [ln for ln in run.lines if "] epoch  " in ln and ln.rstrip().endswith(": 1/2 done")]
+    # (which epoch a tick catches depends on the machine's speed: 1/2 or 2/2)
+    epochs = [ln for ln in run.lines if "] epoch  " in ln and re.search(r": [12]/2 done$", ln)]
     assert epochs, run.text[-3000:]
