@@ -12,14 +12,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.contract.files import RECORD_FILE, write_json_atomic
+from harness.contract.files import RECORD_FILE, open_regular, write_json_atomic
 
 RECORD_FORMAT_VERSION = 2
 
@@ -262,20 +260,13 @@ def write_rank_error(run_dir: Path, rank: int, error: RunError, at: float) -> No
 
 
 def _read_regular(path: Path, limit: int) -> bytes | None:
-    """A regular file's first ``limit`` bytes, never through a symlink; None otherwise."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    """A regular file's first ``limit`` bytes, never through a link (``open_regular``); None
+    for anything else, or a file that cannot be read."""
     try:
-        fd = os.open(path, flags)
+        with open_regular(path) as handle:
+            return handle.read(limit)
     except OSError:
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return os.read(fd, limit)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def _text(value: Any, limit: int) -> str | None:
