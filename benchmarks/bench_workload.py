@@ -54,9 +54,18 @@ def run_port(out: Path, data_dir: Path, threads: int) -> tuple[float, float, np.
     return train, wall, np.load(out / "losses.npy")
 
 
-def run_workload(out: Path, data_dir: Path, threads: int) -> tuple[float, float, np.ndarray]:
+def default_data_dir() -> Path:
+    """HARNESS_MNIST_DIR, else the shared checkout's MNIST."""
+    return Path(os.environ.get("HARNESS_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
+
+
+def run_workload(
+    out: Path, data_dir: Path, threads: int, **settings: object
+) -> tuple[float, float, np.ndarray]:
+    """One real workload run (a ``before_model`` epoch, ``settings`` over it) in a fresh
+    process: its first epoch's train seconds, the process's wall seconds, its losses."""
     out.mkdir(parents=True)
-    spec = {"placement": "before_model", "epochs": 1, "threads": threads}
+    spec = {"placement": "before_model", "epochs": 1, "threads": threads, **settings}
     (out / "spec.json").write_text(json.dumps(spec))
     argv = [
         sys.executable,
@@ -80,13 +89,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(
-            os.environ.get("HARNESS_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist")
-        ),
-    )
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     args = parser.parse_args()
     results: dict[str, list[tuple[float, float]]] = {"port": [], "workload": []}
     reference = None

@@ -124,6 +124,23 @@ class Determinism:
 
 
 @dataclass
+class HostSyncs:
+    """How often the training steps made the host wait for the GPU (``run.count_host_syncs``):
+    torch's sync-debug warnings counted over ``scope`` (docs/workload.md, "Host syncs per
+    step"). ``count`` is None, with ``reason``, where nothing could be counted (a CPU run)."""
+
+    __pydantic_config__ = _STRICT
+
+    count: int | None
+    #: optimizer steps (per rank) inside the scope
+    steps: int
+    #: what was counted, from where to where
+    scope: str
+    #: why ``count`` is None; None when it was counted
+    reason: str | None = None
+
+
+@dataclass
 class Provenance:
     """What the run ran on; ``None`` where it was not known (a run that died early)."""
 
@@ -177,6 +194,8 @@ class RunRecord:
     epochs: list[EpochSummary] = field(default_factory=list)
     timing: Timing = field(default_factory=Timing)
     nondeterministic_ops: list[str] = field(default_factory=list)
+    #: only with ``run.count_host_syncs``; None otherwise
+    host_syncs: HostSyncs | None = None
     provenance: Provenance = field(default_factory=Provenance)
     files: dict[str, str] = field(default_factory=dict)
     written_by: Literal["workload", "host", "test"] = "workload"

@@ -61,7 +61,7 @@ FAULT_KINDS = ("raise", "cuda_error", "hang")
 
 #: Run fields that are left out of the spec's dict while unset (None), so that the specs,
 #: records and digests of matrices that do not set them stay what they were.
-OPTIONAL_RUN_FIELDS = ("ddp_timeout_s", "test_fault")
+OPTIONAL_RUN_FIELDS = ("ddp_timeout_s", "test_fault", "count_host_syncs")
 
 
 def _checker(table: tuple[Setting, ...]) -> Any:
@@ -93,6 +93,8 @@ def _check_run_fields(self: Any) -> None:
         raise SpecError(f"ddp_timeout_s must be a positive number of seconds, got {timeout!r}")
     if self.test_fault is not None:
         _check_fault(self.test_fault)
+    if self.count_host_syncs is not None and not isinstance(self.count_host_syncs, bool):
+        raise SpecError(f"count_host_syncs must be true or false, got {self.count_host_syncs!r}")
 
 
 def _check_fault(fault: Any) -> None:
@@ -143,6 +145,8 @@ def make_spec_class(table: tuple[Setting, ...] = SETTINGS) -> type:
         # how the run runs, not what it computes; None (unset) is left out of to_dict()
         ("ddp_timeout_s", Any, dataclasses.field(default=None)),
         ("test_fault", Any, dataclasses.field(default=None)),
+        # count the host syncs of the training steps (docs/workload.md, "Host syncs per step")
+        ("count_host_syncs", Any, dataclasses.field(default=None)),
     ]
     namespace = {
         "__doc__": "Everything one repeat of one cell is: written by the host as spec.json.",

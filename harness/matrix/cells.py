@@ -31,7 +31,8 @@ class Cell:
     id: str
     name: str
     settings: dict[str, Any]
-    #: the spec's optional run fields set in ``run:`` (ddp_timeout_s, test_fault); not settings:
+    #: the spec's optional run fields set in ``run:`` (ddp_timeout_s, test_fault,
+    #: count_host_syncs); not settings:
     #: they are in no cell id or name
     run_fields: dict[str, Any] = field(default_factory=dict)
 
@@ -69,6 +70,8 @@ class LoadedMatrix:
         data["run"].pop("ddp_timeout_s")
         if data["run"].get("test_fault") is None:  # unset: the digest of before it existed
             data["run"].pop("test_fault")
+        # what a run records, not what it computes (its specs change: finished runs are rerun)
+        data["run"].pop("count_host_syncs")
         return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
     @property
@@ -132,10 +135,13 @@ def full_settings(model: Any, combo: dict[str, Any]) -> dict[str, Any]:
 def run_fields(model: Any, settings: dict[str, Any]) -> dict[str, Any]:
     """The optional spec fields ``run:`` sets for a cell: ``test_fault`` for every cell,
     ``ddp_timeout_s`` for the cells that use DDP (devices > 1), so that changing it sets aside
-    no other cell's runs. Unset: nothing, and the spec is what it was before they existed."""
+    no other cell's runs; ``count_host_syncs`` for every cell when true. Unset: nothing, and
+    the spec is what it was before they existed."""
     fields: dict[str, Any] = {}
     if model.run.test_fault is not None:
         fields["test_fault"] = model.run.test_fault.model_dump(mode="json")
+    if model.run.count_host_syncs:
+        fields["count_host_syncs"] = True
     if model.run.ddp_timeout_s is not None and settings["devices"] > 1:
         fields["ddp_timeout_s"] = model.run.ddp_timeout_s
     return fields

@@ -153,6 +153,12 @@ class RunOptions(Strict):
     test_fault: TestFault | None = Field(
         None, description="TEST ONLY: make one rank of every run fail on purpose"
     )
+    count_host_syncs: StrictBool = Field(
+        False,
+        description="count the host syncs of the training steps on a GPU "
+        "(torch.cuda.set_sync_debug_mode) into the record's host_syncs; measures, not for "
+        "timing runs",
+    )
 
 
 def _run_block(table: tuple[Setting, ...]) -> type[Strict]:

@@ -32,6 +32,7 @@ from harness.contract.record import (
     Determinism,
     Digests,
     EpochSummary,
+    HostSyncs,
     Provenance,
     RunError,
     RunRecord,
@@ -76,6 +77,8 @@ class RunState:
     setup_seconds: float | None = None
     error: RunError | None = None
     tensorboard: TensorBoard | None = None
+    #: ``run.count_host_syncs``: the counter's result (None when not asked, or not reached)
+    host_syncs: HostSyncs | None = None
 
 
 def _rank_from_env() -> int:
@@ -126,7 +129,14 @@ def _build_trainer(spec: RunSpec, callbacks: list[Any]):
     return trainer
 
 
-def _train(spec: RunSpec, out: Path, cli_data_dir: str | None, state: RunState, t0: float):
+def _train(
+    spec: RunSpec,
+    out: Path,
+    cli_data_dir: str | None,
+    state: RunState,
+    t0: float,
+    caught: list[Any],
+):
     from harness.workload.model import LitMNIST
 
     # Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1; Adam.step() then asks NVML for
@@ -156,9 +166,16 @@ def _train(spec: RunSpec, out: Path, cli_data_dir: str | None, state: RunState, 
         from harness.workload.faults import FaultSwitch
 
         callbacks.append(FaultSwitch(spec.test_fault, state.recorder))
+    counter = None
+    if spec.count_host_syncs:
+        from harness.workload.syncs import HostSyncCounter
+
+        counter = HostSyncCounter(caught, lambda: state.recorder.steps)
+        callbacks.append(counter)
     trainer = _build_trainer(spec, callbacks)
     state.setup_seconds = time.perf_counter() - t0
     trainer.fit(model)
+    state.host_syncs = counter.result if counter is not None else None
     # Read back from torch, not from the spec: what training ran with (the Trainer could have
     # changed a flag; it does not, as the workload passes it neither deterministic= nor benchmark=)
     state.determinism = provenance.determinism_in_force()
@@ -213,6 +230,7 @@ def build_record(
         epochs=list(state.recorder.summaries),
         timing=timing,
         nondeterministic_ops=nondet,
+        host_syncs=state.host_syncs,
         provenance=Provenance(**provenance.collect(spec, state.world_size, state.determinism)),
         files={"losses": LOSSES_FILE, "tensorboard": TENSORBOARD_DIR},
     )
@@ -292,7 +310,7 @@ def run(spec: RunSpec, out: Path, cli_data_dir: str | None = None) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
             try:
-                _train(spec, out, cli_data_dir, state, t0)
+                _train(spec, out, cli_data_dir, state, t0, caught)
             finally:
                 if state.tensorboard is not None:
                     state.tensorboard.close()
