@@ -105,6 +105,12 @@ def check_fits(specs: Sequence[RunSpec], host: Host) -> None:
                 f"devices {spec.devices}) but this host gives the harness {len(host.cpus)}",
                 "lower run.threads or devices in the matrix, or run on a bigger machine",
             )
+        if need.gpus > 1 and len(set(host.gpus)) < len(host.gpus):
+            raise HarnessError(
+                f"cell {spec.cell_name} uses {need.gpus} GPUs (DDP), but --gpus names a GPU "
+                "more than once (to run several 1-GPU runs side by side on it)",
+                "name each GPU once for a matrix with DDP cells",
+            )
         if need.gpus > len(host.gpus):
             raise HarnessError(
                 f"cell {spec.cell_name} needs {need.gpus} GPU(s) but this host has "

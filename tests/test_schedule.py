@@ -112,6 +112,19 @@ def test_slot_pool_never_oversubscribes():
     assert pool.acquire(need_of(RunSpec(threads=2))) == a
 
 
+def test_a_gpu_named_n_times_takes_n_one_gpu_runs_side_by_side_but_no_ddp_run():
+    """``--gpus 0,0,0`` is how scripts/gpu-check.sh runs several short 1-GPU runs on one GPU."""
+    host = Host(cpus=(0, 1, 2, 3), gpus=parse_gpu_list("0,0,0"))
+    pool = SlotPool(host)
+    gpu = need_of(RunSpec(accelerator="gpu"))
+    slots = [pool.acquire(gpu) for _ in range(3)]
+    assert [s.gpus for s in slots if s is not None] == [(0,), (0,), (0,)]
+    assert pool.acquire(gpu) is None
+    check_fits([RunSpec(accelerator="gpu")], host)
+    with pytest.raises(HarnessError, match="more than once"):  # would see GPU 0 as two ranks
+        check_fits([RunSpec(accelerator="gpu", devices=2, cell_name="ddp")], host)
+
+
 def test_plan_time_errors_name_the_cell_and_the_fix():
     with pytest.raises(HarnessError, match="needs 4 cores") as info:
         check_fits([RunSpec(threads=2, devices=2, cell_name="big")], Host(cpus=(0, 1)))

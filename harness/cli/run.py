@@ -56,7 +56,10 @@ def command(
     ] = None,
     gpus: Annotated[
         str | None,
-        typer.Option(help="GPU ids to use, e.g. 0,1 (default: nvidia-smi -L)"),
+        typer.Option(
+            help="GPU ids to use, e.g. 0,1 (default: nvidia-smi -L); an id named n times runs "
+            "n 1-GPU runs side by side on that GPU, e.g. 0,0,0,0"
+        ),
     ] = None,
     data_dir: Annotated[
         Path | None,
