@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The checks that only a GPU shows, as one script for a lent GPU machine (no Docker, no network).
+# The checks that only a GPU shows, as one script for a GPU machine (no Docker, no network):
+# harness run + report on examples/gpu-check.yaml, the host-sync count, the capture benchmark.
 #
-#   bash scripts/gpu-check.sh OUTDIR [CHECK ...]     # checks: scripts/gpu_check.py CHECKS
+#   bash scripts/gpu-check.sh OUTDIR [CHECK ... | all]   # checks: scripts/gpu_check.py
 #
 # Before a device call, here: MNIST's .gz files in .gpu-data/mnist and the wheels the GPU
 # machine lacks (pydantic and its parts) in .whl, both ignored by git (docs/testing.md,
-# "On a GPU machine"); name both in the call's carry. Writes OUTDIR/gpu-check.json and .md.
+# "On a GPU machine"); name both in the call's carry. HARNESS_GPU_PYTHON picks the interpreter
+# (default python3: the machine's own torch). Writes OUTDIR/summary.md, OUTDIR/results/ (the
+# report), OUTDIR/gpu-check.json and .md. HARNESS_GPU_CHECK_ACCELERATOR=cpu: the CPU dry mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-gpu-check}}"
