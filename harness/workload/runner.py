@@ -145,6 +145,7 @@ def _train(spec: RunSpec, out: Path, cli_data_dir: str | None, state: RunState, 
         hidden_size=spec.hidden_size,
         learning_rate=spec.learning_rate,
         batch_size=spec.batch_size,
+        model=spec.model,
     )
     state.init_digest = weights_digest(model.state_dict())
 
