@@ -152,6 +152,12 @@ SETTINGS: tuple[Setting, ...] = (
         name_slot=2, in_report=True,
     ),
     Setting(
+        "model", "str", "mlp",
+        "the network: `mlp`, the post's (no cuDNN call), or `cnn`, the PyTorch MNIST example "
+        "(its convolutions go through cuDNN; dropout draws from the seeded generator)",
+        choices=("mlp", "cnn"), in_report=True,
+    ),
+    Setting(
         "cudnn_deterministic", "bool", True, "`torch.backends.cudnn.deterministic`",
         label="det", name_slot=3, in_report=True, twin=False,
     ),
@@ -186,8 +192,8 @@ SETTINGS: tuple[Setting, ...] = (
             label="bs"),
     Setting("learning_rate", "float", 1e-4, "Adam's learning rate (the post's 1e-4)",
             positive=True, label="lr"),
-    Setting("hidden_size", "int", 64, "the MLP's hidden width (the post's 64)", positive=True,
-            label="h"),
+    Setting("hidden_size", "int", 64, "the `mlp`'s hidden width (the post's 64; `cnn` has none)",
+            positive=True, label="h"),
 )  # fmt: skip
 
 

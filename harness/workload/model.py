@@ -5,6 +5,10 @@ gives the bits of benchmarks/post_port.py. What differs is only how it gets ther
 cut from pre-converted tensors, optimization is manual (one zero_grad, backward, step per batch,
 as Lightning's automatic loop does, without its closure and result bookkeeping), the loss is
 kept on the device, and nothing is logged per step.
+
+The ``model`` setting swaps only the network: ``cnn`` is the PyTorch MNIST example's, trained
+exactly like the post's MLP (same data, split, batches, optimizer, seed placements), so that the
+cuDNN axes have convolutions to act on (docs/workload.md, "What each model runs on CUDA").
 """
 
 from __future__ import annotations
@@ -19,8 +23,47 @@ from harness.workload.data import TRAIN_SIZE, VAL_SIZE, Batches, Mnist, shard_in
 from harness.workload.recorder import LossRecorder
 
 
+def mlp(hidden_size: int = 64) -> nn.Sequential:
+    """The post's network: Flatten -> Linear(784, hidden) -> ReLU -> Linear(hidden, 10)."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(28 * 28, hidden_size),
+        nn.ReLU(),
+        nn.Linear(hidden_size, 10),
+    )
+
+
+def cnn() -> nn.Sequential:
+    """The PyTorch MNIST example's network (examples/mnist/main.py, ``Net``), its layers created
+    in the same order, so the same seed gives the same initial weights: Conv(1->32, 3x3) ->
+    ReLU -> Conv(32->64, 3x3) -> ReLU -> MaxPool 2x2 -> Dropout 0.25 -> Flatten ->
+    Linear(9216, 128) -> ReLU -> Dropout 0.5 -> Linear(128, 10)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, 1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, 1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Dropout(0.25),
+        nn.Flatten(),
+        nn.Linear(9216, 128),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(128, 10),
+    )
+
+
+def network(name: str, hidden_size: int = 64) -> nn.Sequential:
+    """The ``model`` setting's network, without the final log_softmax."""
+    if name == "mlp":
+        return mlp(hidden_size)
+    if name == "cnn":
+        return cnn()
+    raise ValueError(f"model must be mlp or cnn, got {name!r}")
+
+
 class LitMNIST(LightningModule):
-    """Flatten -> Linear(784, hidden) -> ReLU -> Linear(hidden, 10), log_softmax, nll_loss."""
+    """The network (``mlp`` or ``cnn``), then log_softmax and nll_loss, trained with Adam."""
 
     def __init__(
         self,
@@ -29,6 +72,7 @@ class LitMNIST(LightningModule):
         hidden_size: int = 64,
         learning_rate: float = 1e-4,
         batch_size: int = 32,
+        model: str = "mlp",
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -37,12 +81,7 @@ class LitMNIST(LightningModule):
         self.learning_rate = learning_rate
         self.batch_size = batch_size
         self.num_classes = 10
-        self.model = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(28 * 28, hidden_size),
-            nn.ReLU(),
-            nn.Linear(hidden_size, self.num_classes),
-        )
+        self.model = network(model, hidden_size)
         self.train_indices: list[int] = []
         self.val_indices: list[int] = []
         self._val_loss_sum: torch.Tensor | None = None

@@ -155,6 +155,7 @@ def _train(
         hidden_size=spec.hidden_size,
         learning_rate=spec.learning_rate,
         batch_size=spec.batch_size,
+        model=spec.model,
     )
     state.init_digest = weights_digest(model.state_dict())
 
