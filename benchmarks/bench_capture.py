@@ -40,9 +40,7 @@ MODELS = ("mlp", "cnn")
 
 
 def _settings(model: str, device: str, steps: int | None) -> dict[str, Any]:
-    settings: dict[str, Any] = {"accelerator": "gpu" if device == "cuda" else "cpu"}
-    if model != "mlp":  # the default; a spec without the key is valid before `model` existed
-        settings["model"] = model
+    settings: dict[str, Any] = {"accelerator": "gpu" if device == "cuda" else "cpu", "model": model}
     if steps:
         settings["max_steps_per_epoch"] = steps
     return settings
@@ -90,14 +88,13 @@ def plain_child(out: Path, data_dir: Path, threads: int, model: str, device: str
     apply_determinism(spec)
     mnist = load_mnist(data_dir, train=True)
     seed_all(spec.seed)  # before_model
-    kwargs: dict[str, Any] = {"model": spec.model} if hasattr(spec, "model") else {}
     module = LitMNIST(
         mnist,
         LossRecorder(),
         hidden_size=spec.hidden_size,
         learning_rate=spec.learning_rate,
         batch_size=spec.batch_size,
-        **kwargs,
+        model=spec.model,
     )
     module.setup("fit")  # the split, as Lightning calls it before training
     dev = torch.device(device)

@@ -296,8 +296,7 @@ def check_host_syncs(work: Path, out: Path) -> dict[str, Any]:
         for steps in SYNC_STEPS:
             folder = work / f"{model}-{steps}"
             run = {"epochs": 1, "max_steps_per_epoch": steps, "count_host_syncs": True}
-            settings = {"model": model} if model != "mlp" else {}
-            jobs.append((model, steps, folder, make_spec(folder, run, **settings)))
+            jobs.append((model, steps, folder, make_spec(folder, run, model=model)))
     with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), PARALLEL))) as pool:
         procs = list(pool.map(lambda j: sh(workload(j[3], j[2])), jobs))
     found: dict[str, Any] = {}
