@@ -371,6 +371,7 @@ def _cell_lines(cells: list[dict[str, Any]]) -> list[str]:
         delta = "" if c["max_abs_delta"] is None else f"{c['max_abs_delta']:.3g}"
         spe = "" if c["seconds_per_epoch"] is None else f"{c['seconds_per_epoch']:.2f}"
         lines.append(f"| {c['name']} | {c['model']} | {c['verdict']} | {step} | {delta} | {spe} |")
+    lines += ["", "s / epoch: the report's, of runs that ran side by side: not a timing."]
     failed = [c for c in cells if c["errors"]]
     if failed:
         lines += ["", "Runs that failed:", ""]
