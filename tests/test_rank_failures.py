@@ -26,7 +26,7 @@ RUN_TIMEOUT_S = 240
 BOUND_S = 90
 #: the DDP timeout of the hang tests; it also bounds how long rank 0 waits for the other ranks
 #: to start (importing torch on a loaded CI machine takes a while), so not too short
-HANG_DDP_TIMEOUT_S = 40
+HANG_DDP_TIMEOUT_S = 25
 HANG_BOUND_S = HANG_DDP_TIMEOUT_S + 70
 
 
@@ -86,7 +86,7 @@ def test_a_failing_rank_fails_the_run_fast_with_both_ranks_errors_locally(tmp_pa
 
 def test_a_rank_waiting_for_a_hung_one_fails_after_the_ddp_timeout_locally(tmp_path: Path):
     """Rank 0 hangs (it is not dead: its sockets stay open); rank 1 waits in the collective
-    for ``ddp_timeout_s`` (40 s here, not Lightning's 30 minutes), fails, and Lightning's
+    for ``ddp_timeout_s`` (25 s here, not Lightning's 30 minutes), fails, and Lightning's
     launcher kills the hung rank 0."""
     fault = "{kind: hang, rank: 0, step: 2}"
     matrix = ddp_matrix(tmp_path / "m.yaml", "rank-hang", fault, ddp_timeout_s=HANG_DDP_TIMEOUT_S)

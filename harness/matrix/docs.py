@@ -33,7 +33,10 @@ def settings_table(table: tuple[Setting, ...] = SETTINGS) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for s in table:
-        named = "always" if s.name_slot is not None else f"`{s.label}` when it varies"
+        if s.name_slot is not None:
+            named = "always"
+        else:
+            named = f"`{s.label}` when it varies" if s.label else "its value when it varies"
         twin = "" if s.twin is NO_TWIN else f"`{json.dumps(s.twin)}`"
         lines.append(
             f"| `{s.name}` | {s.describe()} | {_default(s)} | {named} | "
