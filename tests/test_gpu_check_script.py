@@ -100,6 +100,7 @@ def test_the_report_shows_both_models_one_reproducing_one_diverging_at_step_0(dr
     assert cells["cnn"]["first_divergence"]["step"] == 0
     rows = json.loads((out / "gpu-check.json").read_text())["matrix"]["cells"]
     assert {r["model"]: r["nondeterministic_ops"] for r in rows} == {"mlp": [], "cnn": []}
+    assert all(r["errors"] == [] for r in rows)  # every run's record was found and read
 
 
 @pytest.mark.slow
