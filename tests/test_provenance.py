@@ -17,6 +17,7 @@ from harness.contract import RunSpec
 from harness.contract.record import Libraries
 from harness.executors.base import Slot
 from harness.executors.local import run_env
+from harness.workload import provenance
 from harness.workload.provenance import (
     gpu_entry,
     libraries,
@@ -171,3 +172,18 @@ def test_every_local_run_orders_cuda_devices_by_pci_bus_id():
         env = run_env(spec, Slot(cpus=(0,), gpus=(1, 3)), {"CUDA_DEVICE_ORDER": "FASTEST_FIRST"})
         assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
         assert env["CUDA_VISIBLE_DEVICES"] == "1,3"
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_every_device_and_the_used_cublas_are_recorded():
+    """Only on a GPU: each visible device's SM count and PCI bus id, and cuBLAS/cuBLASLt's
+    versions asked of the libraries after a GPU matmul loaded them."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the GPU branch of provenance runs only on a GPU")
+    x = torch.ones(64, 64, device="cuda")
+    assert (x @ x).sum().item() == 64**3  # the first GPU matmul loads cuBLAS
+    gpus, reasons = provenance._gpus("gpu")
+    assert len(gpus) == torch.cuda.device_count() and reasons == {}
+    assert all(g["sm_count"] > 0 and g["pci_bus_id"] and g["uuid"] for g in gpus)
+    libs, why = libraries(Path("/proc/self/maps").read_text(), None)
+    assert libs.cublas and libs.cublaslt and libs.cublas_path and libs.cublaslt_path, why
