@@ -26,10 +26,24 @@ NUMERIC_ENV_VARS = (
     "NVIDIA_TF32_OVERRIDE",
     "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",
     "TORCH_CUDNN_V8_API_DISABLED",
+    "CUBLASLT_WORKSPACE_SIZE",
+    "DISABLE_ADDMM_CUDA_LT",
+    "CUDA_DEVICE_ORDER",
+    "CUDA_MODULE_LOADING",
     "NCCL_ALGO",
     "NCCL_PROTO",
     "NCCL_MIN_NCHANNELS",
     "NCCL_MAX_NCHANNELS",
+    # NCCL's transport switches: which path (NVLink, PCIe, shared memory, network) a
+    # collective takes can change its reduction order
+    "NCCL_P2P_DISABLE",
+    "NCCL_SHM_DISABLE",
+    "NCCL_IB_DISABLE",
+    "NCCL_NET",
+    "NCCL_P2P_LEVEL",
+    "NCCL_NVLS_ENABLE",
+    "NCCL_COLLNET_ENABLE",
+    "NCCL_CUMEM_ENABLE",
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
     "PYTHONHASHSEED",
@@ -170,6 +184,7 @@ def run_environment(spec: Any) -> dict[str, str]:
         "OMP_NUM_THREADS": threads,
         "MKL_NUM_THREADS": threads,
         "PYTHONHASHSEED": str(spec.pythonhashseed),
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # CUDA's indices are nvidia-smi's (and the slots')
     }
     if spec.deterministic_algorithms != "off":
         env["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE_DETERMINISTIC

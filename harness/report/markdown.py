@@ -14,7 +14,7 @@ from harness.contract.settings import REPORT_SETTINGS, TWIN
 from harness.report import text as inert
 from harness.report.flatten import cell_row
 from harness.report.model import DIVERGES, REPRODUCES, UNKNOWN, CellReport, Divergence, Report
-from harness.report.summaries import fmt_setting
+from harness.report.summaries import CUBLAS_PROMISE, fmt_setting
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
 
@@ -273,7 +273,14 @@ def _comparisons(report: Report) -> list[str]:
         varying = ", ".join(f"{escape(v)}: {escape(n)}" for v, n in comp.cells)
         body.append([escape(comp.axis), varying, yes_no(comp.equal), _divergence(comp.divergence)])
     header = ["axis", "cells (value: cell)", "trajectories equal", "first divergence"]
-    return out + table_lines(header, body) + [""]
+    out += table_lines(header, body) + [""]
+    notes = [c for c in report.comparisons if c.gpus_differ]
+    for comp in notes:  # a difference there need not come from the compared axis
+        cells = ", ".join(escape(n) for _, n in comp.cells)
+        out.append(
+            f"- {escape(comp.axis)} ({cells}): {escape(comp.gpus_differ)}; {CUBLAS_PROMISE}."
+        )
+    return out + ([""] if notes else [])
 
 
 def _costs(report: Report) -> list[str]:

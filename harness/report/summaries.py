@@ -105,8 +105,28 @@ def compare_across(axis: str, cells: list[CellReport]) -> list[Comparison]:
         refs = [next((r for r in c.runs if r.status == OK), None) for c in members]
         equal, div = _first_runs_equal(refs)
         values = [(str(c.settings.get(axis)), c.name) for c in members]
-        out.append(Comparison(axis, json.loads(key), values, equal, div))
+        note = gpus_differ([r for r in refs if r is not None])
+        out.append(Comparison(axis, json.loads(key), values, equal, div, note))
     return out
+
+
+#: Why the report says when compared runs ran on different GPUs.
+CUBLAS_PROMISE = "cuBLAS promises equal bits only on the same architecture and SM count"
+
+
+def gpus_differ(runs: list[RunResult]) -> str | None:
+    """Which GPUs the runs ran on, when they are of more than one model or SM count (an SM
+    count a record does not have is not counted as a difference); None otherwise."""
+    kinds = list(dict.fromkeys(kind for r in runs for kind in r.gpus))
+    names = {name for name, _ in kinds}
+    sm_counts = {sms for _, sms in kinds if sms is not None}
+    if len(names) < 2 and len(sm_counts) < 2:
+        return None
+    listed = ", ".join(
+        f"{name or 'unnamed GPU'} ({f'{sms} SMs' if sms is not None else 'SM count not recorded'})"
+        for name, sms in kinds
+    )
+    return f"ran on different GPUs: {listed}"
 
 
 def _first_runs_equal(refs: list[RunResult | None]) -> tuple[bool | None, Divergence | None]:
