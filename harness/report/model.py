@@ -46,6 +46,9 @@ class RunResult:
     image_digest: str | None = None
     image_id: str | None = None
     torch: str | None = None
+    #: the record's ``provenance.determinism``: the flags and the cuBLAS workspace in force
+    #: (None: the record has none, written before it existed or by a run that failed early)
+    determinism: dict[str, Any] | None = None
 
 
 @dataclass

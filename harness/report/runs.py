@@ -211,6 +211,11 @@ def _from_record(
         image_digest=record.provenance.image_digest,
         image_id=record.provenance.image_id,
         torch=record.provenance.torch,
+        determinism=(
+            dataclasses.asdict(record.provenance.determinism)
+            if record.provenance.determinism is not None
+            else None
+        ),
     )
 
 
