@@ -31,7 +31,7 @@ from harness.record import load_record
 from harness.report.flatten import cell_row
 from harness.report.markdown import setting_text
 from harness.report.model import Cost
-from harness.report.summaries import costs
+from harness.report.summaries import costs, effective
 from harness.workload.__main__ import numerics_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,8 +187,17 @@ def test_the_column_shows_the_value_in_force_beside_auto(tmp_path: Path):
     wrong = cell("wrong", runs=[det_run(tmp_path, "wrong", ":16:8")], cublas_workspace="unset")
     old = cell("old", runs=[ok_run(tmp_path, 0, None, "old", trajectory="t")])
     old.settings["cublas_workspace"] = "auto"
-    texts = [setting_text(cell_row(c), "cublas_workspace") for c in (on, off, named, wrong, old)]
-    assert texts == ["auto (:4096:8)", "auto (unset)", ":16:8", "unset (:16:8)", "auto"]
+    older = cell("older", runs=[det_run(tmp_path, "older", ":4096:8")])  # no such setting yet
+    cells = (on, off, named, wrong, old, older)
+    texts = [setting_text(cell_row(c), "cublas_workspace") for c in cells]
+    assert texts == [
+        "auto (:4096:8)",
+        "auto (unset)",
+        ":16:8",
+        "unset (:16:8)",
+        "auto",
+        "auto (:4096:8)",
+    ]
     assert cell_row(on)["cublas_workspace"] == "auto"  # the CSV keeps the value as asked
     assert cell_row(on)["cublas_workspace_in_force"] == ":4096:8"
     assert cell_row(old)["cublas_workspace_in_force"] is None
@@ -228,6 +237,15 @@ def test_twins_are_matched_by_the_workspace_in_force():
         Cost("off-4096", "off-unset", 2.0, 4.0),
         Cost("on-4096", "off-unset", 3.0, 4.0),
     ]
+    # an older folder's cells, without the setting (missing, or null as read from old specs),
+    # had auto; they pair as before
+    old = twin_cells({"on": ("on", "auto"), "off": ("off", "auto")})
+    del old[0].settings["cublas_workspace"]
+    old[1].settings["cublas_workspace"] = None
+    assert costs(old) == [Cost("on", "off", 1.0, 2.0)]
+    for missing in ({}, {"cublas_workspace": None}):
+        on = effective({"deterministic_algorithms": "on", **missing})
+        assert on["cublas_workspace"] == ":4096:8"
     # auto and unset beside alg off are the same computation: the first is the twin
     both = twin_cells({"off-auto": ("off", "auto"), "off-unset": ("off", "unset")})
     both += twin_cells({"on": ("on", "auto")})

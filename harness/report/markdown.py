@@ -184,9 +184,12 @@ def _cells(report: Report) -> list[str]:
 def setting_text(row: dict, key: str) -> Any:
     """A setting's cell in the table: its value, and for ``cublas_workspace`` the value its
     runs had in force where that says more (``auto (:4096:8)``, ``auto (unset)``, or a
-    recorded value other than the one asked for)."""
+    recorded value other than the one asked for; a cell of an older folder, without the
+    setting, had ``auto``)."""
     value = row[key]
     in_force = row.get("cublas_workspace_in_force") if key == "cublas_workspace" else None
+    if key == "cublas_workspace" and value is None and in_force is not None:
+        value = "auto"
     if in_force is not None and (value == "auto" or in_force != value):
         return f"{value} ({in_force})"
     return value

@@ -131,10 +131,15 @@ def _first_runs_equal(refs: list[RunResult | None]) -> tuple[bool | None, Diverg
 def effective(settings: dict[str, Any]) -> dict[str, Any]:
     """A cell's settings with ``cublas_workspace`` as the value in force: ``auto`` resolved
     (``cublas_workspace_in_force``), and an unset workspace written ``unset``. A cell of an
-    older results folder, without the setting, had ``auto``."""
+    older results folder, without the setting (missing, or null when read from its specs), had
+    ``auto``."""
+
+    def given(name: str) -> Any:
+        value = settings.get(name)
+        return BY_NAME[name].default if value is None else value
+
     workspace = cublas_workspace_in_force(
-        settings.get("cublas_workspace", BY_NAME["cublas_workspace"].default),
-        settings.get("deterministic_algorithms", BY_NAME["deterministic_algorithms"].default),
+        given("cublas_workspace"), given("deterministic_algorithms")
     )
     return {**settings, "cublas_workspace": "unset" if workspace is None else workspace}
 
