@@ -37,6 +37,7 @@ COMMON = {
     "placement": "before_model",
     "cudnn_deterministic": True,
     "deterministic_algorithms": "off",
+    "cublas_workspace": "auto",
     "seed": 7,
     "epochs": 1,
     "max_steps_per_epoch": None,

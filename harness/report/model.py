@@ -49,6 +49,9 @@ class RunResult:
     #: (name, SM count) of each GPU the run saw, from its provenance (SM count None in records
     #: written before it was recorded); empty for a CPU run
     gpus: list[tuple[str | None, int | None]] = field(default_factory=list)
+    #: the record's ``provenance.determinism``: the flags and the cuBLAS workspace in force
+    #: (None: the record has none, written before it existed or by a run that failed early)
+    determinism: dict[str, Any] | None = None
 
 
 @dataclass

@@ -212,6 +212,11 @@ def _from_record(
         image_id=record.provenance.image_id,
         torch=record.provenance.torch,
         gpus=gpu_kinds(record.provenance.gpus),
+        determinism=(
+            dataclasses.asdict(record.provenance.determinism)
+            if record.provenance.determinism is not None
+            else None
+        ),
     )
 
 
