@@ -35,6 +35,7 @@ COMMON = {
     "accelerator": "cpu",
     "devices": 1,
     "placement": "before_model",
+    "model": "mlp",
     "cudnn_deterministic": True,
     "deterministic_algorithms": "off",
     "cublas_workspace": "auto",

@@ -21,7 +21,7 @@ ANCHOR_HINT = (
 )
 SYNTAX_HINT = "check the indentation and quoting on that line"
 PATCH_KEYS = (
-    "image, accelerator, devices, placement, cudnn_deterministic, cudnn_benchmark, "
+    "image, accelerator, devices, placement, model, cudnn_deterministic, cudnn_benchmark, "
     "deterministic_algorithms, cublas_workspace, threads, allow_tf32, seed, epochs, "
     "max_steps_per_epoch, pythonhashseed, batch_size, learning_rate, hidden_size"
 )
