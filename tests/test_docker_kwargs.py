@@ -132,6 +132,15 @@ def test_no_gpu_runtime_error_is_recognised() -> None:
     assert not is_no_gpu_runtime(Exception("No such image: foo"))
 
 
+@pytest.mark.parametrize("accelerator", ["cpu", "gpu"])
+def test_containers_order_cuda_devices_by_pci_bus_id(tmp_path: Path, accelerator: str) -> None:
+    """Inside the container as outside it, CUDA numbers the GPUs as nvidia-smi does."""
+    spec = RunSpec(accelerator=accelerator)
+    gpus = (2, 0) if accelerator == "gpu" else ()
+    env = kwargs_for(spec, Slot(cpus=(0,), gpus=gpus), tmp_path)["environment"]
+    assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+
+
 # -- least privilege -----------------------------------------------------------------------
 
 

@@ -21,9 +21,9 @@ ANCHOR_HINT = (
 )
 SYNTAX_HINT = "check the indentation and quoting on that line"
 PATCH_KEYS = (
-    "image, accelerator, devices, placement, cudnn_deterministic, cudnn_benchmark, "
-    "deterministic_algorithms, threads, allow_tf32, seed, epochs, max_steps_per_epoch, "
-    "pythonhashseed, batch_size, learning_rate, hidden_size"
+    "image, accelerator, devices, placement, model, cudnn_deterministic, cudnn_benchmark, "
+    "deterministic_algorithms, cublas_workspace, threads, allow_tf32, seed, epochs, "
+    "max_steps_per_epoch, pythonhashseed, batch_size, learning_rate, hidden_size"
 )
 RUN_KEYS = (
     "repeats, timeout_s, max_runs, memory_limit, ddp_timeout_s, test_fault, "
@@ -32,6 +32,10 @@ RUN_KEYS = (
 IMAGE_FIX = (
     "image takes local or a reference like nvcr.io/nvidia/pytorch:24.01-py3 "
     "(lowercase path, optional :tag and @sha256:digest)"
+)
+WS_FIX = (
+    "cublas_workspace takes auto, unset, or :SIZE:COUNT pairs (SIZE KiB, COUNT buffers), e.g. "
+    ':4096:8 or :4096:8:16:8 (quote them: [":4096:8"])'
 )
 
 
@@ -159,6 +163,25 @@ CASES = [
         invalid(
             "  m.yaml:4: include.0.image: not a Docker image reference (got '$(id)')\n"
             f"    fix: {IMAGE_FIX}"
+        ),
+        DOCS_HINT,
+    ),
+    (
+        "a cuBLAS workspace without its COUNT, among good values",
+        'name: t\naxes:\n  cublas_workspace: [auto, unset, ":4096:8", ":4096"]\n',
+        invalid(
+            "  m.yaml:3: axes.cublas_workspace.3: not a value cublas_workspace takes "
+            "(got ':4096')\n"
+            f"    fix: {WS_FIX}"
+        ),
+        DOCS_HINT,
+    ),
+    (
+        "a cuBLAS workspace as a number, in an include entry",
+        "name: t\naxes: {seed: [1]}\ninclude:\n  - {seed: 2}\n  - cublas_workspace: 4096\n",
+        invalid(
+            "  m.yaml:5: include.1.cublas_workspace: Input should be a valid string (got 4096)\n"
+            f"    fix: {WS_FIX}"
         ),
         DOCS_HINT,
     ),

@@ -44,6 +44,7 @@ def write_run(
     status: str = "ok",
     error: dict | None = None,
     acc: float = 0.9,
+    provenance: dict | None = None,
 ) -> None:
     run_dir = root / cell["dir"] / f"repeat-{repeat}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -80,6 +81,7 @@ def write_run(
                 for e, f in EPOCHS
             ],
             "timing": {"wall_seconds": 6.0},
+            **({"provenance": provenance} if provenance is not None else {}),
         },
     )
 

@@ -14,6 +14,7 @@ from test_report import base_losses, make_cell, make_results, write_run
 from harness.contract import write_json_atomic
 from harness.errors import HarnessError
 from harness.report import analyze
+from harness.report.markdown import escape, render_markdown
 from harness.report.model import (
     CellReport,
     Comparison,
@@ -340,3 +341,54 @@ def test_the_report_says_what_differs_between_merged_inputs(tmp_path: Path):
     assert analyze(tmp_path).mixed_code == [
         "harness version (manifest.json harness_version) differs: shard-a: 0.1; shard-b: 0.2"
     ]
+
+
+def _gpu(name: str, sm_count: int | None) -> dict:
+    """A GPU of a record's provenance (``sm_count`` None: a record written before it was)."""
+    gpu = {"index": 0, "name": name, "capability": "9.0", "memory_bytes": 1, "uuid": "u"}
+    return gpu if sm_count is None else {**gpu, "sm_count": sm_count, "pci_bus_id": None}
+
+
+H100 = ("NVIDIA H100 80GB HBM3", 132)
+
+
+@pytest.mark.parametrize(
+    ("b_gpu", "note"),
+    [
+        (H100, None),
+        (("NVIDIA H100 80GB HBM3", None), None),  # an older record: no SM count to compare
+        (
+            ("NVIDIA A100-SXM4-80GB", 108),
+            "ran on different GPUs: NVIDIA H100 80GB HBM3 (132 SMs), NVIDIA A100-SXM4-80GB "
+            "(108 SMs)",
+        ),
+        (
+            ("NVIDIA H100 80GB HBM3", 114),  # the PCIe H100: same model name family, fewer SMs
+            "ran on different GPUs: NVIDIA H100 80GB HBM3 (132 SMs), NVIDIA H100 80GB HBM3 "
+            "(114 SMs)",
+        ),
+    ],
+)
+def test_a_comparison_says_when_its_runs_ran_on_different_gpus(
+    tmp_path: Path, b_gpu: tuple, note: str | None
+):
+    """Two images, the same settings, on GPUs read from the runs' provenance: the report says
+    where their model or SM count differ (cuBLAS's bits are only promised on the same
+    architecture and SM count), and says nothing where they are the same."""
+    a = make_cell("a", image="repo/a:1", accelerator="gpu")
+    b = make_cell("b", image="repo/b:1", accelerator="gpu")
+    make_results(tmp_path, [a, b], repeats=1)
+    write_run(tmp_path, a, 0, base_losses(), provenance={"gpus": [_gpu(*H100)]})
+    write_run(tmp_path, b, 0, base_losses(1), provenance={"gpus": [_gpu(*b_gpu)]})
+    report = analyze(tmp_path)
+    (comparison,) = report.comparisons
+    assert (comparison.axis, comparison.equal, comparison.gpus_differ) == ("image", False, note)
+    text = render_markdown(report).decode()
+    section = text.split("## Across images and GPU counts", 1)[1].split("\n## ", 1)[0]
+    if note is None:
+        assert "different GPUs" not in section and "cuBLAS" not in section
+    else:
+        assert (
+            f"- image (a, b): {escape(note)}; cuBLAS promises equal bits only on the same "
+            "architecture and SM count." in section
+        )

@@ -15,6 +15,7 @@ from harness.contract.record import (
     Determinism,
     EpochSummary,
     ErrorType,
+    Libraries,
     Provenance,
     RunError,
     RunRecord,
@@ -99,6 +100,41 @@ def test_a_record_without_the_determinism_flags_still_loads(tmp_path: Path):
     del data["provenance"]["determinism"]
     (tmp_path / RECORD_FILE).write_text(json.dumps(data))
     assert load_record(tmp_path).provenance.determinism is None
+
+
+def test_a_record_from_before_gpu_provenance_still_loads(tmp_path: Path):
+    """Records written before ``libraries``, ``determinism_ranks``, ``unavailable`` and the
+    GPUs' ``sm_count``/``pci_bus_id`` existed load with null / empty in their place."""
+    data = RunRecord(status="ok", spec={}).to_dict()
+    for key in ("libraries", "determinism_ranks", "unavailable"):
+        del data["provenance"][key]
+    old_gpu = {"index": 0, "name": "A", "capability": "8.0", "memory_bytes": 1, "uuid": None}
+    data["provenance"]["gpus"] = [old_gpu]
+    (tmp_path / RECORD_FILE).write_text(json.dumps(data))
+    provenance = load_record(tmp_path).provenance
+    assert (provenance.libraries, provenance.determinism_ranks) == (None, None)
+    assert (provenance.unavailable, provenance.gpus) == ({}, [old_gpu])
+
+
+def test_gpu_provenance_round_trips_and_refuses_unknown_keys(tmp_path: Path):
+    flags = Determinism(True, False, False, False, False, False)
+    libraries = Libraries(cublas="12.4.5", cublas_path="/l/libcublas.so.12", nccl="2.21.5")
+    record = RunRecord(
+        status="ok",
+        spec={},
+        provenance=Provenance(
+            determinism_ranks=[flags, flags],
+            libraries=libraries,
+            unavailable={"libraries.cublaslt": "not loaded"},
+        ),
+    )
+    write_record(tmp_path, record)
+    assert load_record(tmp_path) == record
+    data = record.to_dict()
+    data["provenance"]["libraries"]["cublas_version"] = "12"  # not in the format
+    (tmp_path / RECORD_FILE).write_text(json.dumps(data))
+    with pytest.raises(RecordError):
+        load_record(tmp_path)
 
 
 def test_the_determinism_flags_round_trip(tmp_path: Path):

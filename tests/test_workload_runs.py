@@ -14,13 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.contract import LOSSES_FILE, RECORD_FILE, TENSORBOARD_DIR
+from harness.contract import LOSSES_FILE, NUMERIC_ENV_VARS, RECORD_FILE, TENSORBOARD_DIR
+from harness.contract.record import Libraries
 from harness.record import load_record
 
 pytestmark = pytest.mark.slow
 
 FULL_EPOCH = 1719
 SHORT = 200
+#: The DDP runs' environment: a device order the run must override, and a variable (no effect on
+#: a CPU) that each rank reports back from its own environment (provenance.determinism_ranks)
+DDP_ENV = {"CUDA_DEVICE_ORDER": "FASTEST_FIRST", "CUBLAS_WORKSPACE_CONFIG": ":16:8"}
 
 #: name -> (spec settings, extra environment for the process)
 RUNS: dict[str, tuple[dict, dict]] = {
@@ -30,8 +34,8 @@ RUNS: dict[str, tuple[dict, dict]] = {
     "none_b": ({"placement": "none", "max_steps_per_epoch": SHORT}, {}),
     "trainer_a": ({"placement": "before_trainer", "max_steps_per_epoch": SHORT}, {}),
     "trainer_b": ({"placement": "before_trainer", "max_steps_per_epoch": SHORT}, {}),
-    "ddp_a": ({"placement": "before_model", "devices": 2, "max_steps_per_epoch": 100}, {}),
-    "ddp_b": ({"placement": "before_model", "devices": 2, "max_steps_per_epoch": 100}, {}),
+    "ddp_a": ({"placement": "before_model", "devices": 2, "max_steps_per_epoch": 100}, DDP_ENV),
+    "ddp_b": ({"placement": "before_model", "devices": 2, "max_steps_per_epoch": 100}, DDP_ENV),
     "process_start": ({"placement": "process_start", "max_steps_per_epoch": SHORT}, {}),
     "threads2": ({"placement": "before_model", "threads": 2, "max_steps_per_epoch": SHORT}, {}),
 }
@@ -178,6 +182,48 @@ def test_records_validate_and_files_match_their_digests(runs):
         assert prov.workload_digest and len(prov.workload_digest) == 64
         assert record.files == {"losses": LOSSES_FILE, "tensorboard": TENSORBOARD_DIR}
         assert record.spec["placement"] == RUNS[name][0]["placement"]
+
+
+#: The provenance fields that are null only with a reason (docs/run-record.md, "unavailable")
+LIBRARY_FIELDS = list(Libraries.__dataclass_fields__)
+GPU_FIELDS = ("sm_count", "uuid", "pci_bus_id")
+
+
+def _null_without_reason(prov: dict) -> list[str]:
+    """The GPU-provenance fields of a record's raw provenance that are null (or, for ``gpus``,
+    empty) without a reason in ``unavailable``."""
+    why = prov["unavailable"]
+    paths = [f"libraries.{f}" for f in LIBRARY_FIELDS if prov["libraries"][f] is None]
+    paths += [f"gpus[{g['index']}].{f}" for g in prov["gpus"] for f in GPU_FIELDS if g[f] is None]
+    paths += ["gpus"] if not prov["gpus"] else []
+    paths += ["determinism_ranks"] if prov["determinism_ranks"] is None else []
+    return [path for path in paths if not why.get(path)]
+
+
+def test_gpu_provenance_is_recorded_or_null_with_a_reason(runs):
+    """A real CPU run on one rank and on two: every GPU-provenance field is there, null only
+    with the reason; each rank's flags read back; the device order and the new variables."""
+    for name, ranks in (("none_a", 1), ("ddp_a", 2)):
+        raw = _json(runs(name))["provenance"]
+        assert set(raw["libraries"]) == set(LIBRARY_FIELDS)
+        assert _null_without_reason(raw) == []
+        assert raw["gpus"] == [] and "no CUDA device visible" in raw["unavailable"]["gpus"]
+        assert set(NUMERIC_ENV_VARS) <= set(raw["env"])
+        assert raw["env"]["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+        cublas = raw["libraries"]["cublas"]
+        if cublas is not None:  # a CUDA build of torch maps cuBLAS at import, even here
+            assert cublas.split(".")[0] == raw["cuda"].split(".")[0]
+        record = load_record(runs(name))
+        flags = record.provenance.determinism_ranks
+        assert flags is not None and len(flags) == record.ranks == ranks
+        assert flags[0] == record.provenance.determinism
+    # each rank reports its own environment: the launcher's reached rank 1, and the device
+    # order given to the process was overridden
+    ddp = load_record(runs("ddp_a")).provenance
+    assert [f.cublas_workspace_config for f in ddp.determinism_ranks or []] == [":16:8"] * 2
+    assert (
+        load_record(runs("none_a")).provenance.determinism_ranks[0].cublas_workspace_config is None
+    )
 
 
 def test_pythonhashseed_comes_from_the_spec(runs):

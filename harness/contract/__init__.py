@@ -34,6 +34,8 @@ from harness.contract.spec import (
     SPEC_FORMAT_VERSION,
     RunSpec,
     SpecError,
+    cublas_workspace_in_force,
+    environment_for,
     run_environment,
 )
 
@@ -55,6 +57,8 @@ __all__ = [
     "RunSpec",
     "Setting",
     "SpecError",
+    "cublas_workspace_in_force",
+    "environment_for",
     "run_environment",
     "write_bytes_atomic",
     "write_json_atomic",

@@ -141,8 +141,35 @@ class HostSyncs:
 
 
 @dataclass
+class Libraries:
+    """The CUDA math libraries mapped in the workload's process when its record was built (after
+    ``fit``: cuBLAS loads lazily at the first GPU matmul), each a version string and the file it
+    was mapped from; ``None`` where not loaded or not known, with the reason in
+    ``Provenance.unavailable`` (key ``libraries.<field>``)."""
+
+    __pydantic_config__ = _STRICT
+
+    #: ``cublasGetProperty`` MAJOR.MINOR.PATCH of the loaded libcublas
+    cublas: str | None = None
+    cublas_path: str | None = None
+    #: ``cublasLtGetVersion()`` of the loaded libcublasLt (e.g. ``130101`` for 13.1.1)
+    cublaslt: str | None = None
+    cublaslt_path: str | None = None
+    #: ``torch.backends.cudnn.version()``
+    cudnn: str | None = None
+    cudnn_path: str | None = None
+    #: ``torch.cuda.nccl.version()``
+    nccl: str | None = None
+    nccl_path: str | None = None
+
+
+@dataclass
 class Provenance:
-    """What the run ran on; ``None`` where it was not known (a run that died early)."""
+    """What the run ran on; ``None`` where it was not known (a run that died early).
+
+    The fields added with GPU provenance (``libraries``, ``determinism_ranks``, each GPU's
+    ``sm_count`` and ``pci_bus_id``) are null only with a reason in ``unavailable`` (the
+    field's dotted path -> why), in the workload's records; older records load without them."""
 
     __pydantic_config__ = _STRICT
 
@@ -171,6 +198,12 @@ class Provenance:
     world_size: int | None = None
     #: None in records written before it existed, and for a run that failed before fit returned
     determinism: Determinism | None = None
+    #: every rank's flags, read when training ended (``on_train_end``), in rank order
+    determinism_ranks: list[Determinism] | None = None
+    libraries: Libraries | None = None
+    #: why a field above is null or empty: its dotted path (``gpus``, ``libraries.cublas``,
+    #: ``gpus[0].pci_bus_id``, ``determinism_ranks``) -> the reason
+    unavailable: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

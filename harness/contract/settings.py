@@ -36,6 +36,14 @@ SEED_MAX = 2**32 - 1
 #: (JSON itself has no infinity or NaN; the models and the spec refuse them too).
 FLOAT_MAX = sys.float_info.max
 
+#: ``cublas_workspace``: ``auto``, ``unset``, or one to eight ``:SIZE:COUNT`` pairs (SIZE in KiB,
+#: COUNT buffers: cuBLAS's own syntax), each a positive number of at most 7 and 4 digits.
+CUBLAS_WORKSPACE_PATTERN = r"^(auto|unset|(:[1-9][0-9]{0,6}:[1-9][0-9]{0,3}){1,8})$"
+CUBLAS_WORKSPACE_WORDS = (
+    "`auto`, `unset`, or `:SIZE:COUNT` pairs (SIZE KiB, COUNT buffers), e.g. `:4096:8` or "
+    "`:4096:8:16:8`"
+)
+
 #: Marks a setting without a nondeterministic twin value.
 NO_TWIN: Any = object()
 
@@ -67,6 +75,8 @@ class Setting:
     in_report: bool = False
     twin: Any = NO_TWIN
     run_default: bool = False
+    pattern: str | None = None
+    pattern_doc: str = ""
 
     @property
     def python_type(self) -> type:
@@ -94,6 +104,8 @@ class Setting:
             len(value) > IMAGE_MAX_LENGTH or not re.match(IMAGE_PATTERN, value)
         ):
             return f"{self.name} must be local or a Docker image reference, got {value!r}"
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+            return f"{self.name} must be {self.describe().replace('`', '')}, got {value!r}"
         return None
 
     def _in_range(self, value: int | float) -> bool:
@@ -115,6 +127,8 @@ class Setting:
             text = ", ".join(f"`{c}`" for c in self.choices)
         elif self.kind == "image":
             text = "`local` or a Docker image reference"
+        elif self.pattern is not None:
+            text = self.pattern_doc or f"a string matching `{self.pattern}`"
         elif self.kind == "bool":
             text = "`true`, `false`"
         elif self.kind == "int":
@@ -172,6 +186,13 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("off", "on", "warn"), label="alg", name_slot=5, in_report=True, twin="off",
     ),
     Setting(
+        "cublas_workspace", "str", "auto",
+        "`CUBLAS_WORKSPACE_CONFIG` of the run: `auto` sets `:4096:8` when deterministic_algorithms "
+        "is on or warn and leaves it unset when off; `unset` leaves it unset; or the value itself",
+        pattern=CUBLAS_WORKSPACE_PATTERN, pattern_doc=CUBLAS_WORKSPACE_WORDS,
+        label="ws", in_report=True, twin="unset",
+    ),
+    Setting(
         "threads", "int", 1, "torch intra-op threads per process (the loss bits depend on it)",
         positive=True, label="t", in_report=True, run_default=True,
     ),
@@ -212,6 +233,30 @@ NAMES: tuple[str, ...] = tuple(s.name for s in SETTINGS)
 DEFAULTS: Mapping[str, Any] = {s.name: s.default for s in SETTINGS}
 REPORT_SETTINGS: tuple[str, ...] = report_settings(SETTINGS)
 TWIN: Mapping[str, Any] = twin_of(SETTINGS)
+#: The settings every matrix digest has held since digests were pinned: the dump lists each of
+#: them in axes, include and exclude (null where unused). A setting added later is left out of
+#: the digest where the matrix does not use it (harness/matrix/cells.py), so adding one
+#: changes no existing digest and old results folders still resume and compare.
+DIGEST_SETTINGS = frozenset(
+    {
+        "image",
+        "accelerator",
+        "devices",
+        "placement",
+        "cudnn_deterministic",
+        "cudnn_benchmark",
+        "deterministic_algorithms",
+        "threads",
+        "allow_tf32",
+        "seed",
+        "epochs",
+        "max_steps_per_epoch",
+        "pythonhashseed",
+        "batch_size",
+        "learning_rate",
+        "hidden_size",
+    }
+)
 #: Settings that are part of a cell id even at their default.
 ALWAYS_IN_ID: tuple[str, ...] = ("image",)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,24 @@ NUMERIC_ENV_VARS = (
     "NVIDIA_TF32_OVERRIDE",
     "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",
     "TORCH_CUDNN_V8_API_DISABLED",
+    "CUBLASLT_WORKSPACE_SIZE",
+    "DISABLE_ADDMM_CUDA_LT",
+    "CUDA_DEVICE_ORDER",
+    "CUDA_MODULE_LOADING",
     "NCCL_ALGO",
     "NCCL_PROTO",
     "NCCL_MIN_NCHANNELS",
     "NCCL_MAX_NCHANNELS",
+    # NCCL's transport switches: which path (NVLink, PCIe, shared memory, network) a
+    # collective takes can change its reduction order
+    "NCCL_P2P_DISABLE",
+    "NCCL_SHM_DISABLE",
+    "NCCL_IB_DISABLE",
+    "NCCL_NET",
+    "NCCL_P2P_LEVEL",
+    "NCCL_NVLS_ENABLE",
+    "NCCL_COLLNET_ENABLE",
+    "NCCL_CUMEM_ENABLE",
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
     "PYTHONHASHSEED",
@@ -163,18 +178,50 @@ RunSpec: Any = make_spec_class()
 RunSpec.__module__ = __name__
 
 
+#: Variables the run's environment owns: set from the spec, or removed where the spec leaves them
+#: unset, never inherited from whoever starts the run (``environment_for``).
+OWNED_ENV_VARS = ("CUBLAS_WORKSPACE_CONFIG",)
+
+
+def cublas_workspace_in_force(cublas_workspace: str, deterministic_algorithms: str) -> str | None:
+    """The ``CUBLAS_WORKSPACE_CONFIG`` a run has (None: unset), from its two settings.
+
+    The one place ``auto`` is resolved: ``:4096:8`` when deterministic algorithms are ``on`` or
+    ``warn``, unset when ``off``; ``unset`` is unset; any other value is set as it is. The run's
+    environment and the report's cost-of-determinism twins both ask it.
+    """
+    if cublas_workspace == "auto":
+        return None if deterministic_algorithms == "off" else CUBLAS_WORKSPACE_DETERMINISTIC
+    if cublas_workspace == "unset":
+        return None
+    return cublas_workspace
+
+
 def run_environment(spec: Any) -> dict[str, str]:
     """The variables a run starts with, whoever starts it (local process, container, re-exec).
 
-    Thread counts pinned to the spec, its hash seed, and deterministic cuBLAS when deterministic
-    algorithms are asked for (it must be set before CUDA starts).
+    Thread counts pinned to the spec, its hash seed, and the cuBLAS workspace the spec asks for
+    (``cublas_workspace_in_force``; it must be set before CUDA starts). A variable of
+    ``OWNED_ENV_VARS`` missing here must be removed from the run's environment: use
+    ``environment_for`` to build it on top of another.
     """
     threads = str(spec.threads)
     env = {
         "OMP_NUM_THREADS": threads,
         "MKL_NUM_THREADS": threads,
         "PYTHONHASHSEED": str(spec.pythonhashseed),
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # CUDA's indices are nvidia-smi's (and the slots')
     }
-    if spec.deterministic_algorithms != "off":
-        env["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE_DETERMINISTIC
+    workspace = cublas_workspace_in_force(spec.cublas_workspace, spec.deterministic_algorithms)
+    if workspace is not None:
+        env["CUBLAS_WORKSPACE_CONFIG"] = workspace
+    return env
+
+
+def environment_for(spec: Any, base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` (the starter's environment) with the run's variables: those of
+    ``run_environment`` set, and the ``OWNED_ENV_VARS`` it leaves unset removed, so an exported
+    ``CUBLAS_WORKSPACE_CONFIG`` never reaches a run whose spec leaves it unset."""
+    env = {k: v for k, v in base.items() if k not in OWNED_ENV_VARS}
+    env.update(run_environment(spec))
     return env

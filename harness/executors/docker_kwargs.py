@@ -77,7 +77,11 @@ def container_environment(
     spec: RunSpec, slot: Slot, image: WorkloadImage | None = None
 ) -> dict[str, str]:
     """The run's environment inside the container: pinned threads, hash seed, writable HOME,
-    no GPU for a CPU cell, and what the host knows of the image (its record's provenance)."""
+    no GPU for a CPU cell, and what the host knows of the image (its record's provenance).
+
+    A variable the spec leaves unset (``CUBLAS_WORKSPACE_CONFIG``) is not here, and the host's
+    own is never passed; one the image itself sets is removed by the workload's entry point
+    before torch starts (``harness.workload.__main__.numerics_env``)."""
     env = {
         "PYTHONUNBUFFERED": "1",
         # The runtime exposes only the requested GPUs, renumbered from 0.

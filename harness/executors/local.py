@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.contract import LOG_FILE, SPEC_FILE, ErrorType, RunSpec, run_environment
+from harness.contract import LOG_FILE, SPEC_FILE, ErrorType, RunSpec, environment_for
 from harness.contract.record import STOPPED_BY_SIGNAL, read_rank_errors
 from harness.errors import ExecutorError
 from harness.executors.base import (
@@ -73,10 +73,10 @@ def default_python() -> str:
 
 
 def run_env(spec: RunSpec, slot: Slot, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The child's environment: pinned threads, visible GPUs, hash seed, cuBLAS workspace."""
-    env = dict(os.environ if base is None else base)
+    """The child's environment: pinned threads, visible GPUs, hash seed, cuBLAS workspace (an
+    exported ``CUBLAS_WORKSPACE_CONFIG`` is removed where the spec leaves it unset)."""
+    env = environment_for(spec, os.environ if base is None else base)
     env.update(CUDA_VISIBLE_DEVICES=",".join(map(str, slot.gpus)), PYTHONUNBUFFERED="1")
-    env.update(run_environment(spec))
     return env
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.contract.settings import SETTINGS, identity
+from harness.contract.settings import DIGEST_SETTINGS, SETTINGS, identity
 from harness.contract.spec import RunSpec
 from harness.matrix.models import CellSettings
 
@@ -72,11 +72,26 @@ class LoadedMatrix:
             data["run"].pop("test_fault")
         # what a run records, not what it computes (its specs change: finished runs are rerun)
         data["run"].pop("count_host_syncs")
+        _drop_unused_later_settings(data)
         return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
     @property
     def total_runs(self) -> int:
         return len(self.cells) * self.model.run.repeats
+
+
+def _drop_unused_later_settings(data: dict[str, Any]) -> None:
+    """Remove from a matrix dump the settings added after ``DIGEST_SETTINGS`` that it does not
+    use: null in axes, include and exclude entries, their default in ``run:``."""
+    later = [s for s in SETTINGS if s.name not in DIGEST_SETTINGS]
+    for s in later:
+        if data["axes"].get(s.name, 0) is None:
+            del data["axes"][s.name]
+        for entry in (*data["include"], *data["exclude"]):
+            if entry.get(s.name, 0) is None:
+                del entry[s.name]
+        if s.run_default and data["run"].get(s.name) == s.default:
+            del data["run"][s.name]
 
 
 def canonical_json(data: Any) -> str:

@@ -213,6 +213,15 @@ def _choices(field: str) -> str | None:
     return ", ".join(repr(v) for v in setting.choices)
 
 
+def _patterned(field: str) -> str:
+    """What a setting with a ``pattern`` takes, in words ("" for any other field); a value
+    that starts with ``:`` must be quoted in a YAML flow list (``[":4096:8"]``)."""
+    setting = BY_NAME.get(field)
+    if setting is None or setting.pattern is None:
+        return ""
+    return setting.describe().replace("`", "") + ' (quote them: [":4096:8"])'
+
+
 def _validation_error(
     exc: ValidationError, root: yaml.Node | None, path: Path, data: dict[str, Any]
 ) -> MatrixError:
@@ -246,8 +255,11 @@ def _validation_error(
             hints.append(f"add {field}: ... (see docs/matrix.md)")
         else:
             got = reprlib.repr(err.get("input"))
+            patterned = _patterned(field)
             if kind == "string_pattern_mismatch" and field == "image":
                 lines.append(f"{where}: {dotted}: not a Docker image reference (got {got})")
+            elif kind == "string_pattern_mismatch" and patterned:
+                lines.append(f"{where}: {dotted}: not a value {field} takes (got {got})")
             else:
                 lines.append(f"{where}: {dotted}: {err['msg']} (got {got})")
             choices = _choices(field)
@@ -256,6 +268,8 @@ def _validation_error(
                     "image takes local or a reference like nvcr.io/nvidia/pytorch:24.01-py3 "
                     "(lowercase path, optional :tag and @sha256:digest)"
                 )
+            elif patterned:
+                hints.append(f"{field} takes {patterned}")
             elif choices:
                 hint = f"{field} takes one of {choices}"
                 if isinstance(err.get("input"), bool):

@@ -75,6 +75,8 @@ def value_type(setting: Setting) -> Any:
         base = Annotated[(StrictInt, *bounds)] if bounds else StrictInt
     elif setting.kind == "float":
         base = finite(*_bounds(setting, Gt(0) if setting.positive else None))
+    elif setting.pattern is not None:
+        base = Annotated[str, Field(pattern=setting.pattern)]
     else:
         base = str
     return base | None if setting.nullable else base

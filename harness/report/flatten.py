@@ -8,12 +8,15 @@ from typing import Any
 
 from harness.contract.settings import REPORT_SETTINGS
 from harness.report.model import CellReport, Report
+from harness.report.summaries import workspace_in_force
 
 
 def cell_row(cell: CellReport) -> dict[str, Any]:
     d = cell.first_divergence
     row: dict[str, Any] = {"id": cell.id, "name": cell.name}
     row.update({k: cell.settings.get(k) for k in REPORT_SETTINGS})  # in the table's order
+    # what the ok runs recorded in force ("auto" says only how it was chosen)
+    row["cublas_workspace_in_force"] = ", ".join(workspace_in_force(cell)) or None
     row.update(
         repeats=cell.repeats,
         ok_runs=cell.ok_runs,

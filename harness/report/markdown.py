@@ -14,7 +14,7 @@ from harness.contract.settings import REPORT_SETTINGS, TWIN
 from harness.report import text as inert
 from harness.report.flatten import cell_row
 from harness.report.model import DIVERGES, REPRODUCES, UNKNOWN, CellReport, Divergence, Report
-from harness.report.summaries import fmt_setting
+from harness.report.summaries import CUBLAS_PROMISE, fmt_setting
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
 
@@ -181,6 +181,20 @@ def _cells(report: Report) -> list[str]:
     return out
 
 
+def setting_text(row: dict, key: str) -> Any:
+    """A setting's cell in the table: its value, and for ``cublas_workspace`` the value its
+    runs had in force where that says more (``auto (:4096:8)``, ``auto (unset)``, or a
+    recorded value other than the one asked for; a cell of an older folder, without the
+    setting, had ``auto``)."""
+    value = row[key]
+    in_force = row.get("cublas_workspace_in_force") if key == "cublas_workspace" else None
+    if key == "cublas_workspace" and value is None and in_force is not None:
+        value = "auto"
+    if in_force is not None and (value == "auto" or in_force != value):
+        return f"{value} ({in_force})"
+    return value
+
+
 def _cell_cells(cell: CellReport) -> list[str]:
     """One row of the cells table, escaped."""
     row = cell_row(cell)
@@ -196,7 +210,7 @@ def _cell_cells(cell: CellReport) -> list[str]:
         repeats = f"{cell.ok_runs}/{cell.repeats}"
     return [
         name,
-        *(escape(row[k]) for k in REPORT_SETTINGS),
+        *(escape(setting_text(row, k)) for k in REPORT_SETTINGS),
         repeats,
         str(cell.distinct_trajectories),
         _verdict(cell),
@@ -273,7 +287,14 @@ def _comparisons(report: Report) -> list[str]:
         varying = ", ".join(f"{escape(v)}: {escape(n)}" for v, n in comp.cells)
         body.append([escape(comp.axis), varying, yes_no(comp.equal), _divergence(comp.divergence)])
     header = ["axis", "cells (value: cell)", "trajectories equal", "first divergence"]
-    return out + table_lines(header, body) + [""]
+    out += table_lines(header, body) + [""]
+    notes = [c for c in report.comparisons if c.gpus_differ]
+    for comp in notes:  # a difference there need not come from the compared axis
+        cells = ", ".join(escape(n) for _, n in comp.cells)
+        out.append(
+            f"- {escape(comp.axis)} ({cells}): {escape(comp.gpus_differ)}; {CUBLAS_PROMISE}."
+        )
+    return out + ([""] if notes else [])
 
 
 def _costs(report: Report) -> list[str]:

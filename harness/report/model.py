@@ -46,6 +46,12 @@ class RunResult:
     image_digest: str | None = None
     image_id: str | None = None
     torch: str | None = None
+    #: (name, SM count) of each GPU the run saw, from its provenance (SM count None in records
+    #: written before it was recorded); empty for a CPU run
+    gpus: list[tuple[str | None, int | None]] = field(default_factory=list)
+    #: the record's ``provenance.determinism``: the flags and the cuBLAS workspace in force
+    #: (None: the record has none, written before it existed or by a run that failed early)
+    determinism: dict[str, Any] | None = None
 
 
 @dataclass
@@ -101,6 +107,8 @@ class Comparison:
     cells: list[tuple[str, str]]  # (axis value, cell name)
     equal: bool | None
     divergence: Divergence | None
+    #: set when the compared runs ran on GPUs of different models or SM counts: which ones
+    gpus_differ: str | None = None
 
 
 @dataclass

@@ -211,7 +211,28 @@ def _from_record(
         image_digest=record.provenance.image_digest,
         image_id=record.provenance.image_id,
         torch=record.provenance.torch,
+        gpus=gpu_kinds(record.provenance.gpus),
+        determinism=(
+            dataclasses.asdict(record.provenance.determinism)
+            if record.provenance.determinism is not None
+            else None
+        ),
     )
+
+
+def gpu_kinds(gpus: list[dict[str, Any]]) -> list[tuple[str | None, int | None]]:
+    """(name, SM count) of each GPU in a record's provenance; what is not a string (a name) or
+    an integer (an SM count) is None."""
+    out: list[tuple[str | None, int | None]] = []
+    for gpu in gpus:
+        name, sms = gpu.get("name"), gpu.get("sm_count")
+        out.append(
+            (
+                name if isinstance(name, str) else None,
+                sms if isinstance(sms, int) and not isinstance(sms, bool) else None,
+            )
+        )
+    return out
 
 
 def _seconds_per_epoch(record: RunRecord) -> float | None:

@@ -13,7 +13,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from harness.contract.settings import NAMES, TWIN
+from harness.contract.settings import BY_NAME, NAMES, TWIN
+from harness.contract.spec import cublas_workspace_in_force
 from harness.record import RecordError
 from harness.report.model import (
     OK,
@@ -105,8 +106,28 @@ def compare_across(axis: str, cells: list[CellReport]) -> list[Comparison]:
         refs = [next((r for r in c.runs if r.status == OK), None) for c in members]
         equal, div = _first_runs_equal(refs)
         values = [(str(c.settings.get(axis)), c.name) for c in members]
-        out.append(Comparison(axis, json.loads(key), values, equal, div))
+        note = gpus_differ([r for r in refs if r is not None])
+        out.append(Comparison(axis, json.loads(key), values, equal, div, note))
     return out
+
+
+#: Why the report says when compared runs ran on different GPUs.
+CUBLAS_PROMISE = "cuBLAS promises equal bits only on the same architecture and SM count"
+
+
+def gpus_differ(runs: list[RunResult]) -> str | None:
+    """Which GPUs the runs ran on, when they are of more than one model or SM count (an SM
+    count a record does not have is not counted as a difference); None otherwise."""
+    kinds = list(dict.fromkeys(kind for r in runs for kind in r.gpus))
+    names = {name for name, _ in kinds}
+    sm_counts = {sms for _, sms in kinds if sms is not None}
+    if len(names) < 2 and len(sm_counts) < 2:
+        return None
+    listed = ", ".join(
+        f"{name or 'unnamed GPU'} ({f'{sms} SMs' if sms is not None else 'SM count not recorded'})"
+        for name, sms in kinds
+    )
+    return f"ran on different GPUs: {listed}"
 
 
 def _first_runs_equal(refs: list[RunResult | None]) -> tuple[bool | None, Divergence | None]:
@@ -127,17 +148,56 @@ def _first_runs_equal(refs: list[RunResult | None]) -> tuple[bool | None, Diverg
     return False, found[0] if found else None
 
 
+def effective(settings: dict[str, Any]) -> dict[str, Any]:
+    """A cell's settings with ``cublas_workspace`` as the value in force: ``auto`` resolved
+    (``cublas_workspace_in_force``), and an unset workspace written ``unset``. A cell of an
+    older results folder, without the setting (missing, or null when read from its specs), had
+    ``auto``."""
+
+    def given(name: str) -> Any:
+        value = settings.get(name)
+        return BY_NAME[name].default if value is None else value
+
+    workspace = cublas_workspace_in_force(
+        given("cublas_workspace"), given("deterministic_algorithms")
+    )
+    return {**settings, "cublas_workspace": "unset" if workspace is None else workspace}
+
+
 def costs(cells: list[CellReport]) -> list[Cost]:
-    """Each cell against its nondeterministic twin (its settings with TWIN's), where it ran."""
-    index = {json.dumps(c.settings, sort_keys=True): c for c in cells}
+    """Each cell against its nondeterministic twin (its settings with TWIN's), where it ran.
+
+    Twins are matched by effective settings (``effective``): the twin's cuBLAS workspace is
+    unset (TWIN's ``cublas_workspace: unset``), whether its cell says ``unset`` or says ``auto``
+    with deterministic algorithms off. So a default matrix (every cell ``auto``) pairs
+    ``alg=on`` (``:4096:8`` in force) with ``alg=off`` (unset) as it always did, and a matrix that
+    names the workspace (``unset``, ``:4096:8``) pairs its cells the same way. A cell whose
+    effective settings are the twin's is no cell to cost; where two cells have the same
+    effective settings (``auto`` and ``unset`` beside ``alg=off``), the first is the twin.
+    """
+    index: dict[str, CellReport] = {}
+    for c in cells:
+        index.setdefault(json.dumps(effective(c.settings), sort_keys=True), c)
     out = []
     for c in cells:
-        if all(c.settings.get(k) == v for k, v in TWIN.items()):
+        mine = effective(c.settings)
+        if all(mine.get(k) == v for k, v in TWIN.items()):
             continue
-        twin = index.get(json.dumps({**c.settings, **TWIN}, sort_keys=True))
+        twin = index.get(json.dumps(effective({**mine, **TWIN}), sort_keys=True))
         if twin is not None:
             out.append(Cost(c.name, twin.name, c.seconds_per_epoch, twin.seconds_per_epoch))
     return out
+
+
+def workspace_in_force(cell: CellReport) -> list[str]:
+    """The ``CUBLAS_WORKSPACE_CONFIG`` values its ok runs recorded in force (``unset`` for
+    none), each once, in run order; empty when no ok run recorded it."""
+    seen: dict[str, None] = {}
+    for r in cell.runs:
+        if r.status == OK and r.determinism is not None:
+            value = r.determinism.get("cublas_workspace_config")
+            seen[str(value) if value is not None else "unset"] = None
+    return list(seen)
 
 
 def failures(cells: Iterable[CellReport]) -> list[Failure]:

@@ -6,7 +6,8 @@ Anything can write a run record, so nothing in one is trusted to be what it says
 - control characters are stripped (``harness.text.strip_controls``: whole ANSI escape
   sequences, C0 and C1 controls, the bidirectional controls that reorder what a reader sees);
 - GitHub-flavoured autolinks are neutralised: the ``:`` of ``scheme://``, ``mailto:`` and
-  ``xmpp:``, the ``.`` of ``www.`` and every ``@`` become HTML character references, which
+  ``xmpp:``, the ``.`` of ``www.``, the second ``/`` of a protocol-relative ``//host`` (which
+  markdown-it's linkify makes a link) and every ``@`` become HTML character references, which
   render as the same characters but are no longer text an autolinker matches;
 - a line of Markdown never starts a GitHub workflow command (``::name::`` or ``##[name]``):
   such a line gets a zero-width space in front (``harness.text.defuse_commands`` puts a
@@ -48,7 +49,7 @@ def neutralise_links(text: str) -> str:
     text = _SCHEME_COLON.sub("&#58;", text)
     text = _MAIL_SCHEME.sub(r"\1&#58;", text)
     text = _WWW.sub(r"\1&#46;", text)
-    return text.replace("@", "&#64;")
+    return text.replace("//", "/&#47;").replace("@", "&#64;")
 
 
 def defuse_commands(text: str) -> str:

@@ -15,7 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from harness.contract import RECORD_FILE, RunSpec, run_environment
+from harness.contract import RECORD_FILE, RunSpec, environment_for
 from harness.contract.record import RunError, failed_record, write_record
 from harness.workload import signals
 
@@ -36,10 +36,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def numerics_env(spec: RunSpec, environ: dict[str, str]) -> dict[str, str]:
-    """The environment this run must start torch with."""
-    env = dict(environ)
-    env.update(run_environment(spec))
-    return env
+    """The environment this run must start torch with: ``environ`` with the spec's variables
+    set, and those it leaves unset (``CUBLAS_WORKSPACE_CONFIG``) removed, whatever the image or
+    the shell that started the run exported."""
+    return environment_for(spec, environ)
 
 
 def _bad_spec_record(out: Path, exc: Exception) -> None:
@@ -113,6 +113,8 @@ def _main(args: argparse.Namespace, out: Path) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(sys.executable, argv_list, env)
+    for name in set(os.environ) - set(env):
+        del os.environ[name]  # unsetenv too: cuBLAS reads the C environment, not os.environ
     os.environ.update(env)
 
     _configure_logging()

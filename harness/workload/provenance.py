@@ -6,21 +6,29 @@ running process, not from what the host believes it started.
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
+import logging
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from pytorch_lightning import Callback, LightningModule, Trainer
 
 from harness.contract import IMAGE_ENV, NUMERIC_ENV_VARS, RunSpec
 from harness.contract.code import workload_digest
-from harness.contract.record import Determinism
+from harness.contract.record import Determinism, Libraries
+
+log = logging.getLogger(__name__)
 
 
 def cpu_model() -> str | None:
@@ -52,22 +60,65 @@ def gpu_driver() -> str | None:
     return lines[0].strip() if result.returncode == 0 and lines else None
 
 
-def _gpus() -> list[dict[str, Any]]:
-    if not torch.cuda.is_available():
-        return []
-    gpus = []
-    for index in range(torch.cuda.device_count()):
-        props = torch.cuda.get_device_properties(index)
-        gpus.append(
-            {
-                "index": index,
-                "name": props.name,
-                "capability": f"{props.major}.{props.minor}",
-                "memory_bytes": int(props.total_memory),
-                "uuid": str(getattr(props, "uuid", "")) or None,
-            }
-        )
-    return gpus
+def no_gpu_reason(accelerator: str) -> str:
+    """Why this process sees no CUDA device (the reason a GPU field is null or empty)."""
+    if not torch.backends.cuda.is_built():
+        return f"this torch ({torch.__version__}) is built without CUDA"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return (
+        f"no CUDA device visible to this run (accelerator {accelerator}, "
+        f"CUDA_VISIBLE_DEVICES={visible!r})"
+    )
+
+
+def pci_bus_id(props: Any) -> str | None:
+    """The device's PCI address as ``nvidia-smi`` writes it (``00000000:3B:00.0``), from the
+    ``pci_domain_id``/``pci_bus_id``/``pci_device_id`` properties recent torch exposes; None
+    when this torch has not all three."""
+    ids = [getattr(props, name, None) for name in ("pci_domain_id", "pci_bus_id", "pci_device_id")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ids):
+        return None
+    domain, bus, device = ids
+    return f"{domain:08X}:{bus:02X}:{device:02X}.0"
+
+
+def gpu_entry(index: int, props: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """One visible device's entry in ``provenance.gpus`` from its ``get_device_properties``,
+    and the reasons for its null fields (keyed ``gpus[<index>].<field>``)."""
+    sm_count = getattr(props, "multi_processor_count", None)
+    uuid = getattr(props, "uuid", None)
+    entry = {
+        "index": index,
+        "name": props.name,
+        "capability": f"{props.major}.{props.minor}",
+        "sm_count": int(sm_count) if isinstance(sm_count, int) else None,
+        "memory_bytes": int(props.total_memory),
+        "uuid": str(uuid) if uuid is not None and str(uuid) else None,
+        "pci_bus_id": pci_bus_id(props),
+    }
+    reasons = {
+        f"gpus[{index}].{key}": f"torch {torch.__version__} does not expose it in its device "
+        "properties"
+        for key in ("sm_count", "uuid", "pci_bus_id")
+        if entry[key] is None
+    }
+    return entry, reasons
+
+
+def _gpus(accelerator: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The devices this run can see (CUDA_VISIBLE_DEVICES applies), by their visible index."""
+    try:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return [], {"gpus": no_gpu_reason(accelerator)}
+        gpus, reasons = [], {}
+        for index in range(count):
+            entry, why = gpu_entry(index, torch.cuda.get_device_properties(index))
+            gpus.append(entry)
+            reasons.update(why)
+        return gpus, reasons
+    except Exception as exc:  # noqa: BLE001 - provenance never fails a run
+        return [], {"gpus": f"could not read the devices: {type(exc).__name__}: {exc}"}
 
 
 def _nccl() -> str | None:
@@ -76,6 +127,123 @@ def _nccl() -> str | None:
     except Exception:  # no NCCL in this build
         return None
     return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+
+
+# ---------------------------------------------------------------- loaded CUDA libraries
+
+#: The libraries looked for among the files mapped into the process: key -> file name. The
+#: file name, not the directory: pip wheels, conda and system CUDA put them in different places.
+LIBRARY_FILES = {
+    "cublas": re.compile(r"libcublas\.so(\.\d+)*"),
+    "cublaslt": re.compile(r"libcublasLt\.so(\.\d+)*"),
+    "cudnn": re.compile(r"libcudnn\.so(\.\d+)*"),
+    "nccl": re.compile(r"libnccl\.so(\.\d+)*"),
+}
+_DELETED = " (deleted)"
+
+
+def mapped_libraries(maps: str) -> dict[str, str]:
+    """Which of LIBRARY_FILES are mapped, from ``/proc/<pid>/maps`` text: key -> the file's
+    path (the first mapping of it). A line is ``address perms offset dev inode [path]``; the path
+    may hold spaces, and ends in `` (deleted)`` when the file was replaced since it was mapped."""
+    found: dict[str, str] = {}
+    for line in maps.splitlines():
+        fields = line.split(None, 5)
+        if len(fields) < 6 or not fields[5].startswith("/"):
+            continue  # anonymous memory, [heap], [stack], [vdso]
+        path = fields[5].rstrip("\n")
+        path = path.removesuffix(_DELETED)
+        name = path.rsplit("/", 1)[-1]
+        for key, pattern in LIBRARY_FILES.items():
+            if key not in found and pattern.fullmatch(name):
+                found[key] = path
+    return found
+
+
+#: ``libraryPropertyType``: MAJOR_VERSION, MINOR_VERSION, PATCH_LEVEL
+_VERSION_PROPERTIES = (0, 1, 2)
+
+
+def library_version(path: str, getter: str) -> str:
+    """``MAJOR.MINOR.PATCH`` from an already loaded library's own ``<getter>(type, int*)``
+    (``cublasGetProperty``, ``cublasLtGetProperty``). RTLD_NOLOAD: a library that is not
+    loaded is never loaded by asking; raises OSError or RuntimeError when it cannot say."""
+    lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    function = getattr(lib, getter)
+    function.restype = ctypes.c_int
+    parts = []
+    for prop in _VERSION_PROPERTIES:
+        value = ctypes.c_int(-1)
+        status = function(ctypes.c_int(prop), ctypes.byref(value))
+        if status != 0:
+            raise RuntimeError(f"{getter}({prop}) returned status {status}")
+        parts.append(str(value.value))
+    return ".".join(parts)
+
+
+#: key -> the function of the library that says its version (library_version)
+_VERSION_GETTERS = {"cublas": "cublasGetProperty", "cublaslt": "cublasLtGetProperty"}
+
+
+def _cudnn_version() -> str | None:
+    if not torch.backends.cudnn.is_available():
+        return None
+    version = torch.backends.cudnn.version()
+    return str(version) if version is not None else None
+
+
+def libraries(
+    maps: str | None,
+    no_cuda: str | None,
+    *,
+    ask: Callable[[str, str], str] = library_version,
+    cudnn: Callable[[], str | None] = _cudnn_version,
+    nccl: Callable[[], str | None] = _nccl,
+) -> tuple[Libraries, dict[str, str]]:
+    """The CUDA libraries mapped in this process (``maps``: its /proc/self/maps, None when it
+    could not be read) with their versions, and why each null field is null (keyed
+    ``libraries.<field>``). ``no_cuda``: why the run has no CUDA device (None: it has one).
+    Never raises: a library that cannot say its version gets null and the error as reason."""
+    paths = mapped_libraries(maps) if maps is not None else {}
+    values: dict[str, str | None] = {}
+    reasons: dict[str, str] = {}
+    for key in LIBRARY_FILES:
+        path = paths.get(key)
+        values[f"{key}_path"] = path
+        if path is None:
+            why = "/proc/self/maps could not be read" if maps is None else "not loaded"
+            reasons[f"libraries.{key}_path"] = f"{why}: no lib{key} file mapped in this process"
+    for key, getter in _VERSION_GETTERS.items():
+        path = paths.get(key)
+        if path is None:
+            reasons[f"libraries.{key}"] = reasons[f"libraries.{key}_path"] + (
+                f" ({no_cuda})" if no_cuda else " (no GPU matmul ran in it)"
+            )
+            values[key] = None
+            continue
+        try:
+            values[key] = ask(path, getter)
+        except Exception as exc:  # noqa: BLE001 - provenance never fails a run
+            values[key] = None
+            reasons[f"libraries.{key}"] = f"{getter} failed: {type(exc).__name__}: {exc}"
+    for key, read, why in (
+        ("cudnn", cudnn, "torch.backends.cudnn is not available in this torch"),
+        ("nccl", nccl, "this torch has no NCCL (torch.cuda.nccl.version() failed)"),
+    ):
+        try:
+            values[key] = read()
+        except Exception as exc:  # noqa: BLE001
+            values[key], why = None, f"{type(exc).__name__}: {exc}"
+        if values[key] is None:
+            reasons[f"libraries.{key}"] = why
+    return Libraries(**values), reasons
+
+
+def _read_maps() -> str | None:
+    try:
+        return Path("/proc/self/maps").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 def determinism_in_force() -> Determinism:
@@ -92,14 +260,56 @@ def determinism_in_force() -> Determinism:
     )
 
 
+class RankFlags(Callback):
+    """Every rank's determinism flags, read on each rank as training ends and gathered to all.
+
+    ``on_train_end`` runs on every rank after the last epoch, which every rank reaches: each
+    step's gradient all-reduce keeps them in step, and a rank that fails before it ends the run
+    (Lightning kills the others). ``ranks`` stays None, with ``reason``, when the gather fails.
+    """
+
+    def __init__(self) -> None:
+        self.ranks: list[Determinism] | None = None
+        self.reason: str | None = "the run failed before training ended"
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        own = determinism_in_force()
+        if trainer.world_size == 1:
+            self.ranks, self.reason = [own], None
+            return
+        try:
+            gathered: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, dataclasses.asdict(own))
+            self.ranks, self.reason = [Determinism(**flags) for flags in gathered], None
+        except Exception as exc:  # noqa: BLE001 - provenance never fails a run
+            self.reason = f"gathering the ranks' flags failed: {type(exc).__name__}: {exc}"
+            log.warning("%s", self.reason)
+
+
 def collect(
-    spec: RunSpec, world_size: int, determinism: Determinism | None = None
+    spec: RunSpec,
+    world_size: int,
+    determinism: Determinism | None = None,
+    flags: RankFlags | None = None,
 ) -> dict[str, Any]:
     """The ``provenance`` object of run.json (see docs/run-record.md); ``determinism`` is what
-    ``determinism_in_force`` read after ``fit`` (None when the run failed before that)."""
+    ``determinism_in_force`` read after ``fit`` (None when the run failed before that),
+    ``flags`` the callback that read every rank's. Read after ``fit``: cuBLAS is loaded lazily,
+    at the first GPU matmul."""
     import pytorch_lightning
     import torchvision
 
+    gpus, unavailable = _gpus(spec.accelerator)
+    no_cuda = unavailable.get("gpus")
+    libs, why = libraries(_read_maps(), no_cuda)
+    unavailable.update(why)
+    if determinism is None:
+        unavailable["determinism"] = "the run failed before fit returned"
+    ranks = flags.ranks if flags is not None else None
+    if ranks is None:
+        unavailable["determinism_ranks"] = (
+            flags.reason if flags is not None and flags.reason else "not read in this run"
+        )
     return {
         "python": sys.version.split()[0],
         "torch": torch.__version__,
@@ -110,7 +320,7 @@ def collect(
         "lightning": pytorch_lightning.__version__,
         "torchvision": torchvision.__version__,
         "numpy": np.__version__,
-        "gpus": _gpus(),
+        "gpus": gpus,
         "gpu_driver": gpu_driver(),
         "cpu_model": cpu_model(),
         "threads": torch.get_num_threads(),
@@ -125,4 +335,7 @@ def collect(
         "initial_seed": torch.initial_seed(),
         "world_size": world_size,
         "determinism": determinism,
+        "determinism_ranks": ranks,
+        "libraries": libs,
+        "unavailable": unavailable,
     }

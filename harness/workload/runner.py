@@ -74,6 +74,8 @@ class RunState:
     final_digest: str | None = None
     split_digest: str | None = None
     determinism: Determinism | None = None
+    #: reads every rank's determinism flags as training ends (provenance.determinism_ranks)
+    rank_flags: provenance.RankFlags = field(default_factory=provenance.RankFlags)
     setup_seconds: float | None = None
     error: RunError | None = None
     tensorboard: TensorBoard | None = None
@@ -162,7 +164,10 @@ def _train(
     _seed_if(spec, "before_trainer")
     if state.is_global_zero:
         state.tensorboard = TensorBoard(out / TENSORBOARD_DIR)
-    callbacks: list[Any] = [EpochRecorder(state.recorder, state.tensorboard, spec.epochs)]
+    callbacks: list[Any] = [
+        EpochRecorder(state.recorder, state.tensorboard, spec.epochs),
+        state.rank_flags,
+    ]
     if spec.test_fault is not None:
         from harness.workload.faults import FaultSwitch
 
@@ -232,7 +237,9 @@ def build_record(
         timing=timing,
         nondeterministic_ops=nondet,
         host_syncs=state.host_syncs,
-        provenance=Provenance(**provenance.collect(spec, state.world_size, state.determinism)),
+        provenance=Provenance(
+            **provenance.collect(spec, state.world_size, state.determinism, state.rank_flags)
+        ),
         files={"losses": LOSSES_FILE, "tensorboard": TENSORBOARD_DIR},
     )
 
