@@ -22,9 +22,11 @@ pytestmark = pytest.mark.slow
 
 FULL_EPOCH = 1719
 SHORT = 200
-#: The DDP runs' environment: a device order the run must override, and a variable (no effect on
-#: a CPU) that each rank reports back from its own environment (provenance.determinism_ranks)
-DDP_ENV = {"CUDA_DEVICE_ORDER": "FASTEST_FIRST", "CUBLAS_WORKSPACE_CONFIG": ":16:8"}
+#: The DDP runs' environment: a device order and a cuBLAS workspace that the run must override
+#: with its spec's (each rank reports the workspace from its own environment, no effect on a CPU:
+#: provenance.determinism_ranks)
+DDP_ENV = {"CUDA_DEVICE_ORDER": "FASTEST_FIRST", "CUBLAS_WORKSPACE_CONFIG": ":999:9"}
+DDP = {"placement": "before_model", "devices": 2, "max_steps_per_epoch": 100}
 
 #: name -> (spec settings, extra environment for the process)
 RUNS: dict[str, tuple[dict, dict]] = {
@@ -34,8 +36,8 @@ RUNS: dict[str, tuple[dict, dict]] = {
     "none_b": ({"placement": "none", "max_steps_per_epoch": SHORT}, {}),
     "trainer_a": ({"placement": "before_trainer", "max_steps_per_epoch": SHORT}, {}),
     "trainer_b": ({"placement": "before_trainer", "max_steps_per_epoch": SHORT}, {}),
-    "ddp_a": ({"placement": "before_model", "devices": 2, "max_steps_per_epoch": 100}, DDP_ENV),
-    "ddp_b": ({"placement": "before_model", "devices": 2, "max_steps_per_epoch": 100}, DDP_ENV),
+    "ddp_a": ({**DDP, "cublas_workspace": ":16:8"}, DDP_ENV),
+    "ddp_b": ({**DDP, "cublas_workspace": ":16:8"}, DDP_ENV),
     "process_start": ({"placement": "process_start", "max_steps_per_epoch": SHORT}, {}),
     "threads2": ({"placement": "before_model", "threads": 2, "max_steps_per_epoch": SHORT}, {}),
 }
@@ -217,8 +219,8 @@ def test_gpu_provenance_is_recorded_or_null_with_a_reason(runs):
         flags = record.provenance.determinism_ranks
         assert flags is not None and len(flags) == record.ranks == ranks
         assert flags[0] == record.provenance.determinism
-    # each rank reports its own environment: the launcher's reached rank 1, and the device
-    # order given to the process was overridden
+    # each rank reports its own environment: the spec's workspace reached rank 1 (not the one
+    # exported to the process), and the device order given to the process was overridden
     ddp = load_record(runs("ddp_a")).provenance
     assert [f.cublas_workspace_config for f in ddp.determinism_ranks or []] == [":16:8"] * 2
     assert (
