@@ -363,6 +363,19 @@ H100 = ("NVIDIA H100 80GB HBM3", 132)
             "(108 SMs)",
         ),
         (
+            ("NVIDIA H100 PCIe", 132),  # another model with as many SMs: still said
+            "ran on different GPUs: NVIDIA H100 80GB HBM3 (132 SMs), NVIDIA H100 PCIe (132 SMs)",
+        ),
+        (
+            ("NVIDIA L4", None),  # another model, from a record without SM counts
+            "ran on different GPUs: NVIDIA H100 80GB HBM3 (132 SMs), NVIDIA L4 (SM count not "
+            "recorded)",
+        ),
+        (
+            ("", 132),  # a device without a name
+            "ran on different GPUs: NVIDIA H100 80GB HBM3 (132 SMs), unnamed GPU (132 SMs)",
+        ),
+        (
             ("NVIDIA H100 80GB HBM3", 114),  # the PCIe H100: same model name family, fewer SMs
             "ran on different GPUs: NVIDIA H100 80GB HBM3 (132 SMs), NVIDIA H100 80GB HBM3 "
             "(114 SMs)",
