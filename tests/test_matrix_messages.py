@@ -26,7 +26,7 @@ PATCH_KEYS = (
     "max_steps_per_epoch, pythonhashseed, batch_size, learning_rate, hidden_size"
 )
 RUN_KEYS = (
-    "repeats, timeout_s, max_runs, memory_limit, ddp_timeout_s, test_fault, "
+    "repeats, timeout_s, max_runs, memory_limit, ddp_timeout_s, test_fault, count_host_syncs, "
     "threads, seed, epochs, max_steps_per_epoch"
 )
 IMAGE_FIX = (
