@@ -11,13 +11,11 @@ point (what a container with the variable in its image relies on) removes it.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fault_tools import Harness
 from test_report_summaries import cell, ok_run
 
 from harness.contract import RunSpec, SpecError, cublas_workspace_in_force, environment_for
@@ -282,18 +280,9 @@ def real(tmp_path_factory, mnist_dir) -> Path:
     root = tmp_path_factory.mktemp("ws")
     (root / "m.yaml").write_text(MATRIX)
     out = root / "out"
-    env = {**os.environ, VAR: EXPORTED, "HARNESS_MNIST_DIR": str(mnist_dir)}
-    result = subprocess.run(  # argv list, no shell
-        [sys.executable, "-m", "harness.cli", "run", str(root / "m.yaml"), "--out", str(out)]
-        + ["--progress", "quiet", "--executor", "local"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    env = {VAR: EXPORTED, "HARNESS_MNIST_DIR": str(mnist_dir)}
+    run = Harness(root / "m.yaml", out, "--executor", "local", env=env, report=True)
+    assert run.finish(timeout=900) == 0, run.text[-3000:]
     return out
 
 

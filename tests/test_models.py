@@ -9,11 +9,10 @@ models keeps them apart as cells with the model in the table.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
+from fault_tools import Harness
 
 from harness.workload.model import cnn, mlp, network
 
@@ -74,15 +73,8 @@ def both_models(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("both-models")
     (root / "matrix.yaml").write_text(MATRIX)
     out = root / "results"
-    argv = [sys.executable, "-m", "harness.cli", "run", str(root / "matrix.yaml")]
-    proc = subprocess.run(
-        [*argv, "--out", str(out), "--progress", "plain"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = Harness(root / "matrix.yaml", out, report=True)
+    assert run.finish(timeout=900) == 0, run.text[-3000:]
     report = json.loads((out / "report.json").read_text())
     cells = {(c["settings"]["model"], c["settings"]["placement"]): c for c in report["cells"]}
     return {"cells": cells, "md": (out / "report.md").read_text(), "out": out}
