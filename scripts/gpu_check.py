@@ -119,7 +119,7 @@ def short(rec: dict[str, Any]) -> dict[str, Any]:
         "steps": rec.get("steps"),
         "error_type": error.get("type"),
         "error_message": (error.get("message") or "")[:400],
-        "gpu": prov.get("gpu") or prov.get("gpus"),
+        "gpu": prov.get("gpus"),  # every GPU the run saw
         "trajectory": (rec.get("digests") or {}).get("trajectory"),
     }
 

@@ -152,7 +152,7 @@ class Libraries:
     #: ``cublasGetProperty`` MAJOR.MINOR.PATCH of the loaded libcublas
     cublas: str | None = None
     cublas_path: str | None = None
-    #: ``cublasLtGetVersion()`` of the loaded libcublasLt (e.g. ``130101`` for 13.1.1)
+    #: ``cublasLtGetProperty`` MAJOR.MINOR.PATCH of the loaded libcublasLt
     cublaslt: str | None = None
     cublaslt_path: str | None = None
     #: ``torch.backends.cudnn.version()``

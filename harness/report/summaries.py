@@ -175,12 +175,12 @@ def costs(cells: list[CellReport]) -> list[Cost]:
     effective settings are the twin's is no cell to cost; where two cells have the same
     effective settings (``auto`` and ``unset`` beside ``alg=off``), the first is the twin.
     """
+    resolved = [(c, effective(c.settings)) for c in cells]
     index: dict[str, CellReport] = {}
-    for c in cells:
-        index.setdefault(json.dumps(effective(c.settings), sort_keys=True), c)
+    for c, mine in resolved:
+        index.setdefault(json.dumps(mine, sort_keys=True), c)
     out = []
-    for c in cells:
-        mine = effective(c.settings)
+    for c, mine in resolved:
         if all(mine.get(k) == v for k, v in TWIN.items()):
             continue
         twin = index.get(json.dumps(effective({**mine, **TWIN}), sort_keys=True))
