@@ -24,7 +24,7 @@ from harness.errors import HarnessError
 from harness.report.analyze import analyze
 from harness.report.model import Report
 
-__all__ = ["FORMATS", "Report", "analyze", "write_reports"]
+__all__ = ["FORMATS", "Report", "analyze", "make_reports", "write_reports"]
 
 FORMATS = ("md", "json", "csv")
 
@@ -36,6 +36,13 @@ def write_reports(
 
     ``max_plots`` bounds the plots drawn (None: the default bound, 0: no bound).
     """
+    return make_reports(root, formats, plots=plots, max_plots=max_plots)[1]
+
+
+def make_reports(
+    root: str | Path, formats: Sequence[str], *, plots: bool = True, max_plots: int | None = None
+) -> tuple[Report, list[Path]]:
+    """``write_reports``, also returning the report it wrote, for the terminal summary."""
     from harness.contract import write_bytes_atomic
     from harness.report.exporters import EXPORTERS
 
@@ -57,4 +64,4 @@ def write_reports(
         path = report.root / filename
         write_bytes_atomic(path, render(report))
         written.append(path)
-    return written
+    return report, written

@@ -178,3 +178,6 @@ class Report:
     #: what differs between merged inputs made by different code (``harness merge
     #: --allow-mixed``; the manifest's ``merge.mixed``), one line each
     mixed_code: list[str] = field(default_factory=list)
+    #: image -> its verdict grid's heatmap (``plots/grid-<image>.png``, relative to the
+    #: folder), where one was drawn (harness/report/heatmap.py)
+    grid_plots: dict[str, str] = field(default_factory=dict)

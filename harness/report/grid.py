@@ -1,0 +1,202 @@
+"""The verdict grid: one image's cells as a pivot table of verdicts, so a reader takes in the
+whole matrix at a glance instead of reading a row per cell.
+
+Rows and columns are the settings that vary on that image; settings the same in every cell are
+left out (the report lists them once). Which varying settings go down the side and which across
+the top is chosen, not fixed: a matrix with ``exclude`` entries is sparse, and the split that
+leaves the fewest empty entries within at most ``MAX_ROWS`` rows and ``MAX_COLUMNS`` columns
+reads best (for matrix.yaml: model, placement and the cuDNN flags down the side, GPU count,
+deterministic algorithms and the cuBLAS workspace across, 9 x 8 for 48 cells). The Markdown
+report, the terminal summary and the PNG heatmap all draw the same ``Grid``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from harness.contract.settings import BY_NAME, NAMES, REPORT_SETTINGS
+from harness.report.model import DIVERGES, REPRODUCES, UNKNOWN, CellReport, Report
+
+#: A grid taller than this no longer reads at a glance; wider than MAX_COLUMNS does not fit
+#: GitHub's 1,000-pixel column.
+MAX_ROWS = 12
+MAX_COLUMNS = 8
+#: Splits are searched exhaustively up to this many varying settings (2**n splits), past it
+#: settings fill the rows in table order.
+_SEARCH_LIMIT = 10
+#: Where two splits are as good, the one with these down the side wins: the post's question is
+#: where the seed goes, per model and GPU count.
+_ROW_FIRST = ("devices", "model", "placement")
+
+#: Each verdict as a symbol: Markdown (emoji, colour and shape), and terminal (one cell wide).
+MARK = {REPRODUCES: "✅", DIVERGES: "❌", UNKNOWN: "❔"}
+TERMINAL_MARK = {REPRODUCES: "✓", DIVERGES: "✗", UNKNOWN: "?"}
+#: An entry of the grid that no cell has (the matrix excluded it).
+NO_CELL = "·"
+#: What each symbol means, in the order a legend lists them.
+MEANING = {
+    REPRODUCES: "reproduces",
+    DIVERGES: "diverges",
+    UNKNOWN: "unknown (a run failed, is missing or corrupt)",
+}
+
+
+@dataclass
+class Grid:
+    """One image's verdicts: ``entries[(row, column)]`` is the cell at ``rows[row]`` (values of
+    ``row_axes``) and ``columns[column]`` (values of ``column_axes``); an entry no cell has is
+    absent. ``constant`` holds the report settings the same in every cell of the image."""
+
+    image: str
+    row_axes: tuple[str, ...]
+    column_axes: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+    columns: list[tuple[Any, ...]]
+    entries: dict[tuple[int, int], CellReport]
+    constant: dict[str, Any]
+
+    def verdict(self, row: int, column: int) -> str | None:
+        cell = self.entries.get((row, column))
+        return None if cell is None else cell.verdict
+
+    def row_header(self) -> str:
+        """The rows' axes, named: the first header cell."""
+        return " · ".join(short(a) for a in self.row_axes)
+
+    def row_label(self, row: int) -> str:
+        if not self.row_axes:
+            return "every cell" if len(self.entries) > 1 else "the cell"
+        return " · ".join(value_text(v) for v in self.rows[row])
+
+    def column_label(self, column: int) -> str:
+        if not self.column_axes:
+            return "verdict"
+        return " · ".join(
+            f"{short(a)}={value_text(v)}"
+            for a, v in zip(self.column_axes, self.columns[column], strict=True)
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Cells per verdict."""
+        out = dict.fromkeys(MARK, 0)
+        for cell in self.entries.values():
+            out[cell.verdict] = out.get(cell.verdict, 0) + 1
+        return out
+
+
+def short(axis: str) -> str:
+    """A setting's short name in a grid: its cell-name label where it has one (``det``,
+    ``alg``, ``ws``), else its name."""
+    return BY_NAME[axis].label if axis in BY_NAME and BY_NAME[axis].label else axis
+
+
+def value_text(value: Any) -> str:
+    """A setting's value as a matrix file writes it: strings bare, the rest as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def varying(cells: Iterable[CellReport]) -> list[str]:
+    """The settings (table order, the image left out) whose value differs between cells."""
+    cells = list(cells)
+    return [
+        k
+        for k in NAMES
+        if k != "image" and len({json.dumps(c.settings.get(k)) for c in cells}) > 1
+    ]
+
+
+def constant(cells: list[CellReport]) -> dict[str, Any]:
+    """The report settings (the image left out) with one value in every cell."""
+    moving = set(varying(cells))
+    return {
+        k: cells[0].settings.get(k)
+        for k in REPORT_SETTINGS
+        if k != "image" and k not in moving and cells
+    }
+
+
+def grids(report: Report) -> list[Grid]:
+    """One grid per image, in the order the images first appear."""
+    by_image: dict[str, list[CellReport]] = {}
+    for cell in report.cells:
+        by_image.setdefault(str(cell.settings.get("image")), []).append(cell)
+    return [make_grid(image, cells) for image, cells in by_image.items()]
+
+
+def make_grid(image: str, cells: list[CellReport]) -> Grid:
+    axes = varying(cells)
+    rank = _value_ranks(cells, axes)
+    row_axes, column_axes = _split(cells, axes, rank)
+
+    def ordered(keys: Iterable[tuple[Any, ...]], along: tuple[str, ...]) -> list[tuple]:
+        unique = {json.dumps(k): k for k in keys}.values()
+        return sorted(unique, key=lambda k: [rank[a][json.dumps(v)] for a, v in zip(along, k)])
+
+    rows = ordered((_values(c, row_axes) for c in cells), row_axes)
+    columns = ordered((_values(c, column_axes) for c in cells), column_axes)
+    row_index = {json.dumps(r): i for i, r in enumerate(rows)}
+    column_index = {json.dumps(c): i for i, c in enumerate(columns)}
+    entries = {
+        (
+            row_index[json.dumps(_values(c, row_axes))],
+            column_index[json.dumps(_values(c, column_axes))],
+        ): c
+        for c in cells
+    }
+    return Grid(image, row_axes, column_axes, rows, columns, entries, constant(cells))
+
+
+def _values(cell: CellReport, axes: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(cell.settings.get(a) for a in axes)
+
+
+def _value_ranks(cells: list[CellReport], axes: list[str]) -> dict[str, dict[str, int]]:
+    """Each axis's values in the order they first appear (the matrix file's order)."""
+    ranks: dict[str, dict[str, int]] = {}
+    for axis in axes:
+        seen: dict[str, int] = {}
+        for c in cells:
+            seen.setdefault(json.dumps(c.settings.get(axis)), len(seen))
+        ranks[axis] = seen
+    return ranks
+
+
+def _split(
+    cells: list[CellReport], axes: list[str], rank: dict[str, dict[str, int]]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(row axes, column axes): the split with fewest entries over the limits, then fewest
+    entries in all (fewest empty ones), then fewest columns, then the most of ``_ROW_FIRST``
+    down the side."""
+    coded = [tuple(rank[a][json.dumps(c.settings.get(a))] for a in axes) for c in cells]
+
+    def distinct(chosen: tuple[int, ...]) -> int:
+        return len({tuple(code[i] for i in chosen) for code in coded})
+
+    if len(axes) > _SEARCH_LIMIT:
+        down: list[int] = []
+        for i in range(len(axes)):
+            if distinct((*down, i)) > MAX_ROWS:
+                break
+            down.append(i)
+        splits: Iterable[tuple[int, ...]] = [tuple(down)]
+    else:
+        splits = itertools.chain.from_iterable(
+            itertools.combinations(range(len(axes)), n) for n in range(len(axes) + 1)
+        )
+
+    def score(down: tuple[int, ...]) -> tuple[int, int, int, int]:
+        across = tuple(i for i in range(len(axes)) if i not in down)
+        n_rows, n_columns = distinct(down), distinct(across)
+        over = max(0, n_rows - MAX_ROWS) + max(0, n_columns - MAX_COLUMNS)
+        preferred = sum(axes[i] in _ROW_FIRST for i in down)
+        return (over, n_rows * n_columns, n_columns, -preferred)
+
+    best = min(splits, key=score)
+    return (
+        tuple(axes[i] for i in best),
+        tuple(a for i, a in enumerate(axes) if i not in best),
+    )
