@@ -168,9 +168,9 @@ def _value_ranks(cells: list[CellReport], axes: list[str]) -> dict[str, dict[str
 def _split(
     cells: list[CellReport], axes: list[str], rank: dict[str, dict[str, int]]
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(row axes, column axes): the split with fewest entries over the limits, then fewest
-    entries in all (fewest empty ones), then fewest columns, then the most of ``_ROW_FIRST``
-    down the side."""
+    """(row axes, column axes): the split with fewest rows over ``MAX_ROWS`` (none: one row is
+    always possible), then fewest columns over ``MAX_COLUMNS``, then fewest entries in all
+    (fewest empty ones), then fewest columns, then the most of ``_ROW_FIRST`` down the side."""
     coded = [tuple(rank[a][json.dumps(c.settings.get(a))] for a in axes) for c in cells]
 
     def distinct(chosen: tuple[int, ...]) -> int:
@@ -188,12 +188,17 @@ def _split(
             itertools.combinations(range(len(axes)), n) for n in range(len(axes) + 1)
         )
 
-    def score(down: tuple[int, ...]) -> tuple[int, int, int, int]:
+    def score(down: tuple[int, ...]) -> tuple[int, int, int, int, int]:
         across = tuple(i for i in range(len(axes)) if i not in down)
         n_rows, n_columns = distinct(down), distinct(across)
-        over = max(0, n_rows - MAX_ROWS) + max(0, n_columns - MAX_COLUMNS)
         preferred = sum(axes[i] in _ROW_FIRST for i in down)
-        return (over, n_rows * n_columns, n_columns, -preferred)
+        return (
+            max(0, n_rows - MAX_ROWS),
+            max(0, n_columns - MAX_COLUMNS),
+            n_rows * n_columns,
+            n_columns,
+            -preferred,
+        )
 
     best = min(splits, key=score)
     return (
