@@ -18,8 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.contract.settings import BY_NAME, NAMES, REPORT_SETTINGS
+from harness.contract.settings import BY_NAME, REPORT_SETTINGS
 from harness.report.model import DIVERGES, REPRODUCES, UNKNOWN, CellReport, Report
+from harness.report.summaries import varying
 
 #: A grid taller than this no longer reads at a glance; wider than MAX_COLUMNS does not fit
 #: GitHub's 1,000-pixel column.
@@ -99,16 +100,6 @@ def value_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def varying(cells: Iterable[CellReport]) -> list[str]:
-    """The settings (table order, the image left out) whose value differs between cells."""
-    cells = list(cells)
-    return [
-        k
-        for k in NAMES
-        if k != "image" and len({json.dumps(c.settings.get(k)) for c in cells}) > 1
-    ]
-
-
 def constant(cells: list[CellReport]) -> dict[str, Any]:
     """The report settings (the image left out) with one value in every cell."""
     moving = set(varying(cells))
@@ -134,7 +125,9 @@ def make_grid(image: str, cells: list[CellReport]) -> Grid:
 
     def ordered(keys: Iterable[tuple[Any, ...]], along: tuple[str, ...]) -> list[tuple]:
         unique = {json.dumps(k): k for k in keys}.values()
-        return sorted(unique, key=lambda k: [rank[a][json.dumps(v)] for a, v in zip(along, k)])
+        return sorted(
+            unique, key=lambda k: [rank[a][json.dumps(v)] for a, v in zip(along, k, strict=True)]
+        )
 
     rows = ordered((_values(c, row_axes) for c in cells), row_axes)
     columns = ordered((_values(c, column_axes) for c in cells), column_axes)

@@ -31,23 +31,30 @@ from harness.report.model import (
 )
 from harness.report.trajectories import divergences_from
 
+#: The summary sentence names the cells that reproduce up to this many.
+NAMED_CELLS = 3
+
 
 def fmt_setting(key: str, value: Any) -> str:
     """``key=value``, strings bare and everything else as JSON (``seed=7``, ``x=true``)."""
     return f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
 
 
-def _varying(cells: list[CellReport]) -> list[str]:
-    return [k for k in NAMES if len({json.dumps(c.settings.get(k)) for c in cells}) > 1]
+def varying(cells: Iterable[CellReport]) -> list[str]:
+    """The settings (table order, the image left out) whose value differs between cells."""
+    cells = list(cells)
+    return [
+        k for k in NAMES if k != "image" and len({json.dumps(c.settings.get(k)) for c in cells}) > 1
+    ]
 
 
 def describe_image(image: str, cells: list[CellReport]) -> str:
     """A sentence or two: which settings reproduce, and which axis breaks reproducibility."""
     judged = [c for c in cells if c.verdict != UNKNOWN]
     unknown = [c for c in cells if c.verdict == UNKNOWN]
-    varying = _varying(cells)
-    parts = [_headline(image, judged, varying)]
-    parts += [_breaks(axis, judged) for axis in varying]
+    moving = varying(cells)
+    parts = [_headline(image, judged, moving)]
+    parts += [_breaks(axis, judged) for axis in moving]
     only_weights = [c for c in judged if c.distinct_trajectories == 1 and c.final_equal is False]
     if only_weights:
         parts.append(
@@ -72,6 +79,8 @@ def _headline(image: str, judged: list[CellReport], varying: list[str]) -> str:
         return f"On {image}, none of the {len(judged)} cells reproduces bit for bit."
     keys = varying or ["placement"]
     names = "; ".join(", ".join(fmt_setting(k, c.settings.get(k)) for k in keys) for c in good)
+    if len(good) > NAMED_CELLS:  # a list past a few cells reads worse than the grid
+        names = "the grid shows which"
     return (
         f"On {image}, {len(good)} of {len(judged)} cells reproduce bit for bit "
         f"({names}); the other {len(judged) - len(good)} do not."
