@@ -320,7 +320,7 @@ def test_the_real_report_shows_the_column_and_the_twins(real: Path):
     in_force = {row["name"]: row["cublas_workspace_in_force"] for row in report["table"]}
     assert sorted(in_force.values()) == [":16:8", "unset", "unset"]
     md = (real / "report.md").read_text()
-    header = next(line for line in md.splitlines() if line.startswith("| cell |"))
+    header = next(line for line in md.splitlines() if line.startswith("| verdict |"))
     assert " cublas_workspace |" in header
     # Markdown-escaped: auto \(unset\) reads auto (unset)
     assert "| auto \\(unset\\) |" in md and "| :16:8 |" in md and "| unset |" in md

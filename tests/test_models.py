@@ -104,7 +104,7 @@ def test_the_report_keeps_the_models_apart_with_the_model_in_the_table(both_mode
     # the model is in the name where it varies
     assert "-cnn" in cells[("cnn", "before_model")]["name"]
     assert "-mlp" in cells[("mlp", "before_model")]["name"]
-    header = next(line for line in both_models["md"].splitlines() if line.startswith("| cell |"))
+    header = next(line for line in both_models["md"].splitlines() if line.startswith("| verdict |"))
     assert "| model |" in header
     column = header.split(" | ").index("model")
     rows = [line.split(" | ") for line in both_models["md"].splitlines() if "-cnn" in line]

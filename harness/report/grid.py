@@ -103,11 +103,29 @@ def value_text(value: Any) -> str:
 def constant(cells: list[CellReport]) -> dict[str, Any]:
     """The report settings (the image left out) with one value in every cell."""
     moving = set(varying(cells))
-    return {
-        k: cells[0].settings.get(k)
-        for k in REPORT_SETTINGS
-        if k != "image" and k not in moving and cells
-    }
+    out = {}
+    for k in REPORT_SETTINGS:
+        if k == "image" or k in moving or not cells:
+            continue
+        value = cells[0].settings.get(k)
+        # a folder written before the setting existed ran its default
+        out[k] = BY_NAME[k].default if value is None and not BY_NAME[k].nullable else value
+    return out
+
+
+#: The Markdown report's first screen (harness/report/markdown.py) holds, before its first
+#: ``<details>``, 8 lines (title, counts, cost of determinism, the Cells heading, with their
+#: blank lines) and per image 5 (sentence, blank, table header and separator, blank) plus the
+#: grid's rows; to keep it under 60 lines, images share this many lines of rows.
+_FIRST_SCREEN_ROWS = 59 - 8
+
+
+def row_limit(images: int) -> int:
+    """The rows a grid may have when the report shows ``images`` grids: ``MAX_ROWS`` for up to
+    three images, fewer (and wider grids) past that, at least one."""
+    if images <= 0:
+        return MAX_ROWS
+    return max(1, min(MAX_ROWS, (_FIRST_SCREEN_ROWS - 5 * images) // images))
 
 
 def grids(report: Report) -> list[Grid]:
@@ -115,13 +133,14 @@ def grids(report: Report) -> list[Grid]:
     by_image: dict[str, list[CellReport]] = {}
     for cell in report.cells:
         by_image.setdefault(str(cell.settings.get("image")), []).append(cell)
-    return [make_grid(image, cells) for image, cells in by_image.items()]
+    limit = row_limit(len(by_image))
+    return [make_grid(image, cells, limit) for image, cells in by_image.items()]
 
 
-def make_grid(image: str, cells: list[CellReport]) -> Grid:
+def make_grid(image: str, cells: list[CellReport], max_rows: int = MAX_ROWS) -> Grid:
     axes = varying(cells)
     rank = _value_ranks(cells, axes)
-    row_axes, column_axes = _split(cells, axes, rank)
+    row_axes, column_axes = _split(cells, axes, rank, max_rows)
 
     def ordered(keys: Iterable[tuple[Any, ...]], along: tuple[str, ...]) -> list[tuple]:
         unique = {json.dumps(k): k for k in keys}.values()
@@ -159,9 +178,9 @@ def _value_ranks(cells: list[CellReport], axes: list[str]) -> dict[str, dict[str
 
 
 def _split(
-    cells: list[CellReport], axes: list[str], rank: dict[str, dict[str, int]]
+    cells: list[CellReport], axes: list[str], rank: dict[str, dict[str, int]], max_rows: int
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(row axes, column axes): the split with fewest rows over ``MAX_ROWS`` (none: one row is
+    """(row axes, column axes): the split with fewest rows over ``max_rows`` (none: one row is
     always possible), then fewest columns over ``MAX_COLUMNS``, then fewest entries in all
     (fewest empty ones), then fewest columns, then the most of ``_ROW_FIRST`` down the side."""
     coded = [tuple(rank[a][json.dumps(c.settings.get(a))] for a in axes) for c in cells]
@@ -172,7 +191,7 @@ def _split(
     if len(axes) > _SEARCH_LIMIT:
         down: list[int] = []
         for i in range(len(axes)):
-            if distinct((*down, i)) > MAX_ROWS:
+            if distinct((*down, i)) > max_rows:
                 break
             down.append(i)
         splits: Iterable[tuple[int, ...]] = [tuple(down)]
@@ -186,7 +205,7 @@ def _split(
         n_rows, n_columns = distinct(down), distinct(across)
         preferred = sum(axes[i] in _ROW_FIRST for i in down)
         return (
-            max(0, n_rows - MAX_ROWS),
+            max(0, n_rows - max_rows),
             max(0, n_columns - MAX_COLUMNS),
             n_rows * n_columns,
             n_columns,

@@ -6,15 +6,18 @@ match their patterns."""
 
 from __future__ import annotations
 
+import html
 import re
+import statistics
 from typing import Any
 from urllib.parse import quote
 
-from harness.contract.settings import REPORT_SETTINGS, TWIN
+from harness.contract.settings import TWIN
 from harness.report import text as inert
 from harness.report.flatten import cell_row
+from harness.report.grid import MARK, MEANING, NO_CELL, Grid, constant, grids
 from harness.report.model import DIVERGES, REPRODUCES, UNKNOWN, CellReport, Divergence, Report
-from harness.report.summaries import CUBLAS_PROMISE, fmt_setting
+from harness.report.summaries import CUBLAS_PROMISE, fmt_setting, varying
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
 
@@ -52,11 +55,6 @@ def yes_no(value: bool | None) -> str:
     return "—" if value is None else ("yes" if value else "**no**")
 
 
-def _verdict(cell: CellReport) -> str:
-    """The reproducible column: yes, **no**, or unknown (the cell has no verdict)."""
-    return "unknown" if cell.verdict == UNKNOWN else yes_no(cell.reproducible)
-
-
 def _num(value: float | None, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
@@ -77,47 +75,135 @@ def table_lines(header: list[str], body: list[list[str]]) -> list[str]:
     return lines
 
 
-def render_markdown(report: Report) -> bytes:
-    """The report, one section after another."""
-    sections = (
-        _title,
-        _summaries,
-        _images,
-        _cells,
-        _unknown,
-        _merge,
-        _comparisons,
-        _costs,
-        _failures,
-    )
-    out: list[str] = []
-    for section in sections:
+def render_markdown(report: Report, *, embed_images: bool = True) -> bytes:
+    """The report: first what a reader takes in at a glance (the counts, each image's summary
+    sentence and verdict grid, the cost of determinism), then the long sections, folded.
+
+    ``embed_images`` False leaves out the grid heatmaps (``plots/*.png``): a GitHub job summary
+    cannot show a file of the results folder."""
+    grid_list = grids(report)
+    out = _title(report, grid_list)
+    for grid in grid_list:
+        out += _image_grid(report, grid)
+    out += _cost_line(report)
+    out += _cells(report, grid_list)
+    if embed_images:
+        out += _heatmaps(report, grid_list)
+    for section in (_unknown, _comparisons, _costs, _images, _merge, _failures):
         out += section(report)
     out.append("")
     return "\n".join(out).encode("utf-8")
 
 
-def _title(report: Report) -> list[str]:
+#: How many cells have a verdict, in words: "1 reproduces", "2 diverge", "1 unknown".
+COUNTED = {
+    REPRODUCES: lambda n: "reproduces" if n == 1 else "reproduce",
+    DIVERGES: lambda n: "diverges" if n == 1 else "diverge",
+    UNKNOWN: lambda n: "unknown",
+}
+
+#: A cells table of more rows than this, and any other long table, is folded.
+OPEN_ROWS = 12
+
+
+def fold(summary: str, body: list[str], *, open_: bool = False) -> list[str]:
+    """``body`` (Markdown) under a ``<details>`` whose ``summary`` is plain text (HTML-escaped
+    here: a summary line is raw HTML, where Markdown escapes would show)."""
+    tag = "<details open>" if open_ else "<details>"
+    return [f"{tag}<summary>{html_text(summary)}</summary>", "", *body, "", "</details>", ""]
+
+
+def html_text(text: Any) -> str:
+    """One line of text, inert in raw HTML: no tags, no controls, no autolinks."""
+    s = " ".join(inert.strip_controls(str(text)).split())
+    return inert.neutralise_links(html.escape(s, quote=False))
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    return ", ".join(fmt_setting(k, v) for k, v in settings.items())
+
+
+def _title(report: Report, grid_list: list[Grid]) -> list[str]:
     total = len(report.cells)
     good = sum(1 for c in report.cells if c.verdict == REPRODUCES)
     bad = sum(1 for c in report.cells if c.verdict == DIVERGES)
     unknown = total - good - bad
+    legend = ", ".join(f"{MARK[v]} {MEANING[v]}" for v in MARK)
+    line = (
+        f"**{good} of {total} cells reproduce bit for bit**, {bad} diverge, {unknown} are "
+        f"unknown. {legend}, {NO_CELL} no such cell in the matrix."
+    )
+    shared = constant(report.cells) if report.cells else {}
+    if shared:
+        line += f" Every cell has {escape(_settings_text(shared))}."
+    return [f"# Reproducibility report: {escape(report.name)}", "", line, ""]
+
+
+def _image_grid(report: Report, grid: Grid) -> list[str]:
+    """The image's summary sentence and its verdict grid."""
+    sentence = report.summaries.get(grid.image, "")
+    header = [
+        escape(grid.row_header()),
+        *(escape(grid.column_label(c)) for c in range(len(grid.columns))),
+    ]
+    body = [
+        [
+            escape(grid.row_label(r)),
+            *(MARK.get(grid.verdict(r, c) or "", NO_CELL) for c in range(len(grid.columns))),
+        ]
+        for r in range(len(grid.rows))
+    ]
+    return [escape(sentence), "", *table_lines(header, body), ""]
+
+
+def _cost_line(report: Report) -> list[str]:
+    """The cost of determinism in one paragraph: per image, the median ratio of seconds per
+    epoch against the nondeterministic twin (the table is under Cost of determinism)."""
+    twin = ", ".join(fmt_setting(k, v) for k, v in TWIN.items())
+    if not report.costs:
+        return [
+            f"**Cost of determinism**: no cell has a nondeterministic twin in this matrix (the "
+            f"same settings with {escape(twin)}).",
+            "",
+        ]
+    image_of = {c.name: str(c.settings.get("image")) for c in report.cells}
+    ratios: dict[str, list[float]] = {}
+    for cost in report.costs:
+        ratios.setdefault(image_of.get(cost.cell, "?"), [])
+        if cost.ratio is not None:
+            ratios[image_of.get(cost.cell, "?")].append(cost.ratio)
+    parts = []
+    for image, values in ratios.items():
+        if not values:
+            parts.append(f"on {escape(image)}, no cell and its twin both have a time")
+            continue
+        spread = f" (×{min(values):.2f} to ×{max(values):.2f})" if len(values) > 1 else ""
+        parts.append(
+            f"on {escape(image)}, ×{statistics.median(values):.2f} the twin's time, the median of "
+            f"{len(values)} cells{spread}"
+        )
     return [
-        f"# Reproducibility report: {escape(report.name)}",
-        "",
-        f"{good} of {total} cells reproduce bit for bit, {bad} diverge, {unknown} are "
-        "without a verdict. A cell reproduces when at least two repeats ran and every one of "
-        "them finished with a verified, finite, bit-identical loss trajectory and "
-        "bit-identical final weights; it diverges when such runs differ; it has no verdict "
-        "when any run failed, is missing, corrupt, empty or not finite.",
+        f"**Cost of determinism** (seconds per epoch against the same settings with "
+        f"{escape(twin)}): {'; '.join(parts)}.",
         "",
     ]
 
 
-def _summaries(report: Report) -> list[str]:
-    out = ["## Summary per image", ""]
-    out += [f"- **{escape(image)}**: {escape(text)}" for image, text in report.summaries.items()]
-    return out + [""]
+def _heatmaps(report: Report, grid_list: list[Grid]) -> list[str]:
+    drawn = [
+        (g.image, report.grid_plots[g.image]) for g in grid_list if g.image in report.grid_plots
+    ]
+    if not drawn:
+        return []
+    out = [
+        "## Heatmaps",
+        "",
+        "The grids above as pictures (blue: reproduces, vermillion: diverges).",
+        "",
+    ]
+    for image, path in drawn:
+        out += [f"![verdict grid of {escape(image)}]({quote(path)})", ""]
+    return out
 
 
 def _images(report: Report) -> list[str]:
@@ -144,32 +230,47 @@ def _images(report: Report) -> list[str]:
     ]
 
 
-#: The cells table's columns after the cell and its settings.
+#: The cells table's columns after the verdict, the divergence and the varying settings.
 _CELL_COLUMNS = [
     "repeats",
     "distinct",
-    "reproducible",
-    "divergence (epoch / batch / step)",
     "max abs Δloss",
     "ULPs",
     "init equal",
     "final equal",
     "val acc",
     "s/epoch",
+    "cell",
 ]
+DIVERGENCE_COLUMN = "divergence (epoch / batch / step)"
 
 
-def _cells(report: Report) -> list[str]:
-    out = [
-        "## Cells",
-        "",
+def _cells(report: Report, grid_list: list[Grid]) -> list[str]:
+    """Per image, every cell: the verdict first, then where it diverges, then only the
+    settings that vary on that image (the others are listed once above)."""
+    out = ["## Cells", ""]
+    shared = constant(report.cells) if report.cells else {}
+    for grid in grid_list:
+        cells = [c for c in report.cells if str(c.settings.get("image")) == grid.image]
+        moving = varying(cells)
+        body = []
+        local = {k: v for k, v in grid.constant.items() if k not in shared}
+        if local:
+            body += [f"Every cell on this image has {escape(_settings_text(local))}.", ""]
+        header = ["verdict", DIVERGENCE_COLUMN, *moving, *_CELL_COLUMNS]
+        body += table_lines(header, [_cell_cells(c, moving) for c in cells])
+        counts = ", ".join(f"{n} {COUNTED[v](n)}" for v, n in grid.counts().items() if n)
+        summary = f"{len(cells)} cells on {grid.image}: {counts}"
+        out += fold(summary, body, open_=len(cells) <= OPEN_ROWS)
+    out += [
         "Divergence is the first (epoch / batch / global step), 0-based, where a repeat's "
         "losses differ from the first repeat's; |Δloss| and ULPs are the largest over all "
-        "steps and repeats.",
+        "steps and repeats. A cell reproduces when at least two repeats ran and every one of "
+        "them finished with a verified, finite, bit-identical loss trajectory and "
+        "bit-identical final weights; it diverges when such runs differ; it is unknown when "
+        "any run failed, is missing, corrupt, empty or not finite.",
         "",
     ]
-    header = ["cell", *REPORT_SETTINGS, *_CELL_COLUMNS]
-    out += table_lines(header, [_cell_cells(c) for c in report.cells]) + [""]
     unplotted = [c for c in report.cells if c.verdict == DIVERGES and not c.plot]
     if unplotted and any(c.plot for c in report.cells):
         out += [
@@ -195,8 +296,8 @@ def setting_text(row: dict, key: str) -> Any:
     return value
 
 
-def _cell_cells(cell: CellReport) -> list[str]:
-    """One row of the cells table, escaped."""
+def _cell_cells(cell: CellReport, moving: list[str]) -> list[str]:
+    """One row of the cells table, escaped: the verdict first, the cell's name last."""
     row = cell_row(cell)
     acc = "—"
     if cell.val_acc_mean is not None:
@@ -209,18 +310,18 @@ def _cell_cells(cell: CellReport) -> list[str]:
     if cell.ok_runs != cell.repeats:
         repeats = f"{cell.ok_runs}/{cell.repeats}"
     return [
-        name,
-        *(escape(setting_text(row, k)) for k in REPORT_SETTINGS),
+        f"{MARK[cell.verdict]} {cell.verdict}",
+        _divergence(cell.first_divergence),
+        *(escape(setting_text({**cell.settings, **row}, k)) for k in moving),
         repeats,
         str(cell.distinct_trajectories),
-        _verdict(cell),
-        _divergence(cell.first_divergence),
         _num(row["max_abs_delta"], ".3g"),
         "—" if row["max_ulps"] is None else str(row["max_ulps"]),
         yes_no(cell.init_equal),
         yes_no(cell.final_equal),
         acc,
         _num(cell.seconds_per_epoch, ".2f"),
+        name,
     ]
 
 
@@ -236,8 +337,10 @@ def _unknown(report: Report) -> list[str]:
         "out of the summaries above.",
         "",
     ]
-    out += [f"- **{escape(c.name)}**: {escape(c.unknown_because)}" for c in unknown]
-    return out + [""]
+    items = [f"- **{escape(c.name)}**: {escape(c.unknown_because)}" for c in unknown]
+    if len(items) > OPEN_ROWS:
+        return out + fold(f"{len(items)} cells", items)
+    return out + items + [""]
 
 
 def _merge(report: Report) -> list[str]:
@@ -287,7 +390,15 @@ def _comparisons(report: Report) -> list[str]:
         varying = ", ".join(f"{escape(v)}: {escape(n)}" for v, n in comp.cells)
         body.append([escape(comp.axis), varying, yes_no(comp.equal), _divergence(comp.divergence)])
     header = ["axis", "cells (value: cell)", "trajectories equal", "first divergence"]
-    out += table_lines(header, body) + [""]
+    table = table_lines(header, body)
+    if len(body) > OPEN_ROWS:
+        equal = sum(c.equal is True for c in report.comparisons)
+        differ = sum(c.equal is False for c in report.comparisons)
+        rest = len(body) - equal - differ
+        summary = f"{len(body)} comparisons: {equal} equal, {differ} differ, {rest} without a run"
+        out += fold(summary, table)
+    else:
+        out += table + [""]
     notes = [c for c in report.comparisons if c.gpus_differ]
     for comp in notes:  # a difference there need not come from the compared axis
         cells = ", ".join(escape(n) for _, n in comp.cells)
@@ -298,13 +409,9 @@ def _comparisons(report: Report) -> list[str]:
 
 
 def _costs(report: Report) -> list[str]:
+    if not report.costs:  # the first screen says so
+        return []
     out = ["## Cost of determinism", ""]
-    if not report.costs:
-        twin = ", ".join(fmt_setting(k, v) for k, v in TWIN.items())
-        out.append(
-            f"No cell has a nondeterministic twin in this matrix (the same settings with {twin})."
-        )
-        return out + [""]
     body = [
         [
             escape(c.cell),
@@ -316,7 +423,10 @@ def _costs(report: Report) -> list[str]:
         for c in report.costs
     ]
     header = ["cell", "nondeterministic twin", "s/epoch", "twin s/epoch", "ratio"]
-    return out + table_lines(header, body) + [""]
+    table = table_lines(header, body)
+    if len(body) > OPEN_ROWS:
+        return out + fold(f"{len(body)} cells against their twins", table)
+    return out + table + [""]
 
 
 def _failures(report: Report) -> list[str]:

@@ -1,0 +1,113 @@
+"""The verdict grid (harness/report/grid.py) on hand-made cells: which settings go down the
+side and which across, the entries no cell has, the row limit that keeps the Markdown report's
+first screen under 60 lines, and the labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_report_summaries import cell
+
+from harness.matrix import load_matrix
+from harness.report.grid import MAX_ROWS, grids, make_grid, row_limit
+from harness.report.markdown import render_markdown
+from harness.report.model import Report
+from harness.report.summaries import describe_image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _matrix_cells(path: Path) -> list:
+    """A matrix file's cells as report cells: the seed set late diverges."""
+    out = []
+    for c in load_matrix(path).cells:
+        settings = dict(c.settings)
+        verdict = "reproduces" if settings["placement"] == "before_model" else "diverges"
+        out.append(cell(c.name, verdict, **settings))
+    return out
+
+
+def test_one_varying_setting_goes_down_the_side_with_one_verdict_column():
+    cells = [
+        cell("a", "diverges", placement="none"),
+        cell("b", "diverges", placement="before_trainer"),
+        cell("c", placement="before_model"),
+    ]
+    grid = make_grid("repo/a:1", cells)
+    assert (grid.row_axes, grid.column_axes) == (("placement",), ())
+    assert [grid.row_label(r) for r in range(3)] == ["none", "before_trainer", "before_model"]
+    assert [grid.verdict(r, 0) for r in range(3)] == ["diverges", "diverges", "reproduces"]
+    assert grid.column_label(0) == "verdict" and grid.row_header() == "placement"
+    assert grid.counts() == {"reproduces": 1, "diverges": 2, "unknown": 0}
+
+
+def test_a_single_cell_is_one_entry():
+    grid = make_grid("img", [cell("a", placement="none")])
+    assert (grid.rows, grid.columns) == ([()], [()])
+    assert grid.row_label(0) == "the cell" and grid.verdict(0, 0) == "reproduces"
+
+
+def test_matrix_yaml_splits_into_12_rows_and_5_columns_with_the_excluded_entries_empty():
+    cells = [c for c in _matrix_cells(ROOT / "matrix.yaml") if "2.5.1" in c.settings["image"]]
+    grid = make_grid(cells[0].settings["image"], cells)
+    assert len(cells) == 48
+    assert set(grid.column_axes) == {"model", "cudnn_deterministic", "cudnn_benchmark"}
+    assert (len(grid.rows), len(grid.columns)) == (12, 5)
+    assert len(grid.entries) == 48  # 60 entries, 12 of them excluded by the matrix
+    assert grid.column_label(0) == "model=mlp · det=true · bench=false"
+    assert grid.row_header() == "devices · placement · alg · ws"
+    row = next(r for r in range(12) if grid.row_label(r) == "1 · none · off · unset")
+    assert [grid.verdict(row, c) for c in range(5)] == ["diverges", "diverges", None, None, None]
+    # every cell sits at the entry its settings name
+    for (r, c), member in grid.entries.items():
+        named = dict(zip(grid.row_axes, grid.rows[r], strict=True))
+        named.update(zip(grid.column_axes, grid.columns[c], strict=True))
+        assert all(member.settings[k] == v for k, v in named.items())
+
+
+def test_rows_never_pass_the_limit_even_when_columns_must():
+    """144 cells on one image cannot fit 12 x 8: the rows hold, the columns give."""
+    cells = _matrix_cells(ROOT / "matrix.yaml")
+    images = sorted({c.settings["image"] for c in cells})
+    for c in cells:  # one image, the three told apart by their seed
+        c.settings["seed"] = images.index(c.settings["image"])
+        c.settings["image"] = "one"
+    grid = make_grid("one", cells)
+    assert len(grid.rows) <= MAX_ROWS < len(grid.columns) * len(grid.rows)
+    assert len(grid.entries) == 144
+
+
+@pytest.mark.parametrize(("images", "rows"), [(0, 12), (1, 12), (3, 12), (4, 7), (5, 5), (9, 1)])
+def test_the_row_limit_shrinks_past_three_images(images: int, rows: int):
+    assert row_limit(images) == rows
+
+
+@pytest.mark.parametrize("images", [1, 3, 4, 5])
+def test_the_first_screen_stays_under_60_lines_for_several_images(tmp_path: Path, images: int):
+    base = _matrix_cells(ROOT / "matrix.yaml")
+    first = base[0].settings["image"]
+    cells = [
+        cell(f"{c.name}-{i}", c.verdict, **{**c.settings, "image": f"repo/img:{i}"})
+        for i in range(images)
+        for c in base
+        if c.settings["image"] == first
+    ]
+    by_image = {f"repo/img:{i}": [] for i in range(images)}
+    for c in cells:
+        by_image[c.settings["image"]].append(c)
+    report = Report(
+        "many",
+        tmp_path,
+        cells,
+        {image: describe_image(image, members) for image, members in by_image.items()},
+        [],
+        [],
+        [],
+    )
+    md = render_markdown(report).decode()
+    first_screen = md.split("<details", 1)[0]
+    assert len(first_screen.splitlines()) < 60
+    found = grids(report)
+    assert len(found) == images
+    assert all(len(g.rows) <= row_limit(images) and len(g.entries) == 48 for g in found)
