@@ -59,6 +59,12 @@ def _num(value: float | None, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
 
+def _delta(delta: float | None, ulps: int | None) -> str:
+    if delta is None:
+        return "—"
+    return _num(delta, ".3g") + (f" ({ulps})" if ulps is not None else "")
+
+
 def _divergence(d: Divergence | None) -> str:
     if d is None:
         return "—"
@@ -234,10 +240,8 @@ def _images(report: Report) -> list[str]:
 _CELL_COLUMNS = [
     "repeats",
     "distinct",
-    "max abs Δloss",
-    "ULPs",
-    "init equal",
-    "final equal",
+    "max abs Δloss (ULPs)",
+    "weights equal (init / final)",
     "val acc",
     "s/epoch",
     "cell",
@@ -315,10 +319,8 @@ def _cell_cells(cell: CellReport, moving: list[str]) -> list[str]:
         *(escape(setting_text({**cell.settings, **row}, k)) for k in moving),
         repeats,
         str(cell.distinct_trajectories),
-        _num(row["max_abs_delta"], ".3g"),
-        "—" if row["max_ulps"] is None else str(row["max_ulps"]),
-        yes_no(cell.init_equal),
-        yes_no(cell.final_equal),
+        _delta(row["max_abs_delta"], row["max_ulps"]),
+        f"{yes_no(cell.init_equal)} / {yes_no(cell.final_equal)}",
         acc,
         _num(cell.seconds_per_epoch, ".2f"),
         name,
