@@ -4,9 +4,10 @@ report to embed: the grid of harness/report/grid.py, one square per entry.
 Made to be read in a browser at GitHub's ~1,000-pixel content width: the picture is at most
 1,000 pixels wide (squares narrow as columns are added), its text at least 9 pt. Colour-blind
 safe: the Okabe-Ito blue and vermillion, and grey, and every square also carries its verdict's
-symbol (✓ ✗ ?), so the shape says it without the colour. Text from run records (image names,
-setting values) goes through ``text.clean`` and is drawn without mathtext, so a ``$`` in a
-tampered name is a dollar sign, not a formula that fails to parse.
+symbol (✔ ✘ ?, the heavy forms of the terminal's ✓ ✗), so the shape says it without the
+colour. Text from run records (image names, setting values) goes through ``text.clean`` and is
+drawn without mathtext, so a ``$`` in a tampered name is a dollar sign, not a formula that fails
+to parse.
 
 The layout is computed in pixels from the measured text (no ``bbox_inches="tight"``, which would
 decide the width after the fact). A grid that cannot be drawn (OSError, ValueError) leaves its
