@@ -396,11 +396,12 @@ def test_plot_bound_is_said_in_the_report_and_can_be_lifted(tmp_path: Path):
         write_run(tmp_path, cell, 0, base)
         write_run(tmp_path, cell, 1, base + np.float32(0.5))
     write_reports(tmp_path, ["md"], max_plots=2)
-    assert len(list((tmp_path / "plots").glob("*.png"))) == 2
+    # the cells' plots (``<name>--<id>.png``); the image's grid (grid-local.png) is not counted
+    assert len(list((tmp_path / "plots").glob("*--*.png"))) == 2
     md = (tmp_path / "report.md").read_text()
     assert "1 cells that do not reproduce have no plot" in md and "--max-plots 0" in md
     write_reports(tmp_path, ["md"], max_plots=0)
-    assert len(list((tmp_path / "plots").glob("*.png"))) == 3
+    assert len(list((tmp_path / "plots").glob("*--*.png"))) == 3
     assert "have no plot" not in (tmp_path / "report.md").read_text()
 
 

@@ -10,8 +10,9 @@ Modules, in the order the data flows:
   GPU counts, cost of determinism, failed runs, merge conflicts, images;
 - analyze.py: ``analyze``, the above put together into model.py's ``Report``;
 - flatten.py (one row per cell), markdown.py, exporters.py (md/json/csv), plots.py,
-  github.py (the Actions job summary): renderers of a ``Report``; text.py makes text from run
-  records inert (escaped, validated, no control characters) before markdown.py shows it.
+  heatmap.py (grid.py's grid as a PNG), github.py (the Actions job summary): renderers of a
+  ``Report``; text.py makes text from run records inert (escaped, validated, no control
+  characters) before markdown.py shows it.
 """
 
 from __future__ import annotations
@@ -56,9 +57,11 @@ def make_reports(
     report = analyze(root)
     written: list[Path] = []
     if plots and "md" in formats:
+        from harness.report.heatmap import write_grid_plots
         from harness.report.plots import MAX_PLOTS, write_plots
 
         written += write_plots(report, MAX_PLOTS if max_plots is None else max_plots)
+        written += write_grid_plots(report)  # one per image, not counted in max_plots
     for fmt in dict.fromkeys(formats):
         filename, render = EXPORTERS[fmt]
         path = report.root / filename
