@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,16 @@ def test_json_and_csv_keep_every_cell_and_every_setting(big: dict):
     assert len(rows) == 144 and {r["name"] for r in rows} == set(big["verdicts"])
     assert set(REPORT_SETTINGS) <= set(rows[0])
     assert {r["image"] for r in rows} == {c.settings["image"] for c in big["report"].cells}
+
+
+def test_each_images_heatmap_is_drawn_and_embedded(big: dict):
+    report, md = big["report"], big["md"]
+    assert set(report.grid_plots) == {g.image for g in grids(report)}
+    html = render(md)
+    for image, path in report.grid_plots.items():
+        png = (big["root"] / path).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", png[16:24])
+        assert 400 <= width <= 1000 and 200 <= height <= 1000, (image, width, height)
+        assert f'<img src="{path}" alt="verdict grid of {image}: ' in html
+    assert md.index("## Heatmaps") > md.index("<details")  # after the first screen

@@ -16,6 +16,7 @@ from harness.contract.settings import TWIN
 from harness.report import text as inert
 from harness.report.flatten import cell_row
 from harness.report.grid import MARK, MEANING, NO_CELL, Grid, constant, grids
+from harness.report.heatmap import title as heatmap_title
 from harness.report.model import DIVERGES, REPRODUCES, UNKNOWN, CellReport, Divergence, Report
 from harness.report.summaries import CUBLAS_PROMISE, fmt_setting, varying
 
@@ -207,8 +208,9 @@ def _heatmaps(report: Report, grid_list: list[Grid]) -> list[str]:
         "The grids above as pictures (blue: reproduces, vermillion: diverges).",
         "",
     ]
+    titles = {g.image: ": ".join(heatmap_title(g)) for g in grid_list}
     for image, path in drawn:
-        out += [f"![verdict grid of {escape(image)}]({quote(path)})", ""]
+        out += [f"![verdict grid of {escape(titles[image])}]({quote(path)})", ""]
     return out
 
 
