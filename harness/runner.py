@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from harness.contract import ErrorType, RunSpec
 from harness.errors import HarnessError, StoreError
@@ -39,6 +39,9 @@ from harness.progress import make_progress
 from harness.schedule import Host, Job, SlotPool, check_fits, detect_host, need_of, run_jobs
 from harness.shard import ShardSpec, cells_of_shard
 from harness.store import ResultsDir, RunState, default_out, record_failure, set_aside_notices
+
+if TYPE_CHECKING:
+    from harness.report.model import Report
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,8 @@ class RunSummary:
     statuses: Counter[str]
     interrupted: bool
     reports: list[Path] = field(default_factory=list)
+    #: the report written at the end (None: ``--no-report``), for the terminal summary
+    report: Report | None = None
     set_aside: int = 0
     superseded: Path | None = None
 
@@ -218,9 +223,11 @@ def _run_locked(
         summary.set_aside = sum(state.action == "set_aside" for state in states)
         summary.superseded = superseded
         if config.formats:
-            from harness.report import write_reports
+            from harness.report import make_reports
 
-            summary.reports = write_reports(store.root, config.formats, plots=config.plots)
+            summary.report, summary.reports = make_reports(
+                store.root, config.formats, plots=config.plots
+            )
     finally:
         store.unlock()
     return summary

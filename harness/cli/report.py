@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from harness.report import write_reports
+from harness.report import make_reports
 from harness.report.github import DEFAULT_ARTIFACT
+from harness.report.terminal import MODES, print_summary
 
 
 def command(
@@ -34,8 +36,18 @@ def command(
     artifact: Annotated[
         str, typer.Option(help="with --github: the artifact named when the report is cut")
     ] = DEFAULT_ARTIFACT,
+    progress: Annotated[
+        str | None,
+        typer.Option(
+            help="how the summary and verdict grid print at the end: rich | plain | quiet "
+            "(default: rich on a terminal, plain otherwise; not with --github)"
+        ),
+    ] = None,
 ) -> int:
-    """Write report.md / report.json / report.csv (and plots/) into the results folder."""
+    """Write report.md / report.json / report.csv (and plots/) into the results folder, then
+    print per image the summary sentence and the verdict grid, and the paths written."""
+    if progress is not None and progress not in MODES:
+        raise typer.BadParameter("choose rich, plain or quiet", param_hint="--progress")
     if github:
         from harness.report import analyze
         from harness.report.github import write_summary
@@ -46,6 +58,9 @@ def command(
         note = f" (cut to {result.lines_kept} of {result.lines_total} lines)" if result.cut else ""
         typer.echo(f"job summary: {result.path}: {result.bytes_written} bytes{note}")
         return 0
-    for path in write_reports(results, formats, plots=plots, max_plots=max_plots):
+    report, written = make_reports(results, formats, plots=plots, max_plots=max_plots)
+    if written:  # the answer, before the paths scripts read
+        print_summary(report, progress, sys.stdout)
+    for path in written:
         typer.echo(str(path))
     return 0

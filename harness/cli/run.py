@@ -1,8 +1,10 @@
-"""``harness run FILE``: run every repeat of every cell, then write the report."""
+"""``harness run FILE``: run every repeat of every cell, then write the report and print its
+answer: per image the summary sentence and the verdict grid (harness/report/terminal.py)."""
 
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Annotated
 import typer
 
 from harness.matrix import load_matrix
+from harness.report.terminal import print_summary
 from harness.runner import RunConfig, make_executor, run_matrix
 from harness.shard import parse_shard
 from harness.store import ResultsDir
@@ -103,6 +106,8 @@ def command(
     chosen = make_executor(loaded, executor, shard=shard_spec, data_dir=data_dir, python=python)
     with _cancel_on_signals(config.cancel):
         summary = run_matrix(config, chosen)
+    if summary.report is not None:  # the answer, before the paths scripts read
+        print_summary(summary.report, progress, sys.stdout)
     for path in summary.reports:
         if path.suffix == ".md":
             typer.echo(f"report: {path}")
