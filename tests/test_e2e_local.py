@@ -105,3 +105,49 @@ def test_the_rendered_report_puts_the_verdict_first_and_shared_settings_above(qu
         "before_model": "✅ reproduces",
     }
     assert {row[2]: row[1] for row in rows}["none"] == "0 / 0 / 0"
+
+
+#: What `harness run` and `harness report --progress plain` print of the quick matrix's grid.
+QUICK_GRID = [
+    "placement       verdict",
+    "none               ✗",
+    "before_trainer     ✗",
+    "before_model       ✓",
+]
+
+
+def _grid_of(lines: list[str]) -> list[str]:
+    start = lines.index(QUICK_GRID[0])
+    return lines[start : lines.index("", start)]
+
+
+def test_run_prints_the_answer_in_the_terminal(quick: dict):
+    """The sentence, the grid and the legend, then the lines scripts read (plain: not a TTY)."""
+    out = quick["out"].resolve()
+    lines = quick["stdout"].splitlines()
+    sentence = quick["report"]["summaries"]["local"]
+    assert " ".join(lines[: lines.index("")]) == sentence
+    assert _grid_of(lines) == QUICK_GRID
+    assert lines[-3:] == [
+        "✓ reproduces  ✗ diverges",
+        f"report: {out / 'report.md'}",
+        f"results: {out}",
+    ]
+
+
+def test_report_on_the_same_folder_prints_the_same_answer(quick: dict):
+    out = quick["out"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "report", str(out), "--progress", "plain"],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert _grid_of(lines) == QUICK_GRID
+    # the same summary as the run printed, then the paths as before
+    assert proc.stdout.split("\n✓ reproduces")[0] == quick["stdout"].split("\n✓ reproduces")[0]
+    assert lines[-3:] == [str(out / f"report.{fmt}") for fmt in ("md", "json", "csv")]

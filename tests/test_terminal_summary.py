@@ -10,10 +10,6 @@ placement matrix for real and reads what ``harness run`` and ``harness report`` 
 from __future__ import annotations
 
 import io
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -281,74 +277,3 @@ def test_report_prints_the_summary_then_the_paths(tmp_path: Path, capsys):
         str(out / f"report.{fmt}") for fmt in ("md", "json", "csv")
     ]
     assert main(["report", str(out), "--progress", "loud"]) == 2
-
-
-# --- real training: the quick placement matrix ---------------------------------------------
-
-
-def _cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """The real CLI in a subprocess; stdout and stderr apart (the summary goes to stdout)."""
-    return subprocess.run(  # argv list, no shell
-        [sys.executable, "-m", "harness.cli", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """``harness run`` on the quick placement matrix, 2 steps: the placements' verdicts hold
-    from step 0 (``none`` and ``before_trainer`` differ in their initial weights)."""
-    tmp = tmp_path_factory.mktemp("quick")
-    matrix = tmp / "quick.yaml"
-    text = QUICK.read_text()
-    assert "max_steps_per_epoch: 200" in text
-    matrix.write_text(text.replace("max_steps_per_epoch: 200", "max_steps_per_epoch: 2"))
-    out = tmp / "results"
-    proc = _cli("run", matrix, "--out", out, "--progress", "plain", cwd=tmp)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc.stdout
-
-
-QUICK_GRID = [
-    "placement       verdict",
-    "none               ✗",
-    "before_trainer     ✗",
-    "before_model       ✓",
-]
-
-
-def _grid_of(lines: list[str]) -> list[str]:
-    start = lines.index(QUICK_GRID[0])
-    return lines[start : lines.index("", start)]
-
-
-@pytest.mark.slow
-def test_run_on_the_quick_matrix_prints_the_answer(quick_run: tuple[Path, str]):
-    out, stdout = quick_run
-    lines = stdout.splitlines()
-    sentence = json.loads((out / "report.json").read_text())["summaries"]["local"]
-    assert "placement breaks it" in sentence
-    assert " ".join(lines[: lines.index("")]) == sentence
-    assert _grid_of(lines) == QUICK_GRID
-    assert lines[-3:] == [
-        "✓ reproduces  ✗ diverges",
-        f"report: {out / 'report.md'}",
-        f"results: {out}",
-    ]
-
-
-@pytest.mark.slow
-def test_report_on_the_same_folder_prints_the_same_grid(quick_run: tuple[Path, str]):
-    out, run_stdout = quick_run
-    proc = _cli("report", out, "--progress", "plain", "--no-plots", cwd=out)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert _grid_of(lines) == QUICK_GRID
-    # the same summary as the run printed, then the paths as before
-    assert proc.stdout.split("\n✓ reproduces")[0] == run_stdout.split("\n✓ reproduces")[0]
-    assert lines[-3:] == [str(out / f"report.{fmt}") for fmt in ("md", "json", "csv")]
