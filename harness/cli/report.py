@@ -19,7 +19,11 @@ def command(
         list[str], typer.Option("--format", help="md | json | csv; repeat for several")
     ] = ["md", "json", "csv"],  # noqa: B006 - typer copies it
     plots: Annotated[
-        bool, typer.Option(help="draw |Δloss| plots for cells that do not reproduce")
+        bool,
+        typer.Option(
+            help="draw each image's verdict grid as a PNG and |Δloss| plots for cells that do "
+            "not reproduce"
+        ),
     ] = True,
     max_plots: Annotated[
         int | None,

@@ -82,20 +82,21 @@ def table_lines(header: list[str], body: list[list[str]]) -> list[str]:
     return lines
 
 
-def render_markdown(report: Report, *, embed_images: bool = True) -> bytes:
+def render_markdown(report: Report) -> bytes:
     """The report: first what a reader takes in at a glance (the counts, each image's summary
     sentence and verdict grid, the cost of determinism), then the long sections, folded.
 
-    ``embed_images`` False leaves out the grid heatmaps (``plots/*.png``): a GitHub job summary
-    cannot show a file of the results folder."""
+    Plots are linked and the grid heatmaps embedded only where ``write_plots`` and
+    ``write_grid_plots`` drew them (``cell.plot``, ``report.grid_plots``): the GitHub job
+    summary, rendered from ``analyze`` alone, has none, since it cannot show a file of the
+    results folder."""
     grid_list = grids(report)
     out = _title(report, grid_list)
     for grid in grid_list:
         out += _image_grid(report, grid)
     out += _cost_line(report)
     out += _cells(report, grid_list)
-    if embed_images:
-        out += _heatmaps(report, grid_list)
+    out += _heatmaps(report, grid_list)
     for section in (_unknown, _comparisons, _costs, _images, _merge, _failures):
         out += section(report)
     out.append("")
