@@ -16,7 +16,8 @@ def render(markdown: str) -> str:
 
 
 def _text(cell_html: str) -> str:
-    return unescape(re.sub(r"<[^>]+>", "", cell_html)).strip()
+    """What a reader sees in a cell: tags dropped, entities decoded, no-break spaces as spaces."""
+    return unescape(re.sub(r"<[^>]+>", "", cell_html)).replace("\xa0", " ").strip()
 
 
 def tables(html: str) -> list[list[list[str]]]:

@@ -93,7 +93,7 @@ def test_a_cell_whose_repeats_all_failed_is_unknown_and_blames_no_axis(tmp_path:
     assert "- **odd**: 3 of 3 repeats failed" in apart
     assert "**good**" not in apart and "**bad**" not in apart
     row_md = next(line for line in md.splitlines() if line.endswith("| odd |"))
-    assert row_md.startswith("| ❔ unknown |") and "**no**" not in row_md
+    assert row_md.startswith("| ❔&nbsp;unknown |") and "**no**" not in row_md
 
 
 @pytest.mark.parametrize("failed", [0, 2])
@@ -123,7 +123,7 @@ def test_two_ok_repeats_and_one_failed_is_unknown_not_reproduces(tmp_path: Path,
     row_md = next(
         line for line in render_markdown(report).decode().splitlines() if line.endswith("| odd |")
     )
-    assert row_md.startswith("| ❔ unknown |") and "| 2/3 | 1 |" in row_md
+    assert row_md.startswith("| ❔&nbsp;unknown |") and "| 2/3 | 1 |" in row_md
 
 
 def test_two_ok_repeats_and_one_missing_is_unknown(tmp_path: Path):

@@ -309,7 +309,7 @@ def _cell_cells(cell: CellReport, moving: list[str]) -> list[str]:
     acc = "—"
     if cell.val_acc_mean is not None:
         acc = f"{cell.val_acc_mean:.4f}"
-        acc += f" ± {cell.val_acc_sd:.4f}" if cell.val_acc_sd is not None else ""
+        acc += f"&nbsp;±&nbsp;{cell.val_acc_sd:.4f}" if cell.val_acc_sd is not None else ""
     name = escape(cell.name)
     if cell.plot:
         name += f" ([plot]({quote(cell.plot)}))"
@@ -317,13 +317,13 @@ def _cell_cells(cell: CellReport, moving: list[str]) -> list[str]:
     if cell.ok_runs != cell.repeats:
         repeats = f"{cell.ok_runs}/{cell.repeats}"
     return [
-        f"{MARK[cell.verdict]} {cell.verdict}",
+        f"{MARK[cell.verdict]}&nbsp;{cell.verdict}",  # kept on one line in a narrow column
         _divergence(cell.first_divergence),
         *(escape(setting_text({**cell.settings, **row}, k)) for k in moving),
         repeats,
         str(cell.distinct_trajectories),
         _delta(row["max_abs_delta"], row["max_ulps"]),
-        f"{yes_no(cell.init_equal)} / {yes_no(cell.final_equal)}",
+        f"{yes_no(cell.init_equal)}&nbsp;/&nbsp;{yes_no(cell.final_equal)}",
         acc,
         _num(cell.seconds_per_epoch, ".2f"),
         name,
