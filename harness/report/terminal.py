@@ -188,6 +188,7 @@ def _print_rich(
         width = min(WIDTH, console.width)
         for line in sentence_lines(report, grid.image, width=width, ascii_only=ascii_only):
             console.print(Text(_fit(out, line)), soft_wrap=True)
+        console.print()
         table = _rich_table(grid, safe, marks, empty, named=True)
         if _natural_width(console, table) > console.width:
             # too wide with ``det=true`` headers: rich would cut them to ``de…``; the values
