@@ -9,10 +9,13 @@ Modules, in the order the data flows:
 - summaries.py: across cells: per-image summary (cells with a verdict only), across images and
   GPU counts, cost of determinism, failed runs, merge conflicts, images;
 - analyze.py: ``analyze``, the above put together into model.py's ``Report``;
+- grid.py: each image's verdict grid, the pivot the Markdown, the terminal and the heatmap
+  draw;
 - flatten.py (one row per cell), markdown.py, exporters.py (md/json/csv), plots.py,
-  heatmap.py (grid.py's grid as a PNG), github.py (the Actions job summary): renderers of a
-  ``Report``; text.py makes text from run records inert (escaped, validated, no control
-  characters) before markdown.py shows it.
+  heatmap.py (the grid as a PNG), terminal.py (the sentence and grid per image that run and
+  report print), github.py (the Actions job summary): renderers of a ``Report``; text.py
+  makes text from run records inert (escaped, validated, no control characters) before
+  markdown.py shows it.
 """
 
 from __future__ import annotations
