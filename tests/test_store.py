@@ -303,14 +303,14 @@ def test_the_lock_is_held_until_the_report_is_written(tmp_path: Path, monkeypatc
 
     held = []
 
-    def write_reports(root, formats, plots=True):
+    def make_reports(root, formats, plots=True):
         try:
             ResultsDir(root).lock()  # a second open file: flock refuses it while it is held
         except StoreError:
             held.append(True)
-        return []
+        return None, []
 
-    monkeypatch.setattr(harness.report, "write_reports", write_reports)
+    monkeypatch.setattr(harness.report, "make_reports", make_reports)
     config = RunConfig(matrix=matrix(), out=tmp_path / "r", progress="quiet")
     run_matrix(config, FakeExecutor(seconds=0.01))
     assert held == [True]

@@ -124,7 +124,8 @@ def fold(summary: str, body: list[str], *, open_: bool = False) -> list[str]:
 def html_text(text: Any) -> str:
     """One line of text, inert in raw HTML: no tags, no controls, no autolinks."""
     s = " ".join(inert.strip_controls(str(text)).split())
-    return inert.neutralise_links(html.escape(s, quote=False))
+    s = html.escape(s, quote=False).replace("[", "&#91;").replace("]", "&#93;")
+    return inert.neutralise_links(s)
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
@@ -267,7 +268,7 @@ def _cells(report: Report, grid_list: list[Grid]) -> list[str]:
         header = ["verdict", DIVERGENCE_COLUMN, *moving, *_CELL_COLUMNS]
         body += table_lines(header, [_cell_cells(c, moving) for c in cells])
         counts = ", ".join(f"{n} {COUNTED[v](n)}" for v, n in grid.counts().items() if n)
-        summary = f"{len(cells)} cells on {grid.image}: {counts}"
+        summary = f"{len(cells)} {'cell' if len(cells) == 1 else 'cells'} on {grid.image}: {counts}"
         out += fold(summary, body, open_=len(cells) <= OPEN_ROWS)
     out += [
         "Divergence is the first (epoch / batch / global step), 0-based, where a repeat's "
