@@ -285,5 +285,10 @@ def test_an_exception_in_the_harness_stops_and_removes_its_containers(
     assert raised and config.cancel.is_set()
     assert labelled(client, label) == []
     record = load_record(next((tmp_path / "out").glob("cells/*/repeat-0")))
-    assert record.status == "failed" and record.error.type == "killed", record
-    assert "stopped" in record.error.message
+    # SIGINT first: a workload that already had its handlers in place records its own
+    # interruption, one still importing torch dies and the host records the stop (a race of
+    # the container's start-up, as in test_faults_process.py's SIGTERM test)
+    assert record.status == "failed", record
+    assert record.error.type in ("killed", "Interrupted"), record.error
+    if record.error.type == "killed":
+        assert "stopped" in record.error.message, record.error
