@@ -91,7 +91,7 @@ def render_markdown(report: Report) -> bytes:
     summary, rendered from ``analyze`` alone, has none, since it cannot show a file of the
     results folder."""
     grid_list = grids(report)
-    out = _title(report, grid_list)
+    out = _title(report)
     for grid in grid_list:
         out += _image_grid(report, grid)
     out += _cost_line(report)
@@ -132,7 +132,7 @@ def _settings_text(settings: dict[str, Any]) -> str:
     return ", ".join(fmt_setting(k, v) for k, v in settings.items())
 
 
-def _title(report: Report, grid_list: list[Grid]) -> list[str]:
+def _title(report: Report) -> list[str]:
     total = len(report.cells)
     good = sum(1 for c in report.cells if c.verdict == REPRODUCES)
     bad = sum(1 for c in report.cells if c.verdict == DIVERGES)
@@ -207,7 +207,7 @@ def _heatmaps(report: Report, grid_list: list[Grid]) -> list[str]:
     out = [
         "## Heatmaps",
         "",
-        "The grids above as pictures (blue: reproduces, vermillion: diverges).",
+        "The grids above as pictures (blue: reproduces, vermillion: diverges, grey: unknown).",
         "",
     ]
     titles = {g.image: ": ".join(heatmap_title(g)) for g in grid_list}
