@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from test_report_summaries import cell
 
+from harness.contract.settings import REPORT_SETTINGS
 from harness.matrix import load_matrix
-from harness.report.grid import MAX_ROWS, grids, make_grid, row_limit
+from harness.report.grid import MAX_ROWS, constant, grids, make_grid, row_limit
 from harness.report.markdown import render_markdown
 from harness.report.model import Report
 from harness.report.summaries import describe_image
@@ -111,3 +112,77 @@ def test_the_first_screen_stays_under_60_lines_for_several_images(tmp_path: Path
     found = grids(report)
     assert len(found) == images
     assert all(len(g.rows) <= row_limit(images) and len(g.entries) == 48 for g in found)
+
+
+def test_the_settings_every_cell_shares():
+    cells = [
+        cell("a", placement="none", threads=2, model=None, accelerator="cpu"),
+        cell("b", placement="before_model", threads=2, model=None, accelerator="cpu"),
+    ]
+    cells[1].settings["image"] = "repo/b:2"  # the image varies: never listed
+    shared = constant(cells)
+    assert shared["threads"] == 2 and shared["accelerator"] == "cpu"  # their own values
+    assert shared["model"] == "mlp"  # a folder from before the setting ran its default
+    assert "placement" not in shared and "image" not in shared
+    assert list(shared) == [k for k in REPORT_SETTINGS if k in shared]  # in table order
+    assert constant([]) == {}
+
+
+def test_several_cells_without_row_axes_are_every_cell():
+    cells = [cell("a", placement="none"), cell("b", placement="before_model")]
+    grid = make_grid("img", cells, max_rows=1)  # one row: the placement goes across
+    assert (grid.row_axes, grid.column_axes) == ((), ("placement",))
+    assert grid.row_label(0) == "every cell"
+    assert [grid.column_label(c) for c in range(2)] == ["placement=none", "placement=before_model"]
+
+
+def test_the_fewest_entries_win_and_columns_only_break_ties():
+    """A sparse set of 22 cells: devices and placement across (more columns, fewer empty
+    entries) beats placement and seed down the side with fewer columns."""
+    picked = [
+        ("before_model", 1, 1, 2), ("before_model", 2, 2, 2), ("before_trainer", 1, 1, 2),
+        ("before_trainer", 1, 3, 2), ("before_trainer", 2, 1, 2), ("before_trainer", 2, 3, 2),
+        ("before_trainer", 3, 2, 1), ("before_trainer", 3, 2, 2), ("before_trainer", 3, 3, 1),
+        ("before_trainer", 3, 3, 2), ("before_trainer", 4, 1, 2), ("before_trainer", 4, 3, 1),
+        ("none", 1, 3, 2), ("none", 2, 3, 1), ("none", 2, 3, 2), ("none", 4, 3, 2),
+        ("process_start", 1, 1, 2), ("process_start", 1, 2, 1), ("process_start", 2, 3, 1),
+        ("process_start", 2, 3, 2), ("process_start", 4, 1, 1), ("process_start", 4, 3, 1),
+    ]  # fmt: skip
+    cells = [
+        cell(f"c{i}", placement=p, seed=s, threads=t, devices=d)
+        for i, (p, s, t, d) in enumerate(picked)
+    ]
+    grid = make_grid("img", cells)
+    assert (grid.row_axes, grid.column_axes) == (("threads", "seed"), ("devices", "placement"))
+
+
+def test_of_two_equal_splits_placement_goes_down_the_side():
+    cells = [
+        cell(f"c{i}", placement=p, cudnn_deterministic=d)
+        for i, (p, d) in enumerate([("none", True), ("none", False), ("before_model", True)])
+    ] + [cell("c3", placement="before_model", cudnn_deterministic=False)]
+    grid = make_grid("img", cells, max_rows=2)  # 2 x 2 either way
+    assert (grid.row_axes, grid.column_axes) == (("placement",), ("cudnn_deterministic",))
+
+
+def test_past_ten_varying_settings_the_rows_take_them_in_table_order():
+    """11 settings vary: no search over 2**11 splits; the rows take settings in table order
+    while they stay within the limit, the columns the rest."""
+    names = ("devices", "placement", "model", "cudnn_deterministic", "cudnn_benchmark")
+    names += ("deterministic_algorithms", "threads", "allow_tf32", "seed", "epochs")
+    names += ("batch_size",)
+    low = {"devices": 1, "placement": "none", "model": "mlp", "cudnn_deterministic": False}
+    low |= {"cudnn_benchmark": False, "deterministic_algorithms": "off", "threads": 1}
+    low |= {"allow_tf32": False, "seed": 0, "epochs": 1, "batch_size": 16}
+    high = {"devices": 2, "placement": "before_model", "model": "cnn"}
+    high |= {"cudnn_deterministic": True, "cudnn_benchmark": True}
+    high |= {"deterministic_algorithms": "on", "threads": 2, "allow_tf32": True, "seed": 1}
+    high |= {"epochs": 2, "batch_size": 32}
+    cells = [
+        cell(f"c{i}", **{k: (high if i >> (j % 5) & 1 else low)[k] for j, k in enumerate(names)})
+        for i in range(24)
+    ]
+    grid = make_grid("img", cells, max_rows=8)
+    assert len(grid.row_axes) + len(grid.column_axes) == 11
+    assert grid.row_axes == ("devices", "placement", "model")  # 8 rows; a fourth makes 16
+    assert len(grid.rows) == 8 and len(grid.entries) == 24

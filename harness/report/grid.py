@@ -85,7 +85,7 @@ class Grid:
         """Cells per verdict."""
         out = dict.fromkeys(MARK, 0)
         for cell in self.entries.values():
-            out[cell.verdict] = out.get(cell.verdict, 0) + 1
+            out[cell.verdict] += 1
         return out
 
 
@@ -123,8 +123,7 @@ _FIRST_SCREEN_ROWS = 59 - 8
 def row_limit(images: int) -> int:
     """The rows a grid may have when the report shows ``images`` grids: ``MAX_ROWS`` for up to
     three images, fewer (and wider grids) past that, at least one."""
-    if images <= 0:
-        return MAX_ROWS
+    images = max(1, images)
     return max(1, min(MAX_ROWS, (_FIRST_SCREEN_ROWS - 5 * images) // images))
 
 
