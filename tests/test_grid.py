@@ -165,9 +165,9 @@ def test_of_two_equal_splits_placement_goes_down_the_side():
     assert (grid.row_axes, grid.column_axes) == (("placement",), ("cudnn_deterministic",))
 
 
-def test_past_ten_varying_settings_the_rows_take_them_in_table_order():
-    """11 settings vary: no search over 2**11 splits; the rows take settings in table order
-    while they stay within the limit, the columns the rest."""
+def _pairs(n: int) -> list:
+    """24 cells over ``n`` settings, setting j following bit j % 5 of the cell's number: the
+    settings j and j + 5 always agree."""
     names = ("devices", "placement", "model", "cudnn_deterministic", "cudnn_benchmark")
     names += ("deterministic_algorithms", "threads", "allow_tf32", "seed", "epochs")
     names += ("batch_size",)
@@ -178,11 +178,39 @@ def test_past_ten_varying_settings_the_rows_take_them_in_table_order():
     high |= {"cudnn_deterministic": True, "cudnn_benchmark": True}
     high |= {"deterministic_algorithms": "on", "threads": 2, "allow_tf32": True, "seed": 1}
     high |= {"epochs": 2, "batch_size": 32}
-    cells = [
-        cell(f"c{i}", **{k: (high if i >> (j % 5) & 1 else low)[k] for j, k in enumerate(names)})
+    return [
+        cell(
+            f"c{i}", **{k: (high if i >> (j % 5) & 1 else low)[k] for j, k in enumerate(names[:n])}
+        )
         for i in range(24)
     ]
+
+
+def test_up_to_ten_varying_settings_every_split_is_tried():
+    """Ten settings: the search pairs the settings that agree, 8 rows x 3 columns for 24
+    cells (settings in table order down the side would leave 8 x 24 entries)."""
+    grid = make_grid("img", _pairs(10), max_rows=8)
+    assert (len(grid.rows), len(grid.columns)) == (8, 3)
+
+
+def test_past_ten_varying_settings_the_rows_take_them_in_table_order():
+    """11 settings vary: no search over 2**11 splits; the rows take settings in table order
+    while they stay within the limit, the columns the rest."""
+    cells = _pairs(11)
     grid = make_grid("img", cells, max_rows=8)
     assert len(grid.row_axes) + len(grid.column_axes) == 11
     assert grid.row_axes == ("devices", "placement", "model")  # 8 rows; a fourth makes 16
     assert len(grid.rows) == 8 and len(grid.entries) == 24
+
+
+def test_a_ninth_column_counts_against_a_split_before_its_entries_do():
+    """Nine cells, at most 3 rows: one row of nine columns would have the fewest entries (9),
+    but nine columns is one over MAX_COLUMNS; the placements down the side, 3 x 7, win."""
+    picked = [
+        (0, "before_model", 1), (1, "none", 2), (2, "before_trainer", 1), (2, "none", 1),
+        (3, "before_model", 2), (3, "none", 2), (5, "none", 2), (7, "before_model", 1),
+        (8, "none", 1),
+    ]  # fmt: skip
+    cells = [cell(f"c{i}", seed=s, placement=p, threads=t) for i, (s, p, t) in enumerate(picked)]
+    grid = make_grid("img", cells, max_rows=3)
+    assert grid.row_axes == ("placement",) and len(grid.columns) == 7
