@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.contract.settings import BY_NAME, REPORT_SETTINGS
+from harness.contract.settings import BY_NAME, NAMES, REPORT_SETTINGS
 from harness.report.model import DIVERGES, REPRODUCES, UNKNOWN, CellReport, Report
 from harness.report.summaries import varying
 
@@ -73,13 +73,28 @@ class Grid:
             return "every cell" if len(self.entries) > 1 else "the cell"
         return " · ".join(value_text(v) for v in self.rows[row])
 
-    def column_label(self, column: int) -> str:
+    def column_parts(self, column: int) -> list[str]:
+        """The column's header, one ``short=value`` per column axis (``verdict`` where there
+        is none): on one line in Markdown, stacked in the terminal and the heatmap."""
         if not self.column_axes:
-            return "verdict"
-        return " · ".join(
+            return ["verdict"]
+        return [
             f"{short(a)}={value_text(v)}"
             for a, v in zip(self.column_axes, self.columns[column], strict=True)
-        )
+        ]
+
+    def column_label(self, column: int) -> str:
+        return " · ".join(self.column_parts(column))
+
+    @property
+    def cells(self) -> list[CellReport]:
+        """The image's cells, in the report's order (``make_grid`` enters them in it)."""
+        return list(self.entries.values())
+
+    @property
+    def axes(self) -> list[str]:
+        """The settings that vary on the image, in table order."""
+        return [k for k in NAMES if k in self.row_axes or k in self.column_axes]
 
     def counts(self) -> dict[str, int]:
         """Cells per verdict."""
@@ -87,6 +102,21 @@ class Grid:
         for cell in self.entries.values():
             out[cell.verdict] += 1
         return out
+
+    def verdicts_shown(self) -> set[str | None]:
+        """The verdicts the grid shows, None for an entry no cell has: what a legend lists."""
+        shown: set[str | None] = {c.verdict for c in self.entries.values()}
+        if len(self.entries) < len(self.rows) * len(self.columns):
+            shown.add(None)
+        return shown
+
+
+def counted(verdict: str, n: int) -> str:
+    """``n`` cells with ``verdict``, in words: "1 reproduces", "2 diverge", "1 unknown"."""
+    if verdict == UNKNOWN:
+        return f"{n} unknown"
+    word = {REPRODUCES: "reproduce", DIVERGES: "diverge"}[verdict]
+    return f"{n} {word}s" if n == 1 else f"{n} {word}"
 
 
 def short(axis: str) -> str:

@@ -19,15 +19,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness import layout
-from harness.report.grid import MEANING, TERMINAL_MARK, Grid, grids, short, value_text
+from harness.report.grid import MEANING, TERMINAL_MARK, Grid, counted, grids, short, value_text
 from harness.report.model import DIVERGES, REPRODUCES, UNKNOWN, Report
+from harness.report.plots import file_stem
 from harness.report.text import clean
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def grid_plot_names(images: list[str]) -> dict[str, str]:
     come out the same get ``-<first 8 hex of sha256(image)>`` to keep them apart."""
 
     def base(image: str) -> str:
-        name = re.sub(r"[^A-Za-z0-9._=+-]", "_", image).lstrip(".") or "image"
+        name = file_stem(image, "image")
         if len(name) > 100:  # a file name has at most 255 bytes
             name = f"{name[:100]}-{_hash(image)}"
         return name
@@ -109,11 +109,7 @@ def title(grid: Grid) -> tuple[str, str]:
     """(the image, its counts): ``1 of 3 cells reproduce (1 diverges, 1 unknown)``."""
     counts = grid.counts()
     total = sum(counts.values())
-    rest = []
-    if counts[DIVERGES]:
-        rest.append(f"{counts[DIVERGES]} {'diverges' if counts[DIVERGES] == 1 else 'diverge'}")
-    if counts[UNKNOWN]:
-        rest.append(f"{counts[UNKNOWN]} unknown")
+    rest = [counted(v, counts[v]) for v in (DIVERGES, UNKNOWN) if counts[v]]
     more = f" ({', '.join(rest)})" if rest else ""
     return clean(grid.image), f"{counts[REPRODUCES]} of {total} cells reproduce{more}"
 
@@ -210,7 +206,7 @@ def draw_grid(grid: Grid, path: Path) -> None:
     label_width = sum(widths) + GAP * (len(widths) - 1)
 
     # Column labels: one line per axis, ``short=value``, stacked.
-    columns = [grid.column_label(c).split(" · ") for c in range(n_columns)]
+    columns = [grid.column_parts(c) for c in range(n_columns)]
     columns = [[measure.fit(clean(line), FONT, MAX_UPRIGHT) for line in lines] for lines in columns]
     widest = max(measure.width(line, FONT) for lines in columns for line in lines)
     grid_left = PAD + label_width + PAD
@@ -359,8 +355,8 @@ def draw_grid(grid: Grid, path: Path) -> None:
 def _legend(grid: Grid) -> list[tuple[str, str, str]]:
     """(colour, symbol, meaning) for each verdict the grid shows, and for an empty entry when
     it has one."""
-    counts = grid.counts()
-    out = [(COLOURS[v], SYMBOLS[v], MEANING[v]) for v in MEANING if counts.get(v)]
-    if len(grid.entries) < max(len(grid.rows), 1) * max(len(grid.columns), 1):
+    shown = grid.verdicts_shown()
+    out = [(COLOURS[v], SYMBOLS[v], MEANING[v]) for v in MEANING if v in shown]
+    if None in shown:
         out.append((NO_CELL_COLOUR, "", NO_CELL_MEANING))
     return out

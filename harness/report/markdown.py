@@ -15,10 +15,10 @@ from urllib.parse import quote
 from harness.contract.settings import TWIN
 from harness.report import text as inert
 from harness.report.flatten import cell_row
-from harness.report.grid import MARK, MEANING, NO_CELL, Grid, constant, grids
+from harness.report.grid import MARK, MEANING, NO_CELL, Grid, constant, counted, grids
 from harness.report.heatmap import title as heatmap_title
 from harness.report.model import DIVERGES, REPRODUCES, UNKNOWN, CellReport, Divergence, Report
-from harness.report.summaries import CUBLAS_PROMISE, fmt_setting, varying
+from harness.report.summaries import CUBLAS_PROMISE, fmt_setting
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
 
@@ -91,24 +91,18 @@ def render_markdown(report: Report) -> bytes:
     summary, rendered from ``analyze`` alone, has none, since it cannot show a file of the
     results folder."""
     grid_list = grids(report)
-    out = _title(report)
+    shared = constant(report.cells)
+    out = _title(report, shared)
     for grid in grid_list:
         out += _image_grid(report, grid)
     out += _cost_line(report)
-    out += _cells(report, grid_list)
+    out += _cells(report, grid_list, shared)
     out += _heatmaps(report, grid_list)
     for section in (_unknown, _comparisons, _costs, _images, _merge, _failures):
         out += section(report)
     out.append("")
     return "\n".join(out).encode("utf-8")
 
-
-#: How many cells have a verdict, in words: "1 reproduces", "2 diverge", "1 unknown".
-COUNTED = {
-    REPRODUCES: lambda n: "reproduces" if n == 1 else "reproduce",
-    DIVERGES: lambda n: "diverges" if n == 1 else "diverge",
-    UNKNOWN: lambda n: "unknown",
-}
 
 #: A cells table of more rows than this, and any other long table, is folded.
 OPEN_ROWS = 12
@@ -132,7 +126,8 @@ def _settings_text(settings: dict[str, Any]) -> str:
     return ", ".join(fmt_setting(k, v) for k, v in settings.items())
 
 
-def _title(report: Report) -> list[str]:
+def _title(report: Report, shared: dict[str, Any]) -> list[str]:
+    """The counts, the legend and ``shared``, the settings every cell has."""
     total = len(report.cells)
     good = sum(1 for c in report.cells if c.verdict == REPRODUCES)
     bad = sum(1 for c in report.cells if c.verdict == DIVERGES)
@@ -142,7 +137,6 @@ def _title(report: Report) -> list[str]:
         f"**{good} of {total} cells reproduce bit for bit**, {bad} diverge, {unknown} are "
         f"unknown. {legend}, {NO_CELL} no such cell in the matrix."
     )
-    shared = constant(report.cells) if report.cells else {}
     if shared:
         line += f" Every cell has {escape(_settings_text(shared))}."
     return [f"# Reproducibility report: {escape(report.name)}", "", line, ""]
@@ -178,9 +172,9 @@ def _cost_line(report: Report) -> list[str]:
     image_of = {c.name: str(c.settings.get("image")) for c in report.cells}
     ratios: dict[str, list[float]] = {}
     for cost in report.costs:
-        ratios.setdefault(image_of.get(cost.cell, "?"), [])
+        values = ratios.setdefault(image_of.get(cost.cell, "?"), [])
         if cost.ratio is not None:
-            ratios[image_of.get(cost.cell, "?")].append(cost.ratio)
+            values.append(cost.ratio)
     parts = []
     for image, values in ratios.items():
         if not values:
@@ -253,21 +247,20 @@ _CELL_COLUMNS = [
 DIVERGENCE_COLUMN = "divergence (epoch / batch / step)"
 
 
-def _cells(report: Report, grid_list: list[Grid]) -> list[str]:
+def _cells(report: Report, grid_list: list[Grid], shared: dict[str, Any]) -> list[str]:
     """Per image, every cell: the verdict first, then where it diverges, then only the
-    settings that vary on that image (the others are listed once above)."""
+    settings that vary on that image (the others are listed once above: ``shared`` across the
+    matrix, the image's own above its table)."""
     out = ["## Cells", ""]
-    shared = constant(report.cells) if report.cells else {}
     for grid in grid_list:
-        cells = [c for c in report.cells if str(c.settings.get("image")) == grid.image]
-        moving = varying(cells)
+        cells, moving = grid.cells, grid.axes
         body = []
         local = {k: v for k, v in grid.constant.items() if k not in shared}
         if local:
             body += [f"Every cell on this image has {escape(_settings_text(local))}.", ""]
         header = ["verdict", DIVERGENCE_COLUMN, *moving, *_CELL_COLUMNS]
         body += table_lines(header, [_cell_cells(c, moving) for c in cells])
-        counts = ", ".join(f"{n} {COUNTED[v](n)}" for v, n in grid.counts().items() if n)
+        counts = ", ".join(counted(v, n) for v, n in grid.counts().items() if n)
         summary = f"{len(cells)} {'cell' if len(cells) == 1 else 'cells'} on {grid.image}: {counts}"
         out += fold(summary, body, open_=len(cells) <= OPEN_ROWS)
     out += [

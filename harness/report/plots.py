@@ -68,11 +68,16 @@ class _Canvas:
         self.fig.savefig(path)
 
 
+def file_stem(text: str, fallback: str) -> str:
+    """``text`` as a file name in plots/: anything but letters, digits and ``._=+-`` replaced
+    and leading dots dropped, so a name from a tampered manifest cannot leave plots/ or hide
+    (``fallback`` where nothing is left)."""
+    return re.sub(r"[^A-Za-z0-9._=+-]", "_", text).lstrip(".") or fallback
+
+
 def plot_name(cell: CellReport) -> str:
-    """The plot's file name: ``<cell name>--<cell id>.png``, with anything but letters, digits
-    and ``._=+-`` replaced, so a name from a tampered manifest cannot leave plots/."""
-    name = re.sub(r"[^A-Za-z0-9._=+-]", "_", f"{cell.name}--{cell.id}")
-    return f"{name.lstrip('.') or 'cell'}.png"
+    """The plot's file name: ``<cell name>--<cell id>.png``, made safe by ``file_stem``."""
+    return f"{file_stem(f'{cell.name}--{cell.id}', 'cell')}.png"
 
 
 def plot_cell(cell: CellReport, out_dir: Path, canvas: _Canvas | None = None) -> str | None:

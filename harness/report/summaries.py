@@ -78,9 +78,10 @@ def _headline(image: str, judged: list[CellReport], varying: list[str]) -> str:
     if not good:
         return f"On {image}, none of the {len(judged)} cells reproduces bit for bit."
     keys = varying or ["placement"]
-    names = "; ".join(", ".join(fmt_setting(k, c.settings.get(k)) for k in keys) for c in good)
     if len(good) > NAMED_CELLS:  # a list past a few cells reads worse than the grid
         names = "the grid shows which"
+    else:
+        names = "; ".join(", ".join(fmt_setting(k, c.settings.get(k)) for k in keys) for c in good)
     return (
         f"On {image}, {len(good)} of {len(judged)} cells reproduce bit for bit "
         f"({names}); the other {len(judged) - len(good)} do not."

@@ -93,9 +93,7 @@ def render_plain(
         lines.append("")
         lines += grid_lines(grid, ascii_only=ascii_only)
         lines.append("")
-        used |= {
-            grid.verdict(r, c) for r in range(len(grid.rows)) for c in range(len(grid.columns))
-        }
+        used |= grid.verdicts_shown()
     legend = [f"{marks[v]} {MEANING[v]}" for v in TERMINAL_MARK if v in used]
     if None in used:
         legend.append(f"{empty} {NO_CELL_MEANING}")
@@ -199,9 +197,7 @@ def _print_rich(
         else:
             console.print(table)
         console.print()
-        used |= {
-            grid.verdict(r, c) for r in range(len(grid.rows)) for c in range(len(grid.columns))
-        }
+        used |= grid.verdicts_shown()
     legend = Text()
     for verdict in TERMINAL_MARK:
         if verdict in used:
@@ -240,12 +236,8 @@ def _rich_table(
     for axis in grid.row_axes or ("",):
         table.add_column(safe(short(axis)) if axis else Text(""), no_wrap=True)
     for c, column in enumerate(grid.columns):
-        if not grid.column_axes:
-            head = [grid.column_label(c)]
-        elif named:
-            head = [
-                f"{short(a)}={value_text(v)}" for a, v in zip(grid.column_axes, column, strict=True)
-            ]
+        if named or not grid.column_axes:
+            head = grid.column_parts(c)
         else:
             head = [value_text(v) for v in column]
         table.add_column(Text("\n").join(safe(h) for h in head), justify="center", no_wrap=True)
