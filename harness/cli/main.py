@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from harness.cli import baseline, compare, doctor, merge, plan, report, run, schema
+from harness.cli import baseline, compare, diagnose, doctor, merge, plan, report, run, schema
 from harness.errors import HarnessError
 from harness.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
 from harness.text import TerminalSafeFormatter, terminal_safe
@@ -44,6 +44,7 @@ app.command("doctor")(doctor.command)
 app.command("merge")(merge.command)
 app.command("compare")(compare.command)
 app.command("baseline")(baseline.command)
+app.command("diagnose")(diagnose.command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,10 @@ RECORD_FILE = "run.json"
 LOSSES_FILE = "losses.npy"
 TENSORBOARD_DIR = "tensorboard"
 LOG_FILE = "run.log"
+#: A replay for `harness diagnose` (harness/workload/replay.py): the hashes, and the logged
+#: step's operation outputs.
+REPLAY_FILE = "replay.json"
+REPLAY_OUTPUTS_FILE = "replay-outputs.npz"
 
 #: Flags of a file the host creates: never through a link, never over an existing entry.
 CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)

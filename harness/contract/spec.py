@@ -74,9 +74,13 @@ DEFAULT_DDP_TIMEOUT_S = 180.0
 #: sleep until a signal, on rank ``rank`` as optimizer step ``step`` (0-based) starts.
 FAULT_KINDS = ("raise", "cuda_error", "hang")
 
+#: How closely a replay for ``harness diagnose`` watches its logged step: every aten operation
+#: (DebugMode), or each module's outputs and gradients (hooks; torch without DebugMode).
+DIAGNOSE_LEVELS = ("ops", "modules")
+
 #: Run fields that are left out of the spec's dict while unset (None), so that the specs,
 #: records and digests of matrices that do not set them stay what they were.
-OPTIONAL_RUN_FIELDS = ("ddp_timeout_s", "test_fault", "count_host_syncs")
+OPTIONAL_RUN_FIELDS = ("ddp_timeout_s", "test_fault", "count_host_syncs", "diagnose")
 
 
 def _checker(table: tuple[Setting, ...]) -> Any:
@@ -110,6 +114,28 @@ def _check_run_fields(self: Any) -> None:
         _check_fault(self.test_fault)
     if self.count_host_syncs is not None and not isinstance(self.count_host_syncs, bool):
         raise SpecError(f"count_host_syncs must be true or false, got {self.count_host_syncs!r}")
+    if self.diagnose is not None:
+        _check_diagnose(self.diagnose, self.devices)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_diagnose(entry: Any, devices: int) -> None:
+    """diagnose: ``{steps, log_step, level, rank}`` (harness/workload/replay.py)."""
+    if not isinstance(entry, dict) or set(entry) - {"steps", "log_step", "level", "rank"}:
+        raise SpecError(f"diagnose must be a mapping of steps, log_step, level, rank: {entry!r}")
+    steps, log_step = entry.get("steps"), entry.get("log_step")
+    if not _count(steps) or steps < 1:
+        raise SpecError(f"diagnose.steps must be a positive integer, got {steps!r}")
+    if log_step is not None and (not _count(log_step) or log_step >= steps):
+        raise SpecError(f"diagnose.log_step must be null or a step below steps, got {log_step!r}")
+    if entry.get("level", "ops") not in DIAGNOSE_LEVELS:
+        raise SpecError(f"diagnose.level must be one of {', '.join(DIAGNOSE_LEVELS)}")
+    rank = entry.get("rank", 0)
+    if not _count(rank) or rank >= max(devices, 1):
+        raise SpecError(f"diagnose.rank must be a rank of the run (0 to {devices - 1}): {rank!r}")
 
 
 def _check_fault(fault: Any) -> None:
@@ -162,6 +188,9 @@ def make_spec_class(table: tuple[Setting, ...] = SETTINGS) -> type:
         ("test_fault", Any, dataclasses.field(default=None)),
         # count the host syncs of the training steps (docs/workload.md, "Host syncs per step")
         ("count_host_syncs", Any, dataclasses.field(default=None)),
+        # a replay for `harness diagnose` (harness/workload/replay.py); None in every run of a
+        # matrix
+        ("diagnose", Any, dataclasses.field(default=None)),
     ]
     namespace = {
         "__doc__": "Everything one repeat of one cell is: written by the host as spec.json.",

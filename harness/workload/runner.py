@@ -108,6 +108,7 @@ def _build_trainer(spec: RunSpec, callbacks: list[Any]):
         backend = "nccl" if spec.accelerator == "gpu" else "gloo"
         strategy = DDPStrategy(process_group_backend=backend, timeout=ddp_timeout(spec))
     trainer = Trainer(
+        max_steps=spec.diagnose["steps"] if spec.diagnose else -1,
         accelerator=spec.accelerator,
         devices=spec.devices,
         strategy=strategy,
@@ -160,6 +161,11 @@ def _train(
         model=spec.model,
     )
     state.init_digest = weights_digest(model.state_dict())
+    probe = None
+    if spec.diagnose is not None:
+        from harness.workload.replay import ReplayOptions, ReplayProbe
+
+        probe = ReplayProbe(ReplayOptions.of(spec.diagnose), model)
 
     _seed_if(spec, "before_trainer")
     if state.is_global_zero:
@@ -178,6 +184,8 @@ def _train(
 
         counter = HostSyncCounter(caught, lambda: state.recorder.steps)
         callbacks.append(counter)
+    if probe is not None:
+        callbacks.append(probe)
     trainer = _build_trainer(spec, callbacks)
     state.setup_seconds = time.perf_counter() - t0
     trainer.fit(model)
@@ -189,6 +197,8 @@ def _train(
     state.is_global_zero = trainer.is_global_zero
     state.final_digest = weights_digest(model.state_dict())
     state.split_digest = split_digest(model.train_indices, model.val_indices)
+    if probe is not None and trainer.global_rank == probe.options.rank:
+        probe.write(out, model)
 
 
 def nonfinite_error(losses: np.ndarray, summaries: list[EpochSummary]) -> RunError | None:

@@ -1,0 +1,107 @@
+"""``harness diagnose RESULTS``: where two runs first part ways, and which operation did it."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from harness.diagnose import level_from, run_diagnosis, runner_factory
+from harness.text import terminal_safe
+
+
+def _pair(values: list[str] | None, option: str) -> tuple[str, str] | None:
+    if not values:
+        return None
+    if len(values) != 2:
+        raise typer.BadParameter("give exactly two", param_hint=option)
+    return values[0], values[1]
+
+
+def _repeats(values: list[int] | None) -> tuple[int, int] | None:
+    if not values:
+        return None
+    if len(values) != 2 or min(values) < 0:
+        raise typer.BadParameter("give two repeat numbers, e.g. 0 1", param_hint="--repeats")
+    return values[0], values[1]
+
+
+def command(
+    results: Annotated[Path, typer.Argument(help="a results folder written by `harness run`")],
+    cell: Annotated[
+        str | None,
+        typer.Option(
+            help="the cell whose repeats to compare, by id or name (default: the "
+            "first cell that does not reproduce)"
+        ),
+    ] = None,
+    cells: Annotated[
+        list[str] | None,
+        typer.Option(help="two cells that should agree (id or name): --cells A --cells B"),
+    ] = None,
+    repeats: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="which repeats: --repeats 0 --repeats 1 (default: 0 and the first "
+            "that differs from it; with --cells, repeat 0 of each)"
+        ),
+    ] = None,
+    level: Annotated[
+        str | None,
+        typer.Option(
+            help="ops (every aten operation, DebugMode) or modules (module outputs "
+            "and gradients; the fallback for torch without DebugMode)"
+        ),
+    ] = None,
+    rank: Annotated[int, typer.Option(help="which DDP rank's operations to compare")] = 0,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(
+            help="when the records show no divergence, replay at most this many "
+            "steps looking for one (default: all the runs took)"
+        ),
+    ] = None,
+    executor: Annotated[
+        str, typer.Option(help="auto | local | docker, as `harness run` chose it")
+    ] = "auto",
+    data_dir: Annotated[
+        Path | None, typer.Option(help="MNIST folder, as for `harness run`")
+    ] = None,
+    python: Annotated[
+        str | None, typer.Option(help="interpreter for the local executor, as for `harness run`")
+    ] = None,
+    report: Annotated[bool, typer.Option(help="rewrite report.md with the diagnosis")] = True,
+) -> int:
+    """Replay two runs (two repeats of a cell, or two cells) with every operation of their
+    first divergent step logged, and say where they part ways: the initial weights, the data,
+    or the first operation whose output bits differ. Exit 0 when it could tell, even when the
+    replays do not diverge."""
+    pair = _pair(cells, "--cells")
+    if pair is not None and cell is not None:
+        raise typer.BadParameter("use --cell or --cells, not both", param_hint="--cells")
+    diagnosis = run_diagnosis(
+        results,
+        runner_factory(results, executor, data_dir, python, threading.Event()),
+        cell=cell,
+        cells=pair,
+        repeats=_repeats(repeats),
+        level=level_from(level),
+        rank=rank,
+        max_steps=max_steps,
+        say=lambda line: print(terminal_safe(line), file=sys.stderr),
+    )
+    typer.echo(terminal_safe(diagnosis.title))
+    for line in diagnosis.sentences:
+        typer.echo(terminal_safe(f"  {line}"))
+    if report:
+        from harness.report import make_reports
+
+        _, written = make_reports(results, ("md", "json", "csv"))
+        for path in written:
+            if path.suffix == ".md":
+                typer.echo(f"report: {path}")
+    typer.echo(f"diagnosis: {results / 'diagnoses' / diagnosis.name / 'diagnosis.json'}")
+    return 0

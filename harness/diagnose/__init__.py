@@ -1,0 +1,241 @@
+"""``harness diagnose``: replay two runs and name where they first part ways.
+
+The order of the work, so that its cost hardly grows with the step number:
+
+1. the records say where to look: the initial weights' digests, the losses' first difference;
+2. both runs are replayed without operation logging up to that step (hashing the training
+   state after every step), and with every operation logged at that step alone;
+3. if the replays part ways earlier than the records showed (the weights or the optimizer state
+   can differ long before the loss does), that earlier step is replayed and logged instead.
+
+docs/diagnose.md walks through an example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.contract import write_bytes_atomic, write_json_atomic
+from harness.contract.spec import DIAGNOSE_LEVELS
+from harness.diagnose.findings import Finding, compare
+from harness.diagnose.runs import (
+    DIAGNOSES_DIR,
+    DIAGNOSIS_FILE,
+    DIAGNOSIS_MARKDOWN,
+    RecordedRun,
+    ReplayRunner,
+    pick_runs,
+    recorded_step,
+)
+from harness.diagnose.words import markdown, sentences
+from harness.errors import HarnessError
+from harness.store import ResultsDir
+
+DIAGNOSIS_FORMAT_VERSION = 1
+#: Forces module-level logging (the fallback for torch without DebugMode), e.g. in tests.
+LEVEL_ENV = "HARNESS_DIAGNOSE_LEVEL"
+#: How many times the logged step may move earlier before the diagnosis gives up.
+MAX_REPLAYS = 3
+
+
+@dataclass
+class Diagnosis:
+    """What ``diagnosis.json`` holds."""
+
+    name: str
+    runs: list[dict[str, Any]]
+    finding: Finding
+    sentences: list[str]
+    recorded_loss_step: int | None
+    replays: int
+    steps_replayed: list[int] = field(default_factory=list)
+    format_version: int = DIAGNOSIS_FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def title(self) -> str:
+        a, b = self.runs
+        if a["cell_id"] == b["cell_id"]:
+            return f"Diagnosis: {a['cell']}, repeats {a['repeat']} and {b['repeat']}"
+        return f"Diagnosis: {a['cell']} (repeat {a['repeat']}) and {b['cell']} ({b['repeat']})"
+
+    @property
+    def anchor(self) -> str:
+        return f"diagnosis-{self.name}"
+
+
+def diagnosis_name(a: RecordedRun, b: RecordedRun) -> str:
+    return f"{a.cell.id}-{a.repeat}--{b.cell.id}-{b.repeat}"
+
+
+def level_from(option: str | None) -> str:
+    level = option or os.environ.get(LEVEL_ENV) or "ops"
+    if level not in DIAGNOSE_LEVELS:
+        raise HarnessError(
+            f"unknown diagnosis level {level!r}",
+            f"choose {' or '.join(DIAGNOSE_LEVELS)} (--level or {LEVEL_ENV})",
+        )
+    return level
+
+
+def plan(a: RecordedRun, b: RecordedRun, max_steps: int | None) -> tuple[int, int | None]:
+    """(steps to replay, step to log) from what the records show."""
+    step = recorded_step(a, b)
+    if step == -1:
+        return 1, None  # the weights differ as created: one step shows the data as well
+    if step is not None:
+        return step + 1, step
+    available = min(len(a.losses), len(b.losses))
+    return max(1, min(available, max_steps or available)), None
+
+
+def run_diagnosis(
+    results: Path,
+    runner_for: Any,
+    *,
+    cell: str | None = None,
+    cells: tuple[str, str] | None = None,
+    repeats: tuple[int, int] | None = None,
+    level: str = "ops",
+    rank: int = 0,
+    max_steps: int | None = None,
+    say: Any = print,
+) -> Diagnosis:
+    """Replay the two runs until their first divergence is logged, and write the diagnosis.
+
+    ``runner_for(specs)`` returns a ``ReplayRunner`` ready for those specs (the executor
+    prepared); ``say`` gets one progress line per replay.
+    """
+    a, b = pick_runs(results, cell, cells, repeats)
+    store = ResultsDir(results)
+    store.lock()  # no `harness run` writes here while the replays run
+    try:
+        return _diagnose(results, runner_for, a, b, level, rank, max_steps, say)
+    finally:
+        store.unlock()
+
+
+def _diagnose(
+    results: Path,
+    runner_for: Any,
+    a: RecordedRun,
+    b: RecordedRun,
+    level: str,
+    rank: int,
+    max_steps: int | None,
+    say: Any,
+) -> Diagnosis:
+    name = diagnosis_name(a, b)
+    folder = results / DIAGNOSES_DIR / name
+    steps, log_step = plan(a, b, max_steps)
+    runner: ReplayRunner = runner_for([a.spec, b.spec])
+    try:
+        finding, replayed = _replay_until_logged(runner, a, b, folder, steps, log_step, level,
+                                                 rank, say)  # fmt: skip
+    finally:
+        runner.executor.cleanup()
+    replayed: list[int] = []
+    return _write(results, folder, name, a, b, finding, replayed)
+
+
+def _replay_until_logged(
+    runner: ReplayRunner,
+    a: RecordedRun,
+    b: RecordedRun,
+    folder: Path,
+    steps: int,
+    log_step: int | None,
+    level: str,
+    rank: int,
+    say: Any,
+) -> tuple[Finding, list[int]]:
+    finding: Finding | None = None
+    replayed: list[int] = []
+    for _ in range(MAX_REPLAYS):
+        options = {"steps": steps, "log_step": log_step, "level": level, "rank": rank}
+        what = f"logging step {log_step}" if log_step is not None else "hashing every step"
+        say(f"replaying {a.label} and {b.label}: {steps} steps, {what}")
+        first = runner.replay(a, options, folder / "a")
+        second = runner.replay(b, options, folder / "b")
+        replayed.append(steps)
+        finding = compare(first, second)
+        if finding.kind != "relog":
+            break
+        moved = min(s for s in (finding.state_step, finding.loss_step) if s is not None)
+        steps, log_step = moved + 1, moved
+    assert finding is not None
+    if finding.kind == "relog":
+        raise HarnessError(
+            f"the replays of {a.label} and {b.label} part ways at a different step each time "
+            f"({len(replayed)} tries)",
+            "the nondeterminism depends on timing: run the diagnosis again",
+        )
+    return finding, replayed
+
+
+def _write(
+    results: Path,
+    folder: Path,
+    name: str,
+    a: RecordedRun,
+    b: RecordedRun,
+    finding: Finding,
+    replayed: list[int],
+) -> Diagnosis:
+    placements = {a.spec.get("placement"), b.spec.get("placement")}
+    recorded = recorded_step(a, b)
+    diagnosis = Diagnosis(
+        name=name,
+        runs=[_run_entry(r, results) for r in (a, b)],
+        finding=finding,
+        sentences=sentences(finding, recorded if recorded != -1 else None, placements),
+        recorded_loss_step=recorded if recorded != -1 else None,
+        replays=len(replayed),
+        steps_replayed=replayed,
+    )
+    write_json_atomic(folder / DIAGNOSIS_FILE, diagnosis.to_dict())
+    text = markdown(diagnosis.title, diagnosis.sentences, finding, diagnosis.anchor)
+    write_bytes_atomic(folder / DIAGNOSIS_MARKDOWN, text.encode("utf-8"))
+    return diagnosis
+
+
+def _run_entry(run: RecordedRun, results: Path) -> dict[str, Any]:
+    return {
+        "cell_id": run.cell.id,
+        "cell": run.cell.name,
+        "repeat": run.repeat,
+        "path": str(run.run_dir.relative_to(results)),
+        "settings": dict(run.cell.settings),
+    }
+
+
+def runner_factory(results: Path, executor_choice: str, data_dir: Path | None, python: str | None,
+                   cancel: threading.Event) -> Any:  # fmt: skip
+    """A ``runner_for`` that uses the executor the results' matrix chooses."""
+    from harness.layout import MATRIX_FILE
+    from harness.matrix import load_matrix
+    from harness.runner import make_executor
+
+    def runner_for(specs: list[dict[str, Any]]) -> ReplayRunner:
+        matrix_file = results / MATRIX_FILE
+        if not matrix_file.is_file():
+            raise HarnessError(
+                f"{results} has no {MATRIX_FILE}: the diagnosis cannot tell how its runs ran",
+                "diagnose a folder `harness run` or `harness merge` wrote",
+            )
+        loaded = load_matrix(matrix_file)
+        executor = make_executor(loaded, executor_choice, data_dir=data_dir, python=python)
+        executor.bind_results(results.resolve())
+        from harness.contract import RunSpec
+
+        executor.prepare([RunSpec.from_dict(s) for s in specs])
+        return ReplayRunner(executor, loaded.model.run.timeout_s, cancel)
+
+    return runner_for

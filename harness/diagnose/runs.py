@@ -1,0 +1,196 @@
+"""Which two runs a diagnosis compares, what their records already say, and their replays.
+
+The runs come from a results folder: two repeats of one cell, or one repeat of each of two
+cells. Each is replayed with the executor the matrix chose (the same image, in a container,
+when the cell has one), under the folder's lock, into ``diagnoses/<name>/a`` and ``b``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.contract import RECORD_FILE, SPEC_FILE, RunSpec, write_json_atomic
+from harness.contract.files import REPLAY_FILE, REPLAY_OUTPUTS_FILE
+from harness.diagnose.findings import Replay, loss_step
+from harness.errors import HarnessError
+from harness.executors.base import Executor, RunOutcome
+from harness.layout import ManifestCell, run_dir
+from harness.record import RecordError, load_record, verified_losses
+from harness.schedule import SlotPool, detect_host, need_of
+from harness.store import ResultsDir, log_tail
+
+#: ``diagnoses/`` in a results folder: one folder per diagnosis.
+DIAGNOSES_DIR = "diagnoses"
+DIAGNOSIS_FILE = "diagnosis.json"
+DIAGNOSIS_MARKDOWN = "diagnosis.md"
+
+
+@dataclass
+class RecordedRun:
+    """One finished run of the results folder, verified."""
+
+    cell: ManifestCell
+    repeat: int
+    run_dir: Path
+    spec: dict[str, Any]
+    losses: np.ndarray
+    init_digest: str | None
+    split: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.cell.name} repeat {self.repeat}"
+
+
+def find_cell(cells: list[ManifestCell], wanted: str, results: Path) -> ManifestCell:
+    """A cell by id or by name."""
+    for cell in cells:
+        if wanted in (cell.id, cell.name):
+            return cell
+    known = ", ".join(f"{c.id} ({c.name})" for c in cells[:6])
+    more = f" and {len(cells) - 6} more" if len(cells) > 6 else ""
+    raise HarnessError(
+        f"{results} has no cell {wanted!r}",
+        f"name a cell by its id or name: {known}{more} (`harness report {results}` lists them)",
+    )
+
+
+def load_run(results: Path, cell: ManifestCell, repeat: int) -> RecordedRun:
+    folder = run_dir(results, Path(cell.dir).name, repeat)
+    if not (folder / RECORD_FILE).is_file():
+        raise HarnessError(
+            f"{cell.name} has no finished repeat {repeat} in {results}",
+            "name repeats that ran: --repeats A B (0 is the first)",
+        )
+    try:
+        record = load_record(folder)
+        losses = verified_losses(folder, record)
+    except RecordError as exc:
+        raise HarnessError(f"cannot use {folder}: {exc}", "run the matrix again") from exc
+    if record.status != "ok":
+        raise HarnessError(
+            f"{cell.name} repeat {repeat} failed ({record.error.type if record.error else '?'})",
+            "a diagnosis replays finished runs: pick repeats that succeeded (--repeats A B)",
+        )
+    return RecordedRun(
+        cell,
+        repeat,
+        folder,
+        dict(record.spec),
+        losses,
+        record.digests.init_weights,
+        record.digests.split,
+    )
+
+
+def pick_runs(
+    results: Path,
+    cell: str | None = None,
+    cells: tuple[str, str] | None = None,
+    repeats: tuple[int, int] | None = None,
+) -> tuple[RecordedRun, RecordedRun]:
+    """The two runs to compare: ``cells`` (repeat 0 of each, or ``repeats``); else ``cell``
+    (default: the first that does not reproduce), its repeats ``repeats`` (default: 0 and the
+    first whose losses differ from 0's, else 1)."""
+    manifest = ResultsDir(results).read_manifest()
+    if manifest is None:
+        raise HarnessError(
+            f"{results} is not a results folder (no manifest.json)",
+            "pass the folder `harness run` wrote (its last line says `results: <folder>`)",
+        )
+    if cells is not None:
+        first, second = (find_cell(manifest.cells, c, results) for c in cells)
+        a, b = repeats or (0, 0)
+        return load_run(results, first, a), load_run(results, second, b)
+    chosen = find_cell(manifest.cells, cell, results) if cell else _first_diverging(results)
+    if repeats is not None:
+        return load_run(results, chosen, repeats[0]), load_run(results, chosen, repeats[1])
+    base = load_run(results, chosen, 0)
+    count = manifest.repeats or 2
+    others = [load_run(results, chosen, k) for k in range(1, count)]
+    if not others:
+        raise HarnessError(f"{chosen.name} has one repeat: nothing to compare it with",
+                           "use --cells to compare it with another cell")  # fmt: skip
+    differing = [r for r in others if loss_step(base.losses, r.losses) is not None]
+    return base, (differing or others)[0]
+
+
+def _first_diverging(results: Path) -> ManifestCell:
+    from harness.report import analyze
+
+    report = analyze(results)
+    manifest = ResultsDir(results).read_manifest()
+    assert manifest is not None
+    for entry in report.cells:
+        if entry.reproducible is False:
+            return find_cell(manifest.cells, entry.id, results)
+    raise HarnessError(
+        f"every cell of {results} reproduces (or has no verdict): there is no divergence to "
+        "diagnose",
+        "name one with --cell ID to replay two of its repeats anyway, or compare two cells "
+        "with --cells ID1 ID2",
+    )
+
+
+def recorded_step(a: RecordedRun, b: RecordedRun) -> int | None:
+    """The first step the records show different: -1 when the initial weights already differ,
+    else the first differing step of the losses (the weights can differ earlier; the replay
+    finds that), else None."""
+    if a.init_digest and b.init_digest and a.init_digest != b.init_digest:
+        return -1
+    return loss_step(a.losses, b.losses)
+
+
+@dataclass
+class ReplayRunner:
+    """Replays runs with one executor, one at a time (each may use every core it asks for)."""
+
+    executor: Executor
+    timeout_s: float
+    cancel: threading.Event
+
+    def replay(self, run: RecordedRun, options: dict[str, Any], dest: Path) -> Replay:
+        spec = RunSpec.from_dict({**run.spec, "diagnose": options})
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        write_json_atomic(dest / SPEC_FILE, spec.to_dict())
+        slot = SlotPool(detect_host()).acquire(need_of(spec))
+        if slot is None:
+            raise HarnessError(
+                f"this machine cannot run {run.label}: it needs {need_of(spec)}",
+                "diagnose on a machine like the one that ran it",
+            )
+        outcome = self.executor.run(spec, slot, dest, timeout_s=self.timeout_s, cancel=self.cancel)
+        return read_replay(run.label, dest, outcome)
+
+
+def read_replay(label: str, dest: Path, outcome: RunOutcome | None = None) -> Replay:
+    """A replay's files; a clear error, with the run's log, when it did not finish."""
+    try:
+        record = load_record(dest)
+        losses = verified_losses(dest, record)
+        data = json.loads((dest / REPLAY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecordError) as exc:
+        why = outcome.message if outcome is not None and outcome.message else str(exc)
+        tail = log_tail(dest)
+        raise HarnessError(
+            f"the replay of {label} did not finish: {why}",
+            f"its log is {dest / 'run.log'}" + (f"; it ends:\n{tail}" if tail else ""),
+        ) from exc
+    if record.status != "ok":
+        message = record.error.message if record.error else "failed"
+        raise HarnessError(
+            f"the replay of {label} failed: {message}", f"its log is {dest / 'run.log'}"
+        )
+    outputs = None
+    if (dest / REPLAY_OUTPUTS_FILE).is_file():
+        outputs = np.load(dest / REPLAY_OUTPUTS_FILE, allow_pickle=False)
+    return Replay(label, data, losses, record.digests.split, outputs)

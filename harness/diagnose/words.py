@@ -1,0 +1,188 @@
+"""A diagnosis in words: the sentences the terminal prints, diagnosis.md and the report show."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.diagnose.findings import Finding, OpFinding
+
+PHASES = {
+    "forward": "in the forward pass",
+    "backward": "in the backward pass",
+    "between backward and optimizer": "between the backward pass and the optimizer step",
+    "optimizer": "in the optimizer step",
+    "collective": "in a collective (the gradients' all-reduce)",
+}
+
+
+def _code(text: str) -> str:
+    return "`" + text.replace("`", "'") + "`"
+
+
+def _shapes(described: list[dict[str, Any]]) -> str:
+    parts = [f"{list(d['shape'])} {d['dtype']}" for d in described]
+    return " and ".join(parts) if parts else "none"
+
+
+def _ordinal(indices: list[int]) -> str:
+    names = ["first", "second", "third", "fourth", "fifth"]
+    words = [names[i] if i < len(names) else f"#{i + 1}" for i in indices]
+    return ", ".join(words)
+
+
+def _module(op: OpFinding) -> str:
+    if op.module is None:
+        return "outside every module"
+    if op.module == "":
+        return f"in the LightningModule itself ({op.module_type or 'its forward'})"
+    kind = f" ({op.module_type})" if op.module_type else ""
+    return f"in module {_code(op.module)}{kind}"
+
+
+def _delta(op: OpFinding) -> str:
+    parts = []
+    if op.max_abs_delta is not None:
+        parts.append(f"max |Δ| {op.max_abs_delta:.3g}")
+    if op.max_ulps is not None:
+        parts.append(f"{op.max_ulps} ULPs")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _weights_cause(placements: set[str]) -> str:
+    if placements == {"none"}:
+        return "the seed is never set (placement `none`), so each run draws its own initial weights"
+    if placements == {"before_trainer"}:
+        return (
+            "the seed is set only after the model is created (placement `before_trainer`), so "
+            "the initial weights come from an unseeded generator"
+        )
+    return (
+        "the seed was not set before the model was created, or the random number generator "
+        "was consumed differently before it"
+    )
+
+
+def _data(f: Finding) -> str:
+    if f.split_same is True:
+        split = "The data split is the same in both runs"
+    elif f.split_same is False:
+        split = "The data split differs too"
+    else:
+        split = "The data split was not recorded"
+    if f.batch is None:
+        return f"{split}; every replayed batch is the same."
+    which = " and ".join(k for k in ("inputs", "labels") if f.batch[k]) or "contents"
+    return f"{split}; batch {f.batch['step']} is the first whose {which} differ."
+
+
+def sentences(f: Finding, recorded_loss_step: int | None, placements: set[str]) -> list[str]:
+    """The diagnosis, earliest cause first, then what the losses showed."""
+    out: list[str] = []
+    if f.kind == "initial_weights":
+        first = f.parameters_differ[0] if f.parameters_differ else "?"
+        out.append(
+            f"The initial weights already differ: {_code(first)} is the first parameter whose "
+            f"bits differ ({len(f.parameters_differ)} of {f.parameters} parameters differ): "
+            f"{_weights_cause(placements)}."
+        )
+        out.append(_data(f))
+    elif f.kind == "data":
+        assert f.batch is not None
+        out.append("The initial weights are equal, but the two runs see different data.")
+        out.append(_data(f))
+    elif f.kind in ("operation", "different_operations") and f.op is not None:
+        out.extend(_operation(f, f.op))
+    elif f.kind == "state":
+        names = ", ".join(_code(n) for n in f.state_differs[:3])
+        out.append(
+            f"The training state first differs after step {f.state_step} ({names}), but no "
+            "logged operation's output differed at that step: the difference came from outside "
+            "what was logged (a collective the dispatcher does not see, or inside a module when "
+            "only module outputs were logged)."
+        )
+    elif f.kind == "different_operations":
+        out.append(
+            f"The two runs ran different numbers of operations at step {f.logged_step}, with "
+            "equal outputs as far as both went."
+        )
+    else:
+        out.append(
+            f"The two runs did not diverge in {f.steps_replayed} replayed steps: the "
+            "nondeterminism did not show up in this replay."
+        )
+        if recorded_loss_step is not None:
+            out.append(
+                f"The recorded runs' losses differ from step {recorded_loss_step}: what made "
+                "them differ (timing, scheduling, another machine) did not happen again; "
+                "replaying again may show it."
+            )
+        return out
+    if recorded_loss_step is not None and f.kind != "initial_weights":
+        start = f.op.step if f.op is not None else f.state_step
+        if start is not None and recorded_loss_step > start:
+            out.append(
+                f"The losses first differ only at step {recorded_loss_step}: the loss "
+                f"trajectory hid this divergence for {recorded_loss_step - start} steps."
+            )
+        else:
+            out.append(f"The losses first differ at step {recorded_loss_step}.")
+    return out
+
+
+def _operation(f: Finding, op: OpFinding) -> list[str]:
+    level = (
+        "every aten operation logged with DebugMode"
+        if f.level == "ops"
+        else "module level: module outputs, gradients and parameter updates, from hooks, as "
+        "this torch has no DebugMode"
+    )
+    made = f", producing {', '.join(_code(t) for t in op.tensors)}" if op.tensors else ""
+    if op.other_op:
+        first = (
+            f"The two runs ran different operations at step {op.step}: operation {op.index} is "
+            f"{_code(op.op)} in the first and {_code(op.other_op)} in the second "
+            f"({PHASES.get(op.phase, op.phase)}, {_module(op)})."
+        )
+        return [first]
+    first = (
+        f"The first operation whose output bits differ is {_code(op.op)} at step {op.step}, "
+        f"{PHASES.get(op.phase, op.phase)}, {_module(op)}{made}: inputs {_shapes(op.inputs)}, "
+        f"output {_shapes(op.outputs)} (operation {op.index + 1} of {op.of} at that step; "
+        f"{level})."
+    )
+    if op.inputs_equal:
+        second = (
+            "Its inputs were equal in both runs, so this operation itself produced the "
+            f"difference{_delta(op)}."
+        )
+    else:
+        second = (
+            f"Its {_ordinal(op.differing_inputs)} input already differed, so the difference "
+            f"came in earlier, outside the logged operations{_delta(op)}."
+        )
+    out = [first, second]
+    if f.state_differs:
+        names = ", ".join(_code(n) for n in f.state_differs[:3])
+        more = f" and {len(f.state_differs) - 3} more" if len(f.state_differs) > 3 else ""
+        out.append(f"After step {f.state_step} the training state differs in {names}{more}.")
+    return out
+
+
+def markdown(title: str, lines: list[str], f: Finding, anchor: str) -> str:
+    """The diagnosis as a Markdown section (diagnosis.md, and the report's)."""
+    body = [f'<a id="{anchor}"></a>', f"### {title}", ""]
+    body += [f"- {line}" for line in lines]
+    if f.op is not None:
+        op = f.op
+        body += [
+            "",
+            "| step | phase | operation | module | inputs | output | inputs equal | max abs Δ "
+            "| ULPs |",
+            "|---:|---|---|---|---|---|---|---:|---:|",
+            f"| {op.step} | {op.phase} | {_code(op.op)} | {_code(op.module or '-')} | "
+            f"{_shapes(op.inputs)} | {_shapes(op.outputs)} | "
+            f"{'yes' if op.inputs_equal else 'no'} | "
+            f"{'' if op.max_abs_delta is None else f'{op.max_abs_delta:.3g}'} | "
+            f"{'' if op.max_ulps is None else op.max_ulps} |",
+        ]
+    return "\n".join(body) + "\n"

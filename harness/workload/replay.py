@@ -1,0 +1,362 @@
+"""A replay for ``harness diagnose``: the run again, watched closely, for a few steps.
+
+The run trains exactly as the recorded one did (same spec, same seeding, same order), stops after
+``steps`` optimizer steps, and records what the host needs to say where two runs part ways:
+
+- the bitwise hash of every parameter as the model was created, and after every step;
+- the hashes of every batch's inputs and labels, so a different split or order shows;
+- for one step, ``log_step``, every operation: with ``level: ops`` each aten operation that ran
+  (``torch.utils._debug_mode.DebugMode``), with its phase (forward, backward, optimizer,
+  collective), the module it ran in, its inputs' and outputs' hashes and shapes, and a copy of
+  its outputs; with ``level: modules`` (older torch, which has no DebugMode) each module's
+  output and gradients, each parameter's gradient and update, from module and tensor hooks.
+
+Everything is written once, after training, as ``replay.json`` and ``replay-outputs.npz``
+(harness/contract/files.py) by the rank the host asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pytorch_lightning import Callback, LightningModule, Trainer
+from torch.utils._pytree import tree_leaves
+
+from harness.contract.files import REPLAY_FILE, REPLAY_OUTPUTS_FILE, write_json_atomic
+from harness.workload.weights import HASH_KIND, tensor_hash, tensor_hashes
+
+REPLAY_FORMAT_VERSION = 1
+#: Operations whose outputs are uninitialised memory: never compared.
+_UNINITIALISED = ("empty", "set_", "resize_")
+#: The profiler's markers, which DebugMode also sees: not operations on data.
+_MARKERS = ("profiler.",)
+
+
+def has_debug_mode() -> bool:
+    try:
+        from torch.utils._debug_mode import DebugMode  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """The spec's ``diagnose`` entry (harness/contract/spec.py checks it)."""
+
+    steps: int
+    log_step: int | None = None
+    level: str = "ops"
+    rank: int = 0
+
+    @classmethod
+    def of(cls, entry: dict[str, Any]) -> ReplayOptions:
+        return cls(**entry)
+
+
+def hex64(value: int) -> str:
+    return f"{value & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def _hash_text(tensor: torch.Tensor) -> str | None:
+    try:
+        return hex64(int(tensor_hash(tensor).item()))
+    except (RuntimeError, TypeError):  # a dtype the hash does not take
+        return None
+
+
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    return [t for t in tree_leaves(tree) if isinstance(t, torch.Tensor)]
+
+
+def _describe(tensors: Iterable[torch.Tensor], hashes: list[str | None]) -> list[dict[str, Any]]:
+    return [
+        {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "hash": h}
+        for t, h in zip(tensors, hashes, strict=True)
+    ]
+
+
+def training_state(pl_module: LightningModule, optimizers: Iterable[Any]) -> list[tuple[str, Any]]:
+    """The parameters, then each optimizer's state tensors (``model.1.weight:exp_avg``): what
+    the next step starts from, so a difference that the weights do not show yet (Adam's first
+    update is about ``lr * sign(grad)``) shows in the state."""
+    names = {id(p): n for n, p in pl_module.named_parameters()}
+    state: list[tuple[str, Any]] = list(pl_module.named_parameters())
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                entries = optimizer.state.get(param, {})
+                for key in sorted(entries):
+                    if isinstance(entries[key], torch.Tensor):
+                        state.append((f"{names.get(id(param), '?')}:{key}", entries[key]))
+    return state
+
+
+def _pointers(tensors: list[torch.Tensor]) -> list[int]:
+    pointers = []
+    for tensor in tensors:
+        try:
+            pointers.append(tensor.data_ptr())
+        except RuntimeError:  # a tensor without storage
+            pointers.append(-1)
+    return pointers
+
+
+def _host_copy(tensor: torch.Tensor) -> np.ndarray | None:
+    """The output as numpy, for the host's |Δ| and ULPs (bfloat16 and half widened to float32)."""
+    try:
+        value = tensor.detach()
+        if value.dtype in (torch.bfloat16, torch.float16):
+            value = value.float()
+        return value.cpu().numpy().copy()
+    except (RuntimeError, TypeError):
+        return None
+
+
+class ReplayProbe(Callback):
+    """Records init, per-step and one step's per-operation hashes; see the module's doc."""
+
+    def __init__(self, options: ReplayOptions, model: LightningModule) -> None:
+        self.options = options
+        self.level = options.level if has_debug_mode() else "modules"
+        self.names = [name for name, _ in model.named_parameters()]
+        self.init = tensor_hashes([p for _, p in model.named_parameters()])
+        self.batches: list[torch.Tensor] = []
+        self.state_names: list[str] = []
+        self.states: list[torch.Tensor] = []
+        self.step = 0
+        self.phase = "forward"
+        self.ops: list[dict[str, Any]] = []
+        self.outputs: dict[str, np.ndarray] = {}
+        self._stack: contextlib.ExitStack | None = None
+        self._module: LightningModule | None = None
+        self._tracker: Any = None
+        self._mode: Any = None
+        self._trainer: Trainer | None = None
+
+    # ------------------------------------------------------------------ Lightning hooks
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.batches.append(tensor_hashes(_tensors(batch)))
+        self.phase = "forward"
+        if self.step == self.options.log_step:
+            self._start(pl_module, trainer)
+
+    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: Any) -> None:
+        self.phase = "backward"
+
+    def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.phase = "between backward and optimizer"
+
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: Any
+    ) -> None:
+        self.phase = "optimizer"
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if self._stack is not None:
+            if self.level == "modules":
+                self._parameter_updates(pl_module)
+            self._stop()
+        state = training_state(pl_module, trainer.optimizers)
+        if not self.state_names:
+            self.state_names = [name for name, _ in state]
+        self.states.append(tensor_hashes([t for name, t in state if name in self.state_names]))
+        self.step += 1
+
+    # ------------------------------------------------------------------ operation logging
+
+    def _start(self, pl_module: LightningModule, trainer: Trainer) -> None:
+        self._module = pl_module
+        self._trainer = trainer
+        self._stack = contextlib.ExitStack()
+        if self.level == "ops":
+            self._start_ops()
+        else:
+            self._start_modules(pl_module)
+
+    def _stop(self) -> None:
+        assert self._stack is not None
+        self._stack.close()
+        self._stack = None
+        if self.level == "ops":
+            self._collect_ops()
+        self._name_tensors()
+
+    def _start_ops(self) -> None:
+        from torch.distributed._tools.mod_tracker import ModTracker
+        from torch.utils._debug_mode import DebugMode
+
+        self._tracker = ModTracker()
+        self._mode = DebugMode(record_output=False)
+        self._stack.enter_context(self._tracker)
+        self._stack.enter_context(self._mode)
+        self._stack.enter_context(
+            DebugMode.dispatch_hooks(record_hook=self._after_op, pre_log_hook=self._before_op)
+        )
+
+    def _before_op(self, func: Any, types: Any, args: Any, kwargs: Any, call: Any) -> dict:
+        """Input hashes before the operation runs (an in-place op changes them)."""
+        inputs = _tensors((args, kwargs))
+        return {"inputs": _describe(inputs, [_hash_text(t) for t in inputs])}
+
+    def _after_op(self, func: Any, types: Any, args: Any, kwargs: Any, result: Any) -> dict:
+        name = str(func)
+        if name.startswith(_MARKERS):
+            return {}
+        outputs = _tensors(result)
+        compared = not any(part in name for part in _UNINITIALISED)
+        hashes = [_hash_text(t) if compared else None for t in outputs]
+        index = len(self.ops)
+        entry = {
+            "index": index,
+            "op": name,
+            "phase": "collective" if name.startswith("c10d") else self.phase,
+            "module": self._current_module(),
+            "outputs": _describe(outputs, hashes),
+            "_pointers": _pointers(outputs),
+        }
+        self.ops.append(entry)
+        if compared:
+            for k, tensor in enumerate(outputs):
+                copy = _host_copy(tensor)
+                if copy is not None:
+                    self.outputs[f"op{index}_{k}"] = copy
+        return {"entry": index}
+
+    def _collect_ops(self) -> None:
+        """Join each logged call's input hashes (pre-hook) to its entry (record hook)."""
+        for call in self._mode.operators:
+            record = getattr(call, "record", None) or {}
+            log = getattr(call, "log", None) or {}
+            if "entry" in record:
+                self.ops[record["entry"]]["inputs"] = log.get("inputs", [])
+
+    def _current_module(self) -> str | None:
+        """The innermost module running now, as a path below the LightningModule ("" for the
+        LightningModule itself; None outside every module, as in the optimizer)."""
+        names = [n for n in self._tracker.parents if n != "Global"]
+        if not names:
+            return None
+        deepest = max(names, key=lambda n: n.count("."))
+        return deepest.partition(".")[2]
+
+    def _name_tensors(self) -> None:
+        """Name each logged output that is (a view of) a parameter, a parameter's gradient or
+        an optimizer's state tensor at the step's end, by its storage and shape: the weight
+        gradient ``aten.mm`` of a Linear layer becomes ``model.3.weight (gradient)``."""
+        assert self._module is not None and self._trainer is not None
+        known: dict[tuple[int, tuple[int, ...]], str] = {}
+        for name, tensor in training_state(self._module, self._trainer.optimizers):
+            known[(tensor.data_ptr(), tuple(tensor.shape))] = name
+            grad = getattr(tensor, "grad", None)
+            if ":" not in name and grad is not None:
+                known[(grad.data_ptr(), tuple(grad.shape))] = f"{name} (gradient)"
+        for entry in self.ops:
+            pointers = entry.pop("_pointers", [])
+            shapes = [tuple(o["shape"]) for o in entry["outputs"]]
+            found = [known[k] for k in zip(pointers, shapes, strict=False) if k in known]
+            entry.setdefault("tensors", sorted(set(found), key=found.index))
+
+    # ------------------------------------------------------------------ module-level fallback
+
+    def _event(
+        self,
+        op: str,
+        module: str,
+        inputs: list[torch.Tensor],
+        outputs: list[torch.Tensor],
+        tensors: list[str] | None = None,
+        phase: str | None = None,
+    ) -> None:
+        index = len(self.ops)
+        self.ops.append(
+            {
+                "index": index,
+                "op": op,
+                "phase": phase or self.phase,
+                "module": module,
+                "tensors": tensors or [],
+                "inputs": _describe(inputs, [_hash_text(t) for t in inputs]),
+                "outputs": _describe(outputs, [_hash_text(t) for t in outputs]),
+            }
+        )
+        for k, tensor in enumerate(outputs):
+            copy = _host_copy(tensor)
+            if copy is not None:
+                self.outputs[f"op{index}_{k}"] = copy
+
+    def _start_modules(self, pl_module: LightningModule) -> None:
+        handles = []
+        for name, module in pl_module.named_modules():
+            handles.append(module.register_forward_hook(self._forward_hook(name)))
+            handles.append(module.register_full_backward_hook(self._backward_hook(name)))
+        for name, param in pl_module.named_parameters():
+            owner = name.rpartition(".")[0]
+            handles.append(param.register_post_accumulate_grad_hook(self._grad_hook(owner, name)))
+        for handle in handles:
+            self._stack.callback(handle.remove)
+
+    def _forward_hook(self, name: str) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            self._event("module output", name, _tensors(args), _tensors(output))
+
+        return hook
+
+    def _backward_hook(self, name: str) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, grad_input: Any, grad_output: Any) -> None:
+            self._event("module input gradient", name, _tensors(grad_output), _tensors(grad_input))
+
+        return hook
+
+    def _grad_hook(self, owner: str, name: str) -> Callable[[torch.Tensor], None]:
+        def hook(param: torch.Tensor) -> None:
+            self._event(
+                "parameter gradient", owner, [], [param.grad], [f"{name} (gradient)"], "backward"
+            )
+
+        return hook
+
+    def _parameter_updates(self, pl_module: LightningModule) -> None:
+        for name, param in pl_module.named_parameters():
+            owner = name.rpartition(".")[0]
+            self._event("parameter update", owner, [], [param], [name], "optimizer")
+
+    # ------------------------------------------------------------------ the result
+
+    def module_types(self, pl_module: LightningModule) -> dict[str, str]:
+        return {name: type(module).__name__ for name, module in pl_module.named_modules()}
+
+    def write(self, out: Path, pl_module: LightningModule) -> None:
+        def rows(items: list[torch.Tensor]) -> list[list[str]]:
+            return [[hex64(int(v)) for v in t.cpu().tolist()] for t in items]
+
+        data = {
+            "format_version": REPLAY_FORMAT_VERSION,
+            "level": self.level,
+            "hash": HASH_KIND,
+            "torch": torch.__version__,
+            "rank": self.options.rank,
+            "steps": self.step,
+            "log_step": self.options.log_step,
+            "logged": self.options.log_step is not None and self.step > self.options.log_step,
+            "parameters": self.names,
+            "module_types": self.module_types(pl_module),
+            "init": rows([self.init])[0],
+            "state_names": self.state_names,
+            "states": rows(self.states),
+            "batches": rows(self.batches),
+            "ops": self.ops,
+        }
+        np.savez(out / REPLAY_OUTPUTS_FILE, **self.outputs)
+        write_json_atomic(out / REPLAY_FILE, data)
