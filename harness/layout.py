@@ -8,6 +8,8 @@
     <out>/cells/<cell name>--<cell id>/repeat-<k>/
                               one run; its files are named in harness/contract/files.py
     <out>/report.md  report.json  report.csv  plots/
+    <out>/diagnoses/<name>/   one `harness diagnose`: diagnosis.json, diagnosis.md, and the
+                              two replays' run folders a/ and b/
     <out>/conflicts/<k>-<input folder>/cells/...   runs `harness merge` set aside
     <out>/superseded/<UTC time>/cells/<cell name>--<cell id>/repeat-<k>/
                               finished runs `harness run` set aside, whole, instead of reusing
@@ -50,6 +52,9 @@ CELLS_DIR = "cells"
 CONFLICTS_DIR = "conflicts"
 SUPERSEDED_DIR = "superseded"
 PLOTS_DIR = "plots"
+DIAGNOSES_DIR = "diagnoses"
+DIAGNOSIS_FILE = "diagnosis.json"
+DIAGNOSIS_MARKDOWN = "diagnosis.md"
 #: report format -> file name, in the results folder
 REPORT_FILES = {"md": "report.md", "json": "report.json", "csv": "report.csv"}
 #: Where ``harness run`` writes without ``--out``: results/<name>-<UTC time>/

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from harness.diagnose import level_from, run_diagnosis, runner_factory
+from harness.layout import DIAGNOSES_DIR, DIAGNOSIS_FILE
 from harness.text import terminal_safe
 
 
@@ -103,5 +104,5 @@ def command(
         for path in written:
             if path.suffix == ".md":
                 typer.echo(f"report: {path}")
-    typer.echo(f"diagnosis: {results / 'diagnoses' / diagnosis.name / 'diagnosis.json'}")
+    typer.echo(f"diagnosis: {results / DIAGNOSES_DIR / diagnosis.name / DIAGNOSIS_FILE}")
     return 0

@@ -24,9 +24,6 @@ from harness.contract import write_bytes_atomic, write_json_atomic
 from harness.contract.spec import DIAGNOSE_LEVELS
 from harness.diagnose.findings import Finding, compare
 from harness.diagnose.runs import (
-    DIAGNOSES_DIR,
-    DIAGNOSIS_FILE,
-    DIAGNOSIS_MARKDOWN,
     RecordedRun,
     ReplayRunner,
     pick_runs,
@@ -34,6 +31,7 @@ from harness.diagnose.runs import (
 )
 from harness.diagnose.words import markdown, sentences
 from harness.errors import HarnessError
+from harness.layout import DIAGNOSES_DIR, DIAGNOSIS_FILE, DIAGNOSIS_MARKDOWN
 from harness.store import ResultsDir
 
 DIAGNOSIS_FORMAT_VERSION = 1
@@ -57,14 +55,16 @@ class Diagnosis:
     format_version: int = DIAGNOSIS_FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"title": self.title, **dataclasses.asdict(self)}
 
     @property
     def title(self) -> str:
         a, b = self.runs
         if a["cell_id"] == b["cell_id"]:
             return f"Diagnosis: {a['cell']}, repeats {a['repeat']} and {b['repeat']}"
-        return f"Diagnosis: {a['cell']} (repeat {a['repeat']}) and {b['cell']} ({b['repeat']})"
+        return (
+            f"Diagnosis: {a['cell']} (repeat {a['repeat']}) and {b['cell']} (repeat {b['repeat']})"
+        )
 
     @property
     def anchor(self) -> str:
@@ -141,7 +141,6 @@ def _diagnose(
                                                  rank, say)  # fmt: skip
     finally:
         runner.executor.cleanup()
-    replayed: list[int] = []
     return _write(results, folder, name, a, b, finding, replayed)
 
 
@@ -161,9 +160,9 @@ def _replay_until_logged(
     for _ in range(MAX_REPLAYS):
         options = {"steps": steps, "log_step": log_step, "level": level, "rank": rank}
         what = f"logging step {log_step}" if log_step is not None else "hashing every step"
-        say(f"replaying {a.label} and {b.label}: {steps} steps, {what}")
-        first = runner.replay(a, options, folder / "a")
-        second = runner.replay(b, options, folder / "b")
+        count = f"{steps} step" + ("s" if steps != 1 else "")
+        say(f"replaying {a.label} and {b.label}: {count}, {what}")
+        first, second = runner.replay_pair((a, b), options, (folder / "a", folder / "b"))
         replayed.append(steps)
         finding = compare(first, second)
         if finding.kind != "relog":
@@ -201,7 +200,8 @@ def _write(
         steps_replayed=replayed,
     )
     write_json_atomic(folder / DIAGNOSIS_FILE, diagnosis.to_dict())
-    text = markdown(diagnosis.title, diagnosis.sentences, finding, diagnosis.anchor)
+    op = dataclasses.asdict(finding.op) if finding.op is not None else None
+    text = markdown(diagnosis.title, diagnosis.sentences, op, diagnosis.anchor)
     write_bytes_atomic(folder / DIAGNOSIS_MARKDOWN, text.encode("utf-8"))
     return diagnosis
 

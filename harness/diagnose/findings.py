@@ -80,6 +80,8 @@ class Finding:
     loss_step: int | None = None
     logged_step: int | None = None
     op: OpFinding | None = None
+    #: whether the replays' torch has DebugMode (module level can also be asked for)
+    debug_mode: bool = True
 
 
 def first_difference(a: list[Any], b: list[Any]) -> int | None:
@@ -210,6 +212,7 @@ def compare(a: Replay, b: Replay) -> Finding:
         parameters=len(names),
         split_same=None if a.split is None or b.split is None else a.split == b.split,
         logged_step=a.data.get("log_step") if a.data.get("logged") else None,
+        debug_mode=bool(a.data.get("debug_mode", True) and b.data.get("debug_mode", True)),
     )
     init_a, init_b = a.data.get("init", []), b.data.get("init", [])
     if names != b.data.get("parameters", []) or len(init_a) != len(init_b):

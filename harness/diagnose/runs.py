@@ -20,16 +20,11 @@ from harness.contract import RECORD_FILE, SPEC_FILE, RunSpec, write_json_atomic
 from harness.contract.files import REPLAY_FILE, REPLAY_OUTPUTS_FILE
 from harness.diagnose.findings import Replay, loss_step
 from harness.errors import HarnessError
-from harness.executors.base import Executor, RunOutcome
+from harness.executors.base import Executor, RunOutcome, Slot
 from harness.layout import ManifestCell, run_dir
 from harness.record import RecordError, load_record, verified_losses
 from harness.schedule import SlotPool, detect_host, need_of
 from harness.store import ResultsDir, log_tail
-
-#: ``diagnoses/`` in a results folder: one folder per diagnosis.
-DIAGNOSES_DIR = "diagnoses"
-DIAGNOSIS_FILE = "diagnosis.json"
-DIAGNOSIS_MARKDOWN = "diagnosis.md"
 
 
 @dataclass
@@ -150,26 +145,61 @@ def recorded_step(a: RecordedRun, b: RecordedRun) -> int | None:
 
 @dataclass
 class ReplayRunner:
-    """Replays runs with one executor, one at a time (each may use every core it asks for)."""
+    """Replays pairs of runs with one executor."""
 
     executor: Executor
     timeout_s: float
     cancel: threading.Event
 
-    def replay(self, run: RecordedRun, options: dict[str, Any], dest: Path) -> Replay:
-        spec = RunSpec.from_dict({**run.spec, "diagnose": options})
-        if dest.exists():
-            shutil.rmtree(dest)
-        dest.mkdir(parents=True)
-        write_json_atomic(dest / SPEC_FILE, spec.to_dict())
-        slot = SlotPool(detect_host()).acquire(need_of(spec))
-        if slot is None:
-            raise HarnessError(
-                f"this machine cannot run {run.label}: it needs {need_of(spec)}",
-                "diagnose on a machine like the one that ran it",
-            )
-        outcome = self.executor.run(spec, slot, dest, timeout_s=self.timeout_s, cancel=self.cancel)
-        return read_replay(run.label, dest, outcome)
+    def replay_pair(
+        self,
+        runs: tuple[RecordedRun, RecordedRun],
+        options: dict[str, Any],
+        dests: tuple[Path, Path],
+    ) -> tuple[Replay, Replay]:
+        """Both replays: side by side when the machine has the cores (and GPUs) for both at
+        once, else one after the other; never more threads than cores."""
+        specs = [RunSpec.from_dict({**run.spec, "diagnose": options}) for run in runs]
+        for dest, spec in zip(dests, specs, strict=True):
+            if dest.exists():
+                shutil.rmtree(dest)
+            dest.mkdir(parents=True)
+            write_json_atomic(dest / SPEC_FILE, spec.to_dict())
+        for run, spec in zip(runs, specs, strict=True):
+            if SlotPool(detect_host()).acquire(need_of(spec)) is None:
+                raise HarnessError(
+                    f"this machine cannot run {run.label}: it needs {need_of(spec)}",
+                    "diagnose on a machine like the one that ran it",
+                )
+        outcomes: list[RunOutcome | BaseException | None] = [None, None]
+
+        def work(i: int, slot: Slot) -> None:
+            try:
+                outcomes[i] = self.executor.run(
+                    specs[i], slot, dests[i], timeout_s=self.timeout_s, cancel=self.cancel
+                )
+            except BaseException as exc:  # noqa: BLE001 - raised below, in this thread
+                outcomes[i] = exc
+
+        pool = SlotPool(detect_host())
+        slots = [pool.acquire(need_of(spec)) for spec in specs]
+        if all(slots):
+            threads = [threading.Thread(target=work, args=(i, s)) for i, s in enumerate(slots)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        else:
+            for i, spec in enumerate(specs):
+                slot = SlotPool(detect_host()).acquire(need_of(spec))
+                assert slot is not None
+                work(i, slot)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        first = read_replay(runs[0].label, dests[0], outcomes[0])  # type: ignore[arg-type]
+        second = read_replay(runs[1].label, dests[1], outcomes[1])  # type: ignore[arg-type]
+        return first, second
 
 
 def read_replay(label: str, dest: Path, outcome: RunOutcome | None = None) -> Replay:

@@ -44,7 +44,7 @@ def _delta(op: OpFinding) -> str:
     if op.max_abs_delta is not None:
         parts.append(f"max |Δ| {op.max_abs_delta:.3g}")
     if op.max_ulps is not None:
-        parts.append(f"{op.max_ulps} ULPs")
+        parts.append(f"{op.max_ulps} ULP" + ("s" if op.max_ulps != 1 else ""))
     return f" ({', '.join(parts)})" if parts else ""
 
 
@@ -107,7 +107,8 @@ def sentences(f: Finding, recorded_loss_step: int | None, placements: set[str]) 
         )
     else:
         out.append(
-            f"The two runs did not diverge in {f.steps_replayed} replayed steps: the "
+            f"The two runs did not diverge in {f.steps_replayed} replayed "
+            f"step{'s' if f.steps_replayed != 1 else ''}: the "
             "nondeterminism did not show up in this replay."
         )
         if recorded_loss_step is not None:
@@ -130,12 +131,11 @@ def sentences(f: Finding, recorded_loss_step: int | None, placements: set[str]) 
 
 
 def _operation(f: Finding, op: OpFinding) -> list[str]:
-    level = (
-        "every aten operation logged with DebugMode"
-        if f.level == "ops"
-        else "module level: module outputs, gradients and parameter updates, from hooks, as "
-        "this torch has no DebugMode"
-    )
+    level = "every aten operation logged with DebugMode"
+    if f.level != "ops":
+        level = "module level: module outputs, gradients and parameter updates, from hooks"
+        if not f.debug_mode:
+            level += ", as this torch has no DebugMode"
     made = f", producing {', '.join(_code(t) for t in op.tensors)}" if op.tensors else ""
     if op.other_op:
         first = (
@@ -150,7 +150,12 @@ def _operation(f: Finding, op: OpFinding) -> list[str]:
         f"output {_shapes(op.outputs)} (operation {op.index + 1} of {op.of} at that step; "
         f"{level})."
     )
-    if op.inputs_equal:
+    if not op.inputs:
+        second = (
+            "Everything logged before it was equal in both runs, so the difference arose here"
+            f"{_delta(op)}."
+        )
+    elif op.inputs_equal:
         second = (
             "Its inputs were equal in both runs, so this operation itself produced the "
             f"difference{_delta(op)}."
@@ -168,21 +173,34 @@ def _operation(f: Finding, op: OpFinding) -> list[str]:
     return out
 
 
-def markdown(title: str, lines: list[str], f: Finding, anchor: str) -> str:
-    """The diagnosis as a Markdown section (diagnosis.md, and the report's)."""
-    body = [f'<a id="{anchor}"></a>', f"### {title}", ""]
-    body += [f"- {line}" for line in lines]
-    if f.op is not None:
-        op = f.op
+def markdown(
+    title: str, lines: list[str], op: dict[str, Any] | None, anchor: str, safe: Any = str
+) -> str:
+    """The diagnosis as a Markdown section (diagnosis.md, and the report's); ``op`` is the
+    first differing operation as diagnosis.json holds it; ``safe`` makes text from a results
+    folder inert (the report's html_text)."""
+    body = [f'<a id="{anchor}"></a>', f"### {safe(title)}", ""]
+    body += [f"- {safe(line)}" for line in lines]
+    if op is not None:
+        delta = op.get("max_abs_delta")
+        ulps = op.get("max_ulps")
+        equal = {True: "yes", False: "no"}.get(op.get("inputs_equal"), "not logged")
+        cells = [
+            str(op.get("step")),
+            str(op.get("phase")),
+            _code(str(op.get("op"))),
+            _code(str(op.get("module") or "-")),
+            _shapes(op.get("inputs") or []),
+            _shapes(op.get("outputs") or []),
+            equal,
+            "" if delta is None else f"{delta:.3g}",
+            "" if ulps is None else str(ulps),
+        ]
         body += [
             "",
             "| step | phase | operation | module | inputs | output | inputs equal | max abs Δ "
             "| ULPs |",
             "|---:|---|---|---|---|---|---|---:|---:|",
-            f"| {op.step} | {op.phase} | {_code(op.op)} | {_code(op.module or '-')} | "
-            f"{_shapes(op.inputs)} | {_shapes(op.outputs)} | "
-            f"{'yes' if op.inputs_equal else 'no'} | "
-            f"{'' if op.max_abs_delta is None else f'{op.max_abs_delta:.3g}'} | "
-            f"{'' if op.max_ulps is None else op.max_ulps} |",
+            "| " + " | ".join(safe(c) for c in cells) + " |",
         ]
     return "\n".join(body) + "\n"

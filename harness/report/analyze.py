@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.report import summaries
+from harness.report.diagnoses import load_diagnoses
 from harness.report.model import CellReport, Report
 from harness.report.runs import cell_runs, conflict_runs, folder_cells
 from harness.report.verdicts import analyze_cell
@@ -43,4 +44,5 @@ def analyze(root: str | Path) -> Report:
         summaries.images(by_image),
         summaries.conflicts(cells),
         folder.mixed_code,
+        diagnoses=load_diagnoses(root),
     )

@@ -42,6 +42,7 @@ def render_json(report: Report) -> bytes:
         "images": to_jsonable(report.images),
         "conflicts": to_jsonable(report.conflicts),
         "mixed_code": report.mixed_code,
+        "diagnoses": to_jsonable(report.diagnoses),
     }
     return (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8")
 

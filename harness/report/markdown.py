@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from harness.contract.settings import TWIN
+from harness.diagnose.words import markdown as diagnosis_markdown
 from harness.report import text as inert
 from harness.report.flatten import cell_row
 from harness.report.grid import MARK, MEANING, NO_CELL, Grid, constant, counted, grids
@@ -98,6 +99,7 @@ def render_markdown(report: Report) -> bytes:
     out += _cost_line(report)
     out += _cells(report, grid_list, shared)
     out += _heatmaps(report, grid_list)
+    out += _diagnoses(report)
     for section in (_unknown, _comparisons, _costs, _images, _merge, _failures):
         out += section(report)
     out.append("")
@@ -210,6 +212,19 @@ def _heatmaps(report: Report, grid_list: list[Grid]) -> list[str]:
     return out
 
 
+def _diagnoses(report: Report) -> list[str]:
+    """Each ``harness diagnose`` of the folder, where its cells' rows link to."""
+    if not report.diagnoses:
+        return []
+    out = ["## Diagnoses", ""]
+    for entry in report.diagnoses:
+        section = diagnosis_markdown(
+            entry.title, entry.sentences, entry.op, entry.anchor, html_text
+        )
+        out += [*section.splitlines(), "", f"Files: `{html_text(entry.path)}`.", ""]
+    return out
+
+
 def _images(report: Report) -> list[str]:
     if not report.images:
         return []
@@ -259,7 +274,8 @@ def _cells(report: Report, grid_list: list[Grid], shared: dict[str, Any]) -> lis
         if local:
             body += [f"Every cell on this image has {escape(_settings_text(local))}.", ""]
         header = ["verdict", DIVERGENCE_COLUMN, *moving, *_CELL_COLUMNS]
-        body += table_lines(header, [_cell_cells(c, moving) for c in cells])
+        links = diagnosis_links(report)
+        body += table_lines(header, [_cell_cells(c, moving, links) for c in cells])
         counts = ", ".join(counted(v, n) for v, n in grid.counts().items() if n)
         summary = f"{len(cells)} {'cell' if len(cells) == 1 else 'cells'} on {grid.image}: {counts}"
         out += fold(summary, body, open_=len(cells) <= OPEN_ROWS)
@@ -297,7 +313,18 @@ def setting_text(row: dict, key: str) -> Any:
     return value
 
 
-def _cell_cells(cell: CellReport, moving: list[str]) -> list[str]:
+def diagnosis_links(report: Report) -> dict[str, list[str]]:
+    """cell id -> the anchors of the diagnoses that compared it."""
+    links: dict[str, list[str]] = {}
+    for entry in report.diagnoses:
+        for cell_id in dict.fromkeys(entry.cells):
+            links.setdefault(cell_id, []).append(entry.anchor)
+    return links
+
+
+def _cell_cells(
+    cell: CellReport, moving: list[str], diagnosed: dict[str, list[str]] | None = None
+) -> list[str]:
     """One row of the cells table, escaped: the verdict first, the cell's name last."""
     row = cell_row(cell)
     acc = "—"
@@ -307,6 +334,8 @@ def _cell_cells(cell: CellReport, moving: list[str]) -> list[str]:
     name = escape(cell.name)
     if cell.plot:
         name += f" ([plot]({quote(cell.plot)}))"
+    for anchor in (diagnosed or {}).get(cell.id, []):
+        name += f" ([diagnosis](#{anchor}))"
     repeats = str(cell.repeats)
     if cell.ok_runs != cell.repeats:
         repeats = f"{cell.ok_runs}/{cell.repeats}"

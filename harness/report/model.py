@@ -165,6 +165,23 @@ class ImageInfo:
 
 
 @dataclass
+class DiagnosisEntry:
+    """One ``harness diagnose`` of the folder (``diagnoses/<name>/diagnosis.json``)."""
+
+    name: str
+    title: str
+    cells: list[str]  # the ids of the cells it compared
+    kind: str
+    sentences: list[str]
+    op: dict[str, Any] | None
+    path: str  # diagnosis.json, relative to the results folder
+
+    @property
+    def anchor(self) -> str:
+        return f"diagnosis-{self.name}"
+
+
+@dataclass
 class Report:
     name: str
     root: Path
@@ -181,3 +198,5 @@ class Report:
     #: image -> its verdict grid's heatmap (``plots/grid-<image>.png``, relative to the
     #: folder), where one was drawn (harness/report/heatmap.py)
     grid_plots: dict[str, str] = field(default_factory=dict)
+    #: the diagnoses ``harness diagnose`` wrote into the folder, oldest name first
+    diagnoses: list[DiagnosisEntry] = field(default_factory=list)

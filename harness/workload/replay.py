@@ -344,6 +344,7 @@ class ReplayProbe(Callback):
         data = {
             "format_version": REPLAY_FORMAT_VERSION,
             "level": self.level,
+            "debug_mode": has_debug_mode(),
             "hash": HASH_KIND,
             "torch": torch.__version__,
             "rank": self.options.rank,
