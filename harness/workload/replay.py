@@ -130,6 +130,7 @@ class ReplayProbe(Callback):
         self.batches: list[torch.Tensor] = []
         self.state_names: list[str] = []
         self.states: list[torch.Tensor] = []
+        self._state: list[tuple[str, Any]] = []
         self.step = 0
         self.phase = "forward"
         self.ops: list[dict[str, Any]] = []
@@ -168,10 +169,12 @@ class ReplayProbe(Callback):
             if self.level == "modules":
                 self._parameter_updates(pl_module)
             self._stop()
-        state = training_state(pl_module, trainer.optimizers)
-        if not self.state_names:
-            self.state_names = [name for name, _ in state]
-        self.states.append(tensor_hashes([t for name, t in state if name in self.state_names]))
+        if not self._state:
+            # the optimizer's state tensors exist from its first step on and are updated in
+            # place: the list is built once
+            self._state = training_state(pl_module, trainer.optimizers)
+            self.state_names = [name for name, _ in self._state]
+        self.states.append(tensor_hashes([t for _, t in self._state]))
         self.step += 1
 
     # ------------------------------------------------------------------ operation logging
