@@ -130,7 +130,6 @@ class ReplayProbe(Callback):
         self.batches: list[torch.Tensor] = []
         self.state_names: list[str] = []
         self.states: list[torch.Tensor] = []
-        self._state: list[tuple[str, Any]] = []
         self.step = 0
         self.phase = "forward"
         self.ops: list[dict[str, Any]] = []
@@ -169,12 +168,12 @@ class ReplayProbe(Callback):
             if self.level == "modules":
                 self._parameter_updates(pl_module)
             self._stop()
-        if not self._state:
-            # the optimizer's state tensors exist from its first step on and are updated in
-            # place: the list is built once
-            self._state = training_state(pl_module, trainer.optimizers)
-            self.state_names = [name for name, _ in self._state]
-        self.states.append(tensor_hashes([t for _, t in self._state]))
+        state = training_state(pl_module, trainer.optimizers)
+        if not self.state_names:
+            self.state_names = [name for name, _ in state]
+        if [name for name, _ in state] != self.state_names:
+            raise RuntimeError("the optimizer's state changed its tensors during the replay")
+        self.states.append(tensor_hashes([t for _, t in state]))
         self.step += 1
 
     # ------------------------------------------------------------------ operation logging
