@@ -21,7 +21,7 @@ from harness.contract.files import REPLAY_FILE, REPLAY_OUTPUTS_FILE
 from harness.diagnose.findings import Replay, loss_step
 from harness.errors import HarnessError
 from harness.executors.base import Executor, RunOutcome, Slot
-from harness.layout import ManifestCell, run_dir
+from harness.layout import MANIFEST_FILE, ManifestCell, run_dir
 from harness.record import RecordError, load_record, verified_losses
 from harness.schedule import SlotPool, detect_host, need_of
 from harness.store import ResultsDir, log_tail
@@ -97,7 +97,7 @@ def pick_runs(
     manifest = ResultsDir(results).read_manifest()
     if manifest is None:
         raise HarnessError(
-            f"{results} is not a results folder (no manifest.json)",
+            f"{results} is not a results folder (no {MANIFEST_FILE})",
             "pass the folder `harness run` wrote (its last line says `results: <folder>`)",
         )
     if cells is not None:
