@@ -53,9 +53,10 @@ def _weighted_sum(words: torch.Tensor, weights: torch.Tensor | None = None) -> t
 
 def tensor_hash(tensor: torch.Tensor) -> torch.Tensor:
     """A 0-d int64 tensor, on ``tensor``'s device, that changes when any bit of it does."""
-    if HASH_KIND == "hash_tensor":
-        return torch.hash_tensor(_words(tensor)).view(torch.int64)
-    return _weighted_sum(_words(tensor))
+    words = _words(tensor)
+    if HASH_KIND == "hash_tensor" and words.numel():
+        return torch.hash_tensor(words).view(torch.int64)
+    return _weighted_sum(words)  # 0 for an empty tensor, as the XOR of nothing
 
 
 def tensor_hashes(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -87,7 +88,7 @@ class Hasher:
         for j, words in enumerate(self.words):
             if not self.fixed[j]:
                 words = _words(self.tensors[j])
-            if HASH_KIND == "hash_tensor":
+            if HASH_KIND == "hash_tensor" and words.numel():
                 torch.hash_tensor(words, out=out[j])
             else:
                 out[j].copy_(_weighted_sum(words, self.weights[j]))
