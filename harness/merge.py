@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import layout
-from harness.contract import LOSSES_FILE, RECORD_FILE
+from harness.contract import LOSSES_FILE, RECORD_FILE, WEIGHTS_FILE
 from harness.contract.files import UnsafeFile, read_regular
 from harness.errors import StoreError
 from harness.layout import CONFLICTS_DIR, ManifestCell
@@ -124,8 +124,9 @@ def _runs_of(folder: Path) -> dict[RunKey, Path]:
 
 
 def _same_run(a: Path, b: Path) -> bool:
-    """Identical records: the same run.json content and the same losses.npy bytes."""
-    for name in (RECORD_FILE, LOSSES_FILE):
+    """Identical records: the same run.json content and the same losses.npy and weights.npy
+    bytes (weights.npy missing from both: older records)."""
+    for name in (RECORD_FILE, LOSSES_FILE, WEIGHTS_FILE):
         if not _same_file(a / name, b / name):
             return False
     return True

@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from harness.contract.files import LOSSES_FILE, RECORD_FILE, UnsafeFile, open_regular, read_regular
+from harness.contract.files import (
+    LOSSES_FILE,
+    RECORD_FILE,
+    WEIGHTS_FILE,
+    UnsafeFile,
+    open_regular,
+    read_regular,
+)
 from harness.contract.record import RECORD_FORMAT_VERSION, RunRecord
 
 
@@ -106,3 +113,35 @@ def first_nonfinite_step(losses: np.ndarray) -> int | None:
     """The first step (row) at which any rank's loss is NaN or infinite, or None."""
     bad = ~np.isfinite(losses).all(axis=1)
     return int(np.argmax(bad)) if bad.any() else None
+
+
+def load_weight_hashes(run_dir: str | Path, record: RunRecord) -> np.ndarray | None:
+    """``weights.npy`` as uint64 [steps, n_params], checked against the record (one row per
+    recorded step, one column per recorded parameter); None when the record has none (written
+    before it existed, or by a run that could not write one). A file that is missing, not a
+    regular file, unreadable or of another dtype or shape is a RecordError that says so."""
+    if record.weights is None:
+        return None
+    return read_weight_hashes(run_dir, record.steps, record.weights.parameters)
+
+
+def read_weight_hashes(run_dir: str | Path, steps: int, parameters: list[str]) -> np.ndarray:
+    """``weights.npy`` of ``run_dir``, held to ``steps`` rows and one column per name in
+    ``parameters`` (``load_weight_hashes``, for a caller that has the record's numbers only)."""
+    path = Path(run_dir) / WEIGHTS_FILE
+    try:
+        with open_regular(path) as handle:
+            hashes = np.load(handle, allow_pickle=False)
+    except FileNotFoundError as exc:
+        raise RecordError(f"{path}: missing, though run.json records weights") from exc
+    except UnsafeFile as exc:
+        raise RecordError(f"{path}: {exc.strerror}") from exc
+    except (OSError, ValueError, EOFError) as exc:
+        raise RecordError(f"{path}: unreadable ({exc})") from exc
+    expected = (steps, len(parameters))
+    if hashes.dtype != np.dtype("<u8") or hashes.shape != expected:
+        raise RecordError(
+            f"{path}: not uint64 {list(expected)} (steps x parameters, as run.json records), "
+            f"got {hashes.dtype} {list(hashes.shape)}"
+        )
+    return np.ascontiguousarray(hashes)

@@ -70,6 +70,12 @@ def test_quick_example_reproduces_the_post(quick: dict):
         assert cells[late]["reproducible"] is False
         assert cells[late]["distinct_trajectories"] == 2
         assert cells[late]["first_divergence"]["step"] == 0
+        # the weights part at step 0 too (their init differs): first parameter, no extra text
+        assert cells[late]["weights_compared"] is True
+        weights = cells[late]["weights_divergence"]
+        assert (weights["step"], weights["parameter"]) == (0, "model.1.weight")
+    assert cells["before_model"]["weights_divergence"] is None
+    assert "(weights:" not in md
     summary = report["summaries"]["local"]
     assert "placement=none and placement=before_trainer never reproduce" in summary
     assert "placement=before_model always does" in summary

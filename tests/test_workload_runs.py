@@ -14,9 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.contract import LOSSES_FILE, NUMERIC_ENV_VARS, RECORD_FILE, TENSORBOARD_DIR
+from harness.contract import (
+    LOSSES_FILE,
+    NUMERIC_ENV_VARS,
+    RECORD_FILE,
+    TENSORBOARD_DIR,
+    WEIGHTS_FILE,
+)
 from harness.contract.record import Libraries
-from harness.record import load_record
+from harness.record import load_record, load_weight_hashes
+from harness.report.trajectories import differing_parameters, first_weight_divergence
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +80,19 @@ def _json(run_dir: Path) -> dict:
     return json.loads((run_dir / RECORD_FILE).read_text())
 
 
+#: the MLP's parameters, in named_parameters() order: the columns of weights.npy
+MLP_PARAMETERS = ["model.1.weight", "model.1.bias", "model.3.weight", "model.3.bias"]
+
+
+def _weights(run_dir: Path) -> np.ndarray:
+    """weights.npy, checked against its record (shape, dtype, parameter names)."""
+    record = load_record(run_dir)
+    assert record.weights is not None and record.weights.parameters == MLP_PARAMETERS
+    hashes = load_weight_hashes(run_dir, record)
+    assert hashes is not None and hashes.shape == (record.steps, 4)
+    return hashes
+
+
 def _first_difference(a: np.ndarray, b: np.ndarray) -> int | None:
     n = min(len(a), len(b))
     diff = np.nonzero((a[:n].view(np.uint32) != b[:n].view(np.uint32)).any(axis=1))[0]
@@ -90,6 +110,10 @@ def test_before_model_reproduces_a_full_epoch_bit_for_bit(runs):
         _losses(runs("model_a")).view(np.uint32), _losses(runs("model_b")).view(np.uint32)
     )
     assert a.epochs[0].val_acc == b.epochs[0].val_acc and a.epochs[0].val_acc > 0.8
+    # the parameters' hashes after every step are equal too, and change at every step
+    weights_a = _weights(runs("model_a"))
+    assert np.array_equal(weights_a, _weights(runs("model_b")))
+    assert (weights_a[1:] != weights_a[:-1]).all()
 
 
 def test_none_differs_in_init_and_from_step_0(runs):
@@ -98,6 +122,9 @@ def test_none_differs_in_init_and_from_step_0(runs):
     assert a.digests.split != b.digests.split
     assert _first_difference(_losses(runs("none_a")), _losses(runs("none_b"))) == 0
     assert a.provenance.initial_seed != b.provenance.initial_seed
+    wa, wb = _weights(runs("none_a")), _weights(runs("none_b"))
+    assert first_weight_divergence(wa, wb) == 0
+    assert differing_parameters(wa[0], wb[0], MLP_PARAMETERS) == MLP_PARAMETERS
 
 
 def test_before_trainer_same_split_different_init(runs):
@@ -137,6 +164,7 @@ def test_ddp_two_processes_record_every_rank_and_reproduce(runs):
     assert np.array_equal(la.view(np.uint32), lb.view(np.uint32))
     assert a.digests.trajectory == b.digests.trajectory
     assert a.digests.final_weights == b.digests.final_weights
+    assert np.array_equal(_weights(runs("ddp_a")), _weights(runs("ddp_b")))  # rank 0's, [100, 4]
 
 
 def test_process_start_gives_the_before_model_bits(runs):
@@ -160,6 +188,9 @@ def test_threads_are_recorded_and_change_the_trajectory(runs):
     # reductions split across threads differently. The init is identical, so the thread count
     # is the cause.
     assert first is not None and first > 0
+    # the weights part earlier than the losses show (issue 15: at step 0 here)
+    weights = first_weight_divergence(_weights(runs("model_a")), _weights(runs("threads2")))
+    assert weights is not None and weights < first
 
 
 def test_records_validate_and_files_match_their_digests(runs):
@@ -182,7 +213,13 @@ def test_records_validate_and_files_match_their_digests(runs):
         prov = record.provenance
         assert prov.torch and prov.lightning and prov.torchvision and prov.python
         assert prov.workload_digest and len(prov.workload_digest) == 64
-        assert record.files == {"losses": LOSSES_FILE, "tensorboard": TENSORBOARD_DIR}
+        assert record.files == {
+            "losses": LOSSES_FILE,
+            "tensorboard": TENSORBOARD_DIR,
+            "weights": WEIGHTS_FILE,
+        }
+        assert record.weights.hash in ("hash_tensor", "weighted_sum")
+        assert _weights(run_dir).dtype == np.dtype("<u8")  # rank 0's rows, one per step
         assert record.spec["placement"] == RUNS[name][0]["placement"]
 
 
@@ -268,11 +305,14 @@ def test_progress_line_is_printed(workload, tmp_path, mnist_dir):
     assert record.nondeterministic_ops == []
 
 
-def _train_in_this_process(mnist, automatic: bool) -> tuple[np.ndarray, str, str]:
+def _train_in_this_process(
+    mnist, automatic: bool
+) -> tuple[np.ndarray, str, str, np.ndarray, np.ndarray]:
     """A ``before_model`` repeat of SHORT steps run here, through the workload's own model and
     Trainer, with the workload's manual optimization or with Lightning's automatic loop.
 
-    Returns the losses [steps, 1] and the initial and final weight digests.
+    Returns the losses [steps, 1], the initial and final weight digests, the WeightRecorder's
+    rows and the hashes of the final parameters (uint64).
     """
     import torch.nn.functional as F
 
@@ -281,6 +321,7 @@ def _train_in_this_process(mnist, automatic: bool) -> tuple[np.ndarray, str, str
     from harness.workload.recorder import EpochRecorder, LossRecorder, weights_digest
     from harness.workload.runner import _build_trainer
     from harness.workload.seeding import seed_all
+    from harness.workload.weights import WeightRecorder, tensor_hashes
 
     class AutomaticLitMNIST(LitMNIST):
         """The workload's model with Lightning's automatic optimization: training_step returns
@@ -308,8 +349,10 @@ def _train_in_this_process(mnist, automatic: bool) -> tuple[np.ndarray, str, str
     )
     assert model.automatic_optimization is automatic
     init = weights_digest(model.state_dict())
-    _build_trainer(spec, EpochRecorder(recorder, None, spec.epochs)).fit(model)
-    return recorder.losses(1), init, weights_digest(model.state_dict())
+    weights = WeightRecorder()
+    _build_trainer(spec, [weights, EpochRecorder(recorder, None, spec.epochs)]).fit(model)
+    final = tensor_hashes(list(model.parameters())).numpy().view("<u8")
+    return recorder.losses(1), init, weights_digest(model.state_dict()), weights.rows(), final
 
 
 def test_manual_optimization_gives_the_automatic_loops_bits(runs, mnist_dir):
@@ -325,8 +368,8 @@ def test_manual_optimization_gives_the_automatic_loops_bits(runs, mnist_dir):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the workload runs (spec threads: 1)
     try:
-        manual, manual_init, manual_final = _train_in_this_process(mnist, automatic=False)
-        auto, auto_init, auto_final = _train_in_this_process(mnist, automatic=True)
+        manual, manual_init, manual_final, rows, last = _train_in_this_process(mnist, False)
+        auto, auto_init, auto_final, auto_rows, _ = _train_in_this_process(mnist, True)
     finally:
         torch.set_num_threads(threads)
     assert manual.shape == auto.shape == (SHORT, 1) and np.isfinite(manual).all()
@@ -335,3 +378,8 @@ def test_manual_optimization_gives_the_automatic_loops_bits(runs, mnist_dir):
     assert manual_final == auto_final
     workload_run = _losses(runs("process_start"))
     assert np.array_equal(manual.view(np.uint32), workload_run.view(np.uint32))
+    # the recorder's last row hashes the parameters after the last step; every row is the
+    # workload run's, and the automatic loop's (on_train_batch_end follows its step too)
+    assert rows.shape == (SHORT, 4) and np.array_equal(rows[-1], last)
+    assert np.array_equal(rows, _weights(runs("process_start")))
+    assert np.array_equal(rows, auto_rows)

@@ -21,7 +21,7 @@ import pytest
 from conftest import REPO
 from fault_tools import no_processes_left
 
-from harness.record import load_record
+from harness.record import load_record, load_weight_hashes
 from harness.workload.faults import HANG_LINE
 
 pytestmark = pytest.mark.slow
@@ -96,6 +96,9 @@ def test_a_signal_during_training_leaves_a_failed_record_saying_so(
     assert (record.error.type, record.error.message) == (kind, message)
     assert record.spec["test_fault"] == HANG_AT_STEP_5["test_fault"]
     assert record.timing.wall_seconds is not None
+    # the steps made before the signal are kept, their parameter hashes with them
+    assert record.steps == 5
+    assert load_weight_hashes(out, record).shape == (5, 4)
 
 
 def test_sigterm_to_a_ddp_run_leaves_a_failed_record(tmp_path, mnist_dir):

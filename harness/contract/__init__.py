@@ -17,6 +17,7 @@ from harness.contract.files import (
     RECORD_FILE,
     SPEC_FILE,
     TENSORBOARD_DIR,
+    WEIGHTS_FILE,
     write_bytes_atomic,
     write_json_atomic,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "SPEC_FILE",
     "SPEC_FORMAT_VERSION",
     "TENSORBOARD_DIR",
+    "WEIGHTS_FILE",
     "ErrorType",
     "RunRecord",
     "RunSpec",

@@ -22,6 +22,8 @@ from typing import IO, Any
 SPEC_FILE = "spec.json"
 RECORD_FILE = "run.json"
 LOSSES_FILE = "losses.npy"
+#: per-step parameter hashes, uint64 [steps, n_params] (harness/workload/weights.py)
+WEIGHTS_FILE = "weights.npy"
 TENSORBOARD_DIR = "tensorboard"
 LOG_FILE = "run.log"
 #: A replay for `harness diagnose` (harness/workload/replay.py): the hashes, and the logged

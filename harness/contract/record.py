@@ -207,6 +207,18 @@ class Provenance:
 
 
 @dataclass
+class WeightDigests:
+    """What ``weights.npy`` holds: one column per parameter, named as ``named_parameters()``
+    names it (``model.1.weight``), and which bitwise hash filled it (``hash_tensor`` or
+    ``weighted_sum``: the two are not comparable with each other)."""
+
+    __pydantic_config__ = _STRICT
+
+    parameters: list[str]
+    hash: str
+
+
+@dataclass
 class RunRecord:
     """One repeat's summary. ``losses.npy`` beside it holds the trajectory itself.
 
@@ -229,6 +241,8 @@ class RunRecord:
     nondeterministic_ops: list[str] = field(default_factory=list)
     #: only with ``run.count_host_syncs``; None otherwise
     host_syncs: HostSyncs | None = None
+    #: the columns of ``weights.npy`` (None: not recorded, as in records written before it)
+    weights: WeightDigests | None = None
     provenance: Provenance = field(default_factory=Provenance)
     files: dict[str, str] = field(default_factory=dict)
     written_by: Literal["workload", "host", "test"] = "workload"

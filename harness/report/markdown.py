@@ -76,6 +76,19 @@ def _divergence(d: Divergence | None) -> str:
     return where
 
 
+def _cell_divergence(cell: CellReport) -> str:
+    """The cells table's divergence: the losses', with the weights' first divergent step added
+    only where it says more (an earlier step, or weights that differ under equal losses)."""
+    text = _divergence(cell.first_divergence)
+    w = cell.weights_divergence
+    first = cell.first_divergence
+    if w is None or (first is not None and first.step == w.step):
+        return text
+    if first is None:
+        return f"weights: step {w.step}"
+    return f"{text} (weights: step {w.step})"
+
+
 def table_lines(header: list[str], body: list[list[str]]) -> list[str]:
     """A GFM table; the cells must already be escaped."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -281,9 +294,10 @@ def _cells(report: Report, grid_list: list[Grid], shared: dict[str, Any]) -> lis
         out += fold(summary, body, open_=len(cells) <= OPEN_ROWS)
     out += [
         "Divergence is the first (epoch / batch / global step), 0-based, where a repeat's "
-        "losses differ from the first repeat's; |Δloss| and ULPs are the largest over all "
-        "steps and repeats. A cell reproduces when at least two repeats ran and every one of "
-        "them finished with a verified, finite, bit-identical loss trajectory and "
+        "losses differ from the first repeat's (`weights: step N`: the first step after which "
+        "its parameters differ, where that is another step); |Δloss| and ULPs are the largest "
+        "over all steps and repeats. A cell reproduces when at least two repeats ran and every "
+        "one of them finished with a verified, finite, bit-identical loss trajectory and "
         "bit-identical final weights; it diverges when such runs differ; it is unknown when "
         "any run failed, is missing, corrupt, empty or not finite.",
         "",
@@ -341,7 +355,7 @@ def _cell_cells(
         repeats = f"{cell.ok_runs}/{cell.repeats}"
     return [
         f"{MARK[cell.verdict]}&nbsp;{cell.verdict}",  # kept on one line in a narrow column
-        _divergence(cell.first_divergence),
+        _cell_divergence(cell),
         *(escape(setting_text({**cell.settings, **row}, k)) for k in moving),
         repeats,
         str(cell.distinct_trajectories),

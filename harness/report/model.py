@@ -52,6 +52,10 @@ class RunResult:
     #: the record's ``provenance.determinism``: the flags and the cuBLAS workspace in force
     #: (None: the record has none, written before it existed or by a run that failed early)
     determinism: dict[str, Any] | None = None
+    #: the record's ``weights``: the columns of its ``weights.npy`` and their hash kind (None:
+    #: the run recorded no per-step parameter hashes)
+    weights_parameters: list[str] | None = None
+    weights_hash: str | None = None
 
 
 @dataclass
@@ -65,6 +69,21 @@ class Divergence:
     max_abs_delta: float | None
     max_ulps: int | None
     shape_differs: bool = False
+    copy: str | None = None  # the differing run is a merge conflict copy (its folder)
+
+
+@dataclass
+class WeightsDivergence:
+    """The first step after which a repeat's parameters differ from the reference repeat's
+    (``weights.npy``, bit for bit), and the first parameter that differs there. It can come
+    steps before the losses' first divergence: a difference in the low bits of a weight takes
+    a while to reach a float32 loss."""
+
+    repeat: int
+    step: int
+    epoch: int | None
+    batch: int | None
+    parameter: str | None
     copy: str | None = None  # the differing run is a merge conflict copy (its folder)
 
 
@@ -96,6 +115,12 @@ class CellReport:
     runs: list[RunResult] = field(default_factory=list)
     conflict_copies: list[RunResult] = field(default_factory=list)
     plot: str | None = None
+    #: where the repeats' parameters first differ (``weights.npy``); None when they do not,
+    #: or when they were not compared (``weights_compared``)
+    weights_divergence: WeightsDivergence | None = None
+    #: True when every trusted run recorded comparable parameter hashes and they were compared
+    #: (only where the runs' digests disagree: a cell that reproduces has equal weights)
+    weights_compared: bool = False
 
 
 @dataclass

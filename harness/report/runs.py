@@ -217,6 +217,8 @@ def _from_record(
             if record.provenance.determinism is not None
             else None
         ),
+        weights_parameters=list(record.weights.parameters) if record.weights else None,
+        weights_hash=record.weights.hash if record.weights else None,
     )
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.record import load_losses
-from harness.report.model import Divergence
+from harness.record import load_losses, read_weight_hashes
+from harness.report.model import Divergence, RunResult, WeightsDivergence
 
 
 def ulp_order(bits: np.ndarray) -> np.ndarray:
@@ -45,6 +45,22 @@ def divergence(
     return Divergence(repeat, step, epoch, batch, max_abs, ulps, len(ref) != len(other))
 
 
+def first_weight_divergence(a: np.ndarray, b: np.ndarray) -> int | None:
+    """The first step (row) at which two [steps, n_params] parameter-hash arrays differ, over
+    their common length; None when those rows are equal."""
+    n = min(len(a), len(b))
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"hash arrays of different widths: {a.shape} and {b.shape}")
+    differs = (a[:n] != b[:n]).any(axis=1)
+    return int(np.argmax(differs)) if differs.any() else None
+
+
+def differing_parameters(a_row: np.ndarray, b_row: np.ndarray, names: list[str]) -> list[str]:
+    """The names of the parameters whose hashes differ between two rows, in their order."""
+    pairs = zip(names, a_row.tolist(), b_row.tolist(), strict=True)
+    return [name for name, x, y in pairs if x != y]
+
+
 def epoch_batch(step: int, epoch_starts: list[tuple[int, int]]) -> tuple[int | None, int | None]:
     """(epoch, batch within it) of a global step, from (epoch, first step) pairs."""
     found = None
@@ -70,4 +86,35 @@ def divergences_from(
         if d is not None:
             d.copy = other[2] if len(other) > 2 else None
             found.append(d)
+    return found
+
+
+def comparable_weights(runs: list[RunResult]) -> bool:
+    """True when at least two runs all recorded parameter hashes of the same parameters with
+    the same hash kind (so their ``weights.npy`` files can be compared row by row)."""
+    if len(runs) < 2 or runs[0].weights_parameters is None:
+        return False
+    kind = (runs[0].weights_parameters, runs[0].weights_hash)
+    return all((r.weights_parameters, r.weights_hash) == kind for r in runs[1:])
+
+
+def weights_divergence_from(runs: list[RunResult]) -> WeightsDivergence | None:
+    """The earliest step at which any of ``runs[1:]`` has other parameter hashes than
+    ``runs[0]`` (which must be ``comparable_weights``), with the first parameter that differs
+    there; None when all are equal over their common steps. RecordError when a weights.npy
+    cannot be read as its record says."""
+    ref = runs[0]
+    names = ref.weights_parameters or []
+    ref_rows = read_weight_hashes(ref.run_dir, ref.steps, names)
+    found: WeightsDivergence | None = None
+    for run in runs[1:]:
+        rows = read_weight_hashes(run.run_dir, run.steps, names)
+        step = first_weight_divergence(ref_rows, rows)
+        if step is None or (found is not None and found.step <= step):
+            continue
+        differ = differing_parameters(ref_rows[step], rows[step], names)
+        epoch, batch = epoch_batch(step, ref.epoch_starts)
+        found = WeightsDivergence(
+            run.repeat, step, epoch, batch, differ[0] if differ else None, run.copy
+        )
     return found

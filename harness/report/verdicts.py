@@ -19,6 +19,7 @@ The report says no more than the runs showed:
 
 from __future__ import annotations
 
+import logging
 import statistics
 
 from harness.layout import ManifestCell
@@ -33,8 +34,15 @@ from harness.report.model import (
     CellReport,
     Divergence,
     RunResult,
+    WeightsDivergence,
 )
-from harness.report.trajectories import divergences_from
+from harness.report.trajectories import (
+    comparable_weights,
+    divergences_from,
+    weights_divergence_from,
+)
+
+log = logging.getLogger(__name__)
 
 
 def analyze_cell(
@@ -61,6 +69,7 @@ def analyze_cell(
     first = _first(divergences)
     init_equal = _all_equal([r.init_weights for r in trusted]) if len(trusted) > 1 else None
     final_equal = _all_equal([r.final_weights for r in trusted]) if len(trusted) > 1 else None
+    weights, compared = _weights_divergence(trusted, agree=distinct == 1 and bool(final_equal))
     if because is not None:
         verdict, reproducible = UNKNOWN, None
     elif distinct == 1 and final_equal:
@@ -89,7 +98,25 @@ def analyze_cell(
         detail=describe(verdict, because, distinct, final_equal, first, ok_copies),
         runs=runs,
         conflict_copies=copies,
+        weights_divergence=weights,
+        weights_compared=compared,
     )
+
+
+def _weights_divergence(
+    trusted: list[RunResult], agree: bool
+) -> tuple[WeightsDivergence | None, bool]:
+    """Where the trusted runs' parameters first differ, and whether they were compared: only
+    where their digests disagree (runs with one trajectory and one final-weights digest are not
+    read again) and every run recorded comparable hashes. A weights.npy that does not read as
+    its record says leaves them uncompared, and the verdict as the losses make it."""
+    if agree or not comparable_weights(trusted):
+        return None, False
+    try:
+        return weights_divergence_from(trusted), True
+    except RecordError as exc:
+        log.warning("parameter hashes not compared: %s", exc)
+        return None, False
 
 
 def unknown_because(runs: list[RunResult], copies: list[RunResult]) -> str | None:

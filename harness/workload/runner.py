@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.contract import LOSSES_FILE, TENSORBOARD_DIR, RunSpec
+from harness.contract import LOSSES_FILE, TENSORBOARD_DIR, WEIGHTS_FILE, RunSpec
 from harness.contract.record import (
     Determinism,
     Digests,
@@ -37,6 +37,7 @@ from harness.contract.record import (
     RunError,
     RunRecord,
     Timing,
+    WeightDigests,
     failed_record,
     read_rank_errors,
     with_rank_errors,
@@ -59,6 +60,7 @@ from harness.workload.seeding import (
     pin_threads,
     seed_all,
 )
+from harness.workload.weights import HASH_KIND, WeightRecorder
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,8 @@ class RunState:
     """What the run has produced so far; a failed run's record carries whatever is here."""
 
     recorder: LossRecorder = field(default_factory=LossRecorder)
+    #: the parameters' hashes after every step (``weights.npy``)
+    weights: WeightRecorder = field(default_factory=WeightRecorder)
     world_size: int = 1
     is_global_zero: bool = True
     init_digest: str | None = None
@@ -171,6 +175,7 @@ def _train(
     if state.is_global_zero:
         state.tensorboard = TensorBoard(out / TENSORBOARD_DIR)
     callbacks: list[Any] = [
+        state.weights,
         EpochRecorder(state.recorder, state.tensorboard, spec.epochs),
         state.rank_flags,
     ]
@@ -226,9 +231,14 @@ def build_record(
     losses: np.ndarray,
     nondet: list[str],
     timing: Timing,
+    weights: WeightDigests | None = None,
 ) -> RunRecord:
-    """The run.json object (docs/run-record.md)."""
+    """The run.json object (docs/run-record.md); ``weights``: what ``weights.npy`` holds,
+    None where it was not written."""
     epochs = state.recorder.epochs
+    files = {"losses": LOSSES_FILE, "tensorboard": TENSORBOARD_DIR}
+    if weights is not None:
+        files["weights"] = WEIGHTS_FILE
     return RunRecord(
         status="failed" if state.error else "ok",
         error=state.error,
@@ -247,11 +257,27 @@ def build_record(
         timing=timing,
         nondeterministic_ops=nondet,
         host_syncs=state.host_syncs,
+        weights=weights,
         provenance=Provenance(
             **provenance.collect(spec, state.world_size, state.determinism, state.rank_flags)
         ),
-        files={"losses": LOSSES_FILE, "tensorboard": TENSORBOARD_DIR},
+        files=files,
     )
+
+
+def _save_weights(out: Path, state: RunState, steps: int) -> WeightDigests | None:
+    """Write ``weights.npy``, one row per step of ``losses.npy``: a partial epoch's rows that
+    the losses leave out (a failed DDP run keeps only whole epochs) are left out too. None,
+    and no file, where there is not a row for every step (or the rows cannot be read)."""
+    try:
+        rows = state.weights.rows()
+    except Exception as exc:  # noqa: BLE001 - the losses decide whether the record is whole
+        log.error("could not read the parameter hashes: %s: %s", type(exc).__name__, exc)
+        return None
+    if len(rows) < steps or not state.weights.names:
+        return None
+    np.save(out / WEIGHTS_FILE, np.ascontiguousarray(rows[:steps], dtype="<u8"))
+    return WeightDigests(parameters=list(state.weights.names), hash=HASH_KIND)
 
 
 def _note_failure(spec: RunSpec, out: Path, state: RunState, exc: BaseException) -> None:
@@ -272,10 +298,11 @@ def _full_record(
 ) -> RunRecord:
     losses = state.recorder.losses(state.world_size)
     np.save(out / LOSSES_FILE, losses)
+    weights = _save_weights(out, state, len(losses))
     if state.error is None:
         state.error = nonfinite_error(losses, state.recorder.summaries)
     timing = _timing(t0, started_at, state)
-    return build_record(spec, state, losses, nondeterministic_ops(caught), timing)
+    return build_record(spec, state, losses, nondeterministic_ops(caught), timing, weights)
 
 
 def _timing(t0: float, started_at: str, state: RunState) -> Timing:

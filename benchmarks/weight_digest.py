@@ -1,0 +1,171 @@
+"""What the per-step parameter digest (``weights.npy``) costs: the MLP's training step with and
+without ``WeightRecorder``, side by side in one process, at 1 thread.
+
+The step is the workload's own: the ``before_model`` cell's LitMNIST network, data, split,
+batch order and Adam, trained by a plain loop (as benchmarks/bench_capture.py's ``plain``),
+the ``bare`` step, without Lightning's loop around it (the strictest denominator); and the
+``workload`` step, a real Lightning fit of ``--block`` steps with the workload's callbacks,
+timed as the workload times an epoch (EpochRecorder's train seconds). For each, ``--rounds``
+times a block of ``--block`` steps without the digest and a block with it
+(``WeightRecorder.on_train_batch_end``, the callback's own code, hashing every parameter into
+its device buffer), the order swapped every round; the medians of the per-step times, their
+difference and the ratio are printed. The issue's bound: the digest costs at most 5% of a step
+on the CPU.
+
+    .venv/bin/python benchmarks/weight_digest.py --rounds 30 --block 100
+    python benchmarks/weight_digest.py --device cuda      # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from bench_workload import default_data_dir
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Alternate blocks of steps without and with the digest; per-step medians and ratio."""
+    import torch
+
+    from harness.contract import RunSpec
+    from harness.workload.data import Batches, Mnist, load_mnist, shard_indices
+    from harness.workload.model import LitMNIST
+    from harness.workload.recorder import EpochRecorder, LossRecorder, Stopwatch
+    from harness.workload.runner import _build_trainer
+    from harness.workload.seeding import apply_determinism, pin_threads, seed_all
+    from harness.workload.weights import HASH_KIND, WeightRecorder
+
+    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)  # as the workload does
+    for name in ("lightning.pytorch", "pytorch_lightning", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)  # no banner per fit
+    spec = RunSpec.from_dict(
+        {"placement": "before_model", "epochs": 1, "threads": args.threads}
+        | ({"accelerator": "gpu"} if args.device == "cuda" else {})
+    )
+    pin_threads(spec.threads)
+    apply_determinism(spec)
+    mnist = load_mnist(args.data_dir, train=True)
+    seed_all(spec.seed)
+    module = LitMNIST(mnist, LossRecorder(), hidden_size=spec.hidden_size)
+    module.setup("fit")
+    dev = torch.device(args.device)
+    module.to(dev).train()
+    optimizer = module.configure_optimizers()
+    data = Mnist(mnist.images.to(dev), mnist.labels.to(dev))
+    indices = shard_indices(torch.tensor(module.train_indices, dtype=torch.int64), 0, 1)
+    batches = list(itertools.islice(Batches(data, indices, spec.batch_size), args.block))
+    recorder = WeightRecorder()
+    recorder.on_train_epoch_start(SimpleNamespace(num_training_batches=args.block), module)
+
+    def block(digest: bool) -> float:
+        watch = Stopwatch(dev)
+        watch.start()
+        for i, (x, y) in enumerate(batches):
+            loss = torch.nn.functional.nll_loss(module(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if digest:
+                recorder.on_train_batch_end(None, module, None, None, i)  # type: ignore[arg-type]
+        return watch.stop() / len(batches)
+
+    inside: list[float] = []  # seconds spent in on_train_batch_end, per step (workload fits)
+
+    class TimedRecorder(WeightRecorder):
+        """The recorder, its per-step call timed from the outside (a CPU op has finished when
+        it returns), so its cost is measured apart from the step's own noise."""
+
+        def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+            start = time.perf_counter()
+            super().on_train_batch_end(*args, **kwargs)
+            inside.append(time.perf_counter() - start)
+
+    def fit(digest: bool) -> float:
+        """A real workload epoch of ``block`` steps (Lightning's loop, the workload's callbacks);
+        its train seconds per step, measured as the workload does (EpochRecorder)."""
+        fit_spec = RunSpec.from_dict(spec.to_dict() | {"max_steps_per_epoch": args.block})
+        losses = LossRecorder()
+        seed_all(spec.seed)
+        lit = LitMNIST(mnist, losses, hidden_size=spec.hidden_size)
+        callbacks: list[Any] = [TimedRecorder()] if digest else []
+        callbacks.append(EpochRecorder(losses, None, 1))
+        _build_trainer(fit_spec, callbacks).fit(lit)
+        return (losses.summaries[0].train_seconds or 0.0) / losses.steps
+
+    found: dict[str, Any] = {
+        "device": args.device,
+        "threads": args.threads,
+        "hash": HASH_KIND,
+        "parameters": recorder.names,
+        "rounds": args.rounds,
+        "block": args.block,
+        "torch": torch.__version__,
+    }
+    for name, measure in (("bare", block), ("workload", fit)):
+        measure(False)  # warm up both paths
+        measure(True)
+        times: dict[str, list[float]] = {"plain": [], "digest": []}
+        for r in range(args.rounds):
+            order = (False, True) if r % 2 == 0 else (True, False)
+            for digest in order:
+                times["digest" if digest else "plain"].append(measure(digest))
+        plain, with_digest = statistics.median(times["plain"]), statistics.median(times["digest"])
+        found[name] = {
+            "plain_us_per_step": plain * 1e6,
+            "digest_us_per_step": with_digest * 1e6,
+            "cost_us_per_step": (with_digest - plain) * 1e6,
+            "ratio": with_digest / plain,
+        }
+    if args.device == "cpu":
+        inside_median = statistics.median(inside)
+        found["workload"]["inside_us_per_step"] = inside_median * 1e6
+        plain_step = found["workload"]["plain_us_per_step"] / 1e6
+        found["workload"]["inside_ratio"] = 1 + inside_median / plain_step
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=30, help="blocks of each kind")
+    parser.add_argument("--block", type=int, default=100, help="steps per block")
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+    found = bench(args)
+    print(
+        f"MLP step on {found['device']}, {found['threads']} thread(s), torch {found['torch']}, "
+        f"hash {found['hash']}, {found['rounds']} x {found['block']} steps each, medians:"
+    )
+    for name in ("bare", "workload"):
+        r = found[name]
+        print(
+            f"  {name:8s} step: without digest {r['plain_us_per_step']:.1f} us, with "
+            f"{r['digest_us_per_step']:.1f} us: digest {r['cost_us_per_step']:.1f} us/step, "
+            f"ratio {r['ratio']:.4f} (bound: 1.05)"
+        )
+    if "inside_us_per_step" in found["workload"]:
+        r = found["workload"]
+        print(
+            f"  the callback itself (median time in on_train_batch_end): "
+            f"{r['inside_us_per_step']:.1f} us/step, {100 * (r['inside_ratio'] - 1):.2f}% of the "
+            "workload step without it"
+        )
+    if args.json is not None:
+        args.json.write_text(json.dumps(found, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
