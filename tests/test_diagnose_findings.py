@@ -160,8 +160,10 @@ def test_the_first_differing_operation_with_equal_inputs():
     assert op.inputs_equal and op.differing_inputs == [] and op.differing_outputs == [0]
     assert op.max_ulps == 1 and op.max_abs_delta == float(y[0, 1]) - 2.0
     assert found.state_step == 0 and found.state_differs == STATE
-    words = sentences(found, 74, {"before_model"})
+    words = sentences(found, 74, {"before_model"}, 1)
     text = " ".join(words)
+    assert "The recorded weights (hashed after every step) first differ after step 1." in text
+    assert "recorded weights" not in " ".join(sentences(found, 74, set(), 0))
     assert "`aten.mm.default` at step 0, in the backward pass, in module `model.3` (Linear)" in text
     assert "producing `model.3.weight (gradient)`" in text
     assert "Its inputs were equal in both runs" in text
@@ -214,7 +216,9 @@ def test_no_divergence_says_how_many_steps_were_replayed():
     assert "did not diverge in 7 replayed steps" in text
     assert "recorded runs" not in text
     recorded = " ".join(sentences(found, 12, {"before_model"}))
-    assert "losses differ from step 12" in recorded
+    assert "The recorded runs' losses differ from step 12" in recorded
+    both = " ".join(sentences(found, 12, set(), 3))
+    assert "weights differ from step 3 and losses differ from step 12" in both
 
 
 def test_module_level_is_said():

@@ -22,12 +22,13 @@ from typing import Any
 
 from harness.contract import write_bytes_atomic, write_json_atomic
 from harness.contract.spec import DIAGNOSE_LEVELS
-from harness.diagnose.findings import Finding, compare
+from harness.diagnose.findings import Finding, compare, loss_step
 from harness.diagnose.runs import (
     RecordedRun,
     ReplayRunner,
     pick_runs,
     recorded_step,
+    recorded_weights_step,
 )
 from harness.diagnose.words import markdown, sentences
 from harness.errors import HarnessError
@@ -50,6 +51,8 @@ class Diagnosis:
     finding: Finding
     sentences: list[str]
     recorded_loss_step: int | None
+    #: the first step after which the recorded weights differ (weights.npy), where recorded
+    recorded_weights_step: int | None
     replays: int
     steps_replayed: list[int] = field(default_factory=list)
     format_version: int = DIAGNOSIS_FORMAT_VERSION
@@ -189,13 +192,15 @@ def _write(
     replayed: list[int],
 ) -> Diagnosis:
     placements = {a.spec.get("placement"), b.spec.get("placement")}
-    recorded = recorded_step(a, b)
+    losses = loss_step(a.losses, b.losses)
+    weights = recorded_weights_step(a, b)
     diagnosis = Diagnosis(
         name=name,
         runs=[_run_entry(r, results) for r in (a, b)],
         finding=finding,
-        sentences=sentences(finding, recorded if recorded != -1 else None, placements),
-        recorded_loss_step=recorded if recorded != -1 else None,
+        sentences=sentences(finding, losses, placements, weights),
+        recorded_loss_step=losses,
+        recorded_weights_step=weights,
         replays=len(replayed),
         steps_replayed=replayed,
     )

@@ -22,7 +22,8 @@ from harness.diagnose.findings import Replay, loss_step
 from harness.errors import HarnessError
 from harness.executors.base import Executor, RunOutcome, Slot
 from harness.layout import MANIFEST_FILE, ManifestCell, run_dir
-from harness.record import RecordError, load_record, verified_losses
+from harness.record import RecordError, load_record, load_weight_hashes, verified_losses
+from harness.report.trajectories import first_weight_divergence
 from harness.schedule import SlotPool, detect_host, need_of
 from harness.store import ResultsDir, log_tail
 
@@ -38,6 +39,10 @@ class RecordedRun:
     losses: np.ndarray
     init_digest: str | None
     split: str | None
+    #: weights.npy (parameter hashes after every step), with the hash's kind; None in records
+    #: written before it existed
+    weights: np.ndarray | None = None
+    weights_kind: tuple[str, tuple[str, ...]] | None = None
 
     @property
     def label(self) -> str:
@@ -67,6 +72,7 @@ def load_run(results: Path, cell: ManifestCell, repeat: int) -> RecordedRun:
     try:
         record = load_record(folder)
         losses = verified_losses(folder, record)
+        weights = load_weight_hashes(folder, record)
     except RecordError as exc:
         raise HarnessError(f"cannot use {folder}: {exc}", "run the matrix again") from exc
     if record.status != "ok":
@@ -82,6 +88,8 @@ def load_run(results: Path, cell: ManifestCell, repeat: int) -> RecordedRun:
         losses,
         record.digests.init_weights,
         record.digests.split,
+        weights,
+        (record.weights.hash, tuple(record.weights.parameters)) if record.weights else None,
     )
 
 
@@ -134,13 +142,24 @@ def _first_diverging(results: Path) -> ManifestCell:
     )
 
 
+def recorded_weights_step(a: RecordedRun, b: RecordedRun) -> int | None:
+    """The first step after which the recorded weights differ (None: equal, or not comparable:
+    not recorded, another hash or other parameters)."""
+    if a.weights is None or b.weights is None or a.weights_kind != b.weights_kind:
+        return None
+    return first_weight_divergence(a.weights, b.weights)
+
+
 def recorded_step(a: RecordedRun, b: RecordedRun) -> int | None:
     """The first step the records show different: -1 when the initial weights already differ,
-    else the first differing step of the losses (the weights can differ earlier; the replay
-    finds that), else None."""
+    else the earlier of the weights' and the losses' first difference (the optimizer's state
+    can differ earlier still: the replay finds that), else None."""
     if a.init_digest and b.init_digest and a.init_digest != b.init_digest:
         return -1
-    return loss_step(a.losses, b.losses)
+    steps = [
+        s for s in (recorded_weights_step(a, b), loss_step(a.losses, b.losses)) if s is not None
+    ]
+    return min(steps) if steps else None
 
 
 @dataclass

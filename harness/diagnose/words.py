@@ -75,8 +75,13 @@ def _data(f: Finding) -> str:
     return f"{split}; batch {f.batch['step']} is the first whose {which} differ."
 
 
-def sentences(f: Finding, recorded_loss_step: int | None, placements: set[str]) -> list[str]:
-    """The diagnosis, earliest cause first, then what the losses showed."""
+def sentences(
+    f: Finding,
+    recorded_loss_step: int | None,
+    placements: set[str],
+    recorded_weights_step: int | None = None,
+) -> list[str]:
+    """The diagnosis, earliest cause first, then what the recorded weights and losses showed."""
     out: list[str] = []
     if f.kind == "initial_weights":
         first = f.parameters_differ[0] if f.parameters_differ else "?"
@@ -111,15 +116,26 @@ def sentences(f: Finding, recorded_loss_step: int | None, placements: set[str]) 
             f"step{'s' if f.steps_replayed != 1 else ''}: the "
             "nondeterminism did not show up in this replay."
         )
-        if recorded_loss_step is not None:
+        recorded = [
+            f"{what} differ from step {step}"
+            for what, step in (("weights", recorded_weights_step), ("losses", recorded_loss_step))
+            if step is not None
+        ]
+        if recorded:
             out.append(
-                f"The recorded runs' losses differ from step {recorded_loss_step}: what made "
-                "them differ (timing, scheduling, another machine) did not happen again; "
-                "replaying again may show it."
+                f"The recorded runs' {' and '.join(recorded)}: what made them differ (timing, "
+                "scheduling, another machine) did not happen again; replaying again may show it."
             )
         return out
-    if recorded_loss_step is not None and f.kind != "initial_weights":
-        start = f.op.step if f.op is not None else f.state_step
+    if f.kind == "initial_weights":
+        return out
+    start = f.op.step if f.op is not None else f.state_step
+    if recorded_weights_step is not None and recorded_weights_step != start:
+        out.append(
+            f"The recorded weights (hashed after every step) first differ after step "
+            f"{recorded_weights_step}."
+        )
+    if recorded_loss_step is not None:
         if start is not None and recorded_loss_step > start:
             out.append(
                 f"The losses first differ only at step {recorded_loss_step}: the loss "
