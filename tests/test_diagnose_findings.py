@@ -51,20 +51,24 @@ def ops(differ_at: int | None = None, inputs_differ: bool = False, other: str | 
 
 def replay(label: str = "a", **changes) -> Replay:
     steps = changes.pop("steps", 3)
+    log_step = changes.pop("log_step", None)
     data = {
         "level": "ops",
         "debug_mode": True,
         "steps": steps,
-        "log_step": changes.pop("log_step", None),
+        "log_step": log_step,
+        "logged_steps": [] if log_step is None else [log_step],
         "parameters": NAMES,
         "module_types": {"model.1": "Linear", "model.3": "Linear", "": "LitMNIST"},
         "init": ["i0", "i1", "i2", "i3"],
         "batches": [["x", "y"]] * steps,
         "state_names": STATE,
         "states": [[f"s{k}" for k in range(len(STATE))] for _ in range(steps)],
-        "ops": [],
+        "ops": {},
     }
-    data["logged"] = data["log_step"] is not None
+    ops = changes.pop("ops", None)
+    if ops is not None:
+        data["ops"] = {str(log_step): ops}
     losses = changes.pop("losses", np.ones((steps, 1), dtype="<f4"))
     outputs = changes.pop("outputs", None)
     split = changes.pop("split", "split")
@@ -145,8 +149,8 @@ def test_the_first_differing_operation_with_equal_inputs():
     y = x.copy()
     y[0, 1] = np.nextafter(np.float32(2.0), np.float32(3.0), dtype=np.float32)
     states = [["d"] * 5] * 3
-    a = replay(log_step=0, ops=first, outputs={"op1_0": x})
-    b = replay(log_step=0, ops=second, outputs={"op1_0": y}, states=states)
+    a = replay(log_step=0, ops=first, outputs={"s0_op1_0": x})
+    b = replay(log_step=0, ops=second, outputs={"s0_op1_0": y}, states=states)
     found = compare(a, b)
     assert found.kind == "operation"
     op = found.op

@@ -123,14 +123,18 @@ def _count(value: Any) -> bool:
 
 
 def _check_diagnose(entry: Any, devices: int) -> None:
-    """diagnose: ``{steps, log_step, level, rank}`` (harness/workload/replay.py)."""
-    if not isinstance(entry, dict) or set(entry) - {"steps", "log_step", "level", "rank"}:
-        raise SpecError(f"diagnose must be a mapping of steps, log_step, level, rank: {entry!r}")
+    """diagnose: ``{steps, log_step, log_from, level, rank}`` (harness/workload/replay.py)."""
+    keys = {"steps", "log_step", "log_from", "level", "rank"}
+    if not isinstance(entry, dict) or set(entry) - keys:
+        raise SpecError(f"diagnose must be a mapping of {', '.join(sorted(keys))}: {entry!r}")
     steps, log_step = entry.get("steps"), entry.get("log_step")
     if not _count(steps) or steps < 1:
         raise SpecError(f"diagnose.steps must be a positive integer, got {steps!r}")
     if log_step is not None and (not _count(log_step) or log_step >= steps):
         raise SpecError(f"diagnose.log_step must be null or a step below steps, got {log_step!r}")
+    log_from = entry.get("log_from")
+    if log_from is not None and (log_step is None or not _count(log_from) or log_from > log_step):
+        raise SpecError(f"diagnose.log_from must be null or a step up to log_step: {log_from!r}")
     if entry.get("level", "ops") not in DIAGNOSE_LEVELS:
         raise SpecError(f"diagnose.level must be one of {', '.join(DIAGNOSE_LEVELS)}")
     rank = entry.get("rank", 0)

@@ -88,15 +88,21 @@ def level_from(option: str | None) -> str:
     return level
 
 
-def plan(a: RecordedRun, b: RecordedRun, max_steps: int | None) -> tuple[int, int | None]:
-    """(steps to replay, step to log) from what the records show."""
+def plan(
+    a: RecordedRun, b: RecordedRun, max_steps: int | None
+) -> tuple[int, int | None, int | None]:
+    """(steps to replay, first step to log, last step to log) from what the records show.
+
+    The step before the recorded one is logged too: the optimizer's state, which the records
+    do not hash, often differs one step before the weights do (Adam's first update is about
+    ``lr * sign(grad)``, equal for gradients that differ in their last bits)."""
     step = recorded_step(a, b)
     if step == -1:
-        return 1, None  # the weights differ as created: one step shows the data as well
+        return 1, None, None  # the weights differ as created: one step shows the data as well
     if step is not None:
-        return step + 1, step
+        return step + 1, max(0, step - 1), step
     available = min(len(a.losses), len(b.losses))
-    return max(1, min(available, max_steps or available)), None
+    return max(1, min(available, max_steps or available)), None, None
 
 
 def run_diagnosis(
@@ -137,11 +143,12 @@ def _diagnose(
 ) -> Diagnosis:
     name = diagnosis_name(a, b)
     folder = results / DIAGNOSES_DIR / name
-    steps, log_step = plan(a, b, max_steps)
+    steps, log_from, log_step = plan(a, b, max_steps)
     runner: ReplayRunner = runner_for([a.spec, b.spec])
     try:
-        finding, replayed = _replay_until_logged(runner, a, b, folder, steps, log_step, level,
-                                                 rank, say)  # fmt: skip
+        finding, replayed = _replay_until_logged(
+            runner, a, b, folder, (steps, log_from, log_step), level, rank, say
+        )
     finally:
         runner.executor.cleanup()
     return _write(results, folder, name, a, b, finding, replayed)
@@ -152,17 +159,26 @@ def _replay_until_logged(
     a: RecordedRun,
     b: RecordedRun,
     folder: Path,
-    steps: int,
-    log_step: int | None,
+    first_plan: tuple[int, int | None, int | None],
     level: str,
     rank: int,
     say: Any,
 ) -> tuple[Finding, list[int]]:
     finding: Finding | None = None
     replayed: list[int] = []
+    steps, log_from, log_step = first_plan
     for _ in range(MAX_REPLAYS):
-        options = {"steps": steps, "log_step": log_step, "level": level, "rank": rank}
-        what = f"logging step {log_step}" if log_step is not None else "hashing every step"
+        options = {
+            "steps": steps,
+            "log_from": log_from,
+            "log_step": log_step,
+            "level": level,
+            "rank": rank,
+        }
+        what = "hashing every step"
+        if log_step is not None:
+            logged = f"{log_from} and {log_step}" if log_from not in (None, log_step) else log_step
+            what = f"logging step {logged}"
         count = f"{steps} step" + ("s" if steps != 1 else "")
         say(f"replaying {a.label} and {b.label}: {count}, {what}")
         first, second = runner.replay_pair((a, b), options, (folder / "a", folder / "b"))
@@ -171,7 +187,7 @@ def _replay_until_logged(
         if finding.kind != "relog":
             break
         moved = min(s for s in (finding.state_step, finding.loss_step) if s is not None)
-        steps, log_step = moved + 1, moved
+        steps, log_from, log_step = moved + 1, moved, moved
     assert finding is not None
     if finding.kind == "relog":
         raise HarnessError(

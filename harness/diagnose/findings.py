@@ -30,8 +30,9 @@ KINDS = (
 
 @dataclass
 class Replay:
-    """One replay: ``data`` is replay.json; ``outputs`` maps ``op<i>_<k>`` to arrays (the logged
-    step's operation outputs); ``losses`` [steps, ranks] float32; ``split`` the split digest."""
+    """One replay: ``data`` is replay.json (``ops``: logged step -> its operations); ``outputs``
+    maps ``s<step>_op<i>_<k>`` to the logged operations' outputs; ``losses`` [steps, ranks]
+    float32; ``split`` the split digest."""
 
     label: str
     data: dict[str, Any]
@@ -78,7 +79,7 @@ class Finding:
     state_step: int | None = None
     state_differs: list[str] = field(default_factory=list)
     loss_step: int | None = None
-    logged_step: int | None = None
+    logged_steps: list[int] = field(default_factory=list)
     op: OpFinding | None = None
     #: whether the replays' torch has DebugMode (module level can also be asked for)
     debug_mode: bool = True
@@ -141,7 +142,8 @@ def _differing(a: list[str | None], b: list[str | None]) -> list[int]:
 def first_operation(a: Replay, b: Replay, step: int) -> OpFinding | None | str:
     """The first logged operation whose outputs differ; ``"different"`` when the two runs ran
     different operations before any output differed; None when every output agrees."""
-    ops_a, ops_b = a.data.get("ops", []), b.data.get("ops", [])
+    ops_a = a.data.get("ops", {}).get(str(step), [])
+    ops_b = b.data.get("ops", {}).get(str(step), [])
     types = a.data.get("module_types", {})
     for x, y in zip(ops_a, ops_b, strict=False):
         same_op = x["op"] == y["op"] and x.get("module") == y.get("module")
@@ -178,7 +180,7 @@ def _output_delta(a: Replay, b: Replay, op: OpFinding) -> tuple[float | None, in
     biggest: float | None = None
     most: int | None = None
     for k in op.differing_outputs:
-        key = f"op{op.index}_{k}"
+        key = f"s{op.step}_op{op.index}_{k}"
         if a.outputs is None or b.outputs is None or key not in a.outputs or key not in b.outputs:
             continue
         d, u = delta(np.asarray(a.outputs[key]), np.asarray(b.outputs[key]))
@@ -211,7 +213,9 @@ def compare(a: Replay, b: Replay) -> Finding:
         else "modules",
         parameters=len(names),
         split_same=None if a.split is None or b.split is None else a.split == b.split,
-        logged_step=a.data.get("log_step") if a.data.get("logged") else None,
+        logged_steps=sorted(
+            set(a.data.get("logged_steps", [])) & set(b.data.get("logged_steps", []))
+        ),
         debug_mode=bool(a.data.get("debug_mode", True) and b.data.get("debug_mode", True)),
     )
     init_a, init_b = a.data.get("init", []), b.data.get("init", [])
@@ -240,7 +244,7 @@ def compare(a: Replay, b: Replay) -> Finding:
         finding.kind = "data"
     elif step is None:
         finding.kind = "no_divergence"
-    elif finding.logged_step != step:
+    elif step not in finding.logged_steps:
         finding.kind = "relog"
     else:
         op = first_operation(a, b, step)

@@ -107,7 +107,7 @@ def sentences(
         )
     elif f.kind == "different_operations":
         out.append(
-            f"The two runs ran different numbers of operations at step {f.logged_step}, with "
+            f"The two runs ran different numbers of operations at step {f.state_step}, with "
             "equal outputs as far as both went."
         )
     else:

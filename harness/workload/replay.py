@@ -5,11 +5,12 @@ The run trains exactly as the recorded one did (same spec, same seeding, same or
 
 - the bitwise hash of every parameter as the model was created, and after every step;
 - the hashes of every batch's inputs and labels, so a different split or order shows;
-- for one step, ``log_step``, every operation: with ``level: ops`` each aten operation that ran
-  (``torch.utils._debug_mode.DebugMode``), with its phase (forward, backward, optimizer,
-  collective), the module it ran in, its inputs' and outputs' hashes and shapes, and a copy of
-  its outputs; with ``level: modules`` (older torch, which has no DebugMode) each module's
-  output and gradients, each parameter's gradient and update, from module and tensor hooks.
+- for the steps ``log_from`` to ``log_step`` (one or two), every operation: with
+  ``level: ops`` each aten operation that ran (``torch.utils._debug_mode.DebugMode``), with
+  its phase (forward, backward, optimizer, collective), the module it ran in, its inputs' and
+  outputs' hashes and shapes, and a copy of its outputs; with ``level: modules`` (older
+  torch, which has no DebugMode) each module's output and gradients, each parameter's
+  gradient and update, from module and tensor hooks.
 
 Everything is written once, after training, as ``replay.json`` and ``replay-outputs.npz``
 (harness/contract/files.py) by the rank the host asked for.
@@ -53,6 +54,7 @@ class ReplayOptions:
     steps: int
     log_step: int | None = None
     level: str = "ops"
+    log_from: int | None = None
     rank: int = 0
 
     @classmethod
@@ -133,6 +135,7 @@ class ReplayProbe(Callback):
         self.step = 0
         self.phase = "forward"
         self.ops: list[dict[str, Any]] = []
+        self.logged: dict[str, list[dict[str, Any]]] = {}
         self.outputs: dict[str, np.ndarray] = {}
         self._stack: contextlib.ExitStack | None = None
         self._module: LightningModule | None = None
@@ -147,7 +150,7 @@ class ReplayProbe(Callback):
     ) -> None:
         self.batches.append(tensor_hashes(_tensors(batch)))
         self.phase = "forward"
-        if self.step == self.options.log_step:
+        if self._logs(self.step):
             self._start(pl_module, trainer)
 
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: Any) -> None:
@@ -178,9 +181,17 @@ class ReplayProbe(Callback):
 
     # ------------------------------------------------------------------ operation logging
 
+    def _logs(self, step: int) -> bool:
+        last = self.options.log_step
+        if last is None:
+            return False
+        first = self.options.log_from if self.options.log_from is not None else last
+        return first <= step <= last
+
     def _start(self, pl_module: LightningModule, trainer: Trainer) -> None:
         self._module = pl_module
         self._trainer = trainer
+        self.ops = []
         self._stack = contextlib.ExitStack()
         if self.level == "ops":
             self._start_ops()
@@ -194,6 +205,7 @@ class ReplayProbe(Callback):
         if self.level == "ops":
             self._collect_ops()
         self._name_tensors()
+        self.logged[str(self.step)] = self.ops
 
     def _start_ops(self) -> None:
         from torch.distributed._tools.mod_tracker import ModTracker
@@ -233,7 +245,7 @@ class ReplayProbe(Callback):
             for k, tensor in enumerate(outputs):
                 copy = _host_copy(tensor)
                 if copy is not None:
-                    self.outputs[f"op{index}_{k}"] = copy
+                    self.outputs[f"s{self.step}_op{index}_{k}"] = copy
         return {"entry": index}
 
     def _collect_ops(self) -> None:
@@ -296,7 +308,7 @@ class ReplayProbe(Callback):
         for k, tensor in enumerate(outputs):
             copy = _host_copy(tensor)
             if copy is not None:
-                self.outputs[f"op{index}_{k}"] = copy
+                self.outputs[f"s{self.step}_op{index}_{k}"] = copy
 
     def _start_modules(self, pl_module: LightningModule) -> None:
         handles = []
@@ -352,14 +364,14 @@ class ReplayProbe(Callback):
             "rank": self.options.rank,
             "steps": self.step,
             "log_step": self.options.log_step,
-            "logged": self.options.log_step is not None and self.step > self.options.log_step,
+            "logged_steps": sorted(int(k) for k in self.logged),
             "parameters": self.names,
             "module_types": self.module_types(pl_module),
             "init": rows([self.init])[0],
             "state_names": self.state_names,
             "states": rows(self.states),
             "batches": rows(self.batches),
-            "ops": self.ops,
+            "ops": self.logged,
         }
         np.savez(out / REPLAY_OUTPUTS_FILE, **self.outputs)
         write_json_atomic(out / REPLAY_FILE, data)
