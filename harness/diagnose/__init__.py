@@ -40,6 +40,11 @@ DIAGNOSIS_FORMAT_VERSION = 1
 LEVEL_ENV = "HARNESS_DIAGNOSE_LEVEL"
 #: How many times the logged step may move earlier before the diagnosis gives up.
 MAX_REPLAYS = 3
+#: Steps logged before the recorded first divergence: the records hash the weights, not the
+#: optimizer's state, which parts first (1 against 2 threads: the state after step 0, the
+#: weights after step 2, the losses at step 74). A few logged steps cost less than a second
+#: pair of replays.
+LOG_BEFORE = 3
 
 
 @dataclass
@@ -93,14 +98,14 @@ def plan(
 ) -> tuple[int, int | None, int | None]:
     """(steps to replay, first step to log, last step to log) from what the records show.
 
-    The step before the recorded one is logged too: the optimizer's state, which the records
-    do not hash, often differs one step before the weights do (Adam's first update is about
-    ``lr * sign(grad)``, equal for gradients that differ in their last bits)."""
+    ``LOG_BEFORE`` steps before the recorded one are logged too: the optimizer's state, which
+    the records do not hash, can differ steps before the weights do (Adam's update is about
+    ``lr * sign(grad)`` early on, equal for gradients that differ in their last bits)."""
     step = recorded_step(a, b)
     if step == -1:
         return 1, None, None  # the weights differ as created: one step shows the data as well
     if step is not None:
-        return step + 1, max(0, step - 1), step
+        return step + 1, max(0, step - LOG_BEFORE), step
     available = min(len(a.losses), len(b.losses))
     return max(1, min(available, max_steps or available)), None, None
 
@@ -177,8 +182,9 @@ def _replay_until_logged(
         }
         what = "hashing every step"
         if log_step is not None:
-            logged = f"{log_from} and {log_step}" if log_from not in (None, log_step) else log_step
-            what = f"logging step {logged}"
+            what = f"logging step {log_step}"
+            if log_from is not None and log_from != log_step:
+                what = f"logging steps {log_from} to {log_step}"
         count = f"{steps} step" + ("s" if steps != 1 else "")
         say(f"replaying {a.label} and {b.label}: {count}, {what}")
         first, second = runner.replay_pair((a, b), options, (folder / "a", folder / "b"))
