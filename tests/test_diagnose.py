@@ -31,7 +31,9 @@ exclude:
 """
 
 
-def harness(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def harness(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "harness.cli", *args],
         capture_output=True,
@@ -39,6 +41,7 @@ def harness(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         timeout=900,
         check=False,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
 
 
@@ -65,13 +68,14 @@ def diagnosis(out: Path, proc: subprocess.CompletedProcess) -> dict:
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("diagnosis: "))
     path = Path(line.removeprefix("diagnosis: "))
-    assert path.parent.parent == out / "diagnoses"
+    assert path.parent.parent == (out / "diagnoses").resolve()
     return json.loads(path.read_text())
 
 
 def test_none_names_the_initial_weights(results: Path):
     cell = cell_ids(results)[("none", 1)]
-    proc = harness("diagnose", str(results), "--cell", cell, "--no-report")
+    # a relative folder, as a user types it: the replays start in their own folders
+    proc = harness("diagnose", "results", "--cell", cell, "--no-report", cwd=results.parent)
     found = diagnosis(results, proc)
     assert found["finding"]["kind"] == "initial_weights"
     assert found["finding"]["parameters_differ"][0] == "model.1.weight"

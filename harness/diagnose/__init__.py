@@ -127,6 +127,8 @@ def run_diagnosis(
     ``runner_for(specs)`` returns a ``ReplayRunner`` ready for those specs (the executor
     prepared); ``say`` gets one progress line per replay.
     """
+    # the replays start in their own folders: every path handed to them must be absolute
+    results = Path(results).resolve()
     a, b = pick_runs(results, cell, cells, repeats)
     store = ResultsDir(results)
     store.lock()  # no `harness run` writes here while the replays run
