@@ -18,6 +18,7 @@ import numpy as np
 
 from harness.contract import RECORD_FILE, SPEC_FILE, RunSpec, write_json_atomic
 from harness.contract.files import REPLAY_FILE, REPLAY_OUTPUTS_FILE
+from harness.contract.spec import SpecError
 from harness.diagnose.findings import Replay, loss_step
 from harness.errors import HarnessError
 from harness.executors.base import Executor, RunOutcome, Slot
@@ -178,7 +179,10 @@ class ReplayRunner:
     ) -> tuple[Replay, Replay]:
         """Both replays: side by side when the machine has the cores (and GPUs) for both at
         once, else one after the other; never more threads than cores."""
-        specs = [RunSpec.from_dict({**run.spec, "diagnose": options}) for run in runs]
+        try:
+            specs = [RunSpec.from_dict({**run.spec, "diagnose": options}) for run in runs]
+        except SpecError as exc:  # --rank past the run's ranks
+            raise HarnessError(f"cannot replay these runs: {exc}", "check --rank") from exc
         for dest, spec in zip(dests, specs, strict=True):
             if dest.exists():
                 shutil.rmtree(dest)
