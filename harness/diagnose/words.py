@@ -113,15 +113,17 @@ def sentences(
     else:
         out.append(
             f"The two runs did not diverge in {f.steps_replayed} replayed "
-            f"step{'s' if f.steps_replayed != 1 else ''}: the "
-            "nondeterminism did not show up in this replay."
+            f"step{'s' if f.steps_replayed != 1 else ''}: no nondeterminism showed up in this "
+            "replay."
         )
         recorded = [
             f"{what} differ from step {step}"
             for what, step in (("weights", recorded_weights_step), ("losses", recorded_loss_step))
             if step is not None
         ]
-        if recorded:
+        if not recorded:
+            out.append("Their records agree as well.")
+        else:
             out.append(
                 f"The recorded runs' {' and '.join(recorded)}: what made them differ (timing, "
                 "scheduling, another machine) did not happen again; replaying again may show it."
@@ -160,11 +162,15 @@ def _operation(f: Finding, op: OpFinding) -> list[str]:
             f"({PHASES.get(op.phase, op.phase)}, {_module(op)})."
         )
         return [first]
+    what = f"operation whose output bits differ is {_code(op.op)}"
+    if f.level != "ops":
+        what = f"logged value whose bits differ is the {op.op}"
+    inputs = f"inputs {_shapes(op.inputs)}, " if op.inputs else ""
+    unit = "operation" if f.level == "ops" else "value"
     first = (
-        f"The first operation whose output bits differ is {_code(op.op)} at step {op.step}, "
-        f"{PHASES.get(op.phase, op.phase)}, {_module(op)}{made}: inputs {_shapes(op.inputs)}, "
-        f"output {_shapes(op.outputs)} (operation {op.index + 1} of {op.of} at that step; "
-        f"{level})."
+        f"The first {what} at step {op.step}, {PHASES.get(op.phase, op.phase)}, {_module(op)}"
+        f"{made}: {inputs}output {_shapes(op.outputs)} ({unit} {op.index + 1} of {op.of} at "
+        f"that step; {level})."
     )
     if not op.inputs:
         second = (
