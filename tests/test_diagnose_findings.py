@@ -234,3 +234,76 @@ def test_module_level_is_said():
     text = " ".join(sentences(found, None, set()))
     assert "as this torch has no DebugMode" in text
     assert "The first logged value whose bits differ is the aten.mm.default at step 0" in text
+
+
+def test_a_batch_that_differs_at_the_state_step_is_the_data():
+    """The batch of step s feeds the state after step s: a tie is the data's."""
+    states = [[f"s{k}" for k in range(5)], ["d"] * 5, ["d"] * 5]
+    batches = [["x", "y"], ["q", "y"], ["x", "y"]]
+    found = compare(replay(log_step=1), replay(log_step=1, states=states, batches=batches))
+    assert found.kind == "data" and found.batch["step"] == 1 and found.state_step == 1
+
+
+def test_only_a_step_both_replays_logged_counts_as_logged():
+    states = [["d"] * 5] * 3
+    a = replay(log_step=0)
+    b = replay(log_step=0, states=states)
+    b.data["logged_steps"] = []
+    assert compare(a, b).kind == "relog"
+
+
+def test_models_with_other_parameters_differ_in_their_initial_weights():
+    other = [*NAMES[:3], "model.5.bias"]
+    found = compare(replay(), replay(parameters=other))
+    assert found.kind == "initial_weights"
+    assert found.parameters_differ == ["model.3.bias", "model.5.bias"]
+
+
+def test_replays_at_two_levels_are_compared_at_module_level():
+    assert compare(replay(level="ops"), replay(level="modules")).level == "modules"
+    assert compare(replay(level="ops"), replay(level="ops")).level == "ops"
+
+
+def test_a_replay_that_ran_more_operations_with_equal_outputs():
+    first, second = ops()
+    states = [["d"] * 5] * 3
+    found = compare(
+        replay(log_step=0, ops=first), replay(log_step=0, ops=second[:2], states=states)
+    )
+    assert found.kind == "different_operations" and found.op is None
+    assert "different numbers of operations at step 0" in " ".join(sentences(found, None, set()))
+
+
+def test_ulps_and_delta_refuse_what_they_cannot_compare():
+    x = np.array([1.0, 2.0], dtype=np.float32)
+    assert ulps(x, x.astype(np.float64)) is None
+    assert ulps(x, x[:1]) is None
+    assert ulps(np.array([], dtype=np.float32), np.array([], dtype=np.float32)) is None
+    assert ulps(np.array([1, 2]), np.array([1, 3])) is None
+    wide = np.array([1.0], dtype=np.float64)
+    assert ulps(wide, np.nextafter(wide, 2.0)) == 1
+    half = np.array([1.0], dtype=np.float16)
+    assert ulps(half, np.nextafter(half, np.float16(2.0))) == 1
+    assert delta(np.array([1, 2]), np.array([1, 5])) == (3.0, None)
+    nan = np.array([np.nan, 1.0], dtype=np.float32)
+    biggest, _ = delta(nan, np.array([np.nan, 1.5], dtype=np.float32))
+    assert biggest == 0.5  # NaN positions are left out of |Δ|
+
+
+def test_loss_step_compares_the_ranks_both_runs_have():
+    one = np.zeros((3, 1), dtype="<f4")
+    two = np.zeros((3, 2), dtype="<f4")
+    two[1, 1] = 1.0  # rank 1, which the other run does not have
+    assert loss_step(one, two) is None
+    two[2, 0] = 1.0
+    assert loss_step(one, two) == 2
+    assert loss_step(np.zeros((0, 1), dtype="<f4"), one) is None
+
+
+def test_an_output_without_a_hash_is_not_compared():
+    first, second = ops()
+    second[1] = {**second[1], "outputs": [_out([10, 64], None)]}
+    second[2] = {**second[2], "outputs": [_out([10, 64], "x2")]}
+    states = [["d"] * 5] * 3
+    found = compare(replay(log_step=0, ops=first), replay(log_step=0, ops=second, states=states))
+    assert found.op.index == 2

@@ -136,7 +136,11 @@ def _hashes(described: list[dict[str, Any]]) -> list[str | None]:
 def _differing(a: list[str | None], b: list[str | None]) -> list[int]:
     if len(a) != len(b):
         return list(range(max(len(a), len(b))))
-    return [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x is not None and x != y]
+    return [
+        i
+        for i, (x, y) in enumerate(zip(a, b, strict=True))
+        if x is not None and y is not None and x != y
+    ]
 
 
 def first_operation(a: Replay, b: Replay, step: int) -> OpFinding | None | str:
