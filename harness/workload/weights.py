@@ -35,9 +35,11 @@ def _words(tensor: torch.Tensor) -> torch.Tensor:
         flat = torch.view_as_real(flat)
     flat = flat.reshape(-1)
     size = flat.element_size()
-    if size < 8 and flat.numel() * size % 8 == 0:
-        return flat.view(torch.int64)
-    return flat.view(_WORDS[size])
+    words = torch.int64 if size < 8 and flat.numel() * size % 8 == 0 else _WORDS[size]
+    try:
+        return flat.view(words)
+    except RuntimeError:  # a view that starts mid-word (a slice): hashed from a copy
+        return flat.clone().view(words)
 
 
 def _odd(words: torch.Tensor) -> torch.Tensor:
