@@ -64,11 +64,12 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def diagnosis(out: Path, proc: subprocess.CompletedProcess) -> dict:
+def diagnosis(out: Path, proc: subprocess.CompletedProcess, cwd: Path | None = None) -> dict:
+    """diagnosis.json of the `diagnosis:` line (a path as the user gave the folder)."""
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("diagnosis: "))
-    path = Path(line.removeprefix("diagnosis: "))
-    assert path.parent.parent == (out / "diagnoses").resolve()
+    path = (cwd or Path.cwd()) / line.removeprefix("diagnosis: ")
+    assert path.parent.parent.resolve() == (out / "diagnoses").resolve()
     return json.loads(path.read_text())
 
 
@@ -76,7 +77,7 @@ def test_none_names_the_initial_weights(results: Path):
     cell = cell_ids(results)[("none", 1)]
     # a relative folder, as a user types it: the replays start in their own folders
     proc = harness("diagnose", "results", "--cell", cell, "--no-report", cwd=results.parent)
-    found = diagnosis(results, proc)
+    found = diagnosis(results, proc, cwd=results.parent)
     assert found["finding"]["kind"] == "initial_weights"
     assert found["finding"]["parameters_differ"][0] == "model.1.weight"
     assert found["steps_replayed"] == [1]  # the records showed it: one step replayed
