@@ -2,11 +2,13 @@
 
 The order of the work, so that its cost hardly grows with the step number:
 
-1. the records say where to look: the initial weights' digests, the losses' first difference;
-2. both runs are replayed without operation logging up to that step (hashing the training
-   state after every step), and with every operation logged at that step alone;
-3. if the replays part ways earlier than the records showed (the weights or the optimizer state
-   can differ long before the loss does), that earlier step is replayed and logged instead.
+1. the records say where to look: the initial weights' digests, then the earlier of the
+   weights' (weights.npy) and the losses' first difference;
+2. both runs are replayed up to that step, hashing the training state after every step, with
+   every operation logged at that step and the ``LOG_BEFORE`` steps before it only;
+3. if the replays part ways earlier still (the optimizer's state can differ before the
+   weights do, and the weights long before the loss), that earlier step is replayed and
+   logged instead.
 
 docs/diagnose.md walks through an example.
 """
