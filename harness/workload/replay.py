@@ -122,7 +122,7 @@ def _host_copy(tensor: torch.Tensor) -> np.ndarray | None:
 
 
 class ReplayProbe(Callback):
-    """Records init, per-step and one step's per-operation hashes; see the module's doc."""
+    """The initial, per-step and logged steps' per-operation hashes; see the module's doc."""
 
     def __init__(self, options: ReplayOptions, model: LightningModule) -> None:
         self.options = options
