@@ -39,6 +39,7 @@ from harness.executors.docker_kwargs import (
 )
 from harness.executors.local import GRACE_S
 from harness.matrix import load_matrix
+from harness.progress import last_epoch
 from harness.shard import ShardSpec, cells_of_shard
 
 pytestmark = pytest.mark.docker
@@ -62,6 +63,17 @@ def wait_running(client, out: Path, harness: Harness | None = None, timeout: flo
         if harness is not None:
             assert harness.proc.poll() is None, harness.text[-3000:]
         assert time.monotonic() < deadline, f"no running container for {out} in {timeout} s"
+        time.sleep(0.2)
+
+
+def wait_training(out: Path, harness: Harness, timeout: float = 180) -> None:
+    """Until the run's first epoch is done: a fixed sleep after the container starts can end
+    while the workload is still importing torch on a loaded machine, where its exit after a
+    signal can take longer than the stop's grace before SIGTERM."""
+    deadline = time.monotonic() + timeout
+    while not any(last_epoch(run) for run in out.glob("cells/*/repeat-*")):
+        assert harness.proc.poll() is None, harness.text[-3000:]
+        assert time.monotonic() < deadline, f"no epoch finished in {out} in {timeout} s"
         time.sleep(0.2)
 
 
@@ -405,7 +417,7 @@ def test_ctrl_c_reaches_the_container_as_sigint_first(client, workload_image, tm
     run = docker_run(matrix, out)
     try:
         (container,) = wait_running(client, out, run)
-        time.sleep(3)  # training, its signal handlers in place
+        wait_training(out, run)  # its first epoch done: training, its signal handlers in place
         run.signal(signal.SIGINT)
         assert run.finish(timeout=120) == 130, run.text[-3000:]
     finally:
