@@ -72,3 +72,16 @@ def test_diagnosis_text_is_inert_and_bad_files_are_left_out(tmp_path: Path):
     html = render(render_markdown(report).decode())
     assert "<script>" not in html and "<img" not in html
     assert 'href="https://evil' not in html and 'href="http://evil' not in html
+
+
+def test_the_repeats_compared_by_default_skip_a_failed_one(tmp_path: Path):
+    """Repeat 0 against the first other repeat that finished and differs from it."""
+    from harness.diagnose.runs import pick_runs
+
+    cell = make_cell("odd")
+    make_results(tmp_path, [cell], repeats=3)
+    write_run(tmp_path, cell, 0, base_losses())
+    write_run(tmp_path, cell, 1, None, status="failed", error={"type": "x", "message": "y"})
+    write_run(tmp_path, cell, 2, base_losses(seed=1))
+    a, b = pick_runs(tmp_path, cell="odd")
+    assert (a.repeat, b.repeat) == (0, 2)

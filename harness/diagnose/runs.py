@@ -68,7 +68,7 @@ def load_run(results: Path, cell: ManifestCell, repeat: int) -> RecordedRun:
     if not (folder / RECORD_FILE).is_file():
         raise HarnessError(
             f"{cell.name} has no finished repeat {repeat} in {results}",
-            "name repeats that ran: --repeats A B (0 is the first)",
+            "name repeats that ran: --repeats A --repeats B (0 is the first)",
         )
     try:
         record = load_record(folder)
@@ -79,7 +79,8 @@ def load_run(results: Path, cell: ManifestCell, repeat: int) -> RecordedRun:
     if record.status != "ok":
         raise HarnessError(
             f"{cell.name} repeat {repeat} failed ({record.error.type if record.error else '?'})",
-            "a diagnosis replays finished runs: pick repeats that succeeded (--repeats A B)",
+            "a diagnosis replays finished runs: pick repeats that succeeded "
+            "(--repeats A --repeats B)",
         )
     return RecordedRun(
         cell,
@@ -117,12 +118,18 @@ def pick_runs(
     if repeats is not None:
         return load_run(results, chosen, repeats[0]), load_run(results, chosen, repeats[1])
     base = load_run(results, chosen, 0)
-    count = manifest.repeats or 2
-    others = [load_run(results, chosen, k) for k in range(1, count)]
+    others: list[RecordedRun] = []
+    for k in range(1, manifest.repeats or 2):
+        try:
+            others.append(load_run(results, chosen, k))
+        except HarnessError:  # a failed or missing repeat: another may do
+            continue
     if not others:
-        raise HarnessError(f"{chosen.name} has one repeat: nothing to compare it with",
-                           "use --cells to compare it with another cell")  # fmt: skip
-    differing = [r for r in others if loss_step(base.losses, r.losses) is not None]
+        raise HarnessError(
+            f"{chosen.name} has no other finished repeat to compare repeat 0 with",
+            "use --cells to compare it with another cell, or --repeats A --repeats B",
+        )
+    differing = [r for r in others if recorded_step(base, r) is not None]
     return base, (differing or others)[0]
 
 
