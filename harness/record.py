@@ -76,18 +76,24 @@ def trajectory_sha256(losses: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(losses, dtype="<f4").tobytes()).hexdigest()
 
 
+def _read_array(path: Path, error: type[RecordError], missing: str) -> np.ndarray:
+    """A run folder's ``.npy`` file, only if it is a regular file and holds no pickle; any
+    problem is ``error`` naming the file (``missing`` says what its absence means)."""
+    try:
+        with open_regular(path) as handle:
+            return np.load(handle, allow_pickle=False)
+    except FileNotFoundError as exc:
+        raise error(f"{path}: {missing}") from exc
+    except UnsafeFile as exc:
+        raise error(f"{path}: {exc.strerror}") from exc
+    except (OSError, ValueError, EOFError) as exc:
+        raise error(f"{path}: unreadable ({exc})") from exc
+
+
 def load_losses(run_dir: str | Path) -> np.ndarray:
     """``losses.npy`` as float32 [steps, ranks]; CorruptRun when it cannot be read as one."""
     path = Path(run_dir) / LOSSES_FILE
-    try:
-        with open_regular(path) as handle:
-            losses = np.load(handle, allow_pickle=False)
-    except FileNotFoundError as exc:
-        raise CorruptRun(f"{path}: missing") from exc
-    except UnsafeFile as exc:
-        raise CorruptRun(f"{path}: {exc.strerror}") from exc
-    except (OSError, ValueError, EOFError) as exc:
-        raise CorruptRun(f"{path}: unreadable ({exc})") from exc
+    losses = _read_array(path, CorruptRun, "missing")
     if losses.ndim != 2 or losses.dtype != np.dtype("<f4"):
         raise CorruptRun(f"{path}: not float32 [steps, ranks] (got {losses.dtype} {losses.shape})")
     return np.ascontiguousarray(losses)
@@ -129,15 +135,7 @@ def read_weight_hashes(run_dir: str | Path, steps: int, parameters: list[str]) -
     """``weights.npy`` of ``run_dir``, held to ``steps`` rows and one column per name in
     ``parameters`` (``load_weight_hashes``, for a caller that has the record's numbers only)."""
     path = Path(run_dir) / WEIGHTS_FILE
-    try:
-        with open_regular(path) as handle:
-            hashes = np.load(handle, allow_pickle=False)
-    except FileNotFoundError as exc:
-        raise RecordError(f"{path}: missing, though run.json records weights") from exc
-    except UnsafeFile as exc:
-        raise RecordError(f"{path}: {exc.strerror}") from exc
-    except (OSError, ValueError, EOFError) as exc:
-        raise RecordError(f"{path}: unreadable ({exc})") from exc
+    hashes = _read_array(path, RecordError, "missing, though run.json records weights")
     expected = (steps, len(parameters))
     if hashes.dtype != np.dtype("<u8") or hashes.shape != expected:
         raise RecordError(

@@ -195,8 +195,9 @@ class ReplayRunner:
                 shutil.rmtree(dest)
             dest.mkdir(parents=True)
             write_json_atomic(dest / SPEC_FILE, spec.to_dict())
+        host = detect_host()  # once: it may ask nvidia-smi
         for run, spec in zip(runs, specs, strict=True):
-            if SlotPool(detect_host()).acquire(need_of(spec)) is None:
+            if SlotPool(host).acquire(need_of(spec)) is None:
                 raise HarnessError(
                     f"this machine cannot run {run.label}: it needs {need_of(spec)}",
                     "diagnose on a machine like the one that ran it",
@@ -211,7 +212,7 @@ class ReplayRunner:
             except BaseException as exc:  # noqa: BLE001 - raised below, in this thread
                 outcomes[i] = exc
 
-        pool = SlotPool(detect_host())
+        pool = SlotPool(host)
         slots = [pool.acquire(need_of(spec)) for spec in specs]
         if all(slots):
             threads = [threading.Thread(target=work, args=(i, s)) for i, s in enumerate(slots)]
@@ -221,7 +222,7 @@ class ReplayRunner:
                 thread.join()
         else:
             for i, spec in enumerate(specs):
-                slot = SlotPool(detect_host()).acquire(need_of(spec))
+                slot = SlotPool(host).acquire(need_of(spec))
                 assert slot is not None
                 work(i, slot)
         for outcome in outcomes:
