@@ -44,6 +44,14 @@ CUBLAS_WORKSPACE_WORDS = (
     "`:4096:8:16:8`"
 )
 
+#: ``entry``: ``package.module:function``, the user's build function (docs/own-workload.md).
+ENTRY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+ENTRY_WORDS = "`package.module:function`, e.g. `convnet:build` (or `null`: the built-in MNIST)"
+#: ``params``: names the user's function reads; scalars only, so each can be a report column.
+PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+PARAM_VALUE_TYPES = (bool, int, float, str)
+PARAM_STRING_MAX = 200
+
 #: Marks a setting without a nondeterministic twin value.
 NO_TWIN: Any = object()
 
@@ -52,7 +60,8 @@ NO_TWIN: Any = object()
 class Setting:
     """One knob of a cell.
 
-    ``kind`` is ``int``, ``float``, ``bool``, ``str`` or ``image``. ``positive`` asks for
+    ``kind`` is ``int``, ``float``, ``bool``, ``str``, ``image`` or ``params`` (a flat mapping
+    of names to scalars, the user's build function's own knobs). ``positive`` asks for
     >= 1 (int) or > 0 (float); ``minimum`` and ``maximum`` bound a number (both inclusive); a
     float is always finite (no inf, no NaN); ``nullable`` admits ``null``. ``label`` prefixes
     the value in cell names; ``name_slot`` puts the setting in every cell name (settings of one
@@ -80,12 +89,15 @@ class Setting:
 
     @property
     def python_type(self) -> type:
-        return {"int": int, "float": float, "bool": bool, "str": str, "image": str}[self.kind]
+        kinds = {"int": int, "float": float, "bool": bool, "str": str, "image": str, "params": dict}
+        return kinds[self.kind]
 
     def check(self, value: Any) -> str | None:
         """Why ``value`` is not a value of this setting, or None when it is."""
         if value is None:
             return None if self.nullable else f"{self.name} must not be null"
+        if self.kind == "params":
+            return check_params(self.name, value)
         if self.kind == "bool":
             ok = isinstance(value, bool)
         elif self.kind == "int":
@@ -127,6 +139,8 @@ class Setting:
             text = ", ".join(f"`{c}`" for c in self.choices)
         elif self.kind == "image":
             text = "`local` or a Docker image reference"
+        elif self.kind == "params":
+            text = "a mapping of names to numbers, strings or booleans"
         elif self.pattern is not None:
             text = self.pattern_doc or f"a string matching `{self.pattern}`"
         elif self.kind == "bool":
@@ -147,6 +161,23 @@ class Setting:
         if low is not None:
             return f" of at least {low}"
         return f" up to {high}" if high is not None else ""
+
+
+def check_params(name: str, value: Any) -> str | None:
+    """Why ``value`` is not a ``params`` mapping: flat, named like Python identifiers, each value
+    a finite number, a string or a boolean."""
+    if not isinstance(value, dict):
+        return f"{name} must be a mapping of names to values, got {value!r}"
+    for key, item in value.items():
+        if not isinstance(key, str) or not re.fullmatch(PARAM_NAME_PATTERN, key):
+            return f"{name}: {key!r} is not a name (letters, digits and _, not first a digit)"
+        if not isinstance(item, PARAM_VALUE_TYPES) or (
+            isinstance(item, float) and not math.isfinite(item)
+        ):
+            return f"{name}.{key} must be a number, a string or a boolean, got {item!r}"
+        if isinstance(item, str) and len(item) > PARAM_STRING_MAX:
+            return f"{name}.{key} must be at most {PARAM_STRING_MAX} characters long"
+    return None
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -215,6 +246,18 @@ SETTINGS: tuple[Setting, ...] = (
             positive=True, label="lr"),
     Setting("hidden_size", "int", 64, "the `mlp`'s hidden width (the post's 64; `cnn` has none)",
             positive=True, label="h"),
+    Setting(
+        "entry", "str", None,
+        "the training to run: `null`, the built-in MNIST experiment, or `package.module:function`, "
+        "your build function (docs/own-workload.md); `workload.entry` sets it for every cell",
+        nullable=True, pattern=ENTRY_PATTERN, pattern_doc=ENTRY_WORDS, label="", in_report=True,
+    ),
+    Setting(
+        "params", "params", {},
+        "a mapping your build function receives (e.g. `{lr: 0.001}`); `workload.params` gives "
+        "every cell's, an axis or include entry overrides some of them; each is a report column",
+        in_report=True,
+    ),
 )  # fmt: skip
 
 

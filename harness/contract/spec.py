@@ -175,13 +175,20 @@ def _load(cls: type, path: str | Path) -> Any:
     return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
+def _default(setting: Setting) -> Any:
+    """A field's default; a mapping (``params``) gets a fresh copy per spec."""
+    if isinstance(setting.default, dict):
+        return dataclasses.field(default_factory=lambda: dict(setting.default))
+    return dataclasses.field(default=setting.default)
+
+
 def make_spec_class(table: tuple[Setting, ...] = SETTINGS) -> type:
     """The spec dataclass of a settings table: one field per setting, then the run fields.
 
     Built from the table so that a new setting needs no edit here; tests build it from an
     extended table to check just that.
     """
-    fields: list[Any] = [(s.name, Any, dataclasses.field(default=s.default)) for s in table]
+    fields: list[Any] = [(s.name, Any, _default(s)) for s in table]
     fields += [
         ("repeat", int, dataclasses.field(default=0)),
         ("cell_id", str, dataclasses.field(default="")),

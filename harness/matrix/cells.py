@@ -18,7 +18,7 @@ from typing import Any
 
 from harness.contract.settings import DIGEST_SETTINGS, SETTINGS, identity
 from harness.contract.spec import RunSpec
-from harness.matrix.models import CellSettings
+from harness.matrix.models import CellSettings, WorkloadBlock
 
 #: The scheme of cell ids; results folders record it in their manifest.
 CELL_ID_SCHEME = 2
@@ -72,6 +72,8 @@ class LoadedMatrix:
             data["run"].pop("test_fault")
         # what a run records, not what it computes (its specs change: finished runs are rerun)
         data["run"].pop("count_host_syncs")
+        if data["workload"] == WorkloadBlock().model_dump(mode="json"):
+            del data["workload"]  # unset: the digest of before it existed
         _drop_unused_later_settings(data)
         return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
@@ -144,7 +146,10 @@ def full_settings(model: Any, combo: dict[str, Any]) -> dict[str, Any]:
     """Every setting of a cell: the combination, over ``run:``'s defaults, over the table's."""
     run = model.run.model_dump()
     base = {s.name: run[s.name] for s in SETTINGS if s.run_default}
-    return CellSettings.model_validate({**base, **combo}).model_dump(mode="json")
+    base["entry"] = model.workload.entry
+    # a cell's params: workload.params, with those its axis or include entry names overridden
+    params = {**model.workload.params, **(combo.get("params") or {})}
+    return CellSettings.model_validate({**base, **combo, "params": params}).model_dump(mode="json")
 
 
 def run_fields(model: Any, settings: dict[str, Any]) -> dict[str, Any]:

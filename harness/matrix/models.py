@@ -24,9 +24,12 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from harness.contract.settings import (
+    ENTRY_PATTERN,
     FLOAT_MAX,
     IMAGE_MAX_LENGTH,
     IMAGE_PATTERN,
+    PARAM_NAME_PATTERN,
+    PARAM_STRING_MAX,
     SETTINGS,
     Setting,
 )
@@ -58,14 +61,21 @@ def finite(*constraints: Any) -> Any:
     return Annotated[parts]
 
 
+#: ``params``: a flat mapping of identifier-like names to scalars (settings.check_params).
+ParamValue = StrictBool | StrictInt | finite() | Annotated[str, Field(max_length=PARAM_STRING_MAX)]
+Params = dict[Annotated[str, Field(pattern=PARAM_NAME_PATTERN)], ParamValue]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 def value_type(setting: Setting) -> Any:
     """The pydantic type of one value of a setting (strict: no silent "2" -> 2)."""
-    if setting.kind == "image":
-        base: Any = Image
+    if setting.kind == "params":
+        base: Any = Params
+    elif setting.kind == "image":
+        base = Image
     elif setting.choices is not None and setting.kind != "bool":
         base = Literal[setting.choices]  # type: ignore[valid-type]
     elif setting.kind == "bool":
@@ -90,8 +100,16 @@ def _bounds(setting: Setting, positive: Any) -> list[Any]:
     return found + ([Le(setting.maximum)] if setting.maximum is not None else [])
 
 
+def _field(setting: Setting, description: str) -> Any:
+    """A setting's pydantic field; a mapping default (``params``) is a fresh copy each time."""
+    if isinstance(setting.default, dict):
+        default = dict(setting.default)
+        return Field(default_factory=lambda: dict(default), description=description)
+    return Field(setting.default, description=description)
+
+
 def _cell_settings(table: tuple[Setting, ...]) -> type[Strict]:
-    fields = {s.name: (value_type(s), Field(s.default, description=s.doc)) for s in table}
+    fields = {s.name: (value_type(s), _field(s, s.doc)) for s in table}
     model = create_model("CellSettings", __base__=Strict, **fields)  # type: ignore[call-overload]
     model.__doc__ = "One cell's full settings, typed: every entry of the settings table."
     return model
@@ -163,9 +181,43 @@ class RunOptions(Strict):
     )
 
 
+#: A pip requirement as the ``workload.requirements`` list takes it: a name with extras, a
+#: version specifier and markers, but never an option (a leading ``-``) or a URL, path or shell
+#: character; pip receives each as one argument.
+_VERSION = r"[<>=!~]=?[A-Za-z0-9.*+!_-]+"
+REQUIREMENT_PATTERN = (
+    rf"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?({_VERSION}(,{_VERSION})*)?$"
+)
+
+
+class WorkloadBlock(Strict):
+    """``workload:``: your own training instead of the built-in MNIST experiment."""
+
+    entry: Annotated[str, Field(pattern=ENTRY_PATTERN)] | None = Field(
+        None,
+        description="your build function, `package.module:function`; null: the built-in MNIST "
+        "experiment (the default for every cell; an axis or include entry may override it)",
+    )
+    path: str | None = Field(
+        None,
+        description="the folder holding your code, relative to the matrix file; put on the "
+        "import path, mounted read-only in containers",
+    )
+    requirements: list[Annotated[str, Field(pattern=REQUIREMENT_PATTERN, max_length=200)]] = Field(
+        default_factory=list,
+        description="extra pip packages installed into the workload image when it is built, "
+        "e.g. `einops==0.8.1` (the local executor uses the environment as it is)",
+    )
+    params: Params = Field(
+        default_factory=dict,
+        description="every cell's params (a mapping your build function receives); an axis or "
+        "include entry overrides some of them",
+    )
+
+
 def _run_block(table: tuple[Setting, ...]) -> type[Strict]:
     fields = {
-        s.name: (value_type(s), Field(s.default, description=f"default {s.name}: {s.doc}"))
+        s.name: (value_type(s), _field(s, f"default {s.name}: {s.doc}"))
         for s in table
         if s.run_default
     }
@@ -183,6 +235,7 @@ def make_models(table: tuple[Setting, ...] = SETTINGS) -> dict[str, type[Strict]
         __base__=Strict,
         name=(str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=80)),
         run=(run, Field(default_factory=run)),
+        workload=(WorkloadBlock, Field(default_factory=WorkloadBlock)),
         axes=(axes, Field(default_factory=axes)),
         include=(list[patch], Field(default_factory=list)),  # type: ignore[valid-type]
         exclude=(list[patch], Field(default_factory=list)),  # type: ignore[valid-type]
