@@ -39,7 +39,9 @@ def own_run(
     losses: np.ndarray | None,
     *,
     threads: int = 1,
+    seed: int | None = 7,
     torch: str = "2.3.1",
+    gpus: list[dict] | None = None,
     weights: np.ndarray | None = None,
     final: str = "w",
     status: str = "ok",
@@ -54,7 +56,7 @@ def own_run(
         "cell_id": "",
         "entry": "mymodel:LitNet",
         "params": {},
-        "seed": 7,
+        "seed": seed,
         "repeat": 0,
         "cudnn_deterministic": True,
         "cudnn_benchmark": False,
@@ -80,7 +82,9 @@ def own_run(
         ),
         epochs=[EpochSummary(e, 60, f, val_acc=0.9) for e, f in EPOCHS] if steps else [],
         weights=WeightDigests(PARAMETERS, "hash_tensor") if weights is not None else None,
-        provenance=Provenance(python="3.11.9", torch=torch, threads=threads, cpu_model="cpu"),
+        provenance=Provenance(
+            python="3.11.9", torch=torch, threads=threads, cpu_model="cpu", gpus=gpus or []
+        ),
     )
     write_record(run_dir, record)
     return run_dir
@@ -211,13 +215,34 @@ def test_a_thread_count_that_differs_is_named(tmp_path: Path, capsys):
     assert "| nightly | threads | 1 \\(a\\), 2 \\(b\\) | ❌ |" in section
 
 
-def test_a_torch_version_that_differs_is_named_too(tmp_path: Path):
-    own_run(tmp_path, "a", "nightly", base_losses())
-    own_run(tmp_path, "b", "nightly", base_losses(), torch="2.4.0")
+def test_a_torch_version_and_a_gpu_that_differ_are_named_too(tmp_path: Path):
+    own_run(
+        tmp_path, "a", "nightly", base_losses(), gpus=[{"name": "NVIDIA A100", "sm_count": 108}]
+    )
+    own_run(tmp_path, "b", "nightly", base_losses(), torch="2.4.0", gpus=[{"name": "NVIDIA H100"}])
     assert report(tmp_path) == 0
     cell = group(report_json(tmp_path), "nightly")
     assert cell["verdict"] == "reproduces"
-    assert cell["differences"] == [{"what": "torch", "values": {"a": "2.3.1", "b": "2.4.0"}}]
+    assert cell["differences"] == [
+        {"what": "torch", "values": {"a": "2.3.1", "b": "2.4.0"}},
+        {"what": "gpus", "values": {"a": "NVIDIA A100 (108 SMs)", "b": "NVIDIA H100"}},
+    ]
+
+
+def test_a_run_without_a_seed_is_named_and_a_failed_run_s_unknowns_are_not(tmp_path: Path):
+    """``seed: null`` in the spec is a value (no seed was given); a provenance the failed run
+    never recorded (torch null) is no evidence of another torch."""
+    h100 = [{"name": "NVIDIA H100", "sm_count": 132}]
+    own_run(tmp_path, "a", "nightly", base_losses(), gpus=h100)
+    own_run(tmp_path, "b", "nightly", base_losses(seed=5), seed=None, gpus=h100)
+    run = own_run(tmp_path, "c", "nightly", None, status="failed", error=RunError("E", "m"))
+    data = json.loads((run / "run.json").read_text())
+    data["provenance"] = {}
+    (run / "run.json").write_text(json.dumps(data))
+    assert report(tmp_path) == 0
+    cell = group(report_json(tmp_path), "nightly")
+    assert cell["differences"] == [{"what": "seed", "values": {"a": 7, "b": None, "c": 7}}]
+    assert "seed" not in cell["settings"]
 
 
 def test_a_failed_run_is_shown_failed_with_its_error(tmp_path: Path, capsys):

@@ -206,25 +206,36 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
+#: What a reader returns where the record does not say (no evidence either way).
+NOT_SAID: Any = object()
+
+
 def _spec(key: str) -> Callable[[RunRecord], Any]:
-    return lambda r: r.spec.get(key)
+    """A key of the spec; null is a value there (``seed: null``: no seed was given)."""
+    return lambda r: r.spec.get(key, NOT_SAID)
 
 
 def _provenance(key: str) -> Callable[[RunRecord], Any]:
-    return lambda r: getattr(r.provenance, key)
+    """A field of the provenance; null there is unknown (a run that failed early)."""
+
+    def read(record: RunRecord) -> Any:
+        value = getattr(record.provenance, key)
+        return NOT_SAID if value is None else value
+
+    return read
 
 
 def _threads(record: RunRecord) -> Any:
     """The torch thread count: the spec's (read from torch at fit start), else provenance's."""
     value = record.spec.get("threads")
-    return record.provenance.threads if value is None else value
+    return _provenance("threads")(record) if value is None else value
 
 
-def _gpus(record: RunRecord) -> str | None:
+def _gpus(record: RunRecord) -> Any:
     """The GPUs a run saw, each as model and SM count; ``none`` for a run that recorded its
     provenance and saw none (a record without provenance, torch unknown, says nothing)."""
     if not record.provenance.gpus:
-        return "none" if record.provenance.torch is not None else None
+        return "none" if record.provenance.torch is not None else NOT_SAID
     return ", ".join(
         f"{name or 'unnamed GPU'}" + (f" ({sms} SMs)" if sms is not None else "")
         for name, sms in gpu_kinds(record.provenance.gpus)
@@ -238,7 +249,7 @@ def _in_force(key: str) -> Callable[[RunRecord], Any]:
     def read(record: RunRecord) -> Any:
         flags = record.provenance.determinism
         if flags is None:
-            return None
+            return NOT_SAID
         value = getattr(flags, key)
         return "unset" if value is None and key == "cublas_workspace_config" else value
 
@@ -247,7 +258,8 @@ def _in_force(key: str) -> Callable[[RunRecord], Any]:
 
 #: What the runs of a group are compared in, in the order a reader checks them: the flags and
 #: threads first (the usual cause), then the software, then the hardware. A value a record does
-#: not hold (None) is no evidence either way, and is left out.
+#: not hold (a key its spec lacks, a provenance field left null) is no evidence either way, and
+#: is left out; a null in the spec is a value (``seed: null``: no seed).
 DIFFERENCE_FIELDS: tuple[tuple[str, Callable[[RunRecord], Any]], ...] = (
     ("cudnn_deterministic", _spec("cudnn_deterministic")),
     ("cudnn_benchmark", _spec("cudnn_benchmark")),
@@ -280,7 +292,7 @@ def differences(runs: list[OwnRun], results: list[RunResult]) -> list[RunDiffere
         values = {
             res.path: value
             for run, res in zip(runs, results, strict=True)
-            if (value := read(run.record)) is not None
+            if (value := read(run.record)) is not NOT_SAID
         }
         if len({_text(v) for v in values.values()}) > 1:
             out.append(RunDifference(what, values))
