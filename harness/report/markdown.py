@@ -453,8 +453,8 @@ def _differences(report: Report) -> list[str]:
             "",
         ]
     out += [
-        "The flags, threads, software and hardware each run's record gives, where the runs of a "
-        "group do not agree (run folders in brackets). Any of them can change the bits.",
+        "The flags, threads, seed, software and hardware each run's record gives, where the runs "
+        "of a group do not agree (run folders in brackets). Any of them can change the bits.",
         "",
     ]
     body = [

@@ -377,11 +377,14 @@ def describe_groups(cells: list[CellReport]) -> str:
     good = sum(c.verdict == REPRODUCES for c in cells)
     bad = sum(c.verdict == DIVERGES for c in cells)
     unknown = len(cells) - good - bad
-    head = (
-        f"Of {len(cells)} group{'s' if len(cells) != 1 else ''} of your own runs, {good} "
-        f"reproduce{'s' if good == 1 else ''} bit for bit, {bad} diverge{'s' if bad == 1 else ''}"
-        f"{f', {unknown} have no verdict' if unknown else ''}."
-    )
+    counts = [
+        f"{good} reproduce{'s' if good == 1 else ''} bit for bit",
+        f"{bad} diverge{'s' if bad == 1 else ''}",
+    ]
+    if unknown:
+        counts.append(f"{unknown} {'has' if unknown == 1 else 'have'} no verdict")
+    groups = f"{len(cells)} group{'s' if len(cells) != 1 else ''}"
+    head = f"Of {groups} of your own runs, {', '.join(counts)}."
     return " ".join([head, *(_group_sentence(c) for c in cells)])
 
 
