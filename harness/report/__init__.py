@@ -9,6 +9,8 @@ Modules, in the order the data flows:
 - summaries.py: across cells: per-image summary (cells with a verdict only), across images and
   GPU counts, cost of determinism, failed runs, merge conflicts, images;
 - analyze.py: ``analyze``, the above put together into model.py's ``Report``;
+- records.py: the same for a folder of the user's own runs (ReproRecorder's records, no
+  manifest): one cell per group of runs of one name, and what its runs differ in;
 - grid.py: each image's verdict grid, the pivot the Markdown, the terminal and the heatmap
   draw;
 - flatten.py (one row per cell), markdown.py, exporters.py (md/json/csv), plots.py,
