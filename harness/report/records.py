@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 #: come from wherever the user trained (their torch, CUDA and GPU are compared run by run).
 OWN_RUNS_IMAGE = "own runs"
 
-#: What ReproRecorder's records say about the folder: give the user the way back.
+#: The hint where a folder is neither: the two kinds of folder the report reads.
 _HINT = (
     "give the folder `harness run` wrote (results/<name>-<time>/), or a folder whose "
     "subfolders each hold one run's record written by harness.lightning.ReproRecorder"
@@ -81,7 +81,8 @@ def record_dirs(root: Path) -> list[Path]:
     try:
         entries = sorted(root.iterdir(), key=lambda p: p.name)
     except OSError as exc:
-        raise HarnessError(f"{root}: cannot list the folder ({exc.strerror or exc})") from exc
+        why = exc.strerror or exc
+        raise HarnessError(f"{clean(root)}: cannot list the folder ({why})") from exc
     found = []
     for path in entries:
         if path.name.startswith(".") or not path.is_dir():
