@@ -136,6 +136,19 @@ def test_several_cells_without_row_axes_are_every_cell():
     assert [grid.column_label(c) for c in range(2)] == ["placement=none", "placement=before_model"]
 
 
+def test_cells_the_settings_do_not_tell_apart_get_their_name_as_an_axis():
+    """Two cells with the same settings (two groups of own runs, or cells found on disk) would
+    share one entry and one would vanish from the grid: their names tell them apart."""
+    cells = [cell("a", "reproduces", placement="none"), cell("b", "diverges", placement="none")]
+    grid = make_grid("img", cells)
+    assert (grid.row_axes, grid.column_axes) == (("name",), ())
+    assert [grid.row_label(r) for r in range(2)] == ["a", "b"]
+    assert [grid.verdict(r, 0) for r in range(2)] == ["reproduces", "diverges"]
+    assert grid.axes == []  # no setting: the cells table adds no column for it
+    distinct = [cell("a", placement="none"), cell("b", placement="before_model")]
+    assert "name" not in make_grid("img", distinct).row_axes  # a matrix's cells: unchanged
+
+
 def test_the_fewest_entries_win_and_columns_only_break_ties():
     """A sparse set of 22 cells: devices and placement across (more columns, fewer empty
     entries) beats placement and seed down the side with fewer columns."""

@@ -1,4 +1,5 @@
-"""``harness report DIR``: the reproducibility report of a results folder."""
+"""``harness report DIR``: the reproducibility report of a results folder, or of a folder of
+your own runs (subfolders whose records ``harness.lightning.ReproRecorder`` wrote)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from harness.report.terminal import MODES, print_summary
 
 
 def command(
-    results: Annotated[Path, typer.Argument(help="a results folder written by `harness run`")],
+    results: Annotated[
+        Path,
+        typer.Argument(
+            help="a results folder written by `harness run`, or a folder whose subfolders hold "
+            "your own runs' records (harness.lightning.ReproRecorder)"
+        ),
+    ],
     formats: Annotated[
         list[str], typer.Option("--format", help="md | json | csv; repeat for several")
     ] = ["md", "json", "csv"],  # noqa: B006 - typer copies it
@@ -37,6 +44,15 @@ def command(
             "limit) instead of writing report files",
         ),
     ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="write the report files and plots/ here (made if missing) instead of into "
+            "the folder reported",
+        ),
+    ] = None,
     artifact: Annotated[
         str, typer.Option(help="with --github: the artifact named when the report is cut")
     ] = DEFAULT_ARTIFACT,
@@ -48,8 +64,9 @@ def command(
         ),
     ] = None,
 ) -> int:
-    """Write report.md / report.json / report.csv (and plots/) into the results folder, then
-    print per image the summary sentence and the verdict grid, and the paths written."""
+    """Write report.md / report.json / report.csv (and plots/) into the results folder (or
+    --out), then print per image the summary sentence and the verdict grid, and the paths
+    written. A folder of your own runs gets the same report, one group per run name."""
     if progress is not None and progress not in MODES:
         raise typer.BadParameter("choose rich, plain or quiet", param_hint="--progress")
     if github:
@@ -62,7 +79,7 @@ def command(
         note = f" (cut to {result.lines_kept} of {result.lines_total} lines)" if result.cut else ""
         typer.echo(f"job summary: {result.path}: {result.bytes_written} bytes{note}")
         return 0
-    report, written = make_reports(results, formats, plots=plots, max_plots=max_plots)
+    report, written = make_reports(results, formats, plots=plots, max_plots=max_plots, out=out)
     if written:  # the answer, before the paths scripts read
         print_summary(report, progress, sys.stdout)
     for path in written:

@@ -2,7 +2,8 @@
 
 The rooms it walks through: runs.py loads the folder's cells and run records, verdicts.py judges
 each cell (trajectories.py finds where repeats diverge), summaries.py says what holds across
-cells.
+cells. A folder without a manifest or cells/ is a folder of the user's own runs
+(records.py: ReproRecorder's records, one group per name, through the same rooms).
 """
 
 from __future__ import annotations
@@ -10,21 +11,27 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from harness import layout
 from harness.errors import HarnessError
 from harness.report import summaries
 from harness.report.diagnoses import load_diagnoses
 from harness.report.model import CellReport, Report
+from harness.report.records import analyze_own_runs, own_runs, refuse_own_runs_in
 from harness.report.runs import cell_runs, conflict_runs, folder_cells
 from harness.report.verdicts import analyze_cell
 
 
 def analyze(root: str | Path) -> Report:
-    """Build the report model of a results folder."""
+    """Build the report model of a results folder, or of a folder of own runs (no manifest,
+    no cells/: subfolders that ReproRecorder wrote)."""
     root = Path(root)
     if not root.is_dir():
         raise HarnessError(
             f"{root}: no such results folder", "give the folder that `harness run` wrote"
         )
+    if not (root / layout.MANIFEST_FILE).exists() and not layout.cells_root(root).is_dir():
+        return analyze_own_runs(root, own_runs(root))
+    refuse_own_runs_in(root)
     folder = folder_cells(root)
     cells = [
         analyze_cell(c, cell_runs(root, c, folder.repeats), conflict_runs(root, c))

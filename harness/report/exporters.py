@@ -33,6 +33,7 @@ def render_json(report: Report) -> bytes:
     data = {
         "format_version": REPORT_FORMAT_VERSION,
         "name": report.name,
+        "source": report.source,
         "summaries": report.summaries,
         "cells": cells,
         "table": rows(report),

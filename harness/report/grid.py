@@ -31,13 +31,17 @@ MAX_COLUMNS = 8
 _SEARCH_LIMIT = 10
 #: Where two splits are as good, the one with these down the side wins: the post's question is
 #: where the seed goes, per model and GPU count.
-_ROW_FIRST = ("devices", "model", "placement")
+_ROW_FIRST = ("devices", "model", "placement", "name")  # name: NAME_AXIS, a list of groups
 
 #: Each verdict as a symbol: Markdown (emoji, colour and shape), and terminal (one cell wide).
 MARK = {REPRODUCES: "✅", DIVERGES: "❌", UNKNOWN: "❔"}
 TERMINAL_MARK = {REPRODUCES: "✓", DIVERGES: "✗", UNKNOWN: "?"}
 #: An entry of the grid that no cell has (the matrix excluded it).
 NO_CELL = "·"
+#: A grid axis that is no setting: the cell's name. It is added where the settings that vary do
+#: not tell the cells apart, and always for groups of own runs (harness/report/records.py),
+#: whose name is what the user gave them.
+NAME_AXIS = "name"
 #: What each symbol means, in the order a legend lists them.
 MEANING = {
     REPRODUCES: "reproduces",
@@ -138,6 +142,8 @@ def constant(cells: list[CellReport]) -> dict[str, Any]:
         if k == "image" or k in moving or not cells:
             continue
         value = cells[0].settings.get(k)
+        if k not in cells[0].settings and cells[0].settings.get("external") is True:
+            continue  # own runs: a setting their records do not share is no default
         # a folder written before the setting existed ran its default
         out[k] = BY_NAME[k].default if value is None and not BY_NAME[k].nullable else value
     return out
@@ -166,8 +172,28 @@ def grids(report: Report) -> list[Grid]:
     return [make_grid(image, cells, limit) for image, cells in by_image.items()]
 
 
-def make_grid(image: str, cells: list[CellReport], max_rows: int = MAX_ROWS) -> Grid:
+def _setting(cell: CellReport, axis: str) -> Any:
+    """A cell's value on a grid axis: a setting, or its name (``NAME_AXIS``)."""
+    return cell.name if axis == NAME_AXIS else cell.settings.get(axis)
+
+
+def grid_axes(cells: list[CellReport]) -> list[str]:
+    """The grid's axes: the settings that vary, and the name where those do not tell the cells
+    apart (two cells at one entry would hide one) or the cells are groups of own runs. A
+    setting a group of own runs does not have (its runs disagree on it: the report says so
+    under ``differences``) is no axis: it has no value to show."""
+    own = any(c.settings.get("external") is True for c in cells)
     axes = varying(cells)
+    if own:
+        axes = [a for a in axes if all(a in c.settings for c in cells)]
+    keys = {json.dumps([_setting(c, a) for a in axes]) for c in cells}
+    if len(keys) < len(cells) or own:
+        axes.append(NAME_AXIS)
+    return axes
+
+
+def make_grid(image: str, cells: list[CellReport], max_rows: int = MAX_ROWS) -> Grid:
+    axes = grid_axes(cells)
     rank = _value_ranks(cells, axes)
     row_axes, column_axes = _split(cells, axes, rank, max_rows)
 
@@ -192,7 +218,7 @@ def make_grid(image: str, cells: list[CellReport], max_rows: int = MAX_ROWS) -> 
 
 
 def _values(cell: CellReport, axes: tuple[str, ...]) -> tuple[Any, ...]:
-    return tuple(cell.settings.get(a) for a in axes)
+    return tuple(_setting(cell, a) for a in axes)
 
 
 def _value_ranks(cells: list[CellReport], axes: list[str]) -> dict[str, dict[str, int]]:
@@ -201,7 +227,7 @@ def _value_ranks(cells: list[CellReport], axes: list[str]) -> dict[str, dict[str
     for axis in axes:
         seen: dict[str, int] = {}
         for c in cells:
-            seen.setdefault(json.dumps(c.settings.get(axis)), len(seen))
+            seen.setdefault(json.dumps(_setting(c, axis)), len(seen))
         ranks[axis] = seen
     return ranks
 
@@ -212,7 +238,7 @@ def _split(
     """(row axes, column axes): the split with fewest rows over ``max_rows`` (none: one row is
     always possible), then fewest columns over ``MAX_COLUMNS``, then fewest entries in all
     (fewest empty ones), then fewest columns, then the most of ``_ROW_FIRST`` down the side."""
-    coded = [tuple(rank[a][json.dumps(c.settings.get(a))] for a in axes) for c in cells]
+    coded = [tuple(rank[a][json.dumps(_setting(c, a))] for a in axes) for c in cells]
 
     def distinct(chosen: tuple[int, ...]) -> int:
         return len({tuple(code[i] for i in chosen) for code in coded})

@@ -85,12 +85,12 @@ def _hash(image: str) -> str:
     return hashlib.sha256(image.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
-def write_grid_plots(report: Report) -> list[Path]:
-    """Draw each image's grid into ``plots/`` and name it in ``report.grid_plots``; returns the
-    files written."""
+def write_grid_plots(report: Report, out: Path | None = None) -> list[Path]:
+    """Draw each image's grid into ``plots/`` of ``out`` (default: the folder reported) and name
+    it in ``report.grid_plots``; returns the files written."""
     all_grids = grids(report)
     names = grid_plot_names([g.image for g in all_grids])
-    out_dir = layout.plots_dir(report.root)
+    out_dir = layout.plots_dir(report.root if out is None else out)
     written: list[Path] = []
     for grid in all_grids:
         name = names[grid.image]

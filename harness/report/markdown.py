@@ -18,7 +18,16 @@ from harness.report import text as inert
 from harness.report.flatten import cell_row
 from harness.report.grid import MARK, MEANING, NO_CELL, Grid, constant, counted, grids
 from harness.report.heatmap import title as heatmap_title
-from harness.report.model import DIVERGES, REPRODUCES, UNKNOWN, CellReport, Divergence, Report
+from harness.report.model import (
+    DIVERGES,
+    OWN_RUNS,
+    REPRODUCES,
+    UNKNOWN,
+    CellReport,
+    Divergence,
+    Report,
+)
+from harness.report.records import values_text
 from harness.report.summaries import CUBLAS_PROMISE, fmt_setting
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
@@ -113,7 +122,7 @@ def render_markdown(report: Report) -> bytes:
     out += _cells(report, grid_list, shared)
     out += _heatmaps(report, grid_list)
     out += _diagnoses(report)
-    for section in (_unknown, _comparisons, _costs, _images, _merge, _failures):
+    for section in (_differences, _unknown, _comparisons, _costs, _images, _merge, _failures):
         out += section(report)
     out.append("")
     return "\n".join(out).encode("utf-8")
@@ -152,8 +161,14 @@ def _title(report: Report, shared: dict[str, Any]) -> list[str]:
         f"**{good} of {total} cells reproduce bit for bit**, {bad} diverge, {unknown} are "
         f"unknown. {legend}, {NO_CELL} no such cell in the matrix."
     )
+    if report.source == OWN_RUNS:  # each cell is a group of runs of one name
+        line = (
+            f"Your own runs (ReproRecorder), grouped by name: **{good} of {total} groups "
+            f"reproduce bit for bit**, {bad} diverge, {unknown} are unknown. {legend}."
+        )
     if shared:
-        line += f" Every cell has {escape(_settings_text(shared))}."
+        who = "The runs of every group have" if report.source == OWN_RUNS else "Every cell has"
+        line += f" {who} {escape(_settings_text(shared))}."
     return [f"# Reproducibility report: {escape(report.name)}", "", line, ""]
 
 
@@ -178,6 +193,8 @@ def _cost_line(report: Report) -> list[str]:
     """The cost of determinism in one paragraph: per image, the median ratio of seconds per
     epoch against the nondeterministic twin (the table is under Cost of determinism)."""
     twin = ", ".join(fmt_setting(k, v) for k, v in TWIN.items())
+    if not report.costs and report.source == OWN_RUNS:
+        return []  # own runs are no matrix: a group without a twin is no news
     if not report.costs:
         return [
             f"**Cost of determinism**: no cell has a nondeterministic twin in this matrix (the "
@@ -422,7 +439,35 @@ def _merge(report: Report) -> list[str]:
     return out
 
 
+def _differences(report: Report) -> list[str]:
+    """Own runs: what the runs of each group differ in, from their records (the usual reason
+    runs of one training diverge)."""
+    differing = [c for c in report.cells if c.differences]
+    if report.source != OWN_RUNS:
+        return []
+    out = ["## What differs between runs", ""]
+    if not differing:
+        return out + [
+            "Nothing the records compare: in each group, every run had the same flags, "
+            "threads, software and GPU.",
+            "",
+        ]
+    out += [
+        "The flags, threads, seed, software and hardware each run's record gives, where the runs "
+        "of a group do not agree (run folders in brackets). Any of them can change the bits.",
+        "",
+    ]
+    body = [
+        [escape(c.name), escape(d.what), escape(values_text(d.values)), MARK[c.verdict]]
+        for c in differing
+        for d in c.differences
+    ]
+    return out + table_lines(["group", "differs in", "values (runs)", "verdict"], body) + [""]
+
+
 def _comparisons(report: Report) -> list[str]:
+    if report.source == OWN_RUNS:
+        return []  # one image, no GPU-count axis: nothing to compare across
     out = ["## Across images and GPU counts", ""]
     if not report.comparisons:
         out.append("No two cells differ only in their image or only in their GPU count.")

@@ -13,6 +13,10 @@ OK, FAILED, MISSING, CORRUPT = "ok", "failed", "missing", "corrupt"
 REPRODUCES, DIVERGES, UNKNOWN = "reproduces", "diverges", "unknown"
 VERDICTS = (REPRODUCES, DIVERGES, UNKNOWN)
 
+#: Report.source: a results folder of ``harness run`` (its cells), or a folder of the user's
+#: own runs (run records ``harness.lightning.ReproRecorder`` wrote; harness/report/records.py)
+MATRIX, OWN_RUNS = "matrix", "own_runs"
+
 
 @dataclass
 class RunResult:
@@ -88,6 +92,16 @@ class WeightsDivergence:
 
 
 @dataclass
+class RunDifference:
+    """Something the runs of one group of own runs differ in (a flag, the thread count, torch,
+    CUDA, cuDNN, the GPU...): ``what`` names it, ``values`` maps each run folder (relative to
+    the folder reported) to its value; runs whose record does not say are left out."""
+
+    what: str
+    values: dict[str, Any]
+
+
+@dataclass
 class CellReport:
     """One cell's verdict (harness/report/verdicts.py): ``verdict`` is ``reproduces``,
     ``diverges`` or ``unknown``; ``reproducible`` is True, False or None (None exactly when
@@ -121,6 +135,9 @@ class CellReport:
     #: True when every trusted run recorded comparable parameter hashes and they were compared
     #: (only where the runs' digests disagree: a cell that reproduces has equal weights)
     weights_compared: bool = False
+    #: a group of own runs only: what its runs differ in, from their records (empty for a
+    #: matrix's cells, whose runs share their settings by construction)
+    differences: list[RunDifference] = field(default_factory=list)
 
 
 @dataclass
@@ -225,3 +242,5 @@ class Report:
     grid_plots: dict[str, str] = field(default_factory=dict)
     #: the diagnoses ``harness diagnose`` wrote into the folder, oldest name first
     diagnoses: list[DiagnosisEntry] = field(default_factory=list)
+    #: ``matrix`` (a results folder) or ``own_runs`` (a folder of ReproRecorder's records)
+    source: str = MATRIX

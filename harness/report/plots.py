@@ -106,8 +106,10 @@ def plot_cell(cell: CellReport, out_dir: Path, canvas: _Canvas | None = None) ->
     return f"{layout.PLOTS_DIR}/{name}"
 
 
-def write_plots(report: Report, max_plots: int = MAX_PLOTS) -> list[Path]:
-    """Plot the cells that do not reproduce, the first ``max_plots`` of them (0: all)."""
+def write_plots(report: Report, max_plots: int = MAX_PLOTS, out: Path | None = None) -> list[Path]:
+    """Plot the cells that do not reproduce, the first ``max_plots`` of them (0: all), into
+    ``out``/plots/ (default: the folder reported)."""
+    dest = report.root if out is None else out
     written: list[Path] = []
     canvas: _Canvas | None = None
     for cell in report.cells:
@@ -118,10 +120,10 @@ def write_plots(report: Report, max_plots: int = MAX_PLOTS) -> list[Path]:
             continue
         canvas = canvas or _Canvas()
         try:
-            cell.plot = plot_cell(cell, layout.plots_dir(report.root), canvas)
+            cell.plot = plot_cell(cell, layout.plots_dir(dest), canvas)
         except (OSError, ValueError, RecordError) as exc:
             log.warning("no plot for %s: %s", clean(cell.name), clean(exc))
             cell.plot = None
         if cell.plot:
-            written.append(report.root / cell.plot)
+            written.append(dest / cell.plot)
     return written
