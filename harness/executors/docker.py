@@ -141,7 +141,9 @@ class DockerExecutor(Executor):
 
     def workload_image(self, base: str) -> WorkloadImage:
         if base not in self._images:
-            self._images[base] = ensure_workload_image(self.client, base)
+            self._images[base] = ensure_workload_image(
+                self.client, base, requirements=self.options.requirements
+            )
         return self._images[base]
 
     def probe_gpus(self, specs: Sequence[RunSpec]) -> None:
@@ -180,6 +182,7 @@ class DockerExecutor(Executor):
             run_label=self.options.run_label,
             owner=self.owner,
             memory_limit=self.options.memory_limit,
+            user_code=self.user_code(spec),
         )
 
     # -- one run -----------------------------------------------------------------------------
