@@ -105,6 +105,25 @@ def test_hardening_mounts_labels_and_command(tmp_path: Path) -> None:
     assert env["HARNESS_IMAGE_DIGEST"] == IMAGE.base_digest
     assert kwargs["image"] == IMAGE.image_id  # never the tag, which a build can move
     assert "CUBLAS_WORKSPACE_CONFIG" not in env
+    assert "/opt/harness-user" not in mounts and "HARNESS_USER_CODE_DIGEST" not in env
+
+
+def test_the_users_code_is_mounted_read_only_and_nothing_else_changes(tmp_path: Path) -> None:
+    """A run of a build function: the user's folder read-only at /opt/harness-user, passed as
+    --code-dir, its digest in the environment; the container wall is the built-in run's."""
+    spec = RunSpec(entry="convnet:build", cell_id="abc123")
+    code = tmp_path / "code"
+    plain = kwargs_for(spec, Slot(cpus=(0,)), tmp_path)
+    own = kwargs_for(spec, Slot(cpus=(0,)), tmp_path, user_code=(code, "9" * 64))
+    user = [m for m in own["mounts"] if m["Target"] == "/opt/harness-user"]
+    assert len(user) == 1 and user[0]["ReadOnly"] is True and user[0]["Type"] == "bind"
+    assert user[0]["Source"] == str(code.resolve())
+    assert own["command"] == [*plain["command"], "--code-dir", "/opt/harness-user"]
+    assert own["environment"] == {**plain["environment"], "HARNESS_USER_CODE_DIGEST": "9" * 64}
+    assert [m for m in own["mounts"] if m not in user] == plain["mounts"]
+    for key in set(plain) | set(own):
+        if key not in ("mounts", "command", "environment"):
+            assert own.get(key) == plain.get(key), key  # network none, read-only, uid, caps...
 
 
 @pytest.mark.parametrize(
