@@ -399,3 +399,50 @@ def test_harness_run_prints_the_message_and_a_hint_and_exits_2(tmp_path, monkeyp
     assert f"then rerun the same command with --out {out}" in captured.err
     assert "Traceback" not in captured.err + captured.out
     assert (out / "report.md").exists()  # the report of what finished is written
+
+
+# ------------------------------------------------------------ the report
+
+
+def test_each_param_is_a_report_column_and_entry_is_shown(tmp_path):
+    user_folder(tmp_path)
+    matrix = write_matrix(tmp_path, OWN.format(path="code"))
+    out = tmp_path / "r"
+    config = RunConfig(matrix=load_matrix(matrix), out=out, progress="quiet", plots=False)
+    run_matrix(config, _fake(matrix, diverge_placement="none"))
+    data = json.loads((out / "report.json").read_text())
+    row = data["table"][1]
+    assert (row["entry"], row["params.act"], row["params.ch"]) == ("convnet:build", "relu", 8)
+    assert "params" not in row
+    keys = list(row)
+    assert keys.index("allow_tf32") < keys.index("entry") < keys.index("params.act")
+    assert keys.index("params.act") < keys.index("params.ch") < keys.index("repeats")
+    header = (out / "report.csv").read_text().splitlines()[0].split(",")
+    assert header[header.index("entry") :][:3] == ["entry", "params.act", "params.ch"]
+    md = (out / "report.md").read_text()
+    # the varying key is a column (and a grid axis) named as the user named it; the constant
+    # ones are said once, with the entry
+    assert "| verdict | divergence (epoch / batch / step) | placement | ch |" in md
+    assert "ch=4" in md and "ch=8" in md
+    assert "entry=convnet:build" in md and "act=relu" in md and "params." not in md
+    assert "placement=none never reproduces" in md
+
+
+EVIL_PARAM = "<img src=x onerror=alert(1)>|[a](javascript:alert(1)) www.evil.example ::warning::x"
+
+
+def test_params_strings_are_inert_in_the_markdown(tmp_path):
+    user_folder(tmp_path)
+    text = (
+        "name: t\nrun: {repeats: 2}\nworkload: {entry: 'convnet:build', path: code}\n"
+        f"axes:\n  params: [{{note: {json.dumps(EVIL_PARAM)}}}, {{note: plain}}]\n"
+    )
+    matrix = write_matrix(tmp_path, text)
+    out = tmp_path / "r"
+    config = RunConfig(matrix=load_matrix(matrix), out=out, progress="quiet", plots=False)
+    run_matrix(config, _fake(matrix))
+    md = (out / "report.md").read_text()
+    assert "<img" not in md and "](javascript" not in md and "www.evil" not in md
+    assert "\n::warning" not in md and "|[a]" not in md
+    data = json.loads((out / "report.json").read_text())
+    assert {r["params.note"] for r in data["table"]} == {EVIL_PARAM, "plain"}  # kept verbatim

@@ -19,7 +19,7 @@ from harness.report.flatten import cell_row
 from harness.report.grid import MARK, MEANING, NO_CELL, Grid, constant, counted, grids
 from harness.report.heatmap import title as heatmap_title
 from harness.report.model import DIVERGES, REPRODUCES, UNKNOWN, CellReport, Divergence, Report
-from harness.report.summaries import CUBLAS_PROMISE, fmt_setting
+from harness.report.summaries import CUBLAS_PROMISE, PARAM_PREFIX, fmt_setting, label
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
 
@@ -286,7 +286,7 @@ def _cells(report: Report, grid_list: list[Grid], shared: dict[str, Any]) -> lis
         local = {k: v for k, v in grid.constant.items() if k not in shared}
         if local:
             body += [f"Every cell on this image has {escape(_settings_text(local))}.", ""]
-        header = ["verdict", DIVERGENCE_COLUMN, *moving, *_CELL_COLUMNS]
+        header = ["verdict", DIVERGENCE_COLUMN, *map(_column, moving), *_CELL_COLUMNS]
         links = diagnosis_links(report)
         body += table_lines(header, [_cell_cells(c, moving, links) for c in cells])
         counts = ", ".join(counted(v, n) for v, n in grid.counts().items() if n)
@@ -311,6 +311,11 @@ def _cells(report: Report, grid_list: list[Grid], shared: dict[str, Any]) -> lis
             "",
         ]
     return out
+
+
+def _column(key: str) -> str:
+    """A setting's column header: its name; a ``params`` key is the user's text, escaped."""
+    return escape(label(key)) if key.startswith(PARAM_PREFIX) else key
 
 
 def setting_text(row: dict, key: str) -> Any:
