@@ -446,3 +446,20 @@ def test_params_strings_are_inert_in_the_markdown(tmp_path):
     assert "\n::warning" not in md and "|[a]" not in md
     data = json.loads((out / "report.json").read_text())
     assert {r["params.note"] for r in data["table"]} == {EVIL_PARAM, "plain"}  # kept verbatim
+
+
+def test_a_report_without_a_build_function_has_no_entry_or_params_anywhere(tmp_path):
+    """Its report.json, CSV and Markdown are what they were before entry and params existed
+    (the manifest's cells now carry both, at their defaults)."""
+    matrix = write_matrix(tmp_path, "name: p\nrun: {repeats: 2}\naxes: {seed: [1, 2]}\n")
+    out = tmp_path / "r"
+    config = RunConfig(matrix=load_matrix(matrix), out=out, progress="quiet", plots=False)
+    run_matrix(config, FakeExecutor(seconds=0.0))
+    manifest = layout.read_manifest(out)
+    assert manifest is not None and manifest.cells[0].settings["params"] == {}
+    data = json.loads((out / "report.json").read_text())
+    for cell in data["cells"]:
+        assert not {"entry", "params"} & set(cell["settings"])
+    assert not {"entry", "params"} & set(data["table"][0])
+    assert "entry" not in (out / "report.csv").read_text().splitlines()[0]
+    assert "entry" not in (out / "report.md").read_text()
