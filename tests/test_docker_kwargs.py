@@ -331,3 +331,37 @@ def test_a_root_harness_refuses_mnist_its_containers_cannot_read(tmp_path: Path)
     mnist.chmod(0o700)
     with pytest.raises(ExecutorError, match="the folder itself"):
         check_readable_by_others(mnist)
+
+
+def test_a_root_harness_refuses_user_code_its_containers_cannot_read(tmp_path: Path) -> None:
+    """The user's folder is mounted for UNPRIVILEGED_UID too: a file or folder below it that
+    only root reads stops the matrix before any run, naming it. (Needs root, as CI runs.)"""
+    from harness.errors import ExecutorError
+    from harness.executors.base import ExecutorOptions
+    from harness.executors.docker import DockerExecutor, check_code_readable_by_others
+
+    assert os.getuid() == 0, "this is the root harness's check: run the tests as root"
+    code = tmp_path / "code"
+    (code / "pkg").mkdir(parents=True)
+    (code / "pkg" / "__init__.py").write_text("x = 1\n")
+    for path in (code, code / "pkg"):
+        path.chmod(0o755)
+    (code / "pkg" / "__init__.py").chmod(0o644)
+    check_code_readable_by_others(code)
+    (code / "pkg" / "__init__.py").chmod(0o600)
+    with pytest.raises(ExecutorError) as info:
+        check_code_readable_by_others(code)
+    assert "pkg/__init__.py" in info.value.message and "workload.path" in info.value.message
+    assert info.value.hint == f"chmod -R a+rX {code}"
+    (code / "pkg" / "__init__.py").chmod(0o644)
+    (code / "pkg").chmod(0o700)
+    with pytest.raises(ExecutorError) as info:
+        check_code_readable_by_others(code)
+    assert info.value.message.endswith("never do): pkg")
+    # prepare checks it before it reaches the engine, for a run of a build function only
+    mnist = tmp_path / "mnist"
+    mnist.mkdir()
+    mnist.chmod(0o755)
+    options = ExecutorOptions(data_dir=mnist, code_dir=code, code_digest="c" * 64)
+    with pytest.raises(ExecutorError, match="is not readable by the containers' user"):
+        DockerExecutor(options).prepare([RunSpec(image="harness-test/never:1", entry="pkg:b")])
