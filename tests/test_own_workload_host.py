@@ -463,3 +463,24 @@ def test_a_report_without_a_build_function_has_no_entry_or_params_anywhere(tmp_p
     assert not {"entry", "params"} & set(data["table"][0])
     assert "entry" not in (out / "report.csv").read_text().splitlines()[0]
     assert "entry" not in (out / "report.md").read_text()
+
+
+def test_diagnose_replays_with_the_folder_the_manifest_recorded(tmp_path, monkeypatch):
+    """results/matrix.yaml is a copy beside the results: the replay's executor gets the user's
+    folder from the manifest, not a "code" folder next to the copy."""
+    from harness.diagnose import runner_factory
+
+    code = user_folder(tmp_path)
+    matrix = write_matrix(tmp_path, OWN.format(path="code"))
+    out = tmp_path / "r"
+    run_matrix(_config(matrix, out), _fake(matrix))
+    made = []
+
+    def make_executor(loaded, *args, **kwargs):
+        made.append(loaded)
+        return FakeExecutor(seconds=0.0)
+
+    monkeypatch.setattr("harness.runner.make_executor", make_executor)
+    spec = load_matrix(matrix).cells[0].spec(0).to_dict()
+    runner_factory(out, "fake", None, None, threading.Event())([spec, spec])
+    assert [m.code_dir for m in made] == [code]
