@@ -484,3 +484,13 @@ def test_diagnose_replays_with_the_folder_the_manifest_recorded(tmp_path, monkey
     spec = load_matrix(matrix).cells[0].spec(0).to_dict()
     runner_factory(out, "fake", None, None, threading.Event())([spec, spec])
     assert [m.code_dir for m in made] == [code]
+
+
+def test_an_unknown_key_in_workload_lists_the_workload_keys(tmp_path):
+    matrix = write_matrix(tmp_path, "name: t\nworkload:\n  entry: 'a:b'\n  pth: code\n")
+    with pytest.raises(MatrixError) as caught:
+        load_matrix(matrix)
+    assert f"{matrix}:4: unknown key 'pth' in workload" in caught.value.message
+    assert "did you mean 'path'? allowed here: entry, path, requirements, params" in (
+        caught.value.message
+    )

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from harness.contract.settings import BY_NAME
 from harness.errors import MatrixError
 from harness.matrix.cells import Cell, LoadedMatrix, canonical_json, expand, make_cells
-from harness.matrix.models import Axes, Matrix, Patch, RunBlock
+from harness.matrix.models import Axes, Matrix, Patch, RunBlock, WorkloadBlock
 
 
 def load_matrix(
@@ -253,6 +253,8 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
         return list(RunBlock.model_fields)
     if top == "axes":
         return list(Axes.model_fields)
+    if top == "workload":
+        return list(WorkloadBlock.model_fields)
     return list(Patch.model_fields)
 
 
