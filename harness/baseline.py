@@ -61,12 +61,14 @@ def from_results(root: str | Path) -> ResultSet:
 
     report = analyze(root)
     manifest = read_manifest(root)
+    # the settings as the runs had them (params a mapping), not as the report shows them
+    ran = {c.id: c.settings for c in manifest.cells} if manifest else {}
     cells = {}
     for cell in report.cells:
         first_ok = next((r for r in cell.runs if r.status == "ok"), None)
         cells[cell.id] = CellDigests(
             name=cell.name,
-            settings=cell.settings,
+            settings=ran.get(cell.id, cell.settings),
             reproducible=cell.reproducible,
             trajectories=[r.trajectory if r.status == "ok" else None for r in cell.runs],
             final_weights=first_ok.final_weights if first_ok else None,

@@ -16,7 +16,8 @@ EXIT_REGRESSION = 1
 #: (one under ``conflicts/``) and the merged folder and its report are written.
 EXIT_CONFLICT = 1
 #: Bad input: a matrix file, a flag, a results folder, a run that cannot fit this host, or a
-#: stop the user must act on (disk full, no Docker engine); the message says what to do.
+#: stop the user must act on (disk full, no Docker engine, a failure of the user's own training:
+#: ``harness run`` then starts no further run); the message says what to do.
 EXIT_BAD_INPUT = 2
 #: ``harness compare``: the gate cannot judge the current results as given: no cell is in both
 #: sets, baseline cells are missing from the current results (``--allow-removed`` accepts it),

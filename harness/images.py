@@ -36,7 +36,7 @@ import re
 import tarfile
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -146,6 +146,25 @@ def code_digest(root: Path | None = None) -> str:
     return digest.hexdigest()
 
 
+#: The matrix's ``workload.requirements`` in the build context, one per line (empty without
+#: any): pip reads them with ``-r``, so no requirement is ever part of a shell line.
+REQUIREMENTS_FILE = "harness-user-requirements.txt"
+
+
+def requirements_text(requirements: Sequence[str]) -> str:
+    """The requirements file: each requirement on its own line, sorted and deduplicated."""
+    return "".join(f"{r}\n" for r in sorted(set(requirements)))
+
+
+def image_digest(code: str, requirements: Sequence[str] = ()) -> str:
+    """The digest an image's tag and label carry: the code digest alone without requirements
+    (the plain image, as before they existed), else sha256 over it and the sorted
+    requirements, so a change to them builds a new image and never reuses the plain one."""
+    if not requirements:
+        return code
+    return hashlib.sha256(f"{code}\0{requirements_text(requirements)}".encode()).hexdigest()
+
+
 def base_slug(base: str) -> str:
     """A tag-safe name for a base image: ``nvcr.io/nvidia/pytorch:24.01-py3`` -> ``nvcr.io-...``.
 
@@ -181,12 +200,14 @@ def is_reusable(labels: dict[str, str] | None, base: str, base_digest: str, dige
     )
 
 
-def build_context(root: Path | None = None) -> io.BytesIO:
-    """A tar of the Dockerfile and the workload sources only (not the 6 GB venv beside them)."""
+def build_context(root: Path | None = None, requirements: Sequence[str] = ()) -> io.BytesIO:
+    """A tar of the Dockerfile and the workload sources only (not the 6 GB venv beside them),
+    and the user's requirements file (``REQUIREMENTS_FILE``, empty without any)."""
     buffer = io.BytesIO()
+    members = [(name, path.read_bytes()) for name, path in workload_files(root)]
+    members.append((REQUIREMENTS_FILE, requirements_text(requirements).encode()))
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, path in workload_files(root):
-            data = path.read_bytes()
+        for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = 0o644
@@ -246,12 +267,15 @@ def ensure_workload_image(
     root: Path | None = None,
     wheelhouse: Path | None = None,
     rebuild: bool = False,
+    requirements: Sequence[str] = (),
 ) -> WorkloadImage:
-    """Return the workload image for ``base``, building it only when no image has this tag."""
+    """Return the workload image for ``base``, building it only when no image has this tag.
+    ``requirements`` (the matrix's ``workload.requirements``) are installed after the
+    harness's own, and are part of the tag's digest (``image_digest``)."""
     import docker
 
     root = root or source_root()
-    digest = code_digest(root)
+    digest = image_digest(code_digest(root), requirements)
     tag = workload_tag(base, digest)
     base_digest, kind, _ = base_image_digest(client, base)
     if not rebuild:
@@ -283,7 +307,7 @@ def ensure_workload_image(
             base,
             kwargs["buildargs"]["PIP_INSTALL_ARGS"] or "pip reaches its index",
         )
-        image = _build(client, root, base, tag, kwargs)
+        image = _build(client, build_context(root, requirements), base, tag, kwargs)
     return WorkloadImage(base, tag, image.id, base_digest, kind, digest, built=True)
 
 
@@ -315,11 +339,11 @@ def build_kwargs(
     return kwargs
 
 
-def _build(client: Any, root: Path, base: str, tag: str, kwargs: dict[str, Any]) -> Any:
+def _build(client: Any, context: io.BytesIO, base: str, tag: str, kwargs: dict[str, Any]) -> Any:
     import docker
 
     try:
-        image, _logs = client.images.build(fileobj=build_context(root), **kwargs)
+        image, _logs = client.images.build(fileobj=context, **kwargs)
     except docker.errors.BuildError as exc:
         tail = "".join(
             str(chunk.get("stream") or chunk.get("error") or "") for chunk in exc.build_log

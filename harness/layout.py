@@ -204,10 +204,14 @@ class Manifest:
     shard: dict[str, int] | None = None
     merged_from: list[dict[str, Any]] | None = None
     merge: dict[str, Any] | None = None
+    #: the matrix's ``workload.path`` as the absolute folder it named when the runs were made
+    #: (absent without one): ``matrix.yaml`` here is a copy, and a relative path in it would
+    #: name a folder beside the results; ``harness diagnose`` replays from this one
+    workload_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        for key in ("merged_from", "merge"):
+        for key in ("merged_from", "merge", "workload_path"):
             if data[key] is None:
                 del data[key]
         return data

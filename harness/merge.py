@@ -180,7 +180,14 @@ def merge(
     check_inputs(inputs, manifests, out)
     base = manifests[0]
     matrix_text = base.matrix_text or ""  # _manifest made sure there is one
-    matrix = parse_matrix(matrix_text, Path(base.matrix_path or layout.MATRIX_FILE))
+    # the user's code folder as the runs recorded it; merging needs no code, so it may be gone
+    code_dir = Path(base.workload_path) if base.workload_path else None
+    matrix = parse_matrix(
+        matrix_text,
+        Path(base.matrix_path or layout.MATRIX_FILE),
+        code_dir=code_dir,
+        check_code_dir=False,
+    )
     with ExitStack() as held:
         for folder in inputs:
             held.enter_context(shared_lock(folder))

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from harness.contract import ErrorType, RunSpec
+from harness.contract import LOG_FILE, ErrorType, RunSpec
+from harness.contract.code import user_code_digest
+from harness.contract.record import USER_WORKLOAD_ERRORS
 from harness.errors import HarnessError, StoreError
 from harness.executors import (
     Executor,
@@ -32,7 +34,7 @@ from harness.executors import (
     choose_executor,
     get_executor_class,
 )
-from harness.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNS_FAILED
+from harness.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNS_FAILED
 from harness.matrix import Cell, LoadedMatrix
 from harness.mnist import MIRRORS, DataError, default_cache_dir, download_mnist
 from harness.progress import make_progress
@@ -97,6 +99,27 @@ class PlannedRun:
         return f"{self.cell.name} #{self.spec.repeat}"
 
 
+@dataclass(frozen=True)
+class WorkloadFailure:
+    """A run whose record says the user's training failed (``error.type`` in
+    ``USER_WORKLOAD_ERRORS``): which run, the error's type and message, where its record is."""
+
+    label: str
+    type: str
+    message: str
+    run_dir: Path
+
+    def text(self) -> str:
+        """What ``harness run`` prints (no traceback: the record keeps it)."""
+        return f"{self.label}: {self.type}: {self.message}"
+
+    def hint(self, out: Path) -> str:
+        return (
+            f"fix your training code (the run's log: {self.run_dir / LOG_FILE}), then rerun the "
+            f"same command with --out {out}: finished runs are kept and not run again"
+        )
+
+
 @dataclass
 class RunSummary:
     """``skipped``: runs already done (resume); ``statuses``: the runs started, counted by their
@@ -113,11 +136,16 @@ class RunSummary:
     report: Report | None = None
     set_aside: int = 0
     superseded: Path | None = None
+    #: the first run that failed through the user's own training (``USER_WORKLOAD_ERRORS``):
+    #: no run was started after it; None when none did
+    workload_error: WorkloadFailure | None = None
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
+        if self.workload_error is not None:
+            return EXIT_BAD_INPUT
         bad = sum(n for s, n in self.statuses.items() if s != RunStatus.OK.value)
         return EXIT_RUNS_FAILED if bad else EXIT_OK
 
@@ -151,6 +179,10 @@ def make_executor(
         data_dir=data_dir or default_data_dir() or fetch_mnist(default_cache_dir()),
         python=python or _default_python(),
         memory_limit=matrix.model.run.memory_limit,
+        code_dir=matrix.code_dir,
+        # once, before any run: what each run of a build function records and resume compares
+        code_digest=user_code_digest(matrix.code_dir) if matrix.code_dir is not None else None,
+        requirements=tuple(matrix.model.workload.requirements),
     )
     return get_executor_class(name)(options)
 
@@ -216,7 +248,10 @@ def _run_locked(
         # manifest behind, so its corrected version can use the same --out.
         identities = executor.prepare([r.spec for r in runs])
         store.write_manifest(config.matrix, cells, shard)
-        states = [store.check_run(r.run_dir, r.spec, identities.get(r.spec.image)) for r in runs]
+        states = [
+            store.check_run(r.run_dir, r.spec, executor.identity_for(r.spec, identities))
+            for r in runs
+        ]
         superseded = _set_aside(config, store, runs, states)
         todo = [r for r, state in zip(runs, states, strict=True) if state.action != "reuse"]
         summary = _execute(config, store, executor, runs, todo, host)
@@ -349,6 +384,10 @@ def _execute(
         config.cancel.set()  # start nothing more: every later write would fail too
         return outcome
 
+    stop = threading.Event()  # start no more runs; those in flight finish
+    user_failures: list[WorkloadFailure] = []
+    failures_lock = threading.Lock()
+
     def _work(run: PlannedRun, slot: Slot) -> RunOutcome:
         store.prepare_run(run.run_dir, run.spec)
         key = f"{run.cell.id}/{run.spec.repeat}"
@@ -357,6 +396,11 @@ def _execute(
             run.spec, slot, run.run_dir, timeout_s=timeout_s, cancel=config.cancel
         )
         _check_outcome(run, outcome)
+        failure = _user_workload_failure(run)
+        if failure is not None:
+            with failures_lock:
+                user_failures.append(failure)
+            stop.set()  # every other run of the user's training would fail the same way
         return outcome
 
     def done(run: PlannedRun, result: RunOutcome | BaseException) -> None:
@@ -375,12 +419,38 @@ def _execute(
 
     jobs = [Job(r, need_of(r.spec)) for r in todo]
     try:
-        run_jobs(jobs, SlotPool(host), work, config.cancel, on_done=done, on_tick=progress.tick)
+        run_jobs(
+            jobs,
+            SlotPool(host),
+            work,
+            config.cancel,
+            on_done=done,
+            on_tick=progress.tick,
+            stop=stop,
+        )
     finally:
         executor.cleanup()
         progress.close()
     if full:
         raise full[0]  # _disk_full_stops turns it into the user's error
     return RunSummary(
-        store.root, len(runs), len(runs) - len(todo), statuses, interrupted=config.cancel.is_set()
+        store.root,
+        len(runs),
+        len(runs) - len(todo),
+        statuses,
+        interrupted=config.cancel.is_set(),
+        workload_error=user_failures[0] if user_failures else None,
     )
+
+
+def _user_workload_failure(run: PlannedRun) -> WorkloadFailure | None:
+    """The run's failure when its record blames the user's training (``USER_WORKLOAD_ERRORS``)."""
+    from harness.record import RecordError, load_record
+
+    try:
+        error = load_record(run.run_dir).error
+    except RecordError:
+        return None
+    if error is None or error.type not in USER_WORKLOAD_ERRORS:
+        return None
+    return WorkloadFailure(run.label, error.type, error.message, run.run_dir)

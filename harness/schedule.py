@@ -154,8 +154,10 @@ def run_jobs(
     cancel: threading.Event,
     on_done: Callable[[T, R | BaseException], None] | None = None,
     on_tick: Callable[[], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[tuple[T, R | BaseException]]:
-    """Run every job once its slot is free; stop starting new ones once ``cancel`` is set.
+    """Run every job once its slot is free; stop starting new ones once ``cancel`` is set, or
+    ``stop`` (which, unlike ``cancel``, lets the runs in flight finish: no executor watches it).
 
     ``work`` runs in a worker thread (executors block); its exception becomes that job's
     result, so one bad job never stops the others. An exception here (in ``on_tick``,
@@ -169,7 +171,7 @@ def run_jobs(
     with ThreadPoolExecutor(max_workers=min(workers, 64), thread_name_prefix="run") as threads:
         try:
             while pending or running:
-                if not cancel.is_set():
+                if not cancel.is_set() and not (stop is not None and stop.is_set()):
                     for job in list(pending):
                         slot = pool.acquire(job.need)
                         if slot is not None:

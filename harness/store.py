@@ -165,6 +165,7 @@ class ResultsDir:
             created_at=(old.created_at if old else None) or _now(),
             shard=shard,
             cells=[ManifestCell.of(c) for c in (matrix.cells if cells is None else cells)],
+            workload_path=str(matrix.code_dir) if matrix.code_dir is not None else None,
         )
         layout.write_manifest(self.root, manifest)
         layout.write_matrix_text(self.root, matrix.text)
@@ -283,7 +284,7 @@ def _may_clear(run_dir: Path) -> bool:
 def _short(value: str | None, field: str) -> str:
     if value is None:
         return "none recorded"
-    if field in ("workload_digest", "image_id"):
+    if field in ("workload_digest", "image_id", "user_code_digest"):
         algo, _, hexdigits = value.rpartition(":")
         return f"{algo + ':' if algo else ''}{hexdigits[:8]}..."
     return value
@@ -294,6 +295,7 @@ _DIFFERENCE_WORDS = {
     "python": ("by another Python", ""),
     "torch": ("with another torch", ""),
     "image_id": ("in another workload image", ""),
+    "user_code_digest": ("from other code in your workload folder", "digest "),
 }
 
 

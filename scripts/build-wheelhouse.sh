@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fill a wheelhouse for offline workload-image builds (HARNESS_WHEELHOUSE):
 # pytorch-lightning, torchmetrics, tensorboard and their dependencies at the versions the host
-# venv has, without torch/torchvision (and their CUDA wheels): the base image supplies those.
+# venv has, without torch/torchvision (and their CUDA wheels): the base image supplies those;
+# and einops, the workload.requirements of examples/own-workload (pyproject's dev extra pins it).
 #
 #   scripts/build-wheelhouse.sh DIR      # then: export HARNESS_WHEELHOUSE=DIR
 set -euo pipefail
@@ -17,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, distribution
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOTS = ["pytorch-lightning", "torchmetrics", "tensorboard"]
+ROOTS = ["pytorch-lightning", "torchmetrics", "tensorboard", "einops"]
 BASE = {"torch", "torchvision", "triton"}  # the base image's; never downloaded
 seen, todo, pins = set(), [(r, ()) for r in ROOTS], []
 while todo:

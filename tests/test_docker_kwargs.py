@@ -105,6 +105,25 @@ def test_hardening_mounts_labels_and_command(tmp_path: Path) -> None:
     assert env["HARNESS_IMAGE_DIGEST"] == IMAGE.base_digest
     assert kwargs["image"] == IMAGE.image_id  # never the tag, which a build can move
     assert "CUBLAS_WORKSPACE_CONFIG" not in env
+    assert "/opt/harness-user" not in mounts and "HARNESS_USER_CODE_DIGEST" not in env
+
+
+def test_the_users_code_is_mounted_read_only_and_nothing_else_changes(tmp_path: Path) -> None:
+    """A run of a build function: the user's folder read-only at /opt/harness-user, passed as
+    --code-dir, its digest in the environment; the container wall is the built-in run's."""
+    spec = RunSpec(entry="convnet:build", cell_id="abc123")
+    code = tmp_path / "code"
+    plain = kwargs_for(spec, Slot(cpus=(0,)), tmp_path)
+    own = kwargs_for(spec, Slot(cpus=(0,)), tmp_path, user_code=(code, "9" * 64))
+    user = [m for m in own["mounts"] if m["Target"] == "/opt/harness-user"]
+    assert len(user) == 1 and user[0]["ReadOnly"] is True and user[0]["Type"] == "bind"
+    assert user[0]["Source"] == str(code.resolve())
+    assert own["command"] == [*plain["command"], "--code-dir", "/opt/harness-user"]
+    assert own["environment"] == {**plain["environment"], "HARNESS_USER_CODE_DIGEST": "9" * 64}
+    assert [m for m in own["mounts"] if m not in user] == plain["mounts"]
+    for key in set(plain) | set(own):
+        if key not in ("mounts", "command", "environment"):
+            assert own.get(key) == plain.get(key), key  # network none, read-only, uid, caps...
 
 
 @pytest.mark.parametrize(
@@ -312,3 +331,37 @@ def test_a_root_harness_refuses_mnist_its_containers_cannot_read(tmp_path: Path)
     mnist.chmod(0o700)
     with pytest.raises(ExecutorError, match="the folder itself"):
         check_readable_by_others(mnist)
+
+
+def test_a_root_harness_refuses_user_code_its_containers_cannot_read(tmp_path: Path) -> None:
+    """The user's folder is mounted for UNPRIVILEGED_UID too: a file or folder below it that
+    only root reads stops the matrix before any run, naming it. (Needs root, as CI runs.)"""
+    from harness.errors import ExecutorError
+    from harness.executors.base import ExecutorOptions
+    from harness.executors.docker import DockerExecutor, check_code_readable_by_others
+
+    assert os.getuid() == 0, "this is the root harness's check: run the tests as root"
+    code = tmp_path / "code"
+    (code / "pkg").mkdir(parents=True)
+    (code / "pkg" / "__init__.py").write_text("x = 1\n")
+    for path in (code, code / "pkg"):
+        path.chmod(0o755)
+    (code / "pkg" / "__init__.py").chmod(0o644)
+    check_code_readable_by_others(code)
+    (code / "pkg" / "__init__.py").chmod(0o600)
+    with pytest.raises(ExecutorError) as info:
+        check_code_readable_by_others(code)
+    assert "pkg/__init__.py" in info.value.message and "workload.path" in info.value.message
+    assert info.value.hint == f"chmod -R a+rX {code}"
+    (code / "pkg" / "__init__.py").chmod(0o644)
+    (code / "pkg").chmod(0o700)
+    with pytest.raises(ExecutorError) as info:
+        check_code_readable_by_others(code)
+    assert info.value.message.endswith("never do): pkg")
+    # prepare checks it before it reaches the engine, for a run of a build function only
+    mnist = tmp_path / "mnist"
+    mnist.mkdir()
+    mnist.chmod(0o755)
+    options = ExecutorOptions(data_dir=mnist, code_dir=code, code_digest="c" * 64)
+    with pytest.raises(ExecutorError, match="is not readable by the containers' user"):
+        DockerExecutor(options).prepare([RunSpec(image="harness-test/never:1", entry="pkg:b")])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import tarfile
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -128,6 +129,24 @@ def test_no_command_is_built_as_a_shell_string():
     assert len(files) > 40 and any(p.name == "docker.py" for p in files)
     found = [f for p in files for f in shell_uses(p.read_text(), str(p.relative_to(ROOT)))]
     assert found == [], "\n".join(found)
+
+
+def test_a_users_requirement_never_enters_a_shell_line():
+    """``einops>=0.8`` in a RUN line would be a redirection: the requirements travel as a file
+    in the build context that pip reads with -r, never as a build argument."""
+    from harness import images
+
+    wanted = ["einops>=0.8", "a[b,c]<2,>=1"]
+    kwargs = images.build_kwargs(
+        base="b:1", tag="t:1", digest="d", base_digest="sha256:x", wheelhouse_url=None
+    )
+    assert not any(">" in str(v) for v in kwargs["buildargs"].values())
+    recipe = (images.source_root() / images.DOCKERFILE).read_text()
+    block = recipe.split("COPY harness-user-requirements.txt", 1)[1].split("COPY harness/")[0]
+    assert re.findall(r"\$\{?(\w+)", block) == ["PIP_INSTALL_ARGS"]  # the harness's own
+    with tarfile.open(fileobj=images.build_context(requirements=wanted)) as tar:
+        member = tar.extractfile(images.REQUIREMENTS_FILE)
+        assert member is not None and member.read().decode().splitlines() == sorted(wanted)
 
 
 # --- escaping -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from harness.errors import HarnessError
 from harness.matrix import load_matrix
 from harness.report.terminal import print_summary
 from harness.runner import RunConfig, make_executor, run_matrix
@@ -33,6 +34,10 @@ def _cancel_on_signals(cancel: Event) -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+class WorkloadStopped(HarnessError):
+    """``harness run`` stopped starting runs: the user's training failed (exit 2)."""
 
 
 def command(
@@ -88,7 +93,8 @@ def command(
         ),
     ] = None,
 ) -> int:
-    """Run the matrix; exit 0 if every run succeeded, 1 if some failed, 130 if interrupted."""
+    """Run the matrix; exit 0 if every run succeeded, 1 if some failed, 2 if your own training
+    failed (no run is started after it), 130 if interrupted."""
     if progress is not None and progress not in ("rich", "plain", "quiet"):
         raise typer.BadParameter("choose rich, plain or quiet", param_hint="--progress")
     shard_spec = parse_shard(shard) if shard is not None else None
@@ -112,4 +118,8 @@ def command(
         if path.suffix == ".md":
             typer.echo(f"report: {path}")
     typer.echo(f"results: {summary.out}")
+    failure = summary.workload_error
+    if failure is not None and not summary.interrupted:
+        # the user's own training failed: its message and what to do, no traceback (exit 2)
+        raise WorkloadStopped(failure.text(), failure.hint(summary.out))
     return summary.exit_code

@@ -7,6 +7,7 @@ without importing torch.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 
@@ -29,4 +30,31 @@ def workload_digest(root: Path | None = None) -> str:
     for path in workload_files(root):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def user_code_files(root: Path) -> list[Path]:
+    """The files of the user's code folder (``workload.path``) that make its digest: every
+    regular file below ``root``, not in ``__pycache__`` or a hidden folder (``.git``,
+    ``.venv``), not ``*.pyc``; symbolic links are not followed. Sorted by their path below
+    ``root``."""
+    found = []
+    for folder, dirs, files in os.walk(root):  # never into linked folders
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+        for name in files:
+            path = Path(folder) / name
+            if path.suffix != ".pyc" and path.is_file() and not path.is_symlink():
+                found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def user_code_digest(root: Path) -> str:
+    """sha256 over each of ``user_code_files``: its path below ``root``, a NUL byte, its size, a
+    NUL byte and its bytes (the size keeps two files from reading as one): what a run of the
+    user's build function records as ``provenance.user_code_digest``."""
+    digest = hashlib.sha256()
+    for path in user_code_files(root):
+        data = path.read_bytes()
+        name = path.relative_to(root).as_posix().encode()
+        digest.update(name + b"\0" + str(len(data)).encode() + b"\0" + data)
     return digest.hexdigest()

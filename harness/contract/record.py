@@ -63,6 +63,13 @@ class RunError:
     ranks: list[RankError] | None = None
 
 
+#: ``error.type`` of a run that failed through the user's own training (its build function,
+#: its module, its training step; harness.workload.entry.WorkloadError and its subclass
+#: DeterminismFlagsChanged): ``harness run`` starts no further run, prints the message without
+#: a traceback and exits 2 (every cell would fail the same way until the user fixes it).
+USER_WORKLOAD_ERRORS = ("WorkloadError", "DeterminismFlagsChanged")
+
+
 @dataclass
 class Digests:
     """sha256 hex digests; ``None`` where the run died before the thing existed."""
@@ -194,6 +201,9 @@ class Provenance:
     image_digest: str | None = None
     image_id: str | None = None
     workload_digest: str | None = None
+    #: sha256 of the user's code folder (``workload.path``) as the host found it when the
+    #: matrix started (``HARNESS_USER_CODE_DIGEST``); None for the built-in MNIST experiment
+    user_code_digest: str | None = None
     initial_seed: int | None = None
     world_size: int | None = None
     #: None in records written before it existed, and for a run that failed before fit returned

@@ -61,6 +61,12 @@ IMAGE_ENV = {
 }
 
 
+#: The digest of the user's code folder (``workload.path``, harness/contract/code.py
+#: ``user_code_digest``), computed by the host and passed to each run of a build function as
+#: this variable; copied into the record's ``provenance.user_code_digest``.
+USER_CODE_ENV = "HARNESS_USER_CODE_DIGEST"
+
+
 class SpecError(ValueError):
     """A spec that cannot be run: names the setting and what it accepts."""
 

@@ -250,7 +250,7 @@ def _run_entry(run: RecordedRun, results: Path) -> dict[str, Any]:
 def runner_factory(results: Path, executor_choice: str, data_dir: Path | None, python: str | None,
                    cancel: threading.Event) -> Any:  # fmt: skip
     """A ``runner_for`` that uses the executor the results' matrix chooses."""
-    from harness.layout import MATRIX_FILE
+    from harness.layout import MATRIX_FILE, read_manifest
     from harness.matrix import load_matrix
     from harness.runner import make_executor
 
@@ -261,7 +261,10 @@ def runner_factory(results: Path, executor_choice: str, data_dir: Path | None, p
                 f"{results} has no {MATRIX_FILE}: the diagnosis cannot tell how its runs ran",
                 "diagnose a folder `harness run` or `harness merge` wrote",
             )
-        loaded = load_matrix(matrix_file)
+        # matrix.yaml here is a copy: its workload.path is the folder the manifest recorded
+        manifest = read_manifest(results)
+        recorded = manifest.workload_path if manifest is not None else None
+        loaded = load_matrix(matrix_file, code_dir=Path(recorded) if recorded else None)
         executor = make_executor(loaded, executor_choice, data_dir=data_dir, python=python)
         executor.bind_results(results.resolve())
         from harness.contract import RunSpec

@@ -71,6 +71,10 @@ class ExecutorOptions:
     ``run.memory_limit``, e.g. ``4g``; None: no limit); ``out`` is the resolved results folder
     the runs write into (``run_matrix`` sets it through ``Executor.bind_results``): containers
     carry it as a label, so that the next harness on that folder sweeps the ones left behind.
+    ``code_dir`` is the user's code folder (the matrix's ``workload.path``, absolute; None:
+    none) and ``code_digest`` its digest (``harness.contract.code.user_code_digest``), given to
+    the runs of a build function (``Executor.user_code``); ``requirements`` the matrix's
+    ``workload.requirements``.
     """
 
     run_label: str = "harness"
@@ -78,6 +82,11 @@ class ExecutorOptions:
     python: str | None = None
     memory_limit: str | None = DEFAULT_MEMORY_LIMIT
     out: Path | None = None
+    code_dir: Path | None = None
+    code_digest: str | None = None
+    #: the matrix's ``workload.requirements``: installed into the workload image (docker),
+    #: checked in the interpreter (local)
+    requirements: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,8 @@ class RunIdentity:
     same name; None is not compared. The local executor knows ``workload_digest``, ``python``
     and ``torch`` (it asks its interpreter); a container knows ``image_id`` (the built workload
     image, whose tag already names the code digest). ``base_digest`` (the base image's digest)
-    is shown, never compared: the image id covers it.
+    is shown, never compared: the image id covers it. ``user_code_digest``: the runs of a build
+    function (``entry``) also compare the digest of the user's code folder (``identity_for``).
     """
 
     workload_digest: str | None = None
@@ -96,9 +106,17 @@ class RunIdentity:
     torch: str | None = None
     image_id: str | None = None
     base_digest: str | None = None
+    #: the digest of the user's code folder, for a run of a build function (``entry``)
+    user_code_digest: str | None = None
 
     #: the fields resume compares, in the order a mismatch is reported
-    COMPARED: ClassVar[tuple[str, ...]] = ("workload_digest", "python", "torch", "image_id")
+    COMPARED: ClassVar[tuple[str, ...]] = (
+        "workload_digest",
+        "python",
+        "torch",
+        "image_id",
+        "user_code_digest",
+    )
 
     def differences(self, provenance: object) -> list[tuple[str, str | None, str]]:
         """(field, recorded, expected) of each compared field where the record differs."""
@@ -127,6 +145,23 @@ class Executor(ABC):
         to compare, as with the fake executor). Raises ExecutorError when nothing can run.
         """
         return {}
+
+    def user_code(self, spec: RunSpec) -> tuple[Path, str] | None:
+        """The user's code folder and its digest for a run of a build function (``entry``);
+        None for the built-in MNIST experiment or a matrix without ``workload.path``: those
+        runs get no ``--code-dir``, and a change to the folder does not rerun them."""
+        if spec.entry is None or self.options.code_dir is None:
+            return None
+        return self.options.code_dir, self.options.code_digest or ""
+
+    def identity_for(self, spec: RunSpec, prepared: dict[str, RunIdentity]) -> RunIdentity | None:
+        """What a finished run of ``spec`` must have been made by to be reused: ``prepare``'s
+        identity of its image, with the user's code digest for a run of a build function."""
+        identity = prepared.get(spec.image)
+        code = self.user_code(spec)
+        if code is None:
+            return identity
+        return dataclasses.replace(identity or RunIdentity(), user_code_digest=code[1])
 
     @abstractmethod
     def run(

@@ -133,6 +133,9 @@ class DockerExecutor(Executor):
                 hint="pass --data-dir or set HARNESS_MNIST_DIR to the folder of IDX files",
             )
         check_readable_by_others(data_dir)
+        code = next((c for c in map(self.user_code, container_specs) if c is not None), None)
+        if code is not None:
+            check_code_readable_by_others(code[0])
         for base in sorted({s.image for s in container_specs}):
             image = self.workload_image(base)
             prepared[base] = RunIdentity(image_id=image.image_id, base_digest=image.base_digest)
@@ -141,7 +144,9 @@ class DockerExecutor(Executor):
 
     def workload_image(self, base: str) -> WorkloadImage:
         if base not in self._images:
-            self._images[base] = ensure_workload_image(self.client, base)
+            self._images[base] = ensure_workload_image(
+                self.client, base, requirements=self.options.requirements
+            )
         return self._images[base]
 
     def probe_gpus(self, specs: Sequence[RunSpec]) -> None:
@@ -180,6 +185,7 @@ class DockerExecutor(Executor):
             run_label=self.options.run_label,
             owner=self.owner,
             memory_limit=self.options.memory_limit,
+            user_code=self.user_code(spec),
         )
 
     # -- one run -----------------------------------------------------------------------------
@@ -438,6 +444,31 @@ def check_readable_by_others(data_dir: Path) -> None:
             f"MNIST in {data_dir} is not readable by the containers' user "
             f"{UNPRIVILEGED_UID} (harness runs as root, its containers never do): {what}",
             hint=f"chmod -R a+rX {shlex.quote(str(data_dir))}",
+        )
+
+
+def check_code_readable_by_others(code_dir: Path) -> None:
+    """As ``check_readable_by_others``, for the user's code folder mounted at /opt/harness-user
+    (every folder and file below it): a run that cannot import its code fails every run the
+    same way, so it is said once, before any."""
+    if container_user(os.getuid(), os.getgid()) == (os.getuid(), os.getgid()):
+        return
+    unreadable = []
+    for folder, _dirs, files in os.walk(code_dir):
+        here = Path(folder)
+        if not here.stat().st_mode & stat.S_IROTH or not here.stat().st_mode & stat.S_IXOTH:
+            unreadable.append(here)
+        unreadable += [
+            here / name
+            for name in files
+            if (here / name).is_file() and not (here / name).stat().st_mode & stat.S_IROTH
+        ]
+    if unreadable:
+        shown = ", ".join(str(p.relative_to(code_dir)) for p in unreadable[:4])
+        raise ExecutorError(
+            f"your code in {code_dir} (workload.path) is not readable by the containers' user "
+            f"{UNPRIVILEGED_UID} (harness runs as root, its containers never do): {shown}",
+            hint=f"chmod -R a+rX {shlex.quote(str(code_dir))}",
         )
 
 

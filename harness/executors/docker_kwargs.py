@@ -4,7 +4,8 @@ image, tested without Docker (tests/test_docker_kwargs.py).
 One container per run: the GPUs of its slot as a device request (a CPU cell: none, and
 ``NVIDIA_VISIBLE_DEVICES=void`` so that an engine whose default runtime is nvidia exposes none
 either), a cpuset on its cores, no network, MNIST read-only at /data, the run folder read-write
-at /out, the invoking uid:gid (never uid 0: a root harness runs containers as
+at /out, the user's code folder (a build function's runs) read-only at /opt/harness-user,
+the invoking uid:gid (never uid 0: a root harness runs containers as
 ``UNPRIVILEGED_USER``), a memory limit, a read-only root file system with a tmpfs /tmp, no
 capabilities, and labels that name the matrix run, the cell, the repeat and the harness process
 that owns the container (``Owner``).
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.contract import IMAGE_ENV, SPEC_FILE, RunSpec, run_environment
+from harness.contract import IMAGE_ENV, SPEC_FILE, USER_CODE_ENV, RunSpec, run_environment
 from harness.executors.base import DEFAULT_MEMORY_LIMIT, Slot
 from harness.images import WorkloadImage
 
@@ -40,6 +41,8 @@ UNPRIVILEGED_UID = 65534
 UNPRIVILEGED_GID = 65534
 DATA_MOUNT = "/data"
 OUT_MOUNT = "/out"
+#: the user's code folder (``workload.path``), read-only, for the runs of a build function
+USER_CODE_MOUNT = "/opt/harness-user"
 SHM_SIZE = "1g"
 TMPFS_TMP = "rw,exec,nosuid,nodev,size=4g,mode=1777"
 PIDS_LIMIT = 4096
@@ -113,11 +116,15 @@ def container_kwargs(
     memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
     uid: int | None = None,
     gid: int | None = None,
+    user_code: tuple[Path, str] | None = None,
 ) -> dict[str, Any]:
     """Everything ``containers.create`` gets for one run. ``owner``: the labels of the harness
     invocation that owns it (the executor passes its own; None: a new one); ``memory_limit``
     None means no limit (``run.memory_limit: null``); ``uid``/``gid`` are the harness's
-    (default: this process's), root's becoming ``UNPRIVILEGED_UID``/``GID``."""
+    (default: this process's), root's becoming ``UNPRIVILEGED_UID``/``GID``. ``user_code``:
+    (folder, digest) of the user's code for a run of a build function: the folder is mounted
+    read-only at ``USER_CODE_MOUNT`` and passed as ``--code-dir``, the digest as
+    ``USER_CODE_ENV``; nothing else of the container changes."""
     from docker.types import DeviceRequest, Mount
 
     user = container_user(os.getuid() if uid is None else uid, os.getgid() if gid is None else gid)
@@ -156,6 +163,13 @@ def container_kwargs(
         "stdin_open": False,
         "tty": False,
     }
+    if user_code is not None:
+        folder, digest = user_code
+        kwargs["command"] += ["--code-dir", USER_CODE_MOUNT]
+        kwargs["mounts"].append(
+            Mount(USER_CODE_MOUNT, str(Path(folder).resolve()), type="bind", read_only=True)
+        )
+        kwargs["environment"][USER_CODE_ENV] = digest
     if slot.cpus:
         # cpuset, never nano_cpus: under a CPU quota torch still starts one thread per core of
         # the machine and is throttled about tenfold.

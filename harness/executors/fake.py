@@ -9,6 +9,7 @@ replaces the real executors in the end-to-end tests.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 import time
@@ -22,8 +23,10 @@ from harness.contract.record import (
     Digests,
     EpochSummary,
     Provenance,
+    RunError,
     RunRecord,
     Timing,
+    failed_record,
     write_record,
 )
 from harness.executors.base import (
@@ -43,7 +46,9 @@ class FakeExecutor(Executor):
     ``fail_placement``: runs of that placement exit non-zero; ``diverge_placement``: repeats of
     that placement differ from step 10 on; ``identity``: what ``prepare`` says would run every
     image now, and what each record's provenance then holds (None: nothing, and resume compares
-    nothing but the spec)."""
+    nothing but the spec); ``workload_error_placement``: runs of that placement fail as the
+    user's training does (a record of the workload's with ``error.type`` WorkloadError). A run
+    of a build function records the user's code digest of ``options`` as a real one does."""
 
     name = "fake"
 
@@ -56,8 +61,10 @@ class FakeExecutor(Executor):
         fail_placement: str | None = None,
         diverge_placement: str | None = None,
         identity: RunIdentity | None = None,
+        workload_error_placement: str | None = None,
     ) -> None:
         super().__init__(options or ExecutorOptions(run_label="fake"))
+        self.workload_error_placement = workload_error_placement
         self.seconds = seconds
         self.hold = hold
         self.fail_placement = fail_placement
@@ -117,11 +124,19 @@ class FakeExecutor(Executor):
             if spec.placement == self.fail_placement:
                 (run_dir / LOG_FILE).write_text("Traceback: boom\nRuntimeError: fake failure\n")
                 return RunOutcome(RunStatus.FAILED, time.monotonic() - start, 1, "exit code 1")
+            if spec.placement == self.workload_error_placement:
+                error = RunError("WorkloadError", f"fake: {spec.entry} returned no loss")
+                write_record(run_dir, failed_record(spec.to_dict(), error, written_by="workload"))
+                return RunOutcome(RunStatus.FAILED, time.monotonic() - start, 1, "exit code 1")
+            identity = self.identity
+            code = self.user_code(spec)
+            if code is not None:  # as the real executors pass it to the workload
+                identity = dataclasses.replace(identity or RunIdentity(), user_code_digest=code[1])
             write_fake_record(
                 spec,
                 run_dir,
                 diverge=spec.placement == self.diverge_placement,
-                identity=self.identity,
+                identity=identity,
             )
             return RunOutcome(RunStatus.OK, time.monotonic() - start, 0)
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,7 +21,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.contract import LOG_FILE, SPEC_FILE, ErrorType, RunSpec, environment_for
+from harness.contract import (
+    LOG_FILE,
+    SPEC_FILE,
+    USER_CODE_ENV,
+    ErrorType,
+    RunSpec,
+    environment_for,
+)
 from harness.contract.record import STOPPED_BY_SIGNAL, read_rank_errors
 from harness.errors import ExecutorError
 from harness.executors.base import (
@@ -65,6 +73,33 @@ IDENTITY_PROBE = (
     "identity = {'python': sys.version.split()[0], 'torch': version, "
     "'workload_digest': workload_digest()}\n"
     f"print({IDENTITY_MARK!r} + json.dumps(identity), flush=True)\n"
+)
+
+
+REQUIREMENTS_MARK = "harness-requirements: "
+# Asked of the workload's interpreter once per matrix run with the matrix's
+# ``workload.requirements`` as argv (never a shell line): for each, the installed version of its
+# distribution (null: none) and whether it satisfies the requirement. ``packaging`` comes with
+# Lightning; without it, only presence is checked.
+REQUIREMENTS_PROBE = (
+    "import json, re, sys\n"
+    "from importlib.metadata import PackageNotFoundError, version\n"
+    "try:\n"
+    "    from packaging.requirements import Requirement\n"
+    "except ImportError:\n"
+    "    Requirement = None\n"
+    "found = []\n"
+    "for text in sys.argv[1:]:\n"
+    "    name = re.match(r'[A-Za-z0-9][A-Za-z0-9._-]*', text).group(0)\n"
+    "    try:\n"
+    "        have = version(name)\n"
+    "    except PackageNotFoundError:\n"
+    "        have = None\n"
+    "    ok = have is not None\n"
+    "    if ok and Requirement is not None:\n"
+    "        ok = Requirement(text).specifier.contains(have, prereleases=True)\n"
+    "    found.append([text, have, ok])\n"
+    f"print({REQUIREMENTS_MARK!r} + json.dumps(found), flush=True)\n"
 )
 
 
@@ -129,6 +164,57 @@ def probe_identity(python: str, timeout_s: float = PROBE_TIMEOUT_S) -> RunIdenti
     )
 
 
+def check_requirements(python: str, requirements: Sequence[str]) -> None:
+    """Refuse, before any run, a matrix whose ``workload.requirements`` the interpreter lacks
+    (the local executor installs nothing): one subprocess asks ``python`` for them all (argv,
+    no shell); an ExecutorError (exit 2) names each missing one and the fix."""
+    if not requirements:
+        return
+    with tempfile.TemporaryDirectory(prefix="harness-probe-") as cwd:
+        try:
+            proc = subprocess.run(  # argv list, no shell
+                [python, "-c", REQUIREMENTS_PROBE, *requirements],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                cwd=cwd,
+                timeout=PROBE_TIMEOUT_S,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ExecutorError(
+                f"cannot ask {python} which of workload.requirements it has: {exc}",
+                "pass --python an interpreter that runs (HARNESS_WORKLOAD_PYTHON)",
+            ) from exc
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(REQUIREMENTS_MARK)]
+    try:
+        found = json.loads(lines[-1].removeprefix(REQUIREMENTS_MARK)) if lines else None
+    except json.JSONDecodeError:
+        found = None
+    if proc.returncode != 0 or not isinstance(found, list):
+        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+        raise ExecutorError(
+            f"cannot ask {python} which of workload.requirements it has "
+            f"(exit code {proc.returncode}): {last[0] if last else 'no output'}",
+            "pass --python an interpreter that runs (HARNESS_WORKLOAD_PYTHON)",
+        )
+    missing = [(text, have) for text, have, ok in found if not ok]
+    if not missing:
+        return
+    said = "; ".join(
+        f"{text} ({'not installed' if have is None else f'{have} installed'})"
+        for text, have in missing
+    )
+    wanted = " ".join(shlex.quote(text) for text, _ in missing)
+    raise ExecutorError(
+        f"the workload needs {said} in {python}, which runs the local cells "
+        "(workload.requirements; the local executor installs nothing)",
+        f"pip install {wanted} into {python} ({shlex.quote(python)} -m pip install {wanted}), "
+        "or run in a container, where the workload image installs it",
+    )
+
+
 class LocalExecutor(Executor):
     """``python -m harness.workload`` per run, with ``options.python`` as the interpreter."""
 
@@ -149,6 +235,8 @@ class LocalExecutor(Executor):
         if not specs:
             return {}
         identity = self.identity()
+        if any(s.entry is not None for s in specs):
+            check_requirements(self.python, self.options.requirements)
         return {image: identity for image in sorted({s.image for s in specs})}
 
     def identity(self) -> RunIdentity:
@@ -159,7 +247,9 @@ class LocalExecutor(Executor):
             self._identity = probe_identity(self.python)
         return self._identity
 
-    def argv(self, run_dir: Path) -> list[str]:
+    def argv(self, run_dir: Path, spec: RunSpec | None = None) -> list[str]:
+        """The workload's command line; a run of a build function gets ``--code-dir``, the
+        user's folder as an absolute host path (put on its import path)."""
         python = self.python
         argv = [
             python,
@@ -172,7 +262,20 @@ class LocalExecutor(Executor):
         ]
         if self.options.data_dir is not None:
             argv += ["--data-dir", str(self.options.data_dir)]
+        code = self.user_code(spec) if spec is not None else None
+        if code is not None:
+            argv += ["--code-dir", str(code[0])]
         return argv
+
+    def env(self, spec: RunSpec, slot: Slot) -> dict[str, str]:
+        """``run_env``, and for a run of a build function the digest of the user's code (its
+        record's ``provenance.user_code_digest``)."""
+        env = run_env(spec, slot)
+        env.pop(USER_CODE_ENV, None)  # the host's own is never the digest of this folder
+        code = self.user_code(spec)
+        if code is not None:
+            env[USER_CODE_ENV] = code[1]
+        return env
 
     def run(
         self,
@@ -183,7 +286,7 @@ class LocalExecutor(Executor):
         timeout_s: float,
         cancel: threading.Event,
     ) -> RunOutcome:
-        workload = self.argv(run_dir)
+        workload = self.argv(run_dir, spec)
         argv = [workload[0], "-c", LAUNCHER, str(os.getpid()), *workload]
         start = time.monotonic()
         with open(run_dir / LOG_FILE, "ab") as log_file:
@@ -193,7 +296,7 @@ class LocalExecutor(Executor):
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
-                    env=run_env(spec, slot),
+                    env=self.env(spec, slot),
                     cwd=run_dir,
                     start_new_session=True,
                 )

@@ -52,6 +52,9 @@ class LoadedMatrix:
     text: str
     model: Any
     cells: list[Cell]
+    #: ``workload.path`` as an absolute folder (None: no ``workload.path``): where the user's
+    #: code is, for the executors (``--code-dir``, the container's read-only mount)
+    code_dir: Path | None = None
 
     @property
     def text_sha256(self) -> str:
@@ -72,7 +75,12 @@ class LoadedMatrix:
             data["run"].pop("test_fault")
         # what a run records, not what it computes (its specs change: finished runs are rerun)
         data["run"].pop("count_host_syncs")
-        if data["workload"] == WorkloadBlock().model_dump(mode="json"):
+        # where the user's code lies, not what it is: each run records the digest of the code
+        # (provenance.user_code_digest), and resume reruns the runs whose code changed; the
+        # requirements are in the image (its id is compared) or the local environment as it is
+        data["workload"].pop("path")
+        data["workload"].pop("requirements")
+        if data["workload"] == _UNSET_WORKLOAD:
             del data["workload"]  # unset: the digest of before it existed
         _drop_unused_later_settings(data)
         return hashlib.sha256(canonical_json(data).encode()).hexdigest()
@@ -80,6 +88,13 @@ class LoadedMatrix:
     @property
     def total_runs(self) -> int:
         return len(self.cells) * self.model.run.repeats
+
+
+_UNSET_WORKLOAD = {
+    k: v
+    for k, v in WorkloadBlock().model_dump(mode="json").items()
+    if k not in ("path", "requirements")
+}
 
 
 def _drop_unused_later_settings(data: dict[str, Any]) -> None:
@@ -187,11 +202,23 @@ def _name_value(kind: str, value: Any) -> str:
     return _slug(str(value))
 
 
+def _varying_keys(all_settings: list[dict[str, Any]], name: str) -> list[str]:
+    """The keys of a mapping setting (``params``) whose value differs between cells, sorted
+    (a key a cell lacks counts as a value of its own)."""
+    keys = sorted({k for x in all_settings for k in x[name]})
+    return [
+        k
+        for k in keys
+        if len({canonical_json([k in x[name], x[name].get(k)]) for x in all_settings}) > 1
+    ]
+
+
 def readable_names(all_settings: list[dict[str, Any]]) -> list[str]:
     """``<image>-<acc><devices>-<placement>-det<0|1>-bench<0|1>-alg<x>`` + varying extras.
 
     The settings with a ``name_slot`` are always named (one slot's settings joined without a
-    dash); the others are named, as ``<label><value>``, where they vary in the matrix.
+    dash); the others are named, as ``<label><value>``, where they vary in the matrix; of
+    ``params``, each key that varies, as ``<key><value>`` (``ch8``, not the whole mapping).
     """
     varying = [
         s
@@ -209,7 +236,14 @@ def readable_names(all_settings: list[dict[str, Any]]) -> list[str]:
             )
             for slot in slots
         ]
-        parts += [s.label + _name_value(s.kind, values[s.name]) for s in varying]
+        for s in varying:
+            if s.kind == "params":  # only the keys that vary, each as <key><value>: ch8
+                parts += [
+                    _slug(key) + _name_value("str", values[s.name].get(key))
+                    for key in _varying_keys(all_settings, s.name)
+                ]
+            else:
+                parts.append(s.label + _name_value(s.kind, values[s.name]))
         names.append("-".join(parts))
     counts: dict[str, int] = {}
     for n in names:

@@ -35,6 +35,8 @@ def settings_table(table: tuple[Setting, ...] = SETTINGS) -> str:
     for s in table:
         if s.name_slot is not None:
             named = "always"
+        elif s.kind == "params":
+            named = "each key that varies, as `<key><value>` (`ch8`)"
         else:
             named = f"`{s.label}` when it varies" if s.label else "its value when it varies"
         twin = "" if s.twin is NO_TWIN else f"`{json.dumps(s.twin)}`"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 import reprlib
 from pathlib import Path
@@ -18,11 +19,15 @@ from pydantic import ValidationError
 from harness.contract.settings import BY_NAME
 from harness.errors import MatrixError
 from harness.matrix.cells import Cell, LoadedMatrix, canonical_json, expand, make_cells
-from harness.matrix.models import Axes, Matrix, Patch, RunBlock
+from harness.matrix.models import Axes, Matrix, Patch, RunBlock, WorkloadBlock
 
 
-def load_matrix(path: str | Path) -> LoadedMatrix:
-    """Read, validate and expand a matrix file; every problem is a MatrixError with file:line."""
+def load_matrix(
+    path: str | Path, *, code_dir: Path | None = None, check_code_dir: bool = True
+) -> LoadedMatrix:
+    """Read, validate and expand a matrix file; every problem is a MatrixError with file:line.
+
+    ``code_dir`` and ``check_code_dir``: as ``parse_matrix`` takes them."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -31,7 +36,7 @@ def load_matrix(path: str | Path) -> LoadedMatrix:
             f"{path}: cannot read the matrix file ({exc.strerror})",
             "give the path of a matrix YAML file, e.g. examples/placement-quick.yaml",
         ) from exc
-    return parse_matrix(text, path)
+    return parse_matrix(text, path, code_dir=code_dir, check_code_dir=check_code_dir)
 
 
 class _Refused(Exception):
@@ -92,7 +97,16 @@ def _read_yaml(text: str) -> tuple[yaml.Node | None, Any]:
         loader.dispose()
 
 
-def parse_matrix(text: str, path: Path) -> LoadedMatrix:
+def parse_matrix(
+    text: str, path: Path, *, code_dir: Path | None = None, check_code_dir: bool = True
+) -> LoadedMatrix:
+    """Validate and expand a matrix given as text; ``path`` names it in messages.
+
+    ``workload.path`` is resolved against the folder of ``path`` (the matrix file) unless
+    ``code_dir`` says where it is: the absolute folder a results folder's manifest recorded
+    (its ``matrix.yaml`` is a copy, whose own folder is not the user's). With
+    ``check_code_dir`` (the default) it must be an existing folder.
+    """
     try:
         root, data = _read_yaml(text)
     except _Refused as exc:
@@ -147,8 +161,44 @@ def parse_matrix(text: str, path: Path) -> LoadedMatrix:
             "see docs/matrix.md for each key's type",
         ) from exc
     _check_duplicates(model, cells, combos, root, path)
-    loaded = LoadedMatrix(path, text, model, cells)
-    return loaded
+    _check_workload(model, cells, root, path)
+    found = _code_dir(model, root, path, code_dir, check_code_dir)
+    return LoadedMatrix(path, text, model, cells, code_dir=found)
+
+
+def _check_workload(model: Any, cells: list[Cell], root: yaml.Node | None, path: Path) -> None:
+    """``workload.path`` and ``requirements`` serve a build function: without one (no
+    ``entry`` in ``workload:``, an axis or an include entry) they would be silently ignored."""
+    if any(c.settings.get("entry") is not None for c in cells):
+        return
+    for key in ("path", "requirements"):
+        if getattr(model.workload, key):
+            raise MatrixError(
+                f"{_where(path, root, ('workload', key))}: workload.{key} is given but no cell "
+                "runs your own training (no entry), so it would be ignored",
+                "add entry: package.module:function to workload: (your build function), "
+                f"or remove workload.{key}",
+            )
+
+
+def _code_dir(
+    model: Any, root: yaml.Node | None, path: Path, code_dir: Path | None, check: bool
+) -> Path | None:
+    """The absolute folder of ``workload.path`` (None without one); see ``parse_matrix``."""
+    given = model.workload.path
+    if given is None:
+        return None
+    folder = Path(code_dir) if code_dir is not None else Path(path).parent / given
+    folder = Path(os.path.abspath(folder))  # no resolve(): a link the user named stays named
+    if check and not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is not a folder"
+        raise MatrixError(
+            f"{_where(path, root, ('workload', 'path'))}: workload.path {given!r} ({folder}) "
+            f"{what}",
+            "give the folder that holds your code (the package your entry names), relative to "
+            "the matrix file",
+        )
+    return folder
 
 
 #: The axes may multiply to this many times run.max_runs before exclude is applied; beyond it
@@ -203,6 +253,8 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
         return list(RunBlock.model_fields)
     if top == "axes":
         return list(Axes.model_fields)
+    if top == "workload":
+        return list(WorkloadBlock.model_fields)
     return list(Patch.model_fields)
 
 

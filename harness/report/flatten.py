@@ -6,15 +6,17 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from harness.contract.settings import REPORT_SETTINGS
 from harness.report.model import CellReport, Report
-from harness.report.summaries import workspace_in_force
+from harness.report.summaries import report_keys, workspace_in_force
 
 
-def cell_row(cell: CellReport) -> dict[str, Any]:
+def cell_row(cell: CellReport, keys: list[str] | None = None) -> dict[str, Any]:
+    """One cell's row; ``keys`` are the setting columns (``rows`` gives every row the same:
+    ``report_keys`` of all cells; default: this cell's)."""
     d = cell.first_divergence
     row: dict[str, Any] = {"id": cell.id, "name": cell.name}
-    row.update({k: cell.settings.get(k) for k in REPORT_SETTINGS})  # in the table's order
+    keys = report_keys([cell]) if keys is None else keys
+    row.update({k: cell.settings.get(k) for k in keys})  # in the table's order
     # what the ok runs recorded in force ("auto" says only how it was chosen)
     row["cublas_workspace_in_force"] = ", ".join(workspace_in_force(cell)) or None
     row.update(
@@ -40,7 +42,8 @@ def cell_row(cell: CellReport) -> dict[str, Any]:
 
 
 def rows(report: Report) -> list[dict[str, Any]]:
-    return [cell_row(c) for c in report.cells]
+    keys = report_keys(report.cells)
+    return [cell_row(c, keys) for c in report.cells]
 
 
 def to_jsonable(value: Any) -> Any:

@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.contract.settings import BY_NAME, NAMES, REPORT_SETTINGS
+from harness.contract.settings import BY_NAME
 from harness.report.model import DIVERGES, REPRODUCES, UNKNOWN, CellReport, Report
-from harness.report.summaries import varying
+from harness.report.summaries import label, report_keys, setting_keys, varying
 
 #: A grid taller than this no longer reads at a glance; wider than MAX_COLUMNS does not fit
 #: GitHub's 1,000-pixel column.
@@ -97,8 +97,9 @@ class Grid:
 
     @property
     def axes(self) -> list[str]:
-        """The settings that vary on the image, in table order."""
-        return [k for k in NAMES if k in self.row_axes or k in self.column_axes]
+        """The settings that vary on the image, in table order (``params.<key>`` in its place)."""
+        chosen = (*self.row_axes, *self.column_axes)
+        return [k for k in setting_keys(self.cells) if k in chosen]
 
     def counts(self) -> dict[str, int]:
         """Cells per verdict."""
@@ -125,8 +126,8 @@ def counted(verdict: str, n: int) -> str:
 
 def short(axis: str) -> str:
     """A setting's short name in a grid: its cell-name label where it has one (``det``,
-    ``alg``, ``ws``), else its name."""
-    return BY_NAME[axis].label if axis in BY_NAME and BY_NAME[axis].label else axis
+    ``alg``, ``ws``), else its name; ``<key>`` for ``params.<key>``."""
+    return BY_NAME[axis].label if axis in BY_NAME and BY_NAME[axis].label else label(axis)
 
 
 def value_text(value: Any) -> str:
@@ -138,14 +139,16 @@ def constant(cells: list[CellReport]) -> dict[str, Any]:
     """The report settings (the image left out) with one value in every cell."""
     moving = set(varying(cells))
     out = {}
-    for k in REPORT_SETTINGS:
+    for k in report_keys(cells):
         if k == "image" or k in moving or not cells:
             continue
         value = cells[0].settings.get(k)
         if k not in cells[0].settings and cells[0].settings.get("external") is True:
             continue  # own runs: a setting their records do not share is no default
+        setting = BY_NAME.get(k)  # None for params.<key>
         # a folder written before the setting existed ran its default
-        out[k] = BY_NAME[k].default if value is None and not BY_NAME[k].nullable else value
+        missing = value is None and setting is not None and not setting.nullable
+        out[k] = setting.default if missing and setting is not None else value
     return out
 
 

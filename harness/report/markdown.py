@@ -28,7 +28,7 @@ from harness.report.model import (
     Report,
 )
 from harness.report.records import values_text
-from harness.report.summaries import CUBLAS_PROMISE, fmt_setting
+from harness.report.summaries import CUBLAS_PROMISE, PARAM_PREFIX, fmt_setting, label
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
 
@@ -303,7 +303,7 @@ def _cells(report: Report, grid_list: list[Grid], shared: dict[str, Any]) -> lis
         local = {k: v for k, v in grid.constant.items() if k not in shared}
         if local:
             body += [f"Every cell on this image has {escape(_settings_text(local))}.", ""]
-        header = ["verdict", DIVERGENCE_COLUMN, *moving, *_CELL_COLUMNS]
+        header = ["verdict", DIVERGENCE_COLUMN, *map(_column, moving), *_CELL_COLUMNS]
         links = diagnosis_links(report)
         body += table_lines(header, [_cell_cells(c, moving, links) for c in cells])
         counts = ", ".join(counted(v, n) for v, n in grid.counts().items() if n)
@@ -328,6 +328,11 @@ def _cells(report: Report, grid_list: list[Grid], shared: dict[str, Any]) -> lis
             "",
         ]
     return out
+
+
+def _column(key: str) -> str:
+    """A setting's column header: its name; a ``params`` key is the user's text, escaped."""
+    return escape(label(key)) if key.startswith(PARAM_PREFIX) else key
 
 
 def setting_text(row: dict, key: str) -> Any:

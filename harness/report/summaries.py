@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from harness.contract.settings import BY_NAME, NAMES, TWIN
+from harness.contract.settings import BY_NAME, NAMES, REPORT_SETTINGS, TWIN
 from harness.contract.spec import cublas_workspace_in_force
 from harness.record import RecordError
 from harness.report.model import (
@@ -35,16 +35,65 @@ from harness.report.trajectories import divergences_from
 NAMED_CELLS = 3
 
 
+#: A key of the build function's ``params`` as the report keeps it: ``params.<key>``, a
+#: setting of its own (a column in report.json and the CSV; ``<key>`` in the Markdown).
+PARAM_PREFIX = "params."
+
+
 def fmt_setting(key: str, value: Any) -> str:
     """``key=value``, strings bare and everything else as JSON (``seed=7``, ``x=true``)."""
-    return f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
+    return f"{label(key)}={json.dumps(value) if not isinstance(value, str) else value}"
+
+
+def label(key: str) -> str:
+    """How the report names a setting to people: its name, ``<key>`` for ``params.<key>``."""
+    return key.removeprefix(PARAM_PREFIX)
+
+
+def report_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """A cell's settings as the report shows them: each key of ``params`` a setting of its own
+    (``params.<key>``, sorted), ``entry`` only where it names a build function; so a matrix
+    without them reports exactly as before they existed."""
+    out = {k: v for k, v in settings.items() if k != "params"}
+    if out.get("entry", 0) is None:
+        del out["entry"]
+    params = settings.get("params")
+    if isinstance(params, dict):
+        out.update({f"{PARAM_PREFIX}{k}": params[k] for k in sorted(params, key=str)})
+    return out
+
+
+def setting_keys(cells: Iterable[CellReport]) -> list[str]:
+    """The settings of these cells in table order, ``params`` replaced by the ``params.<key>``
+    that any of them has (sorted)."""
+    found = sorted({k for c in cells for k in c.settings if k.startswith(PARAM_PREFIX)})
+    out: list[str] = []
+    for name in NAMES:
+        out += found if name == "params" else [name]
+    return out
+
+
+def report_keys(cells: Iterable[CellReport]) -> list[str]:
+    """The report's setting columns for these cells: the table's report settings, ``entry``
+    only where a cell runs a build function, and each ``params.<key>``."""
+    cells = list(cells)
+    has_entry = any(c.settings.get("entry") is not None for c in cells)
+    return [
+        k
+        for k in setting_keys(cells)
+        if (k in REPORT_SETTINGS and k not in ("entry", "params"))
+        or (k == "entry" and has_entry)
+        or k.startswith(PARAM_PREFIX)
+    ]
 
 
 def varying(cells: Iterable[CellReport]) -> list[str]:
     """The settings (table order, the image left out) whose value differs between cells."""
     cells = list(cells)
     return [
-        k for k in NAMES if k != "image" and len({json.dumps(c.settings.get(k)) for c in cells}) > 1
+        k
+        for k in setting_keys(cells)
+        if k != "image" and len({json.dumps(c.settings.get(k)) for c in cells}) > 1
     ]
 
 
@@ -100,7 +149,7 @@ def _breaks(axis: str, judged: list[CellReport]) -> str:
     bad = " and ".join(fmt_setting(axis, json.loads(v)) for v in never)
     ok = " and ".join(fmt_setting(axis, json.loads(v)) for v in always)
     verb = "never reproduces" if len(never) == 1 else "never reproduce"
-    return f"{axis} breaks it: {bad} {verb}, while {ok} always does."
+    return f"{label(axis)} breaks it: {bad} {verb}, while {ok} always does."
 
 
 def compare_across(axis: str, cells: list[CellReport]) -> list[Comparison]:

@@ -36,6 +36,7 @@ from harness.report.model import (
     RunResult,
     WeightsDivergence,
 )
+from harness.report.summaries import report_settings
 from harness.report.trajectories import (
     comparable_weights,
     divergences_from,
@@ -81,7 +82,7 @@ def analyze_cell(
     return CellReport(
         id=cell.id,
         name=cell.name,
-        settings=cell.settings,
+        settings=report_settings(cell.settings),
         repeats=len(runs),
         ok_runs=len(ok),
         distinct_trajectories=distinct,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 
-from harness.contract import IMAGE_ENV, NUMERIC_ENV_VARS, RunSpec
+from harness.contract import IMAGE_ENV, NUMERIC_ENV_VARS, USER_CODE_ENV, RunSpec
 from harness.contract.code import workload_digest
 from harness.contract.record import Determinism, Libraries
 
@@ -332,6 +332,7 @@ def collect(
         "image_digest": os.environ.get(IMAGE_ENV["image_digest"]),
         "image_id": os.environ.get(IMAGE_ENV["image_id"]),
         "workload_digest": workload_digest(),
+        "user_code_digest": os.environ.get(USER_CODE_ENV),
         "initial_seed": torch.initial_seed(),
         "world_size": world_size,
         "determinism": determinism,
