@@ -45,6 +45,9 @@ COMMON = {
     "pythonhashseed": 0,
     "batch_size": 32,
     "hidden_size": 64,
+    # the built-in MNIST experiment: no build function, no params (issue 16)
+    "entry": None,
+    "params": {},
 }
 
 

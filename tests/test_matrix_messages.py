@@ -23,7 +23,7 @@ SYNTAX_HINT = "check the indentation and quoting on that line"
 PATCH_KEYS = (
     "image, accelerator, devices, placement, model, cudnn_deterministic, cudnn_benchmark, "
     "deterministic_algorithms, cublas_workspace, threads, allow_tf32, seed, epochs, "
-    "max_steps_per_epoch, pythonhashseed, batch_size, learning_rate, hidden_size"
+    "max_steps_per_epoch, pythonhashseed, batch_size, learning_rate, hidden_size, entry, params"
 )
 RUN_KEYS = (
     "repeats, timeout_s, max_runs, memory_limit, ddp_timeout_s, test_fault, count_host_syncs, "
@@ -105,7 +105,7 @@ CASES = [
         "name: t\naxes: {seed: [1]}\nincludes: []\n",
         invalid(
             "  m.yaml:3: unknown key 'includes' in the top level\n"
-            "    fix: did you mean 'include'? allowed here: name, run, axes, include, exclude"
+            "    fix: did you mean 'include'? allowed here: name, run, workload, axes, include, exclude"
         ),
         DOCS_HINT,
     ),
