@@ -303,6 +303,12 @@ RANK_MESSAGE_MAX_CHARS = 4000
 #: The error types of a workload stopped by a signal (harness/workload/signals.py).
 STOPPED_BY_SIGNAL = ("Terminated", "Interrupted")
 
+#: The error types of a run that failed through the user's own workload (its entry cannot be
+#: imported, returns the wrong things, returns no loss, changes the determinism flags):
+#: ``harness.workload.entry.WorkloadError`` and its subclass. No later run can do better, so the
+#: host stops at the first such record and prints its message.
+USER_WORKLOAD_ERRORS = ("WorkloadError", "DeterminismFlagsChanged")
+
 
 @dataclass
 class RankFailure:
