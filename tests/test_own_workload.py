@@ -475,3 +475,43 @@ def test_an_epoch_of_unknown_length_grows_the_buffers(monkeypatch):
     rows = weights.rows()
     assert rows.shape == (7, 2) and len({r[0] for r in rows}) == 7
     assert np.array_equal(rows, np.stack(hashes))
+
+
+@pytest.mark.slow
+def test_data_without_len_is_recorded_whole(monkeypatch):
+    """A real fit on data that has no ``len`` (``num_training_batches`` is infinite): the
+    capture's buffers double on the device (from 2 rows) and keep every step's loss, the same
+    bits the module computed, and a weight-hash row per step."""
+    import torch
+
+    from harness.workload import recorder as recorder_module
+    from harness.workload.recorder import EpochRecorder, LossCapture, LossRecorder
+    from harness.workload.runner import _build_trainer
+    from harness.workload.weights import WeightRecorder
+
+    with_data, _ = _module_class()
+
+    class Seen(with_data):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[torch.Tensor] = []
+
+        def training_step(self, batch, batch_idx):
+            loss = self.layer(batch).pow(2).mean()
+            self.seen.append(loss.detach().clone())
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class NoLen:
+        def __iter__(self):
+            gen = torch.Generator().manual_seed(0)
+            return iter([torch.randn(4, 2, generator=gen) for _ in range(11)])
+
+    monkeypatch.setattr(recorder_module, "UNKNOWN_EPOCH_STEPS", 2)
+    losses, weights, module = LossRecorder(), WeightRecorder(), Seen()
+    callbacks = [weights, EpochRecorder(losses, None, 1), LossCapture(losses)]
+    _build_trainer(RunSpec(), callbacks).fit(module, train_dataloaders=NoLen())
+    assert losses.losses(1).shape == (11, 1) and weights.rows().shape == (11, 2)
+    assert np.array_equal(losses.losses(1)[:, 0], torch.stack(module.seen).numpy())
