@@ -155,6 +155,10 @@ ERROR_RUNS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         {"entry": "broken:two_optimizers"},
         ("TwoOptimizers.configure_optimizers returned 2 optimizers", "one optimizer"),
     ),
+    "two_optimizers_automatic": (
+        {"entry": "broken:two_optimizers_automatic"},
+        ("Lightning refused TwoOptimizersAutomatic", "multiple optimizers"),
+    ),
     "accumulates": (
         {"entry": "broken:accumulates"},
         ("accumulate_grad_batches=2", "not supported"),

@@ -49,7 +49,15 @@ from harness.contract.record import (
 from harness.contract.spec import DEFAULT_DDP_TIMEOUT_S
 from harness.workload import provenance, signals
 from harness.workload.data import load_mnist, resolve_data_dir, split_digest
-from harness.workload.entry import Built, RunSettings, build, check_flags, find_data_dir, load_entry
+from harness.workload.entry import (
+    Built,
+    RunSettings,
+    WorkloadError,
+    build,
+    check_flags,
+    find_data_dir,
+    load_entry,
+)
 from harness.workload.recorder import (
     EpochRecorder,
     LossCapture,
@@ -107,7 +115,9 @@ def ddp_timeout(spec: RunSpec) -> timedelta:
     return timedelta(seconds=float(seconds))
 
 
-def _build_trainer(spec: RunSpec, callbacks: list[Any]):
+def _build_trainer(spec: RunSpec, callbacks: list[Any], distributed_sampler: bool = False):
+    """The Trainer of every run. ``distributed_sampler``: Lightning shards the data across DDP
+    ranks (its default, which a user's own dataloaders expect); the built-in shards its own."""
     from pytorch_lightning import Trainer
     from pytorch_lightning.strategies import DDPStrategy
 
@@ -127,7 +137,7 @@ def _build_trainer(spec: RunSpec, callbacks: list[Any]):
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        use_distributed_sampler=False,
+        use_distributed_sampler=distributed_sampler,
         callbacks=callbacks,
     )
     # Lightning's SIGTERM handler runs a DDP broadcast inside the signal handler, which hangs
@@ -164,6 +174,23 @@ def _user(spec: RunSpec, cli_data_dir: str | None, code_dir: Path | None) -> Bui
     settings = RunSettings.of(spec, find_data_dir(cli_data_dir), code_dir)
     _seed_if(spec, "before_model")
     return build(spec.entry, function, settings)
+
+
+def _fit(spec: RunSpec, trainer: Any, built: Built) -> None:
+    """``trainer.fit``; with a user's entry, Lightning's refusal of the module's own
+    configuration (two optimizers under automatic optimization, a training step that returns
+    something Lightning cannot use) is the workload's fault: a WorkloadError that says so."""
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+    if spec.entry is None:
+        trainer.fit(built.module)
+        return
+    try:
+        trainer.fit(built.module, **built.fit_kwargs())
+    except MisconfigurationException as exc:
+        raise WorkloadError(
+            f"Lightning refused {type(built.module).__qualname__} (from {spec.entry!r}): {exc}"
+        ) from exc
 
 
 def _train(
@@ -215,9 +242,9 @@ def _train(
         callbacks.append(counter)
     if probe is not None:
         callbacks.append(probe)
-    trainer = _build_trainer(spec, callbacks)
+    trainer = _build_trainer(spec, callbacks, distributed_sampler=spec.entry is not None)
     state.setup_seconds = time.perf_counter() - t0
-    trainer.fit(model, **built.fit_kwargs())
+    _fit(spec, trainer, built)
     state.host_syncs = counter.result if counter is not None else None
     # Read back from torch, not from the spec: what training ran with (the Trainer could have
     # changed a flag; it does not, as the workload passes it neither deterministic= nor benchmark=)

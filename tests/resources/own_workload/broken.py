@@ -64,3 +64,14 @@ class SetsBenchmark(TinyConv):
 
 def sets_benchmark(settings: Any) -> tuple[SetsBenchmark, TinyData]:
     return SetsBenchmark(), TinyData()
+
+
+class TwoOptimizersAutomatic(TinyConv):
+    """Automatic optimization with two optimizers: Lightning itself refuses it."""
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return TwoOptimizers.configure_optimizers(self)  # type: ignore[arg-type]
+
+
+def two_optimizers_automatic(settings: Any) -> tuple[TwoOptimizersAutomatic, TinyData]:
+    return TwoOptimizersAutomatic(), TinyData()
