@@ -519,3 +519,24 @@ def test_data_without_len_is_recorded_whole(monkeypatch):
     _build_trainer(RunSpec(), callbacks).fit(module, train_dataloaders=NoLen())
     assert losses.losses(1).shape == (11, 1) and weights.rows().shape == (11, 2)
     assert np.array_equal(losses.losses(1)[:, 0], torch.stack(module.seen).numpy())
+
+
+def test_an_error_lightning_raised_is_told_from_others():
+    """Lightning's refusal of a user's module (raised in its own code) becomes a WorkloadError;
+    an error from torch or the user's code keeps its type (runner._fit)."""
+    from harness.workload.runner import raised_by_lightning
+
+    def caught(module_name: str) -> BaseException:
+        namespace: dict[str, Any] = {"__name__": module_name}
+        exec("def fail():\n    raise RuntimeError('no')\n", namespace)
+        try:
+            namespace["fail"]()
+        except RuntimeError as exc:
+            return exc
+        raise AssertionError("not raised")
+
+    assert raised_by_lightning(caught("pytorch_lightning.core.optimizer"))
+    assert raised_by_lightning(caught("lightning_fabric.utilities"))
+    assert not raised_by_lightning(caught("tinyconv"))
+    assert not raised_by_lightning(caught("torch.nn.modules.module"))
+    assert not raised_by_lightning(RuntimeError("never raised"))

@@ -176,10 +176,20 @@ def _user(spec: RunSpec, cli_data_dir: str | None, code_dir: Path | None) -> Bui
     return build(spec.entry, function, settings)
 
 
+def raised_by_lightning(exc: BaseException) -> bool:
+    """Whether Lightning's own code raised ``exc`` (its innermost frame is in
+    pytorch_lightning or lightning_fabric), not torch, the harness or the user's code."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return str(module).split(".")[0] in ("pytorch_lightning", "lightning_fabric")
+
+
 def _fit(spec: RunSpec, trainer: Any, built: Built) -> None:
     """``trainer.fit``; with a user's entry, Lightning's refusal of the module's own
-    configuration (two optimizers under automatic optimization, a training step that returns
-    something Lightning cannot use) is the workload's fault: a WorkloadError that says so."""
+    configuration (a MisconfigurationException, or an error Lightning itself raised, as for two
+    optimizers under automatic optimization) is the workload's fault: a WorkloadError."""
     from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
     if spec.entry is None:
@@ -187,7 +197,9 @@ def _fit(spec: RunSpec, trainer: Any, built: Built) -> None:
         return
     try:
         trainer.fit(built.module, **built.fit_kwargs())
-    except MisconfigurationException as exc:
+    except (MisconfigurationException, RuntimeError, ValueError, TypeError) as exc:
+        if not isinstance(exc, MisconfigurationException) and not raised_by_lightning(exc):
+            raise
         raise WorkloadError(
             f"Lightning refused {type(built.module).__qualname__} (from {spec.entry!r}): {exc}"
         ) from exc
