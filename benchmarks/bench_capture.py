@@ -76,7 +76,7 @@ def plain_child(out: Path, data_dir: Path, threads: int, model: str, device: str
     from harness.contract import RunSpec
     from harness.workload.data import Batches, Mnist, load_mnist, shard_indices
     from harness.workload.model import LitMNIST
-    from harness.workload.recorder import LossRecorder, Stopwatch
+    from harness.workload.recorder import Stopwatch
     from harness.workload.seeding import apply_determinism, pin_threads, seed_all
 
     os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)  # as the workload does
@@ -90,7 +90,6 @@ def plain_child(out: Path, data_dir: Path, threads: int, model: str, device: str
     seed_all(spec.seed)  # before_model
     module = LitMNIST(
         mnist,
-        LossRecorder(),
         hidden_size=spec.hidden_size,
         learning_rate=spec.learning_rate,
         batch_size=spec.batch_size,

@@ -40,7 +40,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     from harness.contract import RunSpec
     from harness.workload.data import Batches, Mnist, load_mnist, shard_indices
     from harness.workload.model import LitMNIST
-    from harness.workload.recorder import EpochRecorder, LossRecorder, Stopwatch
+    from harness.workload.recorder import EpochRecorder, LossCapture, LossRecorder, Stopwatch
     from harness.workload.runner import _build_trainer
     from harness.workload.seeding import apply_determinism, pin_threads, seed_all
     from harness.workload.weights import HASH_KIND, WeightRecorder
@@ -56,7 +56,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     apply_determinism(spec)
     mnist = load_mnist(args.data_dir, train=True)
     seed_all(spec.seed)
-    module = LitMNIST(mnist, LossRecorder(), hidden_size=spec.hidden_size)
+    module = LitMNIST(mnist, hidden_size=spec.hidden_size)
     module.setup("fit")
     dev = torch.device(args.device)
     module.to(dev).train()
@@ -96,9 +96,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         fit_spec = RunSpec.from_dict(spec.to_dict() | {"max_steps_per_epoch": args.block})
         losses = LossRecorder()
         seed_all(spec.seed)
-        lit = LitMNIST(mnist, losses, hidden_size=spec.hidden_size)
+        lit = LitMNIST(mnist, hidden_size=spec.hidden_size)
         callbacks: list[Any] = [TimedRecorder()] if digest else []
-        callbacks.append(EpochRecorder(losses, None, 1))
+        callbacks += [EpochRecorder(losses, None, 1), LossCapture(losses)]
         _build_trainer(fit_spec, callbacks).fit(lit)
         return (losses.summaries[0].train_seconds or 0.0) / losses.steps
 

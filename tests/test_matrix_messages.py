@@ -105,7 +105,8 @@ CASES = [
         "name: t\naxes: {seed: [1]}\nincludes: []\n",
         invalid(
             "  m.yaml:3: unknown key 'includes' in the top level\n"
-            "    fix: did you mean 'include'? allowed here: name, run, workload, axes, include, exclude"
+            "    fix: did you mean 'include'? allowed here: "
+            "name, run, workload, axes, include, exclude"
         ),
         DOCS_HINT,
     ),

@@ -318,7 +318,7 @@ def _train_in_this_process(
 
     from harness.contract import RunSpec
     from harness.workload.model import LitMNIST
-    from harness.workload.recorder import EpochRecorder, LossRecorder, weights_digest
+    from harness.workload.recorder import EpochRecorder, LossCapture, LossRecorder, weights_digest
     from harness.workload.runner import _build_trainer
     from harness.workload.seeding import seed_all
     from harness.workload.weights import WeightRecorder, tensor_hashes
@@ -333,16 +333,13 @@ def _train_in_this_process(
 
         def training_step(self, batch, batch_idx):
             x, y = batch
-            loss = F.nll_loss(self(x), y)
-            self.recorder.record(batch_idx, loss)
-            return loss
+            return F.nll_loss(self(x), y)
 
     spec = RunSpec(placement="before_model", max_steps_per_epoch=SHORT)
     recorder = LossRecorder()
     seed_all(spec.seed)
     model = (AutomaticLitMNIST if automatic else LitMNIST)(
         mnist,
-        recorder,
         hidden_size=spec.hidden_size,
         learning_rate=spec.learning_rate,
         batch_size=spec.batch_size,
@@ -350,7 +347,8 @@ def _train_in_this_process(
     assert model.automatic_optimization is automatic
     init = weights_digest(model.state_dict())
     weights = WeightRecorder()
-    _build_trainer(spec, [weights, EpochRecorder(recorder, None, spec.epochs)]).fit(model)
+    callbacks = [weights, EpochRecorder(recorder, None, spec.epochs), LossCapture(recorder)]
+    _build_trainer(spec, callbacks).fit(model)
     final = tensor_hashes(list(model.parameters())).numpy().view("<u8")
     return recorder.losses(1), init, weights_digest(model.state_dict()), weights.rows(), final
 

@@ -1,9 +1,11 @@
-"""``python -m harness.workload --spec SPEC.json --out DIR [--data-dir DIR]``.
+"""``python -m harness.workload --spec SPEC.json --out DIR [--data-dir DIR] [--code-dir DIR]``.
 
 Everything that must happen before torch is imported happens here, with the standard library
 alone: the SIGTERM and SIGINT handlers (a signal at any time still leaves a failed record),
 PYTHONHASHSEED (re-executing this interpreter when it differs, since Python reads it only at
-start-up), CUBLAS_WORKSPACE_CONFIG and the OpenMP/MKL thread counts.
+start-up), CUBLAS_WORKSPACE_CONFIG and the OpenMP/MKL thread counts. ``--code-dir`` (the
+user's code, for a spec with an ``entry``) goes first on ``sys.path`` before anything imports
+the entry; DDP ranks are started with the same arguments, so they find it too.
 """
 
 from __future__ import annotations
@@ -32,7 +34,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="MNIST folder (default: HARNESS_MNIST_DIR, else the verified download)",
     )
+    parser.add_argument(
+        "--code-dir",
+        default=None,
+        help="the folder of the user's code (workload.path): put first on sys.path",
+    )
     return parser.parse_args(argv)
+
+
+def add_code_dir(code_dir: str | None) -> Path | None:
+    """Put the user's code folder first on ``sys.path`` (absolute: the workload may change
+    directory); returns it, or None when not given."""
+    if not code_dir:
+        return None
+    path = Path(code_dir).resolve()
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+    return path
 
 
 def numerics_env(spec: RunSpec, environ: dict[str, str]) -> dict[str, str]:
@@ -118,9 +136,10 @@ def _main(args: argparse.Namespace, out: Path) -> int:
     os.environ.update(env)
 
     _configure_logging()
+    code_dir = add_code_dir(args.code_dir)
     from harness.workload.runner import run
 
-    return run(spec, out, args.data_dir)
+    return run(spec, out, args.data_dir, code_dir)
 
 
 if __name__ == "__main__":

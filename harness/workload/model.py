@@ -3,8 +3,9 @@
 Same network, loss, optimizer and data order as the post's model.py, so a ``before_model`` run
 gives the bits of benchmarks/post_port.py. What differs is only how it gets there: batches are
 cut from pre-converted tensors, optimization is manual (one zero_grad, backward, step per batch,
-as Lightning's automatic loop does, without its closure and result bookkeeping), the loss is
-kept on the device, and nothing is logged per step.
+as Lightning's automatic loop does, without its closure and result bookkeeping), and nothing is
+logged per step. ``training_step`` returns its loss, which ``LossCapture``
+(harness/workload/recorder.py) keeps on the device, as it does for a user's own module.
 
 The ``model`` setting swaps only the network: ``cnn`` is the PyTorch MNIST example's, trained
 exactly like the post's MLP (same data, split, batches, optimizer, seed placements), so that the
@@ -20,7 +21,6 @@ from torch import nn
 from torch.utils.data import TensorDataset, random_split
 
 from harness.workload.data import TRAIN_SIZE, VAL_SIZE, Batches, Mnist, shard_indices
-from harness.workload.recorder import LossRecorder
 
 
 def mlp(hidden_size: int = 64) -> nn.Sequential:
@@ -68,7 +68,6 @@ class LitMNIST(LightningModule):
     def __init__(
         self,
         mnist: Mnist,
-        recorder: LossRecorder,
         hidden_size: int = 64,
         learning_rate: float = 1e-4,
         batch_size: int = 32,
@@ -77,7 +76,6 @@ class LitMNIST(LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.mnist = mnist
-        self.recorder = recorder
         self.learning_rate = learning_rate
         self.batch_size = batch_size
         self.num_classes = 10
@@ -94,14 +92,16 @@ class LitMNIST(LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.learning_rate)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         x, y = batch
         loss = F.nll_loss(self(x), y)
         optimizer = self.optimizers()
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
-        self.recorder.record(batch_idx, loss)
+        return loss  # recorded by LossCapture, the one capture path for every module
 
     def on_validation_epoch_start(self) -> None:
         self._val_loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 
-from harness.contract import IMAGE_ENV, NUMERIC_ENV_VARS, USER_CODE_ENV, RunSpec
+from harness.contract import IMAGE_ENV, NUMERIC_ENV_VARS, USER_CODE_ENV
 from harness.contract.code import workload_digest
 from harness.contract.record import Determinism, Libraries
 
@@ -287,19 +287,22 @@ class RankFlags(Callback):
 
 
 def collect(
-    spec: RunSpec,
+    accelerator: str,
+    image: str | None,
     world_size: int,
     determinism: Determinism | None = None,
     flags: RankFlags | None = None,
 ) -> dict[str, Any]:
-    """The ``provenance`` object of run.json (see docs/run-record.md); ``determinism`` is what
-    ``determinism_in_force`` read after ``fit`` (None when the run failed before that),
+    """The ``provenance`` object of run.json (see docs/run-record.md); ``accelerator`` and
+    ``image``: the spec's (a run outside the harness: the Trainer's, and None);
+    ``determinism`` is what ``determinism_in_force`` read after ``fit`` (None when the run
+    failed before that),
     ``flags`` the callback that read every rank's. Read after ``fit``: cuBLAS is loaded lazily,
     at the first GPU matmul."""
     import pytorch_lightning
     import torchvision
 
-    gpus, unavailable = _gpus(spec.accelerator)
+    gpus, unavailable = _gpus(accelerator)
     no_cuda = unavailable.get("gpus")
     libs, why = libraries(_read_maps(), no_cuda)
     unavailable.update(why)
@@ -328,7 +331,7 @@ def collect(
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "env": {name: os.environ.get(name) for name in NUMERIC_ENV_VARS},
-        "image": spec.image,
+        "image": image,
         "image_digest": os.environ.get(IMAGE_ENV["image_digest"]),
         "image_id": os.environ.get(IMAGE_ENV["image_id"]),
         "workload_digest": workload_digest(),

@@ -2,22 +2,26 @@
 
 Losses stay on the device during an epoch (one preallocated tensor, one device-side copy per
 step, no ``.item()``), so recording adds no host synchronisation per step; they are copied to
-the host once per epoch.
+the host once per epoch. ``LossCapture`` takes each step's loss from what ``training_step``
+returned, for the built-in model and a user's own alike: one capture path.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 
 from harness.contract.record import EpochSummary, epoch_line
+from harness.workload.entry import WorkloadError
 
 #: The host reads this logger's lines (stdout) for its progress display.
 progress = logging.getLogger("harness.workload.progress")
@@ -58,6 +62,17 @@ class Stopwatch:
         return self._now() - self.started
 
 
+#: The first size of an epoch's buffer when the epoch's length is not known (the training data
+#: is an iterable without ``len``, so ``trainer.num_training_batches`` is infinite): the buffer
+#: doubles on the device when a step goes past it.
+UNKNOWN_EPOCH_STEPS = 1024
+
+
+def epoch_capacity(steps: float) -> int:
+    """Rows to preallocate for an epoch of ``steps`` (``trainer.num_training_batches``)."""
+    return max(int(steps), 1) if math.isfinite(steps) else UNKNOWN_EPOCH_STEPS
+
+
 class LossRecorder:
     """Collects every step's loss of every rank, one epoch at a time."""
 
@@ -67,15 +82,29 @@ class LossRecorder:
         self._buffer: torch.Tensor | None = None
         self._written = 0
 
-    def start_epoch(self, steps: int, device: torch.device) -> None:
-        self._buffer = torch.full((steps,), float("nan"), dtype=torch.float32, device=device)
+    def start_epoch(self, steps: float, device: torch.device) -> None:
+        """A buffer for an epoch of ``steps`` (infinite: not known, grown as needed)."""
+        size = epoch_capacity(steps)
+        self._buffer = torch.full((size,), float("nan"), dtype=torch.float32, device=device)
         self._written = 0
 
     def record(self, step: int, loss: torch.Tensor) -> None:
         """Copy the loss into the epoch's buffer on its device (no host sync)."""
         assert self._buffer is not None
+        if step >= self._buffer.shape[0]:
+            self._grow(step + 1)
         self._buffer[step].copy_(loss.detach())
         self._written = max(self._written, step + 1)
+
+    def _grow(self, needed: int) -> None:
+        """Double the buffer (on its device, a device-side copy) until ``needed`` rows fit."""
+        assert self._buffer is not None
+        size = max(self._buffer.shape[0], 1)
+        while size < needed:
+            size *= 2
+        bigger = torch.full((size,), float("nan"), dtype=torch.float32, device=self._buffer.device)
+        bigger[: self._buffer.shape[0]].copy_(self._buffer)
+        self._buffer = bigger
 
     @property
     def buffer(self) -> torch.Tensor:
@@ -159,7 +188,7 @@ class EpochRecorder(Callback):
         self.val_seconds: float | None = None
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.recorder.start_epoch(int(trainer.num_training_batches), pl_module.device)
+        self.recorder.start_epoch(trainer.num_training_batches, pl_module.device)
         self.train_seconds = self.val_seconds = None
         self.watch = Stopwatch(pl_module.device)
         self.watch.start()
@@ -199,3 +228,80 @@ class EpochRecorder(Callback):
         if self.tensorboard is not None:
             self.tensorboard.write_epoch(rows, first_step, summary)
         progress.info(epoch_line(summary, self.epochs))
+
+
+#: What a training step must return to be recorded (every refusal names it).
+RETURN_THE_LOSS = "return the loss tensor, or a dict with a 'loss' key, from training_step"
+
+
+class LossCapture(Callback):
+    """Records the loss each ``training_step`` returned, per step, on the device.
+
+    Lightning 2.x hands ``on_train_batch_end`` the step's output as a dict in both modes:
+    automatic optimization gives ``{"loss": <the detached loss>, ...}`` (``ClosureResult``),
+    manual optimization the step's dict, or ``{"loss": <detached>}`` for a returned tensor
+    (``ManualResult``); a step that returned nothing gives ``{}``. A bare tensor is taken too.
+    The loss is copied into ``LossRecorder``'s epoch buffer on its device (no host sync);
+    ``EpochRecorder`` copies the epoch to the host once.
+
+    One row per batch is one row per optimizer step only without gradient accumulation and
+    with one optimizer, so both are refused, as are a step with no loss and a loss that is
+    not one number: each a ``WorkloadError`` that names the module and the fix.
+    """
+
+    def __init__(self, recorder: LossRecorder) -> None:
+        self.recorder = recorder
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if len(trainer.optimizers) > 1:
+            raise WorkloadError(
+                f"{type(pl_module).__qualname__}.configure_optimizers returned "
+                f"{len(trainer.optimizers)} optimizers; the harness records one loss per "
+                "optimizer step and supports one optimizer: combine the parameter groups into "
+                "one optimizer"
+            )
+        self._check_accumulation(trainer)
+
+    def _check_accumulation(self, trainer: Trainer) -> None:
+        if trainer.accumulate_grad_batches != 1:
+            raise WorkloadError(
+                f"gradient accumulation (accumulate_grad_batches={trainer.accumulate_grad_batches})"
+                " is not supported: the harness records one loss per optimizer step, and with "
+                "accumulation a step spans several batches; remove accumulate_grad_batches (or "
+                "the GradientAccumulationScheduler), and use a larger batch instead"
+            )
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if not isinstance(loss, torch.Tensor):
+            self._no_loss(pl_module, outputs, trainer.current_epoch, batch_idx)
+        if loss.numel() != 1:
+            raise WorkloadError(
+                f"{type(pl_module).__qualname__}.training_step returned a loss of shape "
+                f"{tuple(loss.shape)}, not one number; reduce it (e.g. .mean()) and "
+                f"{RETURN_THE_LOSS}"
+            )
+        if trainer.accumulate_grad_batches != 1:  # a scheduler can change it at an epoch's start
+            self._check_accumulation(trainer)
+        self.recorder.record(batch_idx, loss.reshape(()) if loss.ndim else loss)
+
+    @staticmethod
+    def _no_loss(pl_module: LightningModule, outputs: Any, epoch: int, batch_idx: int) -> None:
+        if isinstance(outputs, Mapping) and outputs:
+            got = f"a dict without a 'loss' key (keys: {', '.join(map(str, outputs))})"
+        elif isinstance(outputs, Mapping) or outputs is None:
+            got = "no loss"
+        else:
+            got = f"a {type(outputs).__qualname__}"
+        raise WorkloadError(
+            f"{type(pl_module).__qualname__}.training_step returned {got} (epoch {epoch}, batch "
+            f"{batch_idx}); the harness records the loss each training step returns: "
+            f"{RETURN_THE_LOSS}"
+        )

@@ -1,8 +1,10 @@
 """One repeat, in the order the post's main.py implies, ending in a run record either way.
 
-Order: pin threads, seed (``process_start``), set the determinism flags, load and verify MNIST,
-seed (``before_model``), create the model and digest its weights, seed (``before_trainer``),
-build the Trainer, fit. ``none`` never seeds. Under DDP Lightning starts every other rank as
+Order: pin threads, seed (``process_start``), set the determinism flags, load and verify MNIST
+(a user's workload: import its entry), seed (``before_model``), create the model (a user's
+workload: call its function) and digest its weights, seed (``before_trainer``), build the
+Trainer, fit, read the determinism flags back (a flag the training changed fails the run with
+``DeterminismFlagsChanged``). ``none`` never seeds. Under DDP Lightning starts every other rank as
 ``python -m harness.workload.__main__`` with the same arguments, so each rank seeds at the same
 placement. Rank 0 writes ``losses.npy``, the event files and, last, ``run.json``.
 
@@ -47,8 +49,18 @@ from harness.contract.record import (
 from harness.contract.spec import DEFAULT_DDP_TIMEOUT_S
 from harness.workload import provenance, signals
 from harness.workload.data import load_mnist, resolve_data_dir, split_digest
+from harness.workload.entry import (
+    Built,
+    RunSettings,
+    WorkloadError,
+    build,
+    check_flags,
+    find_data_dir,
+    load_entry,
+)
 from harness.workload.recorder import (
     EpochRecorder,
+    LossCapture,
     LossRecorder,
     TensorBoard,
     trajectory_digest,
@@ -103,7 +115,9 @@ def ddp_timeout(spec: RunSpec) -> timedelta:
     return timedelta(seconds=float(seconds))
 
 
-def _build_trainer(spec: RunSpec, callbacks: list[Any]):
+def _build_trainer(spec: RunSpec, callbacks: list[Any], distributed_sampler: bool = False):
+    """The Trainer of every run. ``distributed_sampler``: Lightning shards the data across DDP
+    ranks (its default, which a user's own dataloaders expect); the built-in shards its own."""
     from pytorch_lightning import Trainer
     from pytorch_lightning.strategies import DDPStrategy
 
@@ -123,7 +137,7 @@ def _build_trainer(spec: RunSpec, callbacks: list[Any]):
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        use_distributed_sampler=False,
+        use_distributed_sampler=distributed_sampler,
         callbacks=callbacks,
     )
     # Lightning's SIGTERM handler runs a DDP broadcast inside the signal handler, which hangs
@@ -136,6 +150,61 @@ def _build_trainer(spec: RunSpec, callbacks: list[Any]):
     return trainer
 
 
+def _builtin(spec: RunSpec, cli_data_dir: str | None) -> Built:
+    """The post's experiment: load and verify MNIST, seed (``before_model``), the model."""
+    from harness.workload.model import LitMNIST
+
+    mnist = load_mnist(resolve_data_dir(cli_data_dir), train=True)
+    _seed_if(spec, "before_model")
+    model = LitMNIST(
+        mnist,
+        hidden_size=spec.hidden_size,
+        learning_rate=spec.learning_rate,
+        batch_size=spec.batch_size,
+        model=spec.model,
+    )
+    return Built(model)
+
+
+def _user(spec: RunSpec, cli_data_dir: str | None, code_dir: Path | None) -> Built:
+    """The user's workload: import the entry (a failure names the fix), seed
+    (``before_model``), call it with the run's settings and check what it returned."""
+    assert spec.entry is not None
+    function = load_entry(spec.entry, code_dir)
+    settings = RunSettings.of(spec, find_data_dir(cli_data_dir), code_dir)
+    _seed_if(spec, "before_model")
+    return build(spec.entry, function, settings)
+
+
+def raised_by_lightning(exc: BaseException) -> bool:
+    """Whether Lightning's own code raised ``exc`` (its innermost frame is in
+    pytorch_lightning or lightning_fabric), not torch, the harness or the user's code."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return str(module).split(".")[0] in ("pytorch_lightning", "lightning_fabric")
+
+
+def _fit(spec: RunSpec, trainer: Any, built: Built) -> None:
+    """``trainer.fit``; with a user's entry, Lightning's refusal of the module's own
+    configuration (a MisconfigurationException, or an error Lightning itself raised, as for two
+    optimizers under automatic optimization) is the workload's fault: a WorkloadError."""
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+    if spec.entry is None:
+        trainer.fit(built.module)
+        return
+    try:
+        trainer.fit(built.module, **built.fit_kwargs())
+    except (MisconfigurationException, RuntimeError, ValueError, TypeError) as exc:
+        if not isinstance(exc, MisconfigurationException) and not raised_by_lightning(exc):
+            raise
+        raise WorkloadError(
+            f"Lightning refused {type(built.module).__qualname__} (from {spec.entry!r}): {exc}"
+        ) from exc
+
+
 def _train(
     spec: RunSpec,
     out: Path,
@@ -143,9 +212,8 @@ def _train(
     state: RunState,
     t0: float,
     caught: list[Any],
+    code_dir: Path | None = None,
 ):
-    from harness.workload.model import LitMNIST
-
     # Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1; Adam.step() then asks NVML for
     # the device count on every step (dlopen + init, uncached until CUDA is initialised), which
     # costs more than the step itself on a CPU run. No fork is used here, so drop it.
@@ -153,17 +221,11 @@ def _train(
     pin_threads(spec.threads)
     _seed_if(spec, "process_start")
     apply_determinism(spec)
-    mnist = load_mnist(resolve_data_dir(cli_data_dir), train=True)
-
-    _seed_if(spec, "before_model")
-    model = LitMNIST(
-        mnist,
-        state.recorder,
-        hidden_size=spec.hidden_size,
-        learning_rate=spec.learning_rate,
-        batch_size=spec.batch_size,
-        model=spec.model,
-    )
+    if spec.entry is None:
+        built = _builtin(spec, cli_data_dir)
+    else:
+        built = _user(spec, cli_data_dir, code_dir)
+    model = built.module
     state.init_digest = weights_digest(model.state_dict())
     probe = None
     if spec.diagnose is not None:
@@ -177,6 +239,7 @@ def _train(
     callbacks: list[Any] = [
         state.weights,
         EpochRecorder(state.recorder, state.tensorboard, spec.epochs),
+        LossCapture(state.recorder),
         state.rank_flags,
     ]
     if spec.test_fault is not None:
@@ -191,9 +254,9 @@ def _train(
         callbacks.append(counter)
     if probe is not None:
         callbacks.append(probe)
-    trainer = _build_trainer(spec, callbacks)
+    trainer = _build_trainer(spec, callbacks, distributed_sampler=spec.entry is not None)
     state.setup_seconds = time.perf_counter() - t0
-    trainer.fit(model)
+    _fit(spec, trainer, built)
     state.host_syncs = counter.result if counter is not None else None
     # Read back from torch, not from the spec: what training ran with (the Trainer could have
     # changed a flag; it does not, as the workload passes it neither deterministic= nor benchmark=)
@@ -201,9 +264,13 @@ def _train(
     state.world_size = trainer.world_size
     state.is_global_zero = trainer.is_global_zero
     state.final_digest = weights_digest(model.state_dict())
-    state.split_digest = split_digest(model.train_indices, model.val_indices)
+    if hasattr(model, "train_indices") and hasattr(model, "val_indices"):  # the built-in's
+        state.split_digest = split_digest(model.train_indices, model.val_indices)
     if probe is not None and trainer.global_rank == probe.options.rank:
         probe.write(out, model)
+    # A flag changed by the training's own code (build, the module, its callbacks): the run
+    # did not test the cell's settings; it fails, keeping what it recorded.
+    check_flags(spec, state.determinism)
 
 
 def nonfinite_error(losses: np.ndarray, summaries: list[EpochSummary]) -> RunError | None:
@@ -226,15 +293,20 @@ def nonfinite_error(losses: np.ndarray, summaries: list[EpochSummary]) -> RunErr
 
 
 def build_record(
-    spec: RunSpec,
+    spec: dict[str, Any],
     state: RunState,
     losses: np.ndarray,
     nondet: list[str],
     timing: Timing,
     weights: WeightDigests | None = None,
+    *,
+    accelerator: str,
+    image: str | None,
 ) -> RunRecord:
-    """The run.json object (docs/run-record.md); ``weights``: what ``weights.npy`` holds,
-    None where it was not written."""
+    """The run.json object (docs/run-record.md); ``spec``: the record's ``spec`` (a RunSpec's
+    dict, or harness.lightning's for a run outside the harness); ``weights``: what
+    ``weights.npy`` holds, None where it was not written; ``accelerator``, ``image``: for the
+    provenance."""
     epochs = state.recorder.epochs
     files = {"losses": LOSSES_FILE, "tensorboard": TENSORBOARD_DIR}
     if weights is not None:
@@ -242,7 +314,7 @@ def build_record(
     return RunRecord(
         status="failed" if state.error else "ok",
         error=state.error,
-        spec=spec.to_dict(),
+        spec=spec,
         steps=int(losses.shape[0]),
         ranks=int(losses.shape[1]),
         steps_per_epoch=[len(rows) for rows in epochs],
@@ -259,10 +331,23 @@ def build_record(
         host_syncs=state.host_syncs,
         weights=weights,
         provenance=Provenance(
-            **provenance.collect(spec, state.world_size, state.determinism, state.rank_flags)
+            **provenance.collect(
+                accelerator, image, state.world_size, state.determinism, state.rank_flags
+            )
         ),
         files=files,
     )
+
+
+def save_trajectory(out: Path, state: RunState) -> tuple[np.ndarray, WeightDigests | None]:
+    """Write ``losses.npy`` and ``weights.npy`` (rank 0); a loss that is not finite becomes the
+    run's error, unless it already has one. Returns the losses and what weights.npy holds."""
+    losses = state.recorder.losses(state.world_size)
+    np.save(out / LOSSES_FILE, losses)
+    weights = _save_weights(out, state, len(losses))
+    if state.error is None:
+        state.error = nonfinite_error(losses, state.recorder.summaries)
+    return losses, weights
 
 
 def _save_weights(out: Path, state: RunState, steps: int) -> WeightDigests | None:
@@ -296,13 +381,18 @@ def _note_failure(spec: RunSpec, out: Path, state: RunState, exc: BaseException)
 def _full_record(
     spec: RunSpec, out: Path, state: RunState, caught: list[Any], t0: float, started_at: str
 ) -> RunRecord:
-    losses = state.recorder.losses(state.world_size)
-    np.save(out / LOSSES_FILE, losses)
-    weights = _save_weights(out, state, len(losses))
-    if state.error is None:
-        state.error = nonfinite_error(losses, state.recorder.summaries)
+    losses, weights = save_trajectory(out, state)
     timing = _timing(t0, started_at, state)
-    return build_record(spec, state, losses, nondeterministic_ops(caught), timing, weights)
+    return build_record(
+        spec.to_dict(),
+        state,
+        losses,
+        nondeterministic_ops(caught),
+        timing,
+        weights,
+        accelerator=spec.accelerator,
+        image=spec.image,
+    )
 
 
 def _timing(t0: float, started_at: str, state: RunState) -> Timing:
@@ -345,8 +435,11 @@ def _record(
     return record
 
 
-def run(spec: RunSpec, out: Path, cli_data_dir: str | None = None) -> int:
-    """Train one repeat and write its record; returns the process exit code."""
+def run(
+    spec: RunSpec, out: Path, cli_data_dir: str | None = None, code_dir: Path | None = None
+) -> int:
+    """Train one repeat and write its record; returns the process exit code. ``code_dir``:
+    the user's code folder (``--code-dir``), already on ``sys.path``."""
     t0 = time.perf_counter()
     started_at = datetime.now(timezone.utc).isoformat()
     state = RunState(world_size=spec.devices, is_global_zero=_rank_from_env() == 0)
@@ -355,7 +448,7 @@ def run(spec: RunSpec, out: Path, cli_data_dir: str | None = None) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
             try:
-                _train(spec, out, cli_data_dir, state, t0, caught)
+                _train(spec, out, cli_data_dir, state, t0, caught, code_dir)
             finally:
                 if state.tensorboard is not None:
                     state.tensorboard.close()

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 
+from harness.workload.recorder import epoch_capacity
+
 #: Which hash a run used: recorded, since the two kinds are not comparable with each other.
 HASH_KIND = "hash_tensor" if hasattr(torch, "hash_tensor") else "weighted_sum"
 
@@ -125,10 +127,24 @@ class WeightRecorder(Callback):
         named = list(pl_module.named_parameters())
         self.names = [name for name, _ in named]
         self._hasher = Hasher([param for _, param in named])
-        steps = int(trainer.num_training_batches)
+        steps = epoch_capacity(trainer.num_training_batches)
         self._buffer = torch.zeros((steps, len(named)), dtype=Hasher.dtype, device=pl_module.device)
         self._cells = [row.unbind(0) for row in self._buffer.unbind(0)]
         self._written = 0
+
+    def _grow(self, needed: int) -> None:
+        """Double the buffer (an epoch of unknown length: the data has no ``len``) until
+        ``needed`` rows fit; the rows written so far are copied on the device."""
+        assert self._buffer is not None
+        size = max(self._buffer.shape[0], 1)
+        while size < needed:
+            size *= 2
+        bigger = torch.zeros(
+            (size, self._buffer.shape[1]), dtype=self._buffer.dtype, device=self._buffer.device
+        )
+        bigger[: self._buffer.shape[0]].copy_(self._buffer)
+        self._buffer = bigger
+        self._cells = [row.unbind(0) for row in self._buffer.unbind(0)]
 
     def on_train_batch_end(
         self,
@@ -138,8 +154,10 @@ class WeightRecorder(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if self._hasher is None or batch_idx >= len(self._cells):
+        if self._hasher is None:
             return
+        if batch_idx >= len(self._cells):
+            self._grow(batch_idx + 1)
         self._hasher.into(self._cells[batch_idx])
         self._written = max(self._written, batch_idx + 1)
 

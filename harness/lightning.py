@@ -1,0 +1,179 @@
+"""A run record from your own Lightning training, outside the harness.
+
+    from harness.lightning import ReproRecorder
+
+    pl.seed_everything(1234)
+    model = MyModule()
+    recorder = ReproRecorder("runs/nightly-1", name="nightly", seed=1234)
+    trainer = pl.Trainer(..., callbacks=[recorder])
+    trainer.fit(model, datamodule)
+
+writes into ``runs/nightly-1`` what a harness run writes (docs/run-record.md): ``run.json`` (a
+normal run record, ``written_by: workload``), ``losses.npy`` (each step's loss as the training
+step returned it, [steps, ranks] float32), ``weights.npy`` (the parameters' hashes after every
+step) and ``tensorboard/``. ``harness report`` over a folder of such folders compares the runs
+that share a ``name`` bit for bit (docs/workload.md, "Outside the harness").
+
+The pieces are the harness's own: ``LossCapture`` and ``EpochRecorder`` (losses on the device,
+copied once per epoch), ``WeightRecorder``, ``RankFlags``, the provenance and the record's
+writer. The callback does not seed and does not set any flag: ``seed`` is the seed your script
+set, recorded; the flags are read from torch as ``fit`` starts and recorded as the record's
+``spec``. An exception in training writes a failed record with the losses so far. Under DDP
+every rank records and gathers; rank 0 writes.
+
+Workload side: imports torch, Lightning, numpy, ``harness.contract`` and ``harness.workload``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning import Callback, LightningModule, Trainer
+
+from harness.contract import TENSORBOARD_DIR
+from harness.contract.record import Timing, write_record
+from harness.workload import provenance, signals
+from harness.workload.entry import algorithms_setting
+from harness.workload.recorder import EpochRecorder, LossCapture, TensorBoard, weights_digest
+from harness.workload.runner import RunState, build_record, save_trajectory
+
+__all__ = ["ReproRecorder", "external_spec"]
+
+
+def external_spec(
+    name: str, module: LightningModule, seed: int | None, flags: Any, threads: int
+) -> dict[str, Any]:
+    """The record's ``spec`` for a run outside the harness: what identifies it (``name`` groups
+    repeats in the report), the module's class as ``entry``, the seed the script says it set,
+    and the determinism flags and thread count torch had as ``fit`` started."""
+    kind = type(module)
+    return {
+        "external": True,
+        "cell_name": name,
+        "cell_id": "",
+        "entry": f"{kind.__module__}:{kind.__qualname__}",
+        "params": {},
+        "seed": seed,
+        "repeat": 0,
+        "cudnn_deterministic": bool(flags.cudnn_deterministic),
+        "cudnn_benchmark": bool(flags.cudnn_benchmark),
+        "deterministic_algorithms": algorithms_setting(flags),
+        "threads": threads,
+    }
+
+
+class ReproRecorder(Callback):
+    """Writes a harness run record of the ``Trainer`` it is given to (``out``: the folder)."""
+
+    def __init__(self, out: str | Path, name: str = "run", seed: int | None = None) -> None:
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        self.out = Path(out)
+        self.name = str(name)
+        self.seed = seed
+        self.state = RunState()
+        self.capture = LossCapture(self.state.recorder)
+        self.epochs: EpochRecorder | None = None
+        self.spec: dict[str, Any] = {}
+        self.accelerator = "cpu"
+        self.started_at: str | None = None
+        self.t0 = time.perf_counter()
+        self.written = False
+
+    # ---------------------------------------------------------------- the run's start and end
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.t0 = time.perf_counter()
+        self.started_at = datetime.now(timezone.utc).isoformat()
+        self.state.world_size = trainer.world_size
+        self.state.is_global_zero = trainer.is_global_zero
+        self.accelerator = "gpu" if pl_module.device.type == "cuda" else "cpu"
+        flags = provenance.determinism_in_force()
+        self.spec = external_spec(self.name, pl_module, self.seed, flags, torch.get_num_threads())
+        self.state.init_digest = weights_digest(pl_module.state_dict())
+        if trainer.is_global_zero:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.state.tensorboard = TensorBoard(self.out / TENSORBOARD_DIR)
+        max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 0
+        self.epochs = EpochRecorder(self.state.recorder, self.state.tensorboard, max_epochs)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.state.determinism = provenance.determinism_in_force()
+        self.state.final_digest = weights_digest(pl_module.state_dict())
+        self._write()
+
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        if self.state.error is None:
+            self.state.error = signals.classify(exception)
+        self._write()
+
+    def _write(self) -> None:
+        """Rank 0 writes losses.npy, weights.npy and, last, run.json (once)."""
+        if self.written:
+            return
+        self.written = True
+        if self.state.tensorboard is not None:
+            self.state.tensorboard.close()
+        if not self.state.is_global_zero or self.started_at is None:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        losses, weights = save_trajectory(self.out, self.state)
+        timing = Timing(
+            started_at=self.started_at,
+            finished_at=datetime.now(timezone.utc).isoformat(),
+            wall_seconds=time.perf_counter() - self.t0,
+        )
+        record = build_record(
+            self.spec,
+            self.state,
+            losses,
+            [],
+            timing,
+            weights,
+            accelerator=self.accelerator,
+            image=None,
+        )
+        write_record(self.out, record)
+
+    # ---------------------------------------------------------------- the harness's callbacks
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.capture.on_train_start(trainer, pl_module)
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.state.weights.on_train_epoch_start(trainer, pl_module)
+        if self.epochs is not None:
+            self.epochs.on_train_epoch_start(trainer, pl_module)
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        self.state.weights.on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self.capture.on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.epochs is not None:
+            self.epochs.on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.epochs is not None:
+            self.epochs.on_validation_epoch_end(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.state.weights.on_train_epoch_end(trainer, pl_module)
+        if self.epochs is not None:
+            self.epochs.on_train_epoch_end(trainer, pl_module)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.state.rank_flags.on_train_end(trainer, pl_module)
