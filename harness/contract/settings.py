@@ -44,7 +44,7 @@ CUBLAS_WORKSPACE_WORDS = (
     "`:4096:8:16:8`"
 )
 
-#: ``entry``: ``package.module:function``, the user's build function (docs/own-workload.md).
+#: ``entry``: ``package.module:function``, the user's build function (docs/workload.md).
 ENTRY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 ENTRY_WORDS = "`package.module:function`, e.g. `convnet:build` (or `null`: the built-in MNIST)"
 #: ``params``: names the user's function reads; scalars only, so each can be a report column.
@@ -249,7 +249,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "entry", "str", None,
         "the training to run: `null`, the built-in MNIST experiment, or `package.module:function`, "
-        "your build function (docs/own-workload.md); `workload.entry` sets it for every cell",
+        "your build function (docs/workload.md); `workload.entry` sets it for every cell",
         nullable=True, pattern=ENTRY_PATTERN, pattern_doc=ENTRY_WORDS, label="", in_report=True,
     ),
     Setting(
