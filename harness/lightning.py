@@ -51,7 +51,7 @@ def external_spec(
     repeats in the report), the module's class as ``entry``, the seed the script says it set,
     and the determinism flags and thread count torch had as ``fit`` started."""
     kind = type(module)
-    return {
+    identity = {
         "external": True,
         "cell_name": name,
         "cell_id": "",
@@ -59,6 +59,13 @@ def external_spec(
         "params": {},
         "seed": seed,
         "repeat": 0,
+    }
+    return {**identity, **flags_in_force(flags, threads)}
+
+
+def flags_in_force(flags: Any, threads: int) -> dict[str, Any]:
+    """What torch ran with, under the names of the settings that set them in a matrix."""
+    return {
         "cudnn_deterministic": bool(flags.cudnn_deterministic),
         "cudnn_benchmark": bool(flags.cudnn_benchmark),
         "deterministic_algorithms": algorithms_setting(flags),
