@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from harness.contract import (
     LOG_FILE,
@@ -115,6 +116,37 @@ def run_env(spec: RunSpec, slot: Slot, base: dict[str, str] | None = None) -> di
     return env
 
 
+def ask_python(
+    python: str, code: str, mark: str, args: Sequence[str] = (), timeout_s: float = PROBE_TIMEOUT_S
+) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """Run ``python -c code *args`` in an empty temporary folder (argv list, no shell) and read
+    the JSON that its last line starting with ``mark`` carries (None: no such line, or not
+    JSON). OSError and TimeoutExpired propagate: each caller says what it asked."""
+    with tempfile.TemporaryDirectory(prefix="harness-probe-") as cwd:
+        proc = subprocess.run(  # argv list, no shell
+            [python, "-c", code, *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            cwd=cwd,
+            timeout=timeout_s,
+            check=False,
+        )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(mark)]
+    try:
+        data = json.loads(lines[-1].removeprefix(mark)) if lines else None
+    except json.JSONDecodeError:
+        data = None
+    return proc, data
+
+
+def _last_words(proc: subprocess.CompletedProcess[str]) -> str:
+    """The last line a failed probe printed: the error, not its traceback."""
+    last = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+    return last[0] if last else "no output"
+
+
 def probe_identity(python: str, timeout_s: float = PROBE_TIMEOUT_S) -> RunIdentity:
     """Ask ``python`` (argv list, no shell) what its runs would record; ExecutorError when it
     cannot say, since then it cannot run the workload either."""
@@ -122,36 +154,20 @@ def probe_identity(python: str, timeout_s: float = PROBE_TIMEOUT_S) -> RunIdenti
         "pass --python (or set HARNESS_WORKLOAD_PYTHON to) an interpreter that has this harness "
         "installed with its workload extra: pip install -e '.[workload]'"
     )
-    with tempfile.TemporaryDirectory(prefix="harness-probe-") as cwd:
-        try:
-            proc = subprocess.run(  # argv list, no shell
-                [python, "-c", IDENTITY_PROBE],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                cwd=cwd,
-                timeout=timeout_s,
-                check=False,
-            )
-        except OSError as exc:
-            raise ExecutorError(f"cannot start {python}: {exc.strerror or exc}", hint) from exc
-        except subprocess.TimeoutExpired as exc:
-            raise ExecutorError(
-                f"{python} did not say within {timeout_s:g} s which workload code and torch it "
-                "would run",
-                hint,
-            ) from exc
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(IDENTITY_MARK)]
     try:
-        data = json.loads(lines[-1].removeprefix(IDENTITY_MARK)) if lines else None
-    except json.JSONDecodeError:
-        data = None
+        proc, data = ask_python(python, IDENTITY_PROBE, IDENTITY_MARK, timeout_s=timeout_s)
+    except OSError as exc:
+        raise ExecutorError(f"cannot start {python}: {exc.strerror or exc}", hint) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ExecutorError(
+            f"{python} did not say within {timeout_s:g} s which workload code and torch it "
+            "would run",
+            hint,
+        ) from exc
     if proc.returncode != 0 or not isinstance(data, dict):
-        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:]  # the error, not its trace
         raise ExecutorError(
             f"{python} cannot say which workload code and torch it would run "
-            f"(exit code {proc.returncode}): {last[0] if last else 'no output'}",
+            f"(exit code {proc.returncode}): {_last_words(proc)}",
             hint,
         )
 
@@ -170,33 +186,17 @@ def check_requirements(python: str, requirements: Sequence[str]) -> None:
     no shell); an ExecutorError (exit 2) names each missing one and the fix."""
     if not requirements:
         return
-    with tempfile.TemporaryDirectory(prefix="harness-probe-") as cwd:
-        try:
-            proc = subprocess.run(  # argv list, no shell
-                [python, "-c", REQUIREMENTS_PROBE, *requirements],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                cwd=cwd,
-                timeout=PROBE_TIMEOUT_S,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ExecutorError(
-                f"cannot ask {python} which of workload.requirements it has: {exc}",
-                "pass --python an interpreter that runs (HARNESS_WORKLOAD_PYTHON)",
-            ) from exc
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(REQUIREMENTS_MARK)]
     try:
-        found = json.loads(lines[-1].removeprefix(REQUIREMENTS_MARK)) if lines else None
-    except json.JSONDecodeError:
-        found = None
+        proc, found = ask_python(python, REQUIREMENTS_PROBE, REQUIREMENTS_MARK, requirements)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ExecutorError(
+            f"cannot ask {python} which of workload.requirements it has: {exc}",
+            "pass --python an interpreter that runs (HARNESS_WORKLOAD_PYTHON)",
+        ) from exc
     if proc.returncode != 0 or not isinstance(found, list):
-        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
         raise ExecutorError(
             f"cannot ask {python} which of workload.requirements it has "
-            f"(exit code {proc.returncode}): {last[0] if last else 'no output'}",
+            f"(exit code {proc.returncode}): {_last_words(proc)}",
             "pass --python an interpreter that runs (HARNESS_WORKLOAD_PYTHON)",
         )
     missing = [(text, have) for text, have, ok in found if not ok]

@@ -73,6 +73,17 @@ def epoch_capacity(steps: float) -> int:
     return max(int(steps), 1) if math.isfinite(steps) else UNKNOWN_EPOCH_STEPS
 
 
+def grown(buffer: torch.Tensor, needed: int, fill: float) -> torch.Tensor:
+    """``buffer`` doubled along its first dimension until ``needed`` rows fit, its rows copied
+    on its device (no host sync); the new rows hold ``fill``."""
+    size = max(buffer.shape[0], 1)
+    while size < needed:
+        size *= 2
+    bigger = torch.full((size, *buffer.shape[1:]), fill, dtype=buffer.dtype, device=buffer.device)
+    bigger[: buffer.shape[0]].copy_(buffer)
+    return bigger
+
+
 class LossRecorder:
     """Collects every step's loss of every rank, one epoch at a time."""
 
@@ -92,19 +103,9 @@ class LossRecorder:
         """Copy the loss into the epoch's buffer on its device (no host sync)."""
         assert self._buffer is not None
         if step >= self._buffer.shape[0]:
-            self._grow(step + 1)
+            self._buffer = grown(self._buffer, step + 1, float("nan"))
         self._buffer[step].copy_(loss.detach())
         self._written = max(self._written, step + 1)
-
-    def _grow(self, needed: int) -> None:
-        """Double the buffer (on its device, a device-side copy) until ``needed`` rows fit."""
-        assert self._buffer is not None
-        size = max(self._buffer.shape[0], 1)
-        while size < needed:
-            size *= 2
-        bigger = torch.full((size,), float("nan"), dtype=torch.float32, device=self._buffer.device)
-        bigger[: self._buffer.shape[0]].copy_(self._buffer)
-        self._buffer = bigger
 
     @property
     def buffer(self) -> torch.Tensor:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 
-from harness.workload.recorder import epoch_capacity
+from harness.workload.recorder import epoch_capacity, grown
 
 #: Which hash a run used: recorded, since the two kinds are not comparable with each other.
 HASH_KIND = "hash_tensor" if hasattr(torch, "hash_tensor") else "weighted_sum"
@@ -133,17 +133,9 @@ class WeightRecorder(Callback):
         self._written = 0
 
     def _grow(self, needed: int) -> None:
-        """Double the buffer (an epoch of unknown length: the data has no ``len``) until
-        ``needed`` rows fit; the rows written so far are copied on the device."""
+        """An epoch of unknown length (the data has no ``len``): a bigger buffer, and its items."""
         assert self._buffer is not None
-        size = max(self._buffer.shape[0], 1)
-        while size < needed:
-            size *= 2
-        bigger = torch.zeros(
-            (size, self._buffer.shape[1]), dtype=self._buffer.dtype, device=self._buffer.device
-        )
-        bigger[: self._buffer.shape[0]].copy_(self._buffer)
-        self._buffer = bigger
+        self._buffer = grown(self._buffer, needed, 0)
         self._cells = [row.unbind(0) for row in self._buffer.unbind(0)]
 
     def on_train_batch_end(
