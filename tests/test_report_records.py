@@ -215,6 +215,37 @@ def test_a_thread_count_that_differs_is_named(tmp_path: Path, capsys):
     assert "| nightly | threads | 1 \\(a\\), 2 \\(b\\) | ❌ |" in section
 
 
+def test_a_hidden_folder_is_not_a_run_and_tf32_read_back_is_compared(tmp_path: Path, capsys):
+    """A hidden folder (``.trash``, ``.git``) holding a record is left out; the TF32 flags that
+    torch had in force (provenance.determinism) are compared, not only the spec's flags."""
+    base = base_losses()
+    changed = base.copy()
+    changed[3, 0] = np.nextafter(changed[3, 0], np.float32(10))
+    own_run(tmp_path, "a", "nightly", base)
+    own_run(tmp_path, "b", "nightly", changed)
+    own_run(tmp_path, ".trash", "nightly", base)
+    for folder, tf32 in (("a", False), ("b", True)):
+        path = tmp_path / folder / "run.json"
+        data = json.loads(path.read_text())
+        data["provenance"]["determinism"] = {
+            "cudnn_deterministic": True,
+            "cudnn_benchmark": False,
+            "deterministic_algorithms": False,
+            "deterministic_algorithms_warn_only": False,
+            "matmul_allow_tf32": tf32,
+            "cudnn_allow_tf32": tf32,
+            "cublas_workspace_config": None,
+        }
+        path.write_text(json.dumps(data))
+    assert report(tmp_path) == 0
+    cell = group(report_json(tmp_path), "nightly")
+    assert [r["path"] for r in cell["runs"]] == ["a", "b"]
+    assert cell["differences"] == [
+        {"what": "matmul_allow_tf32", "values": {"a": False, "b": True}},
+        {"what": "cudnn_allow_tf32", "values": {"a": False, "b": True}},
+    ]
+
+
 def test_a_torch_version_and_a_gpu_that_differ_are_named_too(tmp_path: Path):
     own_run(
         tmp_path, "a", "nightly", base_losses(), gpus=[{"name": "NVIDIA A100", "sm_count": 108}]
