@@ -14,6 +14,10 @@
     <out>/superseded/<UTC time>/cells/<cell name>--<cell id>/repeat-<k>/
                               finished runs `harness run` set aside, whole, instead of reusing
                               them (another spec or identity, or damaged files); never deleted
+    <out>/slurm/              `harness submit slurm`: submission.json, the batch scripts
+                              (array-<k>.sbatch, merge.sbatch), logs/, and shards/shard-<i>/
+                              (one results folder per array task); <out> itself is the merged
+                              results folder once the merge job has run
 
 The manifest's ``format_version``:
 
@@ -63,6 +67,13 @@ DEFAULT_RESULTS_ROOT = Path("results")
 _CELL_SEPARATOR = "--"
 _REPEAT_PREFIX = "repeat-"
 
+
+#: ``harness submit slurm``'s folder inside the merged results folder, and what it holds
+SLURM_DIR = "slurm"
+SUBMISSION_FILE = "submission.json"
+SHARDS_DIR = "shards"
+SLURM_LOGS_DIR = "logs"
+MERGE_SCRIPT = "merge.sbatch"
 
 # ---------------------------------------------------------------- names and paths
 
@@ -365,3 +376,56 @@ def conflict_copies(root: Path, dirname: str) -> list[tuple[str, int, Path]]:
         if repeat is not None and path.is_dir():
             found.append((path.parents[2].name, repeat, path))
     return sorted(found, key=order)
+
+
+# ---------------------------------------------------------------- harness submit slurm
+
+
+def slurm_dir(root: Path) -> Path:
+    return Path(root) / SLURM_DIR
+
+
+def submission_path(root: Path) -> Path:
+    return slurm_dir(root) / SUBMISSION_FILE
+
+
+def shard_results_dir(root: Path, index: int) -> Path:
+    """The results folder of array task (shard) ``index``: ``<root>/slurm/shards/shard-<i>``."""
+    return slurm_dir(root) / SHARDS_DIR / f"shard-{index}"
+
+
+def array_script(root: Path, group: int) -> Path:
+    """The batch script of the ``group``-th job array (one per distinct resource request)."""
+    return slurm_dir(root) / f"array-{group}.sbatch"
+
+
+def merge_script(root: Path) -> Path:
+    return slurm_dir(root) / MERGE_SCRIPT
+
+
+def slurm_logs_dir(root: Path) -> Path:
+    return slurm_dir(root) / SLURM_LOGS_DIR
+
+
+def shard_log_pattern(root: Path) -> str:
+    """sbatch's ``--output`` of an array task: Slurm fills in ``%a`` (the shard) and ``%A`` (the
+    array's job id); a ``%`` of the folder's own name is doubled, so Slurm keeps it."""
+    return f"{str(slurm_logs_dir(root)).replace('%', '%%')}/shard-%a-job%A.out"
+
+
+def merge_log_pattern(root: Path) -> str:
+    return f"{str(slurm_logs_dir(root)).replace('%', '%%')}/merge-job%j.out"
+
+
+def shard_log(root: Path, index: int, array_job: str) -> Path:
+    """The log file Slurm wrote for shard ``index`` of array ``array_job``."""
+    return slurm_logs_dir(root) / f"shard-{index}-job{array_job}.out"
+
+
+def merge_staging_dir(root: Path, tag: str) -> Path:
+    """Where the merge job writes before the merged results replace the folder's old ones."""
+    return slurm_dir(root) / f"merging-{tag}"
+
+
+def merge_replaced_dir(root: Path, tag: str) -> Path:
+    return slurm_dir(root) / f"replaced-{tag}"

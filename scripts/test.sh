@@ -3,12 +3,14 @@
 #
 #   bash scripts/test.sh                        # everything; needs a Docker engine
 #   bash scripts/test.sh -m "not docker"        # no engine needed (also: HARNESS_TEST_NO_ENGINE=1)
+#   bash scripts/test.sh -m "not slurm"         # no Slurm cluster needed
 #   bash scripts/test.sh tests/test_cli.py -k resume
 #
-# It finds the engine and the wheelhouse .ci/run set up (scripts/docker-engine.sh and
-# /tmp/harness-wheelhouse) when DOCKER_HOST and HARNESS_WHEELHOUSE are unset, and stops before
-# pytest, saying how to start one, when no engine answers: tests that need one fail, never skip
-# (docs/testing.md, "Skips").
+# It finds the engine, the Slurm cluster and the wheelhouse .ci/run set up
+# (scripts/docker-engine.sh, scripts/slurm-cluster.sh and /tmp/harness-wheelhouse) when
+# DOCKER_HOST, SLURM_CONF and HARNESS_WHEELHOUSE are unset, and stops before pytest, saying how
+# to start one, when no engine answers: tests that need one fail, never skip (docs/testing.md,
+# "Skips"). The Slurm tests fail the same way, each saying how to start the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HARNESS_MNIST_DIR="${HARNESS_MNIST_DIR:-$(pwd)/../shared/data/mnist}"
@@ -17,6 +19,11 @@ export HARNESS_MNIST_DIR="${HARNESS_MNIST_DIR:-$(pwd)/../shared/data/mnist}"
 engine_sock="${HARNESS_DOCKER_ROOT:-/var/lib/harness-docker}/run/docker.sock"
 if [[ -z "${DOCKER_HOST:-}" && -S "$engine_sock" ]]; then
   export DOCKER_HOST="unix://$engine_sock"
+fi
+# The one-node cluster of scripts/slurm-cluster.sh (HARNESS_SLURM_ROOT moves it).
+slurm_conf="${HARNESS_SLURM_ROOT:-/var/lib/harness-slurm}/slurm.conf"
+if [[ -z "${SLURM_CONF:-}" && -f "$slurm_conf" ]]; then
+  export SLURM_CONF="$slurm_conf"
 fi
 # The wheelhouse .ci/run fills for offline workload-image builds.
 wheelhouse=/tmp/harness-wheelhouse

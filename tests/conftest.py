@@ -32,6 +32,10 @@ START_ENGINE = (
 SKIP_ALLOWED_MARKER = "gpu"
 #: Fixtures that need a Docker engine: a test using them is a docker test, marked or not.
 ENGINE_FIXTURES = frozenset({"client", "workload_image"})
+#: Fixtures that need a running Slurm cluster: a test using them is a slurm test.
+SLURM_FIXTURES = frozenset({"slurm_cluster"})
+#: Where scripts/slurm-cluster.sh writes its configuration (HARNESS_SLURM_ROOT moves it).
+SLURM_CONF = Path(os.environ.get("HARNESS_SLURM_ROOT", "/var/lib/harness-slurm")) / "slurm.conf"
 
 
 # --- no quiet skips ------------------------------------------------------------------------
@@ -85,6 +89,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
             if item.get_closest_marker("docker") is None:
                 item.add_marker(pytest.mark.docker)
+        if SLURM_FIXTURES & set(getattr(item, "fixturenames", ())):
+            if item.get_closest_marker("slurm") is None:
+                item.add_marker(pytest.mark.slurm)
 
 
 @pytest.fixture(scope="session")
@@ -160,3 +167,32 @@ def workload_image(client):
     from harness.images import ensure_workload_image
 
     return ensure_workload_image(client, BASE_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> dict[str, str]:
+    """The environment of a running Slurm cluster (scripts/slurm-cluster.sh's unless
+    SLURM_CONF names another); fails, never skips, when none answers."""
+    env = dict(os.environ)
+    if "SLURM_CONF" not in env and SLURM_CONF.is_file():
+        env["SLURM_CONF"] = str(SLURM_CONF)
+    try:
+        proc = subprocess.run(
+            ["sinfo", "--noheader", "--format=%t"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        said = proc.stdout + proc.stderr
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        said, proc = str(exc), None
+    if proc is None or proc.returncode != 0 or not proc.stdout.strip():
+        pytest.fail(
+            f"no Slurm cluster answers (SLURM_CONF={env.get('SLURM_CONF', 'unset')}): "
+            f"{said.strip()[:300]}\nstart one (installs it if missing, as root): "
+            'eval "$(bash scripts/slurm-cluster.sh start)", or leave these tests out: '
+            '-m "not slurm"'
+        )
+    return env

@@ -13,7 +13,19 @@ from typing import Annotated
 
 import typer
 
-from harness.cli import baseline, compare, diagnose, doctor, merge, plan, report, run, schema
+from harness.cli import (
+    baseline,
+    compare,
+    diagnose,
+    doctor,
+    merge,
+    plan,
+    report,
+    run,
+    schema,
+    status,
+    submit,
+)
 from harness.errors import HarnessError
 from harness.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
 from harness.text import TerminalSafeFormatter, terminal_safe
@@ -45,6 +57,8 @@ app.command("merge")(merge.command)
 app.command("compare")(compare.command)
 app.command("baseline")(baseline.command)
 app.command("diagnose")(diagnose.command)
+app.add_typer(submit.app, name="submit")
+app.command("status")(status.command)
 
 
 def main(argv: list[str] | None = None) -> int:

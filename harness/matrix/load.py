@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from harness.contract.settings import BY_NAME
 from harness.errors import MatrixError
 from harness.matrix.cells import Cell, LoadedMatrix, canonical_json, expand, make_cells
-from harness.matrix.models import Axes, Matrix, Patch, RunBlock, WorkloadBlock
+from harness.matrix.models import Axes, Matrix, Patch, RunBlock, SlurmBlock, WorkloadBlock
 
 
 def load_matrix(
@@ -255,6 +255,8 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
         return list(Axes.model_fields)
     if top == "workload":
         return list(WorkloadBlock.model_fields)
+    if top == "slurm":
+        return list(SlurmBlock.model_fields)
     return list(Patch.model_fields)
 
 

@@ -215,6 +215,68 @@ class WorkloadBlock(Strict):
     )
 
 
+#: A Slurm name (partition, account, QoS, GRES type): what ``sbatch`` takes, nothing a batch
+#: script line could read as more than one value.
+SLURM_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.,:+-]*$"
+#: A Slurm time limit: minutes, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM`` or
+#: ``D-HH:MM:SS`` (sbatch's own forms).
+SLURM_TIME_PATTERN = r"^([0-9]+-[0-9]{1,2}(:[0-9]{1,2}){0,2}|[0-9]+(:[0-9]{1,2}){0,2})$"
+#: One extra sbatch option, ``--name`` or ``--name=value``: a value of printable characters
+#: without blanks or quotes, so that it is one option on its ``#SBATCH`` line.
+SBATCH_OPTION_PATTERN = r"^--[A-Za-z][A-Za-z0-9-]*(=[^\s\"'\\]+)?$"
+
+
+class SlurmBlock(Strict):
+    """``slurm:``: how ``harness submit slurm`` asks for resources; the command's options
+    override each key. Not part of what a cell runs: the matrix digest leaves it out."""
+
+    partition: Annotated[str, Field(pattern=SLURM_NAME_PATTERN, max_length=200)] | None = Field(
+        None, description="the partition (queue) of every job, e.g. gpu; null: the default one"
+    )
+    account: Annotated[str, Field(pattern=SLURM_NAME_PATTERN, max_length=200)] | None = Field(
+        None, description="the account charged; null: your default account"
+    )
+    qos: Annotated[str, Field(pattern=SLURM_NAME_PATTERN, max_length=200)] | None = Field(
+        None, description="the quality of service; null: the default"
+    )
+    time: Annotated[str, Field(pattern=SLURM_TIME_PATTERN, max_length=20)] | None = Field(
+        None,
+        description="the time limit of each array task, as sbatch writes it (e.g. 2:00:00, "
+        "1-12:00:00); null: from run.timeout_s and the shard's runs (the worst case)",
+    )
+    gpu_type: Annotated[str, Field(pattern=SLURM_NAME_PATTERN, max_length=100)] | None = Field(
+        None, description="the GPU type of the request, --gres=gpu:TYPE:K (e.g. a100); null: any"
+    )
+    cpus_per_task: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="CPUs per array task; null: the most cores one run of the shard needs "
+        "(threads x devices), so its runs go one at a time; more lets runs go side by side",
+    )
+    sbatch: list[Annotated[str, Field(pattern=SBATCH_OPTION_PATTERN, max_length=300)]] = Field(
+        default_factory=list,
+        description="extra #SBATCH options of every job, e.g. --mem=16G or --constraint=h100",
+    )
+    executor: Literal["auto", "local", "docker"] = Field(
+        "auto",
+        description="how each task runs its runs: local processes in the harness's Python, or "
+        "Docker containers where the nodes have an engine (docs/slurm.md); auto as harness run",
+    )
+    python: str | None = Field(
+        None,
+        max_length=255,
+        description="the Python the jobs run, with the harness installed, as the nodes see it "
+        "(an absolute path); null: the one running harness submit",
+    )
+    data_dir: str | None = Field(
+        None,
+        max_length=4096,
+        description="the MNIST folder as the nodes see it (a shared file system), relative to "
+        "the matrix file; null: --data-dir, else HARNESS_MNIST_DIR when submitting",
+    )
+
+
 def _run_block(table: tuple[Setting, ...]) -> type[Strict]:
     fields = {
         s.name: (value_type(s), _field(s, f"default {s.name}: {s.doc}"))
@@ -239,6 +301,7 @@ def make_models(table: tuple[Setting, ...] = SETTINGS) -> dict[str, type[Strict]
         axes=(axes, Field(default_factory=axes)),
         include=(list[patch], Field(default_factory=list)),  # type: ignore[valid-type]
         exclude=(list[patch], Field(default_factory=list)),  # type: ignore[valid-type]
+        slurm=(SlurmBlock | None, Field(None, description="harness submit slurm's requests")),
     )
     matrix.__doc__ = "The whole matrix file."
     return {"CellSettings": cell, "Axes": axes, "Patch": patch, "RunBlock": run, "Matrix": matrix}

@@ -1,0 +1,151 @@
+"""What a ``harness submit slurm`` job runs on its node: one shard, or the merge.
+
+A shard task is ``harness run MATRIX --shard I/N --out <out>/slurm/shards/shard-I``, I being
+the array task id; it resumes like any ``harness run``, and Slurm's SIGTERM (``scancel``, the
+time limit) stops it as Ctrl-C would, finished runs kept. The merge task is ``harness merge``
+of the shards there are, with the report, into a staging folder that then replaces the merged
+results in ``<out>``: a merge that fails halfway leaves the previous merged results in place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from harness import layout
+from harness.errors import HarnessError
+from harness.executors import choose_executor
+from harness.exit_codes import EXIT_BAD_INPUT, EXIT_CONFLICT, EXIT_OK
+from harness.matrix import load_matrix
+from harness.shard import ShardSpec, cells_of_shard
+from harness.slurm import submission
+from harness.slurm.plan import shown
+from harness.text import terminal_safe
+
+
+def gpu_option(executor: str, environ: dict[str, str]) -> list[str]:
+    """``--gpus`` for ``harness run`` from what Slurm gave the job.
+
+    Local processes see the GPUs through ``CUDA_VISIBLE_DEVICES``, which Slurm sets and
+    ``harness run`` reads by itself: nothing to pass. Containers are given GPUs by the host's
+    ids, which Slurm puts in ``SLURM_JOB_GPUS`` (``CUDA_VISIBLE_DEVICES`` may be renumbered
+    from 0 inside the job's cgroup)."""
+    if executor == "docker":
+        ids = environ.get("SLURM_JOB_GPUS") or environ.get("SLURM_STEP_GPUS")
+        if ids:
+            return ["--gpus", ids]
+    return []
+
+
+def shard_argv(root: Path, record: submission.Submission, index: int, executor: str) -> list[str]:
+    """The ``harness run`` of shard ``index``."""
+    argv = [
+        "run",
+        record.matrix,
+        "--shard",
+        f"{index}/{record.shards}",
+        "--out",
+        str(layout.shard_results_dir(root, index)),
+        "--progress",
+        "plain",
+        "--executor",
+        record.executor,
+    ]
+    if record.data_dir:
+        argv += ["--data-dir", record.data_dir]
+    if executor == "local":
+        argv += ["--python", record.python]
+    return argv + gpu_option(executor, dict(os.environ))
+
+
+def run_shard(root: Path) -> int:
+    from harness.cli.main import main as harness_main
+
+    record = _record(root)
+    task = os.environ.get("SLURM_ARRAY_TASK_ID", "")
+    if not task.isdigit() or not 1 <= int(task) <= record.shards:
+        raise HarnessError(
+            f"SLURM_ARRAY_TASK_ID is {task!r}, not a shard of 1 to {record.shards}",
+            "this script runs as a task of the array harness submit slurm submitted",
+        )
+    index = int(task)
+    matrix = load_matrix(Path(record.matrix))
+    if matrix.digest != record.matrix_digest:
+        raise HarnessError(
+            f"{record.matrix} changed since it was submitted into {root} (matrix digest "
+            f"{record.matrix_digest[:12]} -> {matrix.digest[:12]}): this task runs nothing",
+            "put the matrix back as it was, or submit the new one into a new --out folder",
+        )
+    cells = cells_of_shard(matrix, ShardSpec(index, record.shards))
+    executor = choose_executor(record.executor, {c.settings["image"] for c in cells} or {"local"})
+    argv = shard_argv(root, record, index, executor)
+    print(f"harness submit slurm: shard {index}/{record.shards}: harness {shown(argv)}", flush=True)
+    return harness_main(argv)
+
+
+def run_merge(root: Path) -> int:
+    from harness.cli.main import main as harness_main
+
+    record = _record(root)
+    shards = [layout.shard_results_dir(root, i) for i in range(1, record.shards + 1)]
+    present = [s for s in shards if (s / layout.MANIFEST_FILE).is_file()]
+    if not present:
+        raise HarnessError(
+            f"no shard of {root} has results yet: nothing to merge",
+            "see the shards' logs in " + str(layout.slurm_logs_dir(root)),
+        )
+    tag = os.environ.get("SLURM_JOB_ID") or str(os.getpid())
+    staging = layout.merge_staging_dir(root, tag)
+    shutil.rmtree(staging, ignore_errors=True)
+    argv = ["merge", *map(str, present), "--out", str(staging)]
+    print(f"harness submit slurm: merge: harness {shown(argv)}", flush=True)
+    code = harness_main(argv)
+    if code not in (EXIT_OK, EXIT_CONFLICT) or not (staging / layout.MANIFEST_FILE).is_file():
+        shutil.rmtree(staging, ignore_errors=True)
+        return code if code != EXIT_OK else EXIT_BAD_INPUT
+    replace_merged(root, staging, layout.merge_replaced_dir(root, tag))
+    print(f"harness submit slurm: merged results in {root}", flush=True)
+    return code
+
+
+def replace_merged(root: Path, staging: Path, replaced: Path) -> None:
+    """Move the merged results of ``staging`` into ``root``, the previous ones out of it.
+
+    Everything in ``root`` but ``slurm/`` is the previous merge's output (derived, rebuilt
+    from the shards): it goes to ``replaced`` first, then is deleted."""
+    shutil.rmtree(replaced, ignore_errors=True)
+    replaced.mkdir(parents=True)
+    for entry in sorted(root.iterdir()):
+        if entry.name != layout.SLURM_DIR:
+            entry.rename(replaced / entry.name)
+    for entry in sorted(staging.iterdir()):
+        if entry.name != layout.LOCK_FILE:
+            entry.rename(root / entry.name)
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _record(root: Path) -> submission.Submission:
+    record = submission.read(root)
+    if record is None:
+        raise HarnessError(
+            f"{layout.submission_path(root)} is missing: {root} is not a folder harness submit "
+            "slurm wrote",
+            "submit the matrix again with harness submit slurm",
+        )
+    return record
+
+
+def main(kind: str, root: str) -> int:
+    """Entry point of the batch scripts: ``kind`` is ``shard`` or ``merge``."""
+    folder = Path(root)
+    try:
+        return run_shard(folder) if kind == "shard" else run_merge(folder)
+    except HarnessError as exc:
+        sys.stderr.write(f"error: {terminal_safe(exc.message, multiline=True)}\n")
+        if exc.hint:
+            sys.stderr.write(f"  hint: {terminal_safe(exc.hint, multiline=True)}\n")
+        sys.stderr.flush()
+        return exc.exit_code

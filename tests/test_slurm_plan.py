@@ -1,0 +1,342 @@
+"""What ``harness submit slurm`` asks Slurm for, checked without a Slurm: the resources of each
+array (GPUs and CPUs from the cells, the time from ``timeout_s`` and the runs), the options of
+the ``slurm:`` section and the command line, the dry run, and the refusals."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import layout
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.matrix import load_matrix, parse_matrix
+from harness.schedule import need_of
+from harness.shard import ShardSpec, cells_of_shard
+from harness.slurm import submission
+from harness.slurm.plan import SlurmRequest, array_groups, array_spec, shards_of, slurm_time
+from harness.slurm.submit import check_folder, prepare, resolve_request
+from harness.slurm.task import gpu_option, replace_merged, shard_argv
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_MATRIX = ROOT / "matrix.yaml"
+QUICK = ROOT / "examples" / "placement-quick.yaml"
+
+MIXED = """\
+name: mixed-gpus
+run: {repeats: 3, epochs: 1, max_steps_per_epoch: 10, threads: 2, timeout_s: 100}
+axes:
+  image: [local]
+  accelerator: [gpu]
+  devices: [1, 2, 4]
+  placement: [before_model]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "matrix.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def request(**kw) -> SlurmRequest:
+    return SlurmRequest(python="/usr/bin/python3", **kw)
+
+
+def dry_run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["submit", "slurm", *args, "--dry-run"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def scripts_of(out: str) -> dict[str, str]:
+    """The dry run's scripts by file name."""
+    found = {}
+    for block in out.split("\n# ---- ")[1:]:
+        head, _, body = block.partition("\n")
+        if head.endswith(".sbatch"):
+            found[Path(head).name] = body
+    return found
+
+
+# ---------------------------------------------------------------- pure pieces
+
+
+def test_array_lists_and_time_limits_are_written_as_sbatch_reads_them():
+    assert array_spec([5, 1, 2, 3]) == "1-3,5"
+    assert array_spec([2]) == "2"
+    assert array_spec([1, 3, 4, 7, 8, 9]) == "1,3-4,7-9"
+    assert slurm_time(59) == "00:01:00"
+    assert slurm_time(3600) == "01:00:00"
+    assert slurm_time(3601) == "01:01:00"  # up to a whole minute, never down
+    assert slurm_time(86400 + 61) == "1-00:02:00"
+
+
+def test_each_task_asks_for_the_gpus_and_cores_of_its_largest_cell(tmp_path: Path):
+    """Shards of 1-, 2- and 4-GPU cells go to three arrays, each asking for what its cells need
+    (threads x devices cores), and the time for every repeat run to its timeout one after the
+    other when the cores allow no two side by side."""
+    matrix = load_matrix(write(tmp_path, MIXED))
+    groups = array_groups(matrix, shards_of(matrix, 3), request(), "local")
+    assert [(g.gpus, g.cpus) for g in groups] == [(1, 2), (2, 4), (4, 8)]
+    assert all(len(g.shards) == 1 for g in groups)
+    # 600 s of setup + 3 repeats x 100 s each
+    assert {g.time for g in groups} == {slurm_time(600 + 300)}
+    assert {g.runs for g in groups} == {3}
+
+
+def test_more_cpus_let_runs_go_side_by_side_and_shorten_the_limit(tmp_path: Path):
+    matrix = load_matrix(write(tmp_path, MIXED.replace("devices: [1, 2, 4]", "devices: [1]")))
+    one = array_groups(matrix, shards_of(matrix, 1), request(), "local")[0]
+    # 6 CPUs for runs of 2 cores: 3 side by side, but the task has 1 GPU for 1-GPU runs
+    six = array_groups(matrix, shards_of(matrix, 1), request(cpus_per_task=6), "local")[0]
+    assert (one.cpus, six.cpus) == (2, 6)
+    assert one.time == six.time == slurm_time(600 + 300)
+    cpu = load_matrix(write(tmp_path, MIXED.replace("[gpu]", "[cpu]").replace("[1, 2, 4]", "[1]")))
+    wide = array_groups(cpu, shards_of(cpu, 1), request(cpus_per_task=6), "docker")[0]
+    assert (wide.gpus, wide.time) == (0, slurm_time(1800 + 100))
+    with pytest.raises(HarnessError, match="fewer than the 2 cores"):
+        array_groups(cpu, shards_of(cpu, 1), request(cpus_per_task=1), "local")
+
+
+def test_an_explicit_time_limit_replaces_the_worst_case(tmp_path: Path):
+    matrix = load_matrix(write(tmp_path, MIXED))
+    groups = array_groups(matrix, shards_of(matrix, 3), request(time="2:00:00"), "local")
+    assert {g.time for g in groups} == {"2:00:00"}
+
+
+def test_the_slurm_section_changes_neither_the_matrix_digest_nor_the_cells(tmp_path: Path):
+    plain = parse_matrix(QUICK.read_text(), QUICK)
+    text = QUICK.read_text() + "slurm: {partition: gpu, time: '4:00:00', sbatch: [--mem=8G]}\n"
+    with_slurm = parse_matrix(text, QUICK)
+    assert with_slurm.model.slurm.partition == "gpu"
+    assert with_slurm.digest == plain.digest
+    assert [c.id for c in with_slurm.cells] == [c.id for c in plain.cells]
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ("partitoin: gpu", "unknown key 'partitoin' in slurm"),
+        ("partition: 'gpu a'", "slurm.partition"),
+        ("time: soon", "slurm.time"),
+        ("sbatch: ['--mem=8G --wrap=x']", "slurm.sbatch"),
+        ("cpus_per_task: 0", "slurm.cpus_per_task"),
+    ],
+)
+def test_a_bad_slurm_section_names_the_file_and_line(tmp_path: Path, entry: str, says: str):
+    path = write(tmp_path, QUICK.read_text() + f"slurm:\n  {entry}\n")
+    line = len(QUICK.read_text().splitlines()) + 2
+    with pytest.raises(HarnessError) as caught:
+        load_matrix(path)
+    assert f"{path}:{line}" in caught.value.message
+    assert says in caught.value.message
+
+
+# ---------------------------------------------------------------- options
+
+
+def test_command_line_options_override_the_slurm_section(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("HARNESS_MNIST_DIR", raising=False)
+    text = QUICK.read_text() + (
+        "slurm: {partition: cpu, account: lab, sbatch: [--mem=8G], data_dir: data/mnist}\n"
+    )
+    matrix = load_matrix(write(tmp_path, text))
+    from_file = resolve_request(matrix, {}, None)
+    assert (from_file.partition, from_file.account, from_file.sbatch) == (
+        "cpu",
+        "lab",
+        ("--mem=8G",),
+    )
+    assert from_file.data_dir == str(tmp_path / "data" / "mnist")  # relative to the matrix
+    assert from_file.python == sys.executable
+    given = resolve_request(
+        matrix, {"partition": "gpu", "sbatch": ["--mem=16G"]}, Path("/shared/mnist")
+    )
+    assert (given.partition, given.account, given.sbatch) == ("gpu", "lab", ("--mem=16G",))
+    assert given.data_dir == "/shared/mnist"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"sbatch": ["--time=1:00:00"]}, "use slurm.time"),
+        ({"sbatch": ["--array=1-3"]}, "one task per shard"),
+        ({"sbatch": ["--gres=gpu:8"]}, "the GPU count comes from the cells"),
+        ({"sbatch": ["--mem 8G"]}, "--sbatch (slurm.sbatch.0)"),
+        ({"partition": "gpu\n#SBATCH --wrap=x"}, "--partition (slurm.partition)"),
+        ({"python": "relative/python"}, "absolute path"),
+        ({"python": "/opt/my venv/bin/python"}, "absolute path without blanks"),
+        ({"executor": "apptainer"}, "--executor (slurm.executor)"),
+    ],
+)
+def test_options_that_would_change_the_script_are_refused(overrides, says):
+    matrix = parse_matrix(QUICK.read_text(), QUICK)
+    with pytest.raises(HarnessError) as caught:
+        resolve_request(matrix, overrides, None)
+    assert says in str(caught.value)
+
+
+# ---------------------------------------------------------------- the dry run
+
+
+def test_the_dry_run_of_matrix_yaml_asks_each_array_for_its_cells_gpus(capsys, tmp_path):
+    """The repository's GPU matrix, checked without a GPU: every shard's array asks for the
+    most GPUs (and cores) one of that shard's cells needs, and every shard is in one array."""
+    out = tmp_path / "sub"
+    code, text, _ = dry_run(capsys, str(GPU_MATRIX), "--shards", "6", "--out", str(out))
+    assert code == 0
+    assert not out.exists()  # nothing written
+    matrix = load_matrix(GPU_MATRIX)
+    scripts = scripts_of(text)
+    arrays = re.findall(r"--array=(\S+) .*?(array-\d+\.sbatch)", text)
+    assert arrays, text
+    covered = []
+    for spec, script_name in arrays:
+        script = scripts[script_name]
+        gres = re.search(r"^#SBATCH --gres=gpu:(\d+)$", script, re.M)
+        cpus = re.search(r"^#SBATCH --cpus-per-task=(\d+)$", script, re.M)
+        assert gres and cpus, script
+        for part in spec.split(","):
+            low, _, high = part.partition("-")
+            for index in range(int(low), int(high or low) + 1):
+                cells = cells_of_shard(matrix, ShardSpec(index, 6))
+                needs = [need_of(c.spec(0)) for c in cells]
+                assert int(gres.group(1)) == max(n.gpus for n in needs), (index, script)
+                assert int(cpus.group(1)) == max(n.cores for n in needs), (index, script)
+                covered.append(index)
+    assert sorted(covered) == [1, 2, 3, 4, 5, 6]
+    merge = scripts["merge.sbatch"]
+    assert "--gres" not in merge and "#SBATCH --cpus-per-task=1" in merge
+
+
+def test_the_dry_run_splits_arrays_by_gpu_count_and_chains_the_merge(capsys, tmp_path):
+    path = write(tmp_path, MIXED)
+    code, text, _ = dry_run(
+        capsys, str(path), "--shards", "3", "--out", str(tmp_path / "o"), "--partition", "gpu"
+    )
+    assert code == 0
+    scripts = scripts_of(text)
+    assert sorted(scripts) == ["array-1.sbatch", "array-2.sbatch", "array-3.sbatch", "merge.sbatch"]
+    for k, gpus in ((1, 1), (2, 2), (3, 4)):
+        assert f"#SBATCH --gres=gpu:{gpus}\n" in scripts[f"array-{k}.sbatch"]
+    assert all("#SBATCH --partition=gpu\n" in s for s in scripts.values())
+    merge_line = text.strip().splitlines()[-1]
+    assert merge_line.startswith("sbatch --parsable '--dependency=afterany:<job id of array 1>:")
+    assert merge_line.endswith("merge.sbatch")
+
+
+def test_the_batch_script_is_python_whose_only_input_is_a_literal(capsys, tmp_path):
+    """A folder name that a shell would read as code is, in the script, one JSON string."""
+    out = tmp_path / "a b'$(touch pwned)\";x"
+    code, text, _ = dry_run(capsys, str(QUICK), "--shards", "2", "--out", str(out))
+    assert code == 0
+    script = scripts_of(text)["array-1.sbatch"]
+    assert script.startswith(f"#!{sys.executable}\n")
+    last = script.strip().splitlines()[-1]
+    assert last.startswith('sys.exit(main("shard", ')
+    namespace: dict = {}
+    exec(compile(last.replace("sys.exit(main", "found = ("), "script", "exec"), namespace)
+    assert namespace["found"] == ("shard", str(out))
+    assert not (tmp_path / "pwned").exists()
+
+
+# ---------------------------------------------------------------- the folder
+
+
+def test_a_folder_that_is_not_a_submission_is_refused_untouched(tmp_path: Path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(HarnessError, match="not a folder harness submit slurm wrote"):
+        check_folder(folder)
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+
+
+def _record(matrix, shards: int) -> submission.Submission:
+    return submission.Submission(
+        matrix=str(matrix.path),
+        matrix_name=matrix.model.name,
+        matrix_digest=matrix.digest,
+        shards=shards,
+        executor="auto",
+        python=sys.executable,
+        data_dir=None,
+    )
+
+
+def test_a_resubmission_keeps_the_matrix_and_the_shard_count(tmp_path: Path):
+    quick = load_matrix(QUICK)
+    out = tmp_path / "sub"
+    submission.write(out, _record(quick, 2))
+    with pytest.raises(HarnessError, match="submitted in 2 shards"):
+        prepare(quick, out, 3, request())
+    assert prepare(quick, out, None, request()).total == 2  # the earlier count by default
+    other = load_matrix(write(tmp_path, QUICK.read_text().replace("seed: 201014", "seed: 7")))
+    with pytest.raises(HarnessError, match="submitted for another matrix"):
+        prepare(other, out, 2, request())
+
+
+def test_a_damaged_submission_record_is_a_clear_error(tmp_path: Path):
+    layout.slurm_dir(tmp_path).mkdir(parents=True)
+    layout.submission_path(tmp_path).write_text("{not json")
+    with pytest.raises(HarnessError, match="cannot be read as harness submit slurm's record"):
+        submission.read(tmp_path)
+
+
+def test_the_shard_task_runs_its_shard_into_its_own_folder(tmp_path: Path):
+    quick = load_matrix(QUICK)
+    record = _record(quick, 2)
+    record.data_dir = "/shared/mnist"
+    argv = shard_argv(tmp_path, record, 2, "local")
+    assert argv[:4] == ["run", str(QUICK), "--shard", "2/2"]
+    assert argv[argv.index("--out") + 1] == str(layout.shard_results_dir(tmp_path, 2))
+    assert argv[argv.index("--data-dir") + 1] == "/shared/mnist"
+    assert argv[argv.index("--python") + 1] == sys.executable
+
+
+def test_containers_get_the_hosts_gpu_ids_local_runs_slurms_visible_devices():
+    env = {"SLURM_JOB_GPUS": "2,3", "CUDA_VISIBLE_DEVICES": "0,1"}
+    assert gpu_option("docker", env) == ["--gpus", "2,3"]
+    assert gpu_option("local", env) == []  # harness run reads CUDA_VISIBLE_DEVICES itself
+    assert gpu_option("docker", {"CUDA_VISIBLE_DEVICES": "0"}) == []
+
+
+def test_a_new_merge_replaces_the_old_merged_results_and_keeps_the_submission(tmp_path: Path):
+    root = tmp_path / "sub"
+    (root / "slurm" / "shards").mkdir(parents=True)
+    (root / "slurm" / "shards" / "kept").write_text("shard")
+    (root / "report.md").write_text("old")
+    (root / "cells").mkdir()
+    (root / "cells" / "old-cell").write_text("old")
+    staging = root / "slurm" / "merging-1"
+    (staging / "cells").mkdir(parents=True)
+    (staging / "report.md").write_text("new")
+    (staging / ".lock").write_text("")
+    replace_merged(root, staging, root / "slurm" / "replaced-1")
+    assert sorted(p.name for p in root.iterdir()) == ["cells", "report.md", "slurm"]
+    assert (root / "report.md").read_text() == "new"
+    assert list((root / "cells").iterdir()) == []
+    assert sorted(p.name for p in (root / "slurm").iterdir()) == ["shards"]
+    assert (root / "slurm" / "shards" / "kept").read_text() == "shard"
+
+
+def test_without_slurm_commands_submit_says_what_is_missing(tmp_path: Path):
+    """No sbatch on PATH: exit 2, the missing command named, no traceback, nothing submitted."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "submit", "slurm", str(QUICK), "--shards", "2"]
+        + ["--out", str(tmp_path / "sub")],
+        env={"PATH": str(tmp_path), "HARNESS_MNIST_DIR": "/nonexistent"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "sbatch not found on PATH" in proc.stderr
+    assert "hint:" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "sub").exists()  # nothing written
