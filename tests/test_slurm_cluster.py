@@ -174,6 +174,10 @@ def test_a_cancelled_task_is_resubmitted_alone_and_the_finished_runs_stay(
     )
     record = submission.read(root)
     array = record.last.arrays[0].job
+    twice = harness(slurm_cluster, "submit", "slurm", str(QUICK), "--out", str(root), check=False)
+    assert twice.returncode == 2, twice.stderr
+    assert "job(s) queued or running" in twice.stderr
+    assert f"scancel {array} {record.last.merge}" in twice.stderr
     shard_1 = layout.shard_results_dir(root, 1)
     wait_for(lambda: shard_1.is_dir() and len(finished_runs(shard_1)) >= 1, "a run of shard 1")
     subprocess.run(["scancel", f"{array}_1"], env=slurm_cluster, check=True, timeout=60)
@@ -206,7 +210,12 @@ def test_a_slurm_that_does_not_answer_is_a_clear_error(tmp_path: Path, slurm_clu
     status still shows the runs and says what is missing."""
     conf = Path(slurm_cluster["SLURM_CONF"]).read_text()
     dead = tmp_path / "slurm.conf"
-    dead.write_text(conf.replace("ClusterName=harness", "ClusterName=harness\nSlurmctldPort=9"))
+    # port 9 (discard): nothing listens; a short MessageTimeout makes Slurm give up in a second
+    dead.write_text(
+        conf.replace(
+            "ClusterName=harness", "ClusterName=harness\nSlurmctldPort=9\nMessageTimeout=2"
+        )
+    )
     env = {**slurm_cluster, "SLURM_CONF": str(dead)}
     root = tmp_path / "sub"
     proc = harness(env, "submit", "slurm", str(QUICK), "--out", str(root), check=False)

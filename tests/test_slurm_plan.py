@@ -340,3 +340,24 @@ def test_without_slurm_commands_submit_says_what_is_missing(tmp_path: Path):
     assert "sbatch not found on PATH" in proc.stderr
     assert "hint:" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "sub").exists()  # nothing written
+
+
+def test_a_task_refuses_a_matrix_changed_since_submission(tmp_path: Path, monkeypatch, capsys):
+    """The nodes read the matrix from its path: edited after submission, a task runs nothing
+    and says why (exit 2) instead of running cells the folder was not made for."""
+    from harness.slurm.task import main as task_main
+
+    path = write(tmp_path, QUICK.read_text())
+    record = _record(load_matrix(path), 2)
+    root = tmp_path / "sub"
+    submission.write(root, record)
+    path.write_text(QUICK.read_text().replace("seed: 201014", "seed: 7"))
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    assert task_main("shard", str(root)) == 2
+    err = capsys.readouterr().err
+    assert f"error: {path} changed since it was submitted into {root}" in err
+    assert not layout.shard_results_dir(root, 1).exists()
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    path.write_text(QUICK.read_text())
+    assert task_main("shard", str(root)) == 2
+    assert "SLURM_ARRAY_TASK_ID is '3', not a shard of 1 to 2" in capsys.readouterr().err
