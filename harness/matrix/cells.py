@@ -78,12 +78,12 @@ class LoadedMatrix:
         # where the user's code lies, not what it is: each run records the digest of the code
         # (provenance.user_code_digest), and resume reruns the runs whose code changed; the
         # requirements are in the image (its id is compared) or the local environment as it is
-        # where and how the jobs are queued, not what they run
-        data.pop("slurm")
         data["workload"].pop("path")
         data["workload"].pop("requirements")
         if data["workload"] == _UNSET_WORKLOAD:
             del data["workload"]  # unset: the digest of before it existed
+        # where and how harness submit slurm queues the runs, not what they run
+        data.pop("slurm")
         _drop_unused_later_settings(data)
         return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 

@@ -272,8 +272,8 @@ class SlurmBlock(Strict):
     data_dir: str | None = Field(
         None,
         max_length=4096,
-        description="the MNIST folder as the nodes see it (a shared file system), relative to "
-        "the matrix file; null: --data-dir, else HARNESS_MNIST_DIR when submitting",
+        description="the MNIST folder as the nodes see it (a shared file system; a relative "
+        "path starts at the matrix file's folder); null: HARNESS_MNIST_DIR when submitting",
     )
 
 

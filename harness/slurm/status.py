@@ -87,8 +87,9 @@ def read_status(root: Path) -> Status:
         merge_state=None,
         report=_report(root),
     )
+    asked = sorted(set(last_job.values()) | ({merge_job} if merge_job else set()))
     try:
-        states = _slurm_states(record)
+        states = _slurm_states(asked)
     except client.SlurmError as exc:
         status.slurm_problem = exc.message
         return status
@@ -110,12 +111,11 @@ def _report(root: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def _slurm_states(record: submission.Submission) -> dict[str, str]:
-    """Job (``12``) or array task (``12_3``) -> its state, for the folder's last jobs."""
-    last = record.last
-    if last is None:
+def _slurm_states(ids: list[str]) -> dict[str, str]:
+    """Job (``12``) or array task (``12_3``) -> its state, for the jobs ``ids``: each shard's
+    last array and the last merge job."""
+    if not ids:
         return {}
-    ids = [a.job for a in last.arrays] + [last.merge]
     states: dict[str, str] = {}
     finished = client.accounting(ids)
     if finished is None:  # no accounting: what the controller still remembers
