@@ -167,7 +167,7 @@ def test_command_line_options_override_the_slurm_section(tmp_path: Path, monkeyp
         ({"sbatch": ["--time=1:00:00"]}, "use slurm.time"),
         ({"sbatch": ["--array=1-3"]}, "one task per shard"),
         ({"sbatch": ["--gres=gpu:8"]}, "the GPU count comes from the cells"),
-        ({"sbatch": ["--mem 8G"]}, "--sbatch (slurm.sbatch.0)"),
+        ({"sbatch": ["--mem 8G"]}, "--sbatch-option (slurm.sbatch.0)"),
         ({"partition": "gpu\n#SBATCH --wrap=x"}, "--partition (slurm.partition)"),
         ({"python": "relative/python"}, "absolute path"),
         ({"python": "/opt/my venv/bin/python"}, "absolute path without blanks"),

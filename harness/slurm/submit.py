@@ -66,7 +66,8 @@ def resolve_request(
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(map(str, first["loc"]))
-        option = f"--{str(first['loc'][0]).replace('_', '-')}"
+        field = str(first["loc"][0])
+        option = "--sbatch-option" if field == "sbatch" else f"--{field.replace('_', '-')}"
         raise HarnessError(
             f"{option} (slurm.{key}) {first.get('input')!r}: {first['msg']}",
             "see docs/slurm.md for what each option takes",
