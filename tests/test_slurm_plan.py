@@ -99,8 +99,22 @@ def test_more_cpus_let_runs_go_side_by_side_and_shorten_the_limit(tmp_path: Path
     cpu = load_matrix(write(tmp_path, MIXED.replace("[gpu]", "[cpu]").replace("[1, 2, 4]", "[1]")))
     wide = array_groups(cpu, shards_of(cpu, 1), request(cpus_per_task=6), "docker")[0]
     assert (wide.gpus, wide.time) == (0, slurm_time(1800 + 100))
-    with pytest.raises(HarnessError, match="fewer than the 2 cores"):
+    with pytest.raises(HarnessError, match="fewer than the 2 cores") as caught:
         array_groups(cpu, shards_of(cpu, 1), request(cpus_per_task=1), "local")
+    assert caught.value.hint == "ask for at least 2, or lower the cells' threads"
+
+
+def test_one_thread_runs_share_a_two_cpu_task_two_at_a_time(tmp_path: Path):
+    text = (
+        MIXED.replace("[gpu]", "[cpu]")
+        .replace("[1, 2, 4]", "[1]")
+        .replace("threads: 2", "threads: 1")
+    )
+    matrix = load_matrix(write(tmp_path, text))
+    one = array_groups(matrix, shards_of(matrix, 1), request(), "local")[0]
+    two = array_groups(matrix, shards_of(matrix, 1), request(cpus_per_task=2), "local")[0]
+    assert (one.cpus, one.time) == (1, slurm_time(600 + 3 * 100))
+    assert (two.cpus, two.time) == (2, slurm_time(600 + 2 * 100))  # 3 repeats: 2 rounds
 
 
 def test_an_explicit_time_limit_replaces_the_worst_case(tmp_path: Path):
@@ -228,6 +242,38 @@ def test_the_dry_run_splits_arrays_by_gpu_count_and_chains_the_merge(capsys, tmp
     merge_line = text.strip().splitlines()[-1]
     assert merge_line.startswith("sbatch --parsable '--dependency=afterany:<job id of array 1>:")
     assert merge_line.endswith("merge.sbatch")
+
+
+def test_the_dry_run_shows_the_exact_sbatch_lines_and_job_names(capsys, tmp_path):
+    out = tmp_path / "sub"
+    code, text, _ = dry_run(
+        capsys, str(QUICK), "--shards", "2", "--out", str(out), "--gpu-type", "a100"
+    )
+    assert code == 0
+    logs = layout.slurm_logs_dir(out)
+    lines = text.strip().splitlines()
+    assert lines[-2] == (
+        f"sbatch --parsable --array=1-2 --output={logs}/shard-%a-job%A.out "
+        f"{out}/slurm/array-1.sbatch"
+    )
+    assert lines[-1] == (
+        "sbatch --parsable '--dependency=afterany:<job id of array 1>' "
+        f"--output={logs}/merge-job%j.out {out}/slurm/merge.sbatch"
+    )
+    scripts = scripts_of(text)
+    assert "#SBATCH --job-name=harness-placement-quick\n" in scripts["array-1.sbatch"]
+    assert "#SBATCH --job-name=harness-placement-quick-merge\n" in scripts["merge.sbatch"]
+    assert "--gres" not in scripts["array-1.sbatch"]  # CPU cells: no GPU, whatever the type
+    gpu = load_matrix(write(tmp_path, MIXED))
+    group = array_groups(gpu, shards_of(gpu, 3), request(gpu_type="a100"), "local")[1]
+    from harness.slurm.plan import array_script, merge_argv
+
+    script = array_script(request(gpu_type="a100"), group, "m", 3, out)
+    assert "#SBATCH --gres=gpu:a100:2\n" in script
+    # a resubmission with every shard done: the merge job alone, waiting for nothing
+    assert merge_argv(out, []) == [
+        "sbatch", "--parsable", f"--output={logs}/merge-job%j.out", str(out / "slurm/merge.sbatch")
+    ]  # fmt: skip
 
 
 def test_the_batch_script_is_python_whose_only_input_is_a_literal(capsys, tmp_path):

@@ -161,7 +161,7 @@ def array_groups(
     """The arrays of the shards in ``shards`` (those to run now), one per (CPUs, GPUs)."""
     repeats = matrix.model.run.repeats
     timeout_s = float(matrix.model.run.timeout_s)
-    setup_s = SETUP_S.get(executor, SETUP_S["docker"])
+    setup_s = SETUP_S[executor]
     by_need: dict[tuple[int, int], list[Shard]] = {}
     for shard in shards:
         cores = _cell_cores(shard)
