@@ -115,6 +115,9 @@ def test_one_thread_runs_share_a_two_cpu_task_two_at_a_time(tmp_path: Path):
     two = array_groups(matrix, shards_of(matrix, 1), request(cpus_per_task=2), "local")[0]
     assert (one.cpus, one.time) == (1, slurm_time(600 + 3 * 100))
     assert (two.cpus, two.time) == (2, slurm_time(600 + 2 * 100))  # 3 repeats: 2 rounds
+    two_threads = load_matrix(write(tmp_path, text.replace("threads: 1", "threads: 2"), "t.yaml"))
+    three = array_groups(two_threads, shards_of(two_threads, 1), request(cpus_per_task=3), "local")
+    assert three[0].time == slurm_time(600 + 3 * 100)  # 3 CPUs hold one 2-thread run at a time
 
 
 def test_an_explicit_time_limit_replaces_the_worst_case(tmp_path: Path):
@@ -274,6 +277,39 @@ def test_the_dry_run_shows_the_exact_sbatch_lines_and_job_names(capsys, tmp_path
     assert merge_argv(out, []) == [
         "sbatch", "--parsable", f"--output={logs}/merge-job%j.out", str(out / "slurm/merge.sbatch")
     ]  # fmt: skip
+
+
+def test_the_scripts_of_the_quick_matrix_word_for_word(capsys, tmp_path):
+    """What a user reads before submitting: the whole of both scripts."""
+    out = tmp_path / "sub"
+    code, text, _ = dry_run(capsys, str(QUICK), "--shards", "2", "--out", str(out), "--qos", "hi")
+    assert code == 0
+    scripts = scripts_of(text)
+    tail = "# Submit it again with harness submit slurm (it knows which shards are left).\n"
+    tail += "import sys\n\nfrom harness.slurm.task import main\n\n"
+    assert scripts["array-1.sbatch"] == (
+        f"#!{sys.executable}\n"
+        "#SBATCH --job-name=harness-placement-quick\n"
+        "#SBATCH --qos=hi\n"
+        "#SBATCH --nodes=1\n"
+        "#SBATCH --ntasks=1\n"
+        "#SBATCH --cpus-per-task=1\n"
+        "#SBATCH --time=01:10:00\n"
+        "# Written by harness submit slurm: one shard of the 2 of matrix placement-quick per "
+        "array task, the task id being the shard (1 CPU, no GPU, time limit 01:10:00 per task; "
+        "up to 4 runs per task).\n" + tail + f'sys.exit(main("shard", "{out}"))\n'
+    )
+    assert scripts["merge.sbatch"] == (
+        f"#!{sys.executable}\n"
+        "#SBATCH --job-name=harness-placement-quick-merge\n"
+        "#SBATCH --qos=hi\n"
+        "#SBATCH --nodes=1\n"
+        "#SBATCH --ntasks=1\n"
+        "#SBATCH --cpus-per-task=1\n"
+        "#SBATCH --time=1:00:00\n"
+        f"# Written by harness submit slurm: merge the shards of matrix placement-quick into "
+        f"{out} and write its report.\n" + tail + f'sys.exit(main("merge", "{out}"))\n'
+    )
 
 
 def test_the_batch_script_is_python_whose_only_input_is_a_literal(capsys, tmp_path):
