@@ -14,6 +14,7 @@ value and these tests fail. Two layers:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -130,14 +131,17 @@ SETTINGS_OF = {"defaults": {}, "flipped": FLIPPED}
 def flag_runs(workload, tmp_path_factory, mnist_dir) -> dict[str, Determinism | None]:
     """The recorded ``provenance.determinism`` of a default and a flipped real repeat."""
     root = tmp_path_factory.mktemp("flags")
-    recorded = {}
-    for name, settings in SETTINGS_OF.items():
+
+    def one(name: str) -> Determinism | None:
         out: Path = root / name
-        spec = {"max_steps_per_epoch": 3, **settings}
+        spec = {"max_steps_per_epoch": 3, **SETTINGS_OF[name]}
         result = workload(spec, out, data_dir=mnist_dir)
         assert result.returncode == 0, f"{name} failed:\n{result.stdout}\n{result.stderr}"
-        recorded[name] = load_record(out).provenance.determinism
-    return recorded
+        return load_record(out).provenance.determinism
+
+    # two one-thread processes side by side (each is mostly its seconds of importing torch)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(SETTINGS_OF, pool.map(one, SETTINGS_OF), strict=True))
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ import json
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -148,9 +149,15 @@ def harness_report(folder: Path) -> subprocess.CompletedProcess[str]:
 
 def test_a_plain_lightning_script_s_records_are_compared_by_harness_report(tmp_path: Path):
     seeded, unseeded = tmp_path / "seeded", tmp_path / "unseeded"
-    plain_run(seeded / "a", "--seed", "7")
-    plain_run(seeded / "b", "--seed", "7")
-    plain_run(unseeded / "b")
+    # three one-thread scripts, two side by side (each is mostly its seconds of importing torch)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = [
+            pool.submit(plain_run, seeded / "a", "--seed", "7"),
+            pool.submit(plain_run, seeded / "b", "--seed", "7"),
+            pool.submit(plain_run, unseeded / "b"),
+        ]
+        for future in done:
+            future.result()
     shutil.copytree(seeded / "a", unseeded / "a")
 
     same = harness_report(seeded)

@@ -25,21 +25,27 @@ SHARED = {
 DEPENDENCIES = "import torch, torchvision, torchmetrics, pytorch_lightning, torch.utils.tensorboard"
 
 
-def _modules_after(code: str) -> set[str]:
-    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+def _modules_after(*steps: str) -> list[set[str]]:
+    """The modules loaded after each of ``steps``, run one after the other in one interpreter."""
+    snapshot = "import json, sys\nprint('modules: ' + json.dumps(sorted(sys.modules)))"
+    probe = "\n".join(f"{code}\n{snapshot}" for code in steps)
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
     )
-    return set(json.loads(result.stdout.strip().splitlines()[-1]))
+    lines = [x for x in result.stdout.splitlines() if x.startswith("modules: ")]
+    assert len(lines) == len(steps), result.stdout
+    return [set(json.loads(x.removeprefix("modules: "))) for x in lines]
 
 
 def test_workload_imports_no_host_packages():
-    baseline = _modules_after(DEPENDENCIES)
-    loaded = _modules_after(
+    # one interpreter (torch's import is seconds): what the dependencies load by themselves,
+    # then what the workload's modules add to that
+    baseline, loaded = _modules_after(
+        DEPENDENCIES,
         "import harness.workload.__main__, harness.workload.runner, harness.workload.model, "
-        "harness.lightning"  # ReproRecorder: the workload side, in a user's own script
+        "harness.lightning",  # ReproRecorder: the workload side, in a user's own script
     )
-    assert "torch" in loaded and "pytorch_lightning" in loaded, "the probe must load the workload"
+    assert "torch" in baseline and "pytorch_lightning" in baseline, "the probe must load them"
     added = loaded - baseline
     assert "harness.workload.runner" in added
     leaked = sorted(m for m in added if m.split(".")[0] in HOST_ONLY)
@@ -52,14 +58,14 @@ def test_workload_imports_no_host_packages():
 
 
 def test_host_side_contract_and_record_do_not_import_torch():
-    loaded = _modules_after("import harness, harness.contract, harness.record")
+    (loaded,) = _modules_after("import harness, harness.contract, harness.record")
     assert "pydantic" in loaded
     heavy = sorted(m for m in loaded if m.split(".")[0] in {"torch", "pytorch_lightning"})
     assert heavy == []
 
 
 def test_entry_point_module_is_stdlib_only_until_it_runs():
-    loaded = _modules_after("import harness.workload.__main__")
+    (loaded,) = _modules_after("import harness.workload.__main__")
     assert "harness.workload.__main__" in loaded
     assert "torch" not in loaded and "numpy" not in loaded
 
@@ -83,7 +89,7 @@ def test_workload_sources_import_no_host_package():
 
 
 def test_shared_modules_are_stdlib_only():
-    loaded = _modules_after("import harness.contract, harness.mnist")
+    (loaded,) = _modules_after("import harness.contract, harness.mnist")
     assert "harness.mnist" in loaded
     third_party = {"torch", "numpy", "pydantic", "yaml", "docker", "rich", "typer"}
     assert sorted(m for m in loaded if m.split(".")[0] in third_party) == []
