@@ -120,6 +120,14 @@ def test_one_thread_runs_share_a_two_cpu_task_two_at_a_time(tmp_path: Path):
     assert three[0].time == slurm_time(600 + 3 * 100)  # 3 CPUs hold one 2-thread run at a time
 
 
+def test_a_cell_needing_3_of_a_tasks_4_gpus_runs_its_repeats_one_at_a_time(tmp_path: Path):
+    text = MIXED.replace("[1, 2, 4]", "[3, 4]").replace("threads: 2", "threads: 1")
+    matrix = load_matrix(write(tmp_path, text.replace("repeats: 3", "repeats: 4")))
+    (group,) = array_groups(matrix, shards_of(matrix, 1), request(cpus_per_task=12), "local")
+    assert (group.gpus, group.cpus) == (4, 12)
+    assert group.time == slurm_time(600 + 4 * 100 + 4 * 100)  # never two 3-GPU runs at once
+
+
 def test_an_explicit_time_limit_replaces_the_worst_case(tmp_path: Path):
     matrix = load_matrix(write(tmp_path, MIXED))
     groups = array_groups(matrix, shards_of(matrix, 3), request(time="2:00:00"), "local")
