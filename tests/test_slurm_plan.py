@@ -16,9 +16,9 @@ from harness.cli import main
 from harness.errors import HarnessError
 from harness.matrix import load_matrix, parse_matrix
 from harness.schedule import need_of
-from harness.shard import ShardSpec, cells_of_shard
+from harness.shard import ShardSpec, cells_of_shard, plan_shards
 from harness.slurm import submission
-from harness.slurm.plan import SlurmRequest, array_groups, array_spec, shards_of, slurm_time
+from harness.slurm.plan import SlurmRequest, array_groups, array_spec, slurm_time
 from harness.slurm.submit import check_folder, prepare, resolve_request
 from harness.slurm.task import gpu_option, replace_merged, shard_argv
 
@@ -81,7 +81,7 @@ def test_each_task_asks_for_the_gpus_and_cores_of_its_largest_cell(tmp_path: Pat
     (threads x devices cores), and the time for every repeat run to its timeout one after the
     other when the cores allow no two side by side."""
     matrix = load_matrix(write(tmp_path, MIXED))
-    groups = array_groups(matrix, shards_of(matrix, 3), request(), "local")
+    groups = array_groups(matrix, plan_shards(matrix, 3), request(), "local")
     assert [(g.gpus, g.cpus) for g in groups] == [(1, 2), (2, 4), (4, 8)]
     assert all(len(g.shards) == 1 for g in groups)
     # 600 s of setup + 3 repeats x 100 s each
@@ -91,16 +91,16 @@ def test_each_task_asks_for_the_gpus_and_cores_of_its_largest_cell(tmp_path: Pat
 
 def test_more_cpus_let_runs_go_side_by_side_and_shorten_the_limit(tmp_path: Path):
     matrix = load_matrix(write(tmp_path, MIXED.replace("devices: [1, 2, 4]", "devices: [1]")))
-    one = array_groups(matrix, shards_of(matrix, 1), request(), "local")[0]
+    one = array_groups(matrix, plan_shards(matrix, 1), request(), "local")[0]
     # 6 CPUs for runs of 2 cores: 3 side by side, but the task has 1 GPU for 1-GPU runs
-    six = array_groups(matrix, shards_of(matrix, 1), request(cpus_per_task=6), "local")[0]
+    six = array_groups(matrix, plan_shards(matrix, 1), request(cpus_per_task=6), "local")[0]
     assert (one.cpus, six.cpus) == (2, 6)
     assert one.time == six.time == slurm_time(600 + 300)
     cpu = load_matrix(write(tmp_path, MIXED.replace("[gpu]", "[cpu]").replace("[1, 2, 4]", "[1]")))
-    wide = array_groups(cpu, shards_of(cpu, 1), request(cpus_per_task=6), "docker")[0]
+    wide = array_groups(cpu, plan_shards(cpu, 1), request(cpus_per_task=6), "docker")[0]
     assert (wide.gpus, wide.time) == (0, slurm_time(1800 + 100))
     with pytest.raises(HarnessError, match="fewer than the 2 cores") as caught:
-        array_groups(cpu, shards_of(cpu, 1), request(cpus_per_task=1), "local")
+        array_groups(cpu, plan_shards(cpu, 1), request(cpus_per_task=1), "local")
     assert caught.value.hint == "ask for at least 2, or lower the cells' threads"
 
 
@@ -111,26 +111,28 @@ def test_one_thread_runs_share_a_two_cpu_task_two_at_a_time(tmp_path: Path):
         .replace("threads: 2", "threads: 1")
     )
     matrix = load_matrix(write(tmp_path, text))
-    one = array_groups(matrix, shards_of(matrix, 1), request(), "local")[0]
-    two = array_groups(matrix, shards_of(matrix, 1), request(cpus_per_task=2), "local")[0]
+    one = array_groups(matrix, plan_shards(matrix, 1), request(), "local")[0]
+    two = array_groups(matrix, plan_shards(matrix, 1), request(cpus_per_task=2), "local")[0]
     assert (one.cpus, one.time) == (1, slurm_time(600 + 3 * 100))
     assert (two.cpus, two.time) == (2, slurm_time(600 + 2 * 100))  # 3 repeats: 2 rounds
     two_threads = load_matrix(write(tmp_path, text.replace("threads: 1", "threads: 2"), "t.yaml"))
-    three = array_groups(two_threads, shards_of(two_threads, 1), request(cpus_per_task=3), "local")
+    three = array_groups(
+        two_threads, plan_shards(two_threads, 1), request(cpus_per_task=3), "local"
+    )
     assert three[0].time == slurm_time(600 + 3 * 100)  # 3 CPUs hold one 2-thread run at a time
 
 
 def test_a_cell_needing_3_of_a_tasks_4_gpus_runs_its_repeats_one_at_a_time(tmp_path: Path):
     text = MIXED.replace("[1, 2, 4]", "[3, 4]").replace("threads: 2", "threads: 1")
     matrix = load_matrix(write(tmp_path, text.replace("repeats: 3", "repeats: 4")))
-    (group,) = array_groups(matrix, shards_of(matrix, 1), request(cpus_per_task=12), "local")
+    (group,) = array_groups(matrix, plan_shards(matrix, 1), request(cpus_per_task=12), "local")
     assert (group.gpus, group.cpus) == (4, 12)
     assert group.time == slurm_time(600 + 4 * 100 + 4 * 100)  # never two 3-GPU runs at once
 
 
 def test_an_explicit_time_limit_replaces_the_worst_case(tmp_path: Path):
     matrix = load_matrix(write(tmp_path, MIXED))
-    groups = array_groups(matrix, shards_of(matrix, 3), request(time="2:00:00"), "local")
+    groups = array_groups(matrix, plan_shards(matrix, 3), request(time="2:00:00"), "local")
     assert {g.time for g in groups} == {"2:00:00"}
 
 
@@ -276,7 +278,7 @@ def test_the_dry_run_shows_the_exact_sbatch_lines_and_job_names(capsys, tmp_path
     assert "#SBATCH --job-name=harness-placement-quick-merge\n" in scripts["merge.sbatch"]
     assert "--gres" not in scripts["array-1.sbatch"]  # CPU cells: no GPU, whatever the type
     gpu = load_matrix(write(tmp_path, MIXED))
-    group = array_groups(gpu, shards_of(gpu, 3), request(gpu_type="a100"), "local")[1]
+    group = array_groups(gpu, plan_shards(gpu, 3), request(gpu_type="a100"), "local")[1]
     from harness.slurm.plan import array_script, merge_argv
 
     script = array_script(request(gpu_type="a100"), group, "m", 3, out)

@@ -61,6 +61,15 @@ app.add_typer(submit.app, name="submit")
 app.command("status")(status.command)
 
 
+def print_error(exc: HarnessError) -> int:
+    """``error:`` and ``hint:`` on stderr, terminal-safe, no traceback; the exit code."""
+    sys.stderr.write(f"error: {terminal_safe(exc.message, multiline=True)}\n")
+    if exc.hint:
+        sys.stderr.write(f"  hint: {terminal_safe(exc.hint, multiline=True)}\n")
+    sys.stderr.flush()
+    return exc.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code (the console script passes it to sys.exit)."""
     # Messages and log lines may quote run records, logs and manifests: printed terminal-safe.
@@ -70,10 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=argv, prog_name="harness", standalone_mode=False)
     except HarnessError as exc:
-        sys.stderr.write(f"error: {terminal_safe(exc.message, multiline=True)}\n")
-        if exc.hint:
-            sys.stderr.write(f"  hint: {terminal_safe(exc.hint, multiline=True)}\n")
-        return exc.exit_code
+        return print_error(exc)
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):

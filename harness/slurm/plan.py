@@ -28,7 +28,7 @@ from harness.errors import HarnessError
 from harness.matrix import LoadedMatrix
 from harness.matrix.models import SBATCH_OPTION_PATTERN
 from harness.schedule import need_of
-from harness.shard import Shard, plan_shards
+from harness.shard import Shard
 
 #: Seconds a task needs besides its runs: reading MNIST, starting Python, writing the report;
 #: with containers, building the workload image (a CUDA base is pulled once per node).
@@ -187,11 +187,6 @@ def array_groups(
             )
         )
     return groups
-
-
-def shards_of(matrix: LoadedMatrix, total: int) -> list[Shard]:
-    """The shards of ``--shards total``: the split ``harness plan --shards`` shows."""
-    return plan_shards(matrix, total)
 
 
 # ---------------------------------------------------------------- the batch scripts

@@ -22,6 +22,7 @@ from harness.errors import HarnessError, StoreError
 from harness.executors import choose_executor
 from harness.matrix import LoadedMatrix
 from harness.matrix.models import SlurmBlock
+from harness.shard import plan_shards
 from harness.slurm import client, submission
 from harness.slurm.plan import (
     ArrayGroup,
@@ -31,7 +32,6 @@ from harness.slurm.plan import (
     array_script,
     merge_argv,
     merge_script,
-    shards_of,
 )
 
 
@@ -126,7 +126,7 @@ def prepare(
             "give a new --out folder for this matrix",
         )
     wanted = shards if shards is not None else (old.shards if old is not None else 1)
-    planned = shards_of(matrix, wanted)
+    planned = plan_shards(matrix, wanted)  # the split `harness plan --shards` shows
     total = len(planned)
     if old is not None and old.shards != total:
         raise StoreError(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from harness import layout
@@ -22,7 +21,6 @@ from harness.matrix import load_matrix
 from harness.shard import ShardSpec, cells_of_shard
 from harness.slurm import submission
 from harness.slurm.plan import shown
-from harness.text import terminal_safe
 
 
 def gpu_option(executor: str, environ: dict[str, str]) -> list[str]:
@@ -140,12 +138,10 @@ def _record(root: Path) -> submission.Submission:
 
 def main(kind: str, root: str) -> int:
     """Entry point of the batch scripts: ``kind`` is ``shard`` or ``merge``."""
+    from harness.cli.main import print_error
+
     folder = Path(root)
     try:
         return run_shard(folder) if kind == "shard" else run_merge(folder)
     except HarnessError as exc:
-        sys.stderr.write(f"error: {terminal_safe(exc.message, multiline=True)}\n")
-        if exc.hint:
-            sys.stderr.write(f"  hint: {terminal_safe(exc.hint, multiline=True)}\n")
-        sys.stderr.flush()
-        return exc.exit_code
+        return print_error(exc)
