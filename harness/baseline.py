@@ -2,27 +2,37 @@
 
 A golden-digests file is the small JSON a repository keeps (``harness baseline DIR -o FILE``)
 instead of a results folder of hundreds of MB. It holds the matrix's digest (the manifest's
-``matrix_digest``: ``harness compare`` refuses another matrix unless told) and, per cell id,
-what ``harness compare`` needs and nothing else::
+``matrix_digest``: ``harness compare`` refuses another matrix unless told), the machines that
+ran it, and, per cell id, what ``harness compare`` needs and nothing else::
 
-    {"format_version": 1, "kind": "harness-baseline", "matrix": NAME, "matrix_digest": ...,
+    {"format_version": 2, "kind": "harness-baseline", "matrix": NAME, "matrix_digest": ...,
+     "machines": {"<fingerprint>": <provenance.machine>},
      "cells": {"<cell id>": {"name", "settings", "reproducible", "trajectories": [per repeat],
-                            "final_weights", "image", "image_digest", "torch"}}}
+                            "final_weights", "image", "image_digest", "torch",
+                            "machines": [fingerprint per repeat]}}}
+
+A format 1 file (before machines were recorded) is still read: its machines are unknown, and
+``harness compare`` says so rather than blame or excuse a machine.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from harness.contract import write_json_atomic
+from harness.contract.machine import Machine, fingerprint
 from harness.errors import HarnessError
 from harness.layout import read_manifest
 
-BASELINE_FORMAT_VERSION = 1
+BASELINE_FORMAT_VERSION = 2
+#: Formats ``from_file`` reads: 1 has no machines.
+READABLE_FORMATS = (1, 2)
 BASELINE_KIND = "harness-baseline"
 
 
@@ -38,6 +48,13 @@ class CellDigests:
     image: str
     image_digest: str | None
     torch: str | None = None
+    #: the machine fingerprint of each repeat (None: not recorded, or the run did not finish)
+    machines: list[str | None] = field(default_factory=list)
+
+    @property
+    def machine_set(self) -> set[str]:
+        """The machines its finished repeats ran on, as far as they were recorded."""
+        return {m for m in self.machines if m is not None}
 
     @property
     def image_identity(self) -> str:
@@ -53,6 +70,8 @@ class ResultSet:
     matrix: str
     matrix_digest: str | None
     cells: dict[str, CellDigests]
+    #: fingerprint -> the machine's facts, for every machine a cell names
+    machines: dict[str, Machine] = field(default_factory=dict)
 
 
 def from_results(root: str | Path) -> ResultSet:
@@ -64,8 +83,13 @@ def from_results(root: str | Path) -> ResultSet:
     # the settings as the runs had them (params a mapping), not as the report shows them
     ran = {c.id: c.settings for c in manifest.cells} if manifest else {}
     cells = {}
+    machines: dict[str, Machine] = {}
     for cell in report.cells:
         first_ok = next((r for r in cell.runs if r.status == "ok"), None)
+        for run in cell.runs:
+            key = fingerprint(run.machine)
+            if run.status == "ok" and key is not None and run.machine is not None:
+                machines.setdefault(key, run.machine)
         cells[cell.id] = CellDigests(
             name=cell.name,
             settings=ran.get(cell.id, cell.settings),
@@ -75,8 +99,10 @@ def from_results(root: str | Path) -> ResultSet:
             image=str(cell.settings.get("image")),
             image_digest=first_ok.image_digest if first_ok else None,
             torch=first_ok.torch if first_ok else None,
+            machines=[fingerprint(r.machine) if r.status == "ok" else None for r in cell.runs],
         )
-    return ResultSet(str(root), report.name, manifest.matrix_digest if manifest else None, cells)
+    digest = manifest.matrix_digest if manifest else None
+    return ResultSet(str(root), report.name, digest, cells, machines)
 
 
 def to_json(results: ResultSet) -> dict[str, Any]:
@@ -87,6 +113,7 @@ def to_json(results: ResultSet) -> dict[str, Any]:
         "matrix_digest": results.matrix_digest,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "source": results.source,
+        "machines": {key: asdict(m) for key, m in sorted(results.machines.items())},
         "cells": {cid: asdict(c) for cid, c in sorted(results.cells.items())},
     }
 
@@ -105,10 +132,10 @@ def from_file(path: str | Path) -> ResultSet:
             f'{path} is not a golden-digests file (no "kind": "{BASELINE_KIND}")',
             "make one with `harness baseline RESULTS_DIR -o FILE`, or give a results folder",
         )
-    if data.get("format_version") != BASELINE_FORMAT_VERSION:
+    if data.get("format_version") not in READABLE_FORMATS:
         raise HarnessError(
-            f"{path}: golden-digests format {data.get('format_version')!r} is not "
-            f"{BASELINE_FORMAT_VERSION}",
+            f"{path}: golden-digests format {data.get('format_version')!r} is not one of "
+            f"{', '.join(map(str, READABLE_FORMATS))}",
             "regenerate it with this harness: `harness baseline RESULTS_DIR -o FILE`",
         )
     digest = data.get("matrix_digest")
@@ -119,12 +146,31 @@ def from_file(path: str | Path) -> ResultSet:
         )
     try:
         cells = {cid: CellDigests(**entry) for cid, entry in data["cells"].items()}
+        machines = _machines(data.get("machines", {}))
     except (KeyError, TypeError, AttributeError) as exc:
         raise HarnessError(
             f"{path}: malformed golden-digests file ({exc})",
             "regenerate it with `harness baseline`",
         ) from exc
-    return ResultSet(str(path), data.get("matrix", ""), digest, cells)
+    return ResultSet(str(path), data.get("matrix", ""), digest, cells, machines)
+
+
+def _machines(data: Any) -> dict[str, Machine]:
+    """The file's machines, each validated as a record's ``provenance.machine`` is."""
+    if not isinstance(data, dict):
+        raise TypeError(f"machines is {type(data).__name__}, not a mapping")
+    adapter = TypeAdapter(Machine)
+    machines = {}
+    for key, value in data.items():
+        try:
+            machines[str(key)] = adapter.validate_python(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise TypeError(
+                f"machines[{key!r}]{'.' + where if where else ''}: {first['msg']}"
+            ) from exc
+    return machines
 
 
 def load_result_set(path: str | Path) -> ResultSet:

@@ -19,6 +19,16 @@ cannot judge the current results as given, so that it never passes by accident:
 Reported but not regressions: a trajectory that changed with the image (expected when torch or
 CUDA changes), a cell that now reproduces, changed final weights, cells whose baseline had no
 verdict, new cells, and the refusals a flag accepted.
+
+The machine is checked before a setting or the code is blamed (docs/results.md, "Machines"):
+a cell whose runs ran on another machine than the baseline's (``provenance.machine``
+fingerprints) says so in a "machine changed" row, naming what differs; a trajectory that
+changed on the same image but another machine is "trajectory changed on another machine", not
+a regression (CPU and GPU kernels differ between machines), and makes the gate exit
+EXIT_MACHINE_CHANGED, so that CI neither passes it nor calls it a regression of the code.
+Where either side recorded no machine (a baseline of format 1, records from before machines
+were recorded), the rules above apply as they did, and the output says that the machines could
+not be compared.
 """
 
 from __future__ import annotations
@@ -26,14 +36,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.baseline import CellDigests, ResultSet
-from harness.exit_codes import EXIT_NOT_COMPARABLE, EXIT_OK, EXIT_REGRESSION
+from harness.contract.machine import Machine, differences
+from harness.exit_codes import (
+    EXIT_MACHINE_CHANGED,
+    EXIT_NOT_COMPARABLE,
+    EXIT_OK,
+    EXIT_REGRESSION,
+)
 from harness.report.markdown import escape, table_lines
 
 __all__ = [
+    "EXIT_MACHINE_CHANGED",
     "EXIT_NOT_COMPARABLE",
     "EXIT_REGRESSION",
     "CellChange",
     "CompareResult",
+    "MachineChange",
     "Refusal",
     "compare",
     "compare_cell",
@@ -49,6 +67,8 @@ class CellChange:
     baseline: str
     current: str
     regression: bool
+    #: a trajectory that changed where the machine did too: neither passed nor blamed on code
+    machine_changed: bool = False
 
 
 @dataclass
@@ -74,10 +94,17 @@ class CompareResult:
     baseline_matrix_digest: str | None = None
     current_matrix_digest: str | None = None
     checks: list[Refusal] = field(default_factory=list)
+    #: which side recorded no machine for the compared cells (None: both did, or neither)
+    machines_unknown: str | None = None
 
     @property
     def regressions(self) -> list[CellChange]:
         return [c for c in self.changes if c.regression]
+
+    @property
+    def machine_changes(self) -> list[CellChange]:
+        """Trajectories that changed on another machine (not regressions; the gate fails)."""
+        return [c for c in self.changes if c.machine_changed]
 
     @property
     def refusals(self) -> list[Refusal]:
@@ -88,6 +115,8 @@ class CompareResult:
     def exit_code(self) -> int:
         if self.regressions:
             return EXIT_REGRESSION
+        if self.machine_changes:
+            return EXIT_MACHINE_CHANGED
         if self.refusals:
             return EXIT_NOT_COMPARABLE
         return EXIT_OK
@@ -116,12 +145,56 @@ def _image(cell: CellDigests) -> str:
     return cell.image_digest[:19] if cell.image_digest else cell.image_identity
 
 
-def compare_cell(cid: str, base: CellDigests, cur: CellDigests) -> list[CellChange]:
+@dataclass
+class MachineChange:
+    """The machines a cell ran on in the baseline and now (fingerprints, with their CPU
+    capability where known), and what differs between them in words."""
+
+    baseline: str
+    current: str
+    words: list[str]
+
+
+def machine_change(
+    base: CellDigests,
+    cur: CellDigests,
+    base_machines: dict[str, Machine] | None = None,
+    cur_machines: dict[str, Machine] | None = None,
+) -> MachineChange | None:
+    """How the machines of a cell's runs changed since the baseline; None when they did not,
+    or when either side recorded none (nothing to tell either way)."""
+    was, now = base.machine_set, cur.machine_set
+    if not was or not now or was == now:
+        return None
+
+    def listed(keys: set[str], facts: dict[str, Machine]) -> str:
+        return ", ".join(
+            f"{key} (CPU capability {facts[key].cpu_capability or 'unknown'})"
+            if key in facts
+            else key
+            for key in sorted(keys)
+        )
+
+    base_facts, cur_facts = base_machines or {}, cur_machines or {}
+    a, b = base_facts.get(sorted(was)[0]), cur_facts.get(sorted(now)[0])
+    words = differences(a, b) if a is not None and b is not None else []
+    return MachineChange(listed(was, base_facts), listed(now, cur_facts), words)
+
+
+def compare_cell(
+    cid: str,
+    base: CellDigests,
+    cur: CellDigests,
+    machines: tuple[dict[str, Machine], dict[str, Machine]] | None = None,
+) -> list[CellChange]:
+    """What changed in one cell; ``machines`` are the two sets' machine facts (fingerprint ->
+    machine), which name what differs between machines that changed."""
     out: list[CellChange] = []
 
-    def add(what: str, baseline: str, current: str, regression: bool) -> None:
-        out.append(CellChange(cid, cur.name, what, baseline, current, regression))
+    def add(what: str, baseline: str, current: str, regression: bool, machine: bool = False):
+        out.append(CellChange(cid, cur.name, what, baseline, current, regression, machine))
 
+    moved = machine_change(base, cur, *(machines or ({}, {})))
     same_image = base.image_identity == cur.image_identity
     # the first finished repeat's: a baseline without a verdict may have lost its first repeat
     base_traj = next((t for t in base.trajectories if t is not None), None)
@@ -129,10 +202,18 @@ def compare_cell(cid: str, base: CellDigests, cur: CellDigests) -> list[CellChan
     if base.reproducible is True:
         if cur.reproducible is not True or not cur_trajs:
             add(
-                "no longer reproduces",
+                "no longer reproduces" + (" (on another machine)" if moved else ""),
                 f"reproduces ({_short(base_traj)})",
                 f"{_verdict(cur)}: {_trajectories(cur)}",
                 True,
+            )
+        elif cur_trajs != {base_traj} and same_image and moved:
+            add(
+                "trajectory changed on another machine (see machine changed)",
+                _short(base_traj),
+                _trajectories(cur),
+                False,
+                machine=True,
             )
         elif cur_trajs != {base_traj}:
             what = (
@@ -159,6 +240,9 @@ def compare_cell(cid: str, base: CellDigests, cur: CellDigests) -> list[CellChan
         )
     if not same_image:
         add("image changed", _image(base), _image(cur), False)
+    if moved:
+        what = "machine changed" + (f": {'; '.join(moved.words)}" if moved.words else "")
+        add(what, moved.baseline, moved.current, False)
     return out
 
 
@@ -177,8 +261,14 @@ def compare(
         baseline_matrix_digest=baseline.matrix_digest,
         current_matrix_digest=current.matrix_digest,
     )
+    machines = (baseline.machines, current.machines)
     for cid in both:
-        result.changes += compare_cell(cid, baseline.cells[cid], current.cells[cid])
+        result.changes += compare_cell(cid, baseline.cells[cid], current.cells[cid], machines)
+    known = [any(s.cells[c].machine_set for c in both) for s in (baseline, current)]
+    if known == [False, True]:
+        result.machines_unknown = "baseline"
+    elif known == [True, False]:
+        result.machines_unknown = "current results"
     result.new_cells = [
         (c, current.cells[c].name) for c in current.cells if c not in baseline.cells
     ]
@@ -238,8 +328,11 @@ def render_markdown(result: CompareResult) -> str:
     regressions = result.regressions
     others = [c for c in result.changes if not c.regression]
     refusals = result.refusals
+    moved = result.machine_changes
     if regressions:
         head = f"**{len(regressions)} regression{'s' if len(regressions) != 1 else ''}**"
+    elif moved:
+        head = "**Machine changed: the gate fails.**"
     elif refusals:
         head = "**Not comparable: the gate fails.**"
     else:
@@ -250,8 +343,29 @@ def render_markdown(result: CompareResult) -> str:
         f"{len(result.removed_cells)} removed.",
         "",
     ]
+    if moved:
+        n = len(moved)
+        lines += [
+            "### Machine changed",
+            "",
+            f"{_cells(n)} changed {'their trajectories' if n != 1 else 'its trajectory'} on "
+            "the same image, and ran on another machine than the baseline's: CPU and GPU "
+            "kernels, and so the bits, differ between machines, so this is not called a "
+            "regression of the code. Make the baseline on a machine like this one (its "
+            "fingerprint is in the report's header), or pin CI to the baseline's machine.",
+            "",
+        ]
+    if result.machines_unknown:
+        lines += [
+            f"The {result.machines_unknown} "
+            f"{'records' if result.machines_unknown == 'baseline' else 'record'} no machine "
+            "(made before machines were "
+            "recorded): the machines could not be compared, and a changed trajectory on the same "
+            "image counts as a regression.",
+            "",
+        ]
     if refusals:
-        title = "Also not comparable" if regressions else "Why the gate fails"
+        title = "Also not comparable" if regressions or moved else "Why the gate fails"
         lines += [f"### {title}", ""]
         for r in refusals:
             accept = f" (`{r.accepted_by}` accepts it)" if r.accepted_by else ""

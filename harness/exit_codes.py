@@ -24,5 +24,9 @@ EXIT_BAD_INPUT = 2
 #: or the two sets come from different matrices (``--allow-changed-matrix``). The output says
 #: which. A regression found among the compared cells takes precedence (EXIT_REGRESSION).
 EXIT_NOT_COMPARABLE = 3
+#: ``harness compare``: a trajectory changed on the same image where the machine changed too
+#: (another CPU or GPU, or another code path: ``provenance.machine``): not a regression of the
+#: code, and no pass either. A regression takes precedence; this, over a refusal.
+EXIT_MACHINE_CHANGED = 4
 #: Interrupted by Ctrl-C or SIGTERM (128 + SIGINT); finished results are kept.
 EXIT_INTERRUPTED = 130

@@ -40,12 +40,14 @@ from pathlib import Path
 from harness import layout
 from harness.contract import LOSSES_FILE, RECORD_FILE, WEIGHTS_FILE
 from harness.contract.files import UnsafeFile, read_regular
+from harness.contract.machine import Machine, machines_differ
 from harness.errors import StoreError
 from harness.layout import CONFLICTS_DIR, ManifestCell
 from harness.matrix import parse_matrix
 from harness.merge_inputs import (
     Mixed,
     check_inputs,
+    machines_of,
     manifest_of,
     mixed_code,
     record_or_none,
@@ -95,6 +97,8 @@ class Duplicate:
     kind: str = IDENTICAL
     #: for a result conflict: the trajectory digest of the kept copy and of the other one
     trajectories: list[str | None] | None = None
+    #: for a result conflict whose copies ran on different machines: how the machines differ
+    machines_differ: str | None = None
 
 
 @dataclass
@@ -107,6 +111,8 @@ class MergeResult:
     missing_cells: list[str] = field(default_factory=list)
     reports: list[Path] = field(default_factory=list)
     mixed: list[Mixed] = field(default_factory=list)
+    #: each input's machines: fingerprint -> its facts (merge_inputs.machines_of)
+    machines: dict[str, dict[str, Machine]] = field(default_factory=dict)
 
     @property
     def conflicts(self) -> list[Duplicate]:
@@ -205,6 +211,7 @@ def merge(
         try:
             result = _copy_runs(inputs, out)
             result.mixed = mixed
+            result.machines = machines_of(inputs)
             present = {key.cell_dir for key in _runs_of(out)}
             cells = [ManifestCell.of(c) for c in matrix.cells]
             dirnames = [layout.cell_dirname(c.name, c.id) for c in matrix.cells]
@@ -230,6 +237,7 @@ def merge(
                     "result_conflicts": [d.run for d in result.result_conflicts],
                     "missing_cells": result.missing_cells,
                     "mixed": [dataclasses.asdict(m) for m in mixed],
+                    "machines": {k: sorted(v) for k, v in result.machines.items()},
                 },
             )
             layout.write_manifest(out, merged)
@@ -266,20 +274,22 @@ def _copy_runs(inputs: list[Path], out: Path) -> MergeResult:
     return result
 
 
-def _kind(a: Path, b: Path) -> tuple[str, list[str | None] | None]:
+def _kind(a: Path, b: Path) -> tuple[str, list[str | None] | None, str | None]:
     """How two different copies of one run differ: RESULT_CONFLICT (with both trajectory
-    digests) when both are ok and their losses or digests differ."""
+    digests, and how their machines differ where they do) when both are ok and their losses
+    or digests differ."""
     ra, rb = record_or_none(a), record_or_none(b)
     if ra is None or rb is None or not (ra.ok and rb.ok):
-        return NOT_BOTH_OK, None
+        return NOT_BOTH_OK, None, None
     same = (
         _same_file(a / LOSSES_FILE, b / LOSSES_FILE)
         and dataclasses.asdict(ra.digests) == dataclasses.asdict(rb.digests)
         and (ra.steps, ra.ranks) == (rb.steps, rb.ranks)
     )
     if same:
-        return SAME_RESULT, None
-    return RESULT_CONFLICT, [ra.digests.trajectory, rb.digests.trajectory]
+        return SAME_RESULT, None, None
+    machines = machines_differ((ra.provenance.machine, rb.provenance.machine), with_gpus=True)
+    return RESULT_CONFLICT, [ra.digests.trajectory, rb.digests.trajectory], machines
 
 
 def _keep_one(
@@ -301,7 +311,7 @@ def _keep_one(
         aside = layout.conflict_run_dir(out, k_other, other.name, key.cell_dir, key.repeat)
         aside.parent.mkdir(parents=True, exist_ok=True)
         _copy_run(src, aside)
-    kind, trajectories = _kind(dest, aside)
+    kind, trajectories, machines = _kind(dest, aside)
     log.warning(
         "%s differs between %s and %s%s: kept %s, the other is in %s",
         key,
@@ -319,6 +329,7 @@ def _keep_one(
         str(aside.relative_to(out)),
         kind,
         trajectories,
+        machines,
     )
     return duplicate, kept
 
@@ -327,9 +338,10 @@ def describe_conflict(d: Duplicate) -> str:
     """One line for a conflict, for the terminal."""
     if d.kind == RESULT_CONFLICT:
         kept, other = (short_digest(t) if t else "none" for t in (d.trajectories or [None, None]))
+        where = f"; they {d.machines_differ}" if d.machines_differ else ""
         return (
             f"{d.run}: two successful copies with different results (trajectory {kept} in "
-            f"{d.kept}, {other} in {d.other})"
+            f"{d.kept}, {other} in {d.other}{where})"
         )
     if d.kind == SAME_RESULT:
         return f"{d.run}: different records in {d.kept} and {d.other} (same losses and digests)"

@@ -1,5 +1,6 @@
 """What ``harness merge`` checks of its inputs before it copies anything: each is a results
-folder of the same matrix, none is in use, and all were made by the same code.
+folder of the same matrix, none is in use, and all were made by the same code; and which
+machines ran them.
 
 The rules are listed in harness/merge.py's docstring and docs/results.md, "Merging".
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import layout
+from harness.contract.machine import Machine, fingerprint
 from harness.errors import StoreError
 from harness.layout import Manifest
 from harness.record import RecordError, RunRecord, load_record
@@ -160,6 +162,23 @@ def mixed_code(inputs: list[Path], manifests: list[Manifest]) -> list[Mixed]:
             values = {folder: sorted(v) for folder, v in per_input.items()}
             mixed.append(Mixed(what, values, image))
     return mixed
+
+
+def machines_of(inputs: list[Path]) -> dict[str, dict[str, Machine]]:
+    """Each input's machines (fingerprint -> the first record's facts of it), from its runs'
+    records. Shards that ran on different machines are merged all the same (that is what
+    sharding across runners does); the merged manifest lists them (``merge.machines``) and the
+    report marks runs compared across them."""
+    found: dict[str, dict[str, Machine]] = {}
+    for folder in inputs:
+        mine = found.setdefault(str(folder), {})
+        for _, _, run_dir in layout.run_dirs(folder):
+            record = record_or_none(run_dir)
+            machine = record.provenance.machine if record is not None else None
+            key = fingerprint(machine)
+            if machine is not None and key is not None:
+                mine.setdefault(key, machine)
+    return found
 
 
 def record_or_none(run_dir: Path) -> RunRecord | None:

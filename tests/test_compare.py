@@ -489,6 +489,8 @@ def test_cli_json_tells_each_change_and_whether_it_is_a_regression(tmp_path, cap
     assert rc == data["exit_code"] == EXIT_REGRESSION and err == ""
     t1, t2, t3 = T1[:12], T2[:12], T3[:12]
     one_repeat = "trajectory changed (the baseline had one repeat: no verdict to keep)"
+    # no set recorded a machine here: nothing is blamed on one
+    assert not any(c.pop("machine_changed") for c in data["changes"])
     assert [tuple(c.values()) for c in data["changes"]] == [
         ("id-a", "a|regressed", "no longer reproduces", f"reproduces ({t1})",
          f"does not reproduce: {t1}, —, {t2}", True),

@@ -124,13 +124,16 @@ def test_the_golden_file_holds_each_cells_verdict_and_first_finished_digests(res
             "image": "local",
             "image_digest": first["provenance"]["image_digest"] if first else None,
             "torch": first["provenance"]["torch"] if first else None,
+            # the fake executor's records name no machine
+            "machines": [None] * len(runs),
         }
     assert data == {
-        "format_version": 1,
+        "format_version": 2,
         "kind": "harness-baseline",
         "matrix": "placement-quick",
         "matrix_digest": manifest["matrix_digest"],
         "source": str(results),
+        "machines": {},
         "cells": expected_cells,
     }
     assert list(data["cells"]) == sorted(expected_cells)
@@ -220,17 +223,28 @@ REGENERATE = "regenerate it with `harness baseline`"
             "make one with `harness baseline RESULTS_DIR -o FILE`, or give a results folder",
         ),
         (
-            golden_text(format_version=2),
-            ": golden-digests format 2 is not 1",
+            golden_text(format_version=3),
+            ": golden-digests format 3 is not one of 1, 2",
             "regenerate it with this harness: `harness baseline RESULTS_DIR -o FILE`",
         ),
         (
             golden_text(format_version=...),
-            ": golden-digests format None is not 1",
+            ": golden-digests format None is not one of 1, 2",
             "regenerate it with this harness: `harness baseline RESULTS_DIR -o FILE`",
         ),
         (golden_text(matrix_digest=5), ": matrix_digest is 5, not a digest", REGENERATE),
         (golden_text(cells=...), ": malformed golden-digests file ('cells')", REGENERATE),
+        (
+            golden_text(machines=[]),
+            ": malformed golden-digests file (machines is list, not a mapping)",
+            REGENERATE,
+        ),
+        (
+            golden_text(machines={"0123456789ab": {"cpu_flags": 5}}),
+            ": malformed golden-digests file (machines['0123456789ab'].cpu_flags: Input should "
+            "be a valid list)",
+            REGENERATE,
+        ),
         (
             golden_text(cells=[]),
             ": malformed golden-digests file ('list' object has no attribute 'items')",

@@ -22,7 +22,7 @@ ANCHOR_HINT = (
 SYNTAX_HINT = "check the indentation and quoting on that line"
 PATCH_KEYS = (
     "image, accelerator, devices, placement, model, cudnn_deterministic, cudnn_benchmark, "
-    "deterministic_algorithms, cublas_workspace, threads, allow_tf32, seed, epochs, "
+    "deterministic_algorithms, cublas_workspace, threads, allow_tf32, cpu_isa, seed, epochs, "
     "max_steps_per_epoch, pythonhashseed, batch_size, learning_rate, hidden_size, entry, params"
 )
 RUN_KEYS = (

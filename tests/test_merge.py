@@ -404,6 +404,7 @@ def test_each_kind_of_conflict_is_kept_named_and_worded(shards, tmp_path, capsys
             "conflict_path": path,
             "kind": kind,
             "trajectories": trajectories,
+            "machines_differ": None,  # the fake executor records no machine
         }
 
     manifest = json.loads((merged / "manifest.json").read_text())
@@ -417,6 +418,7 @@ def test_each_kind_of_conflict_is_kept_named_and_worded(shards, tmp_path, capsys
                 "conflict_path": None,
                 "kind": "identical",
                 "trajectories": None,
+                "machines_differ": None,
             }
         ],
         "conflicts": [
@@ -438,6 +440,8 @@ def test_each_kind_of_conflict_is_kept_named_and_worded(shards, tmp_path, capsys
         "result_conflicts": [run(none0), run(none1)],
         "missing_cells": [],
         "mixed": [],
+        # the fake executor records no machine: no input names one
+        "machines": {str(p): [] for p in (x, s1, s2, y)},
     }
     inputs = [x, s1, s2, y]
     made = [json.loads((p / "manifest.json").read_text()) for p in inputs]

@@ -17,6 +17,7 @@ SHARED = {
     "harness.contract",
     "harness.contract.code",
     "harness.contract.files",
+    "harness.contract.machine",
     "harness.contract.record",
     "harness.contract.settings",
     "harness.contract.spec",

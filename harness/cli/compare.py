@@ -1,6 +1,7 @@
 """``harness compare BASELINE CURRENT``: a Markdown diff; exits non-zero on a regression, and
-when the gate cannot judge the current results (no cell in both, baseline cells missing,
-another matrix): harness/compare.py has the rules, harness/exit_codes.py the codes."""
+when a trajectory changed on another machine, and when the gate cannot judge the current
+results (no cell in both, baseline cells missing, another matrix): harness/compare.py has the
+rules, harness/exit_codes.py the codes."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def command(
         ),
     ] = False,
 ) -> int:
-    """Compare two result sets; exit 1 (EXIT_REGRESSION) when reproducibility regressed, 3
+    """Compare two result sets; exit 1 (EXIT_REGRESSION) when reproducibility regressed, 4
+    (EXIT_MACHINE_CHANGED) when a trajectory changed on another machine than the baseline's, 3
     (EXIT_NOT_COMPARABLE) when no cell was compared, baseline cells are missing or the matrix
     changed (the output says which, and the flag that accepts it)."""
     if fmt not in ("md", "json"):
@@ -55,6 +57,12 @@ def command(
         typer.echo(json.dumps(data, indent=2))
     else:
         typer.echo(render_markdown(result))
+    for c in result.machine_changes:
+        typer.echo(
+            f"error: machine changed: {c.name} ({c.cell_id}) has another trajectory on the same "
+            "image, on another machine than the baseline's (see 'machine changed')",
+            err=True,
+        )
     for r in result.refusals:
         accept = f" ({r.accepted_by} accepts it)" if r.accepted_by else ""
         typer.echo(f"error: not comparable: {r.reason}{accept}", err=True)

@@ -13,8 +13,9 @@ from typing import Annotated
 
 import typer
 
+from harness.contract.machine import Machine
 from harness.exit_codes import EXIT_CONFLICT, EXIT_OK
-from harness.merge import describe_conflict, merge
+from harness.merge import MergeResult, describe_conflict, merge
 from harness.text import terminal_safe
 
 
@@ -47,6 +48,8 @@ def command(
     )
     for m in result.mixed:
         _say(f"  MIXED (--allow-mixed): {m.describe()}", err=True)
+    for line in machine_lines(result):
+        _say(line)
     for d in result.duplicates:
         if d.identical:
             _say(f"  same run in {d.kept} and {d.other}, identical: kept one ({d.run})")
@@ -76,3 +79,24 @@ def command(
         )
         return EXIT_CONFLICT
     return EXIT_OK
+
+
+def machine_lines(result: MergeResult) -> list[str]:
+    """The inputs' machines, when more than one ran them: runs compared across them may
+    differ by the machine (the report marks them)."""
+    every: dict[str, Machine] = {}
+    for machines in result.machines.values():
+        for key, machine in machines.items():
+            every.setdefault(key, machine)
+    if len(every) < 2:
+        return []
+    lines = [
+        f"  the inputs ran on {len(every)} machines (the report marks runs compared across them):"
+    ]
+    for folder, machines in result.machines.items():
+        shown = ", ".join(
+            f"{key} (CPU capability {machine.cpu_capability or 'unknown'})"
+            for key, machine in machines.items()
+        )
+        lines.append(f"    {folder}: {shown or 'none recorded'}")
+    return lines

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.contract.files import RECORD_FILE, open_regular, write_json_atomic
+from harness.contract.machine import Machine
 
 RECORD_FORMAT_VERSION = 2
 
@@ -211,8 +212,11 @@ class Provenance:
     #: every rank's flags, read when training ended (``on_train_end``), in rank order
     determinism_ranks: list[Determinism] | None = None
     libraries: Libraries | None = None
+    #: the CPU, its code path and the machine's fingerprint (harness/contract/machine.py);
+    #: None in records written before it existed
+    machine: Machine | None = None
     #: why a field above is null or empty: its dotted path (``gpus``, ``libraries.cublas``,
-    #: ``gpus[0].pci_bus_id``, ``determinism_ranks``) -> the reason
+    #: ``gpus[0].pci_bus_id``, ``determinism_ranks``, ``machine.onednn``) -> the reason
     unavailable: dict[str, str] = field(default_factory=dict)
 
 

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from harness.contract.machine import CPU_ISA_CHOICES, NATIVE
+
 #: The post's seed (``torch_seed(random_seed=201014)``).
 DEFAULT_SEED = 201014
 
@@ -230,6 +232,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "allow_tf32", "bool", False, "TF32 in cuBLAS matmuls and cuDNN convolutions",
         label="tf32", in_report=True,
+    ),
+    Setting(
+        "cpu_isa", "str", NATIVE,
+        "the CPU code path: `native` (what this CPU and the environment give) or a ceiling that "
+        "oneDNN, MKL and ATen may not exceed (`ATEN_CPU_CAPABILITY`, `ONEDNN_MAX_CPU_ISA`, "
+        "`MKL_ENABLE_INSTRUCTIONS`, `MKL_CBWR`, set before torch is imported); an older CPU's "
+        "code path on this one, not a copy of another machine (docs/results.md, \"Machines\")",
+        choices=CPU_ISA_CHOICES, label="isa", in_report=True,
     ),
     Setting("seed", "int", DEFAULT_SEED, "the seed, at the placement", label="seed",
             run_default=True, minimum=0, maximum=SEED_MAX),

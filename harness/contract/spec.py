@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.contract.machine import ISA_ENV_VARS, NATIVE, isa_environment
 from harness.contract.settings import SETTINGS, Setting
 
 SPEC_FORMAT_VERSION = 2
@@ -48,6 +49,8 @@ NUMERIC_ENV_VARS = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
     "PYTHONHASHSEED",
+    # the CPU code path (the cpu_isa setting, or a limit the starter exported)
+    *ISA_ENV_VARS,
 )
 
 #: Deterministic cuBLAS needs this set before CUDA is initialised (torch docs, "Reproducibility").
@@ -250,6 +253,7 @@ def run_environment(spec: Any) -> dict[str, str]:
     (``cublas_workspace_in_force``; it must be set before CUDA starts). A variable of
     ``OWNED_ENV_VARS`` missing here must be removed from the run's environment: use
     ``environment_for`` to build it on top of another.
+    ``cpu_isa`` other than ``native`` sets the ISA limits (``isa_environment``).
     """
     threads = str(spec.threads)
     env = {
@@ -261,6 +265,8 @@ def run_environment(spec: Any) -> dict[str, str]:
     workspace = cublas_workspace_in_force(spec.cublas_workspace, spec.deterministic_algorithms)
     if workspace is not None:
         env["CUBLAS_WORKSPACE_CONFIG"] = workspace
+    # a ceiling of the CPU code path; `native` keeps the starter's limits (isa_passthrough)
+    env.update(isa_environment(spec.cpu_isa))
     return env
 
 
@@ -271,3 +277,13 @@ def environment_for(spec: Any, base: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k not in OWNED_ENV_VARS}
     env.update(run_environment(spec))
     return env
+
+
+def isa_passthrough(spec: Any, base: Mapping[str, str]) -> dict[str, str]:
+    """The ISA limits of ``base`` (the host's environment) that a ``native`` run keeps where it
+    does not inherit the host's environment (a container): a limit exported on the host caps
+    every native run, local or in a container, as it would on a machine of that code path.
+    A ceiling (``cpu_isa`` other than ``native``) sets its own instead: nothing passes."""
+    if spec.cpu_isa != NATIVE:
+        return {}
+    return {name: base[name] for name in ISA_ENV_VARS if name in base}

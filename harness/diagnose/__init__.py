@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.contract import write_bytes_atomic, write_json_atomic
+from harness.contract.machine import Machine, fingerprint
 from harness.contract.spec import DIAGNOSE_LEVELS
 from harness.diagnose.findings import Finding, compare, loss_step
 from harness.diagnose.runs import (
@@ -32,9 +33,10 @@ from harness.diagnose.runs import (
     recorded_step,
     recorded_weights_step,
 )
-from harness.diagnose.words import markdown, sentences
+from harness.diagnose.words import machine_sentences, markdown, sentences
 from harness.errors import HarnessError
 from harness.layout import DIAGNOSES_DIR, DIAGNOSIS_FILE, DIAGNOSIS_MARKDOWN
+from harness.record import RecordError, load_record
 from harness.store import ResultsDir
 
 DIAGNOSIS_FORMAT_VERSION = 1
@@ -43,9 +45,9 @@ LEVEL_ENV = "HARNESS_DIAGNOSE_LEVEL"
 #: How many times the logged step may move earlier before the diagnosis gives up.
 MAX_REPLAYS = 3
 #: Steps logged before the recorded first divergence: the records hash the weights, not the
-#: optimizer's state, which parts first (1 against 2 threads: the state after step 0, the
-#: weights after step 2, the losses at step 74). A few logged steps cost less than a second
-#: pair of replays.
+#: optimizer's state, which parts first (1 against 2 threads on one machine: the state after
+#: step 0, the weights after step 2, the losses at step 74). A few logged steps cost less than a
+#: second pair of replays.
 LOG_BEFORE = 3
 
 
@@ -62,6 +64,9 @@ class Diagnosis:
     recorded_weights_step: int | None
     replays: int
     steps_replayed: list[int] = field(default_factory=list)
+    #: the machine fingerprints of the two recorded runs and of their replays (None where not
+    #: recorded): a diagnosis made on another machine says so first
+    machines: dict[str, list[str | None]] = field(default_factory=dict)
     format_version: int = DIAGNOSIS_FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -220,21 +225,35 @@ def _write(
     placements = {a.spec.get("placement"), b.spec.get("placement")}
     losses = loss_step(a.losses, b.losses)
     weights = recorded_weights_step(a, b)
+    replayed_on = (_replay_machine(folder / "a"), _replay_machine(folder / "b"))
+    said = machine_sentences((a.machine, b.machine), replayed_on)
     diagnosis = Diagnosis(
         name=name,
         runs=[_run_entry(r, results) for r in (a, b)],
         finding=finding,
-        sentences=sentences(finding, losses, placements, weights),
+        sentences=said + sentences(finding, losses, placements, weights),
         recorded_loss_step=losses,
         recorded_weights_step=weights,
         replays=len(replayed),
         steps_replayed=replayed,
+        machines={
+            "recorded": [fingerprint(a.machine), fingerprint(b.machine)],
+            "replayed": [fingerprint(m) for m in replayed_on],
+        },
     )
     write_json_atomic(folder / DIAGNOSIS_FILE, diagnosis.to_dict())
     op = dataclasses.asdict(finding.op) if finding.op is not None else None
     text = markdown(diagnosis.title, diagnosis.sentences, op, diagnosis.anchor)
     write_bytes_atomic(folder / DIAGNOSIS_MARKDOWN, text.encode("utf-8"))
     return diagnosis
+
+
+def _replay_machine(folder: Path) -> Machine | None:
+    """The machine a replay's record names (None: no record, or none recorded)."""
+    try:
+        return load_record(folder).provenance.machine
+    except RecordError:
+        return None
 
 
 def _run_entry(run: RecordedRun, results: Path) -> dict[str, Any]:

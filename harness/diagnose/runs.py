@@ -18,6 +18,7 @@ import numpy as np
 
 from harness.contract import RECORD_FILE, SPEC_FILE, RunSpec, write_json_atomic
 from harness.contract.files import REPLAY_FILE, REPLAY_OUTPUTS_FILE
+from harness.contract.machine import Machine
 from harness.contract.spec import SpecError
 from harness.diagnose.findings import Replay, loss_step
 from harness.errors import HarnessError
@@ -44,6 +45,8 @@ class RecordedRun:
     #: written before it existed
     weights: np.ndarray | None = None
     weights_kind: tuple[str, tuple[str, ...]] | None = None
+    #: the record's ``provenance.machine`` (None: not recorded)
+    machine: Machine | None = None
 
     @property
     def label(self) -> str:
@@ -92,6 +95,7 @@ def load_run(results: Path, cell: ManifestCell, repeat: int) -> RecordedRun:
         record.digests.split,
         weights,
         (record.weights.hash, tuple(record.weights.parameters)) if record.weights else None,
+        record.provenance.machine,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.contract.machine import Machine, differences, fingerprint
 from harness.diagnose.findings import Finding, OpFinding
 
 PHASES = {
@@ -73,6 +74,48 @@ def _data(f: Finding) -> str:
         return f"{split}; every replayed batch is the same."
     which = " and ".join(k for k in ("inputs", "labels") if f.batch[k]) or "contents"
     return f"{split}; batch {f.batch['step']} is the first whose {which} differ."
+
+
+def _moved(a: Machine | None, b: Machine | None) -> str | None:
+    """`` (CPU capability AVX512 vs AVX2)``, the words for two recorded machines that differ
+    (empty when only the fingerprints tell); None when they agree or either is not recorded."""
+    if a is None or b is None or not fingerprint(a) or not fingerprint(b):
+        return None
+    if fingerprint(a) == fingerprint(b):
+        return None
+    words = differences(a, b)
+    return f" ({'; '.join(words)})" if words else ""
+
+
+def machine_sentences(
+    recorded: tuple[Machine | None, Machine | None],
+    replayed: tuple[Machine | None, Machine | None],
+) -> list[str]:
+    """What the machines say about the diagnosis, before anything else: the two recorded runs
+    ran on different machines (the replays, on one, cannot show what the machines did
+    differently), or the replays ran on another machine than the recorded runs (its kernels
+    may part ways elsewhere). Nothing where the machines agree or were not recorded."""
+    out = []
+    ra, rb = recorded
+    words = _moved(ra, rb)
+    if words is not None:
+        assert ra is not None and rb is not None
+        out.append(
+            f"The two runs ran on different machines, `{ra.fingerprint}` and "
+            f"`{rb.fingerprint}`{words}: the machines alone can make their bits differ, and "
+            "the replays, which both ran on one machine, cannot show that part."
+        )
+    for run, replay in zip(recorded, replayed, strict=True):
+        words = _moved(run, replay)
+        if words is not None:
+            assert run is not None and replay is not None
+            out.append(
+                f"The replays ran on machine `{replay.fingerprint}`, not on `{run.fingerprint}` "
+                f"where the recorded run ran{words}: what follows is where they part ways on "
+                "this machine, which need not be where the recorded runs did."
+            )
+            break
+    return out
 
 
 def sentences(

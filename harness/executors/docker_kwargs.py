@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.contract import IMAGE_ENV, SPEC_FILE, USER_CODE_ENV, RunSpec, run_environment
+from harness.contract.spec import isa_passthrough
 from harness.executors.base import DEFAULT_MEMORY_LIMIT, Slot
 from harness.images import WorkloadImage
 
@@ -83,8 +84,9 @@ def container_environment(
     no GPU for a CPU cell, and what the host knows of the image (its record's provenance).
 
     A variable the spec leaves unset (``CUBLAS_WORKSPACE_CONFIG``) is not here, and the host's
-    own is never passed; one the image itself sets is removed by the workload's entry point
-    before torch starts (``harness.workload.__main__.numerics_env``)."""
+    own is never passed, but for the CPU ISA limits a ``native`` run keeps (``isa_passthrough``:
+    the host's code path is the machine's); one the image itself sets is removed by the
+    workload's entry point before torch starts (``harness.workload.__main__.numerics_env``)."""
     env = {
         "PYTHONUNBUFFERED": "1",
         # The runtime exposes only the requested GPUs, renumbered from 0.
@@ -98,6 +100,7 @@ def container_environment(
         # The nvidia runtime exposes every GPU unless told otherwise; "void" means none.
         env["NVIDIA_VISIBLE_DEVICES"] = "void"
     env.update(run_environment(spec))
+    env.update(isa_passthrough(spec, os.environ))
     if image is not None:
         env[IMAGE_ENV["image_digest"]] = image.base_digest
         env[IMAGE_ENV["image_id"]] = image.image_id

@@ -52,4 +52,5 @@ def analyze(root: str | Path) -> Report:
         summaries.conflicts(cells),
         folder.mixed_code,
         diagnoses=load_diagnoses(root),
+        machines=summaries.machines(cells),
     )

@@ -14,13 +14,22 @@ from harness.report.model import Report
 
 #: 2: three verdicts (``verdict``: reproduces | diverges | unknown, ``unknown_because``,
 #: ``reproducible`` null exactly when unknown), runs checked against their files (status
-#: ``corrupt``), merge conflict copies (``conflict_copies``, ``conflicts``), ``mixed_code``.
+#: ``corrupt``), merge conflict copies (``conflict_copies``, ``conflicts``), ``mixed_code``;
+#: since then, added keys only: ``machines``, each run's ``machine`` (its fingerprint), each
+#: cell's and comparison's ``machines_differ``.
 REPORT_FORMAT_VERSION = 2
 
 
 def _runs(runs: list[dict]) -> list[dict]:
-    """Runs as JSON: the absolute ``run_dir`` left out (``path`` is relative to the folder)."""
-    return [{k: v for k, v in run.items() if k != "run_dir"} for run in runs]
+    """Runs as JSON: the absolute ``run_dir`` left out (``path`` is relative to the folder),
+    the machine as its fingerprint (``machines`` has each machine's facts once)."""
+    out = []
+    for run in runs:
+        entry = {k: v for k, v in run.items() if k != "run_dir"}
+        machine = entry.get("machine")
+        entry["machine"] = machine.get("fingerprint") if isinstance(machine, dict) else None
+        out.append(entry)
+    return out
 
 
 def render_json(report: Report) -> bytes:
@@ -44,6 +53,7 @@ def render_json(report: Report) -> bytes:
         "conflicts": to_jsonable(report.conflicts),
         "mixed_code": report.mixed_code,
         "diagnoses": to_jsonable(report.diagnoses),
+        "machines": to_jsonable(report.machines),
     }
     return (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8")
 

@@ -12,12 +12,14 @@ import statistics
 from typing import Any
 from urllib.parse import quote
 
+from harness.contract.machine import limits_text
 from harness.contract.settings import TWIN
 from harness.diagnose.words import markdown as diagnosis_markdown
 from harness.report import text as inert
 from harness.report.flatten import cell_row
 from harness.report.grid import MARK, MEANING, NO_CELL, Grid, constant, counted, grids
 from harness.report.heatmap import title as heatmap_title
+from harness.report.machines import MACHINE_CAVEAT, MachineInfo
 from harness.report.model import (
     DIVERGES,
     OWN_RUNS,
@@ -169,7 +171,44 @@ def _title(report: Report, shared: dict[str, Any]) -> list[str]:
     if shared:
         who = "The runs of every group have" if report.source == OWN_RUNS else "Every cell has"
         line += f" {who} {escape(_settings_text(shared))}."
-    return [f"# Reproducibility report: {escape(report.name)}", "", line, ""]
+    return [f"# Reproducibility report: {escape(report.name)}", "", line, "", *_machines(report)]
+
+
+def _machine_text(m: MachineInfo) -> str:
+    parts = [m.cpu, f"CPU capability {m.capability or 'unknown'}"]
+    parts += [f"ISA limits {limits_text(m.isa_limits)}"] if m.isa_limits else []
+    parts += [f"GPUs {', '.join(m.gpus)}"] if m.gpus else []
+    return ", ".join(parts)
+
+
+def _machines(report: Report) -> list[str]:
+    """The machines that ran the runs: one line for one, a table for more (the bits of CPU
+    training depend on the machine: docs/results.md, "Machines")."""
+    if not report.machines:
+        return []
+    if len(report.machines) == 1:
+        (m,) = report.machines
+        return [f"**Machine** `{m.fingerprint}`: {escape(_machine_text(m))}.", ""]
+    header = ["machine", "CPU", "capability", "ISA limits", "GPUs", "runs", "cells"]
+    body = [
+        [
+            f"`{m.fingerprint}`",
+            escape(m.cpu),
+            escape(m.capability or "unknown"),
+            escape(limits_text(m.isa_limits)),
+            escape(", ".join(m.gpus) or "none"),
+            str(m.runs),
+            str(m.cells),
+        ]
+        for m in report.machines
+    ]
+    line = (
+        f"**{len(report.machines)} machines ran these runs** (a machine is the CPU and GPUs "
+        "with the code path in force: a `cpu_isa` ceiling or an exported ISA limit makes "
+        "another): runs compared across them are marked, since CPU and GPU kernels, and so "
+        "the bits, depend on the machine."
+    )
+    return [line, "", *table_lines(header, body), ""]
 
 
 def _image_grid(report: Report, grid: Grid) -> list[str]:
@@ -319,6 +358,15 @@ def _cells(report: Report, grid_list: list[Grid], shared: dict[str, Any]) -> lis
         "any run failed, is missing, corrupt, empty or not finite.",
         "",
     ]
+    moved = [c for c in report.cells if c.machines_differ]
+    if moved:
+        out += [
+            "Cells whose repeats ran on different machines (marked *machines differ*): the "
+            f"machines alone can make their bits differ; {MACHINE_CAVEAT}.",
+            "",
+            *(f"- {escape(c.name)}: {escape(c.machines_differ)}" for c in moved),
+            "",
+        ]
     unplotted = [c for c in report.cells if c.verdict == DIVERGES and not c.plot]
     if unplotted and any(c.plot for c in report.cells):
         out += [
@@ -375,9 +423,12 @@ def _cell_cells(
     repeats = str(cell.repeats)
     if cell.ok_runs != cell.repeats:
         repeats = f"{cell.ok_runs}/{cell.repeats}"
+    divergence = _cell_divergence(cell)
+    if cell.machines_differ:
+        divergence += " (*machines differ*)"
     return [
         f"{MARK[cell.verdict]}&nbsp;{cell.verdict}",  # kept on one line in a narrow column
-        _cell_divergence(cell),
+        divergence,
         *(escape(setting_text({**cell.settings, **row}, k)) for k in moving),
         repeats,
         str(cell.distinct_trajectories),
@@ -491,13 +542,19 @@ def _comparisons(report: Report) -> list[str]:
         out += fold(summary, table)
     else:
         out += table + [""]
-    notes = [c for c in report.comparisons if c.gpus_differ]
-    for comp in notes:  # a difference there need not come from the compared axis
+    notes = []
+    for comp in report.comparisons:  # a difference there need not come from the compared axis
         cells = ", ".join(escape(n) for _, n in comp.cells)
-        out.append(
-            f"- {escape(comp.axis)} ({cells}): {escape(comp.gpus_differ)}; {CUBLAS_PROMISE}."
-        )
-    return out + ([""] if notes else [])
+        if comp.machines_differ:
+            notes.append(
+                f"- {escape(comp.axis)} ({cells}): {escape(comp.machines_differ)}; "
+                f"{MACHINE_CAVEAT}."
+            )
+        if comp.gpus_differ:
+            notes.append(
+                f"- {escape(comp.axis)} ({cells}): {escape(comp.gpus_differ)}; {CUBLAS_PROMISE}."
+            )
+    return out + notes + ([""] if notes else [])
 
 
 def _costs(report: Report) -> list[str]:

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.contract.machine import Machine
+from harness.report.machines import MachineInfo
+
 #: RunResult.status: what the report makes of a run, after checking its files.
 OK, FAILED, MISSING, CORRUPT = "ok", "failed", "missing", "corrupt"
 
@@ -60,6 +63,9 @@ class RunResult:
     #: the run recorded no per-step parameter hashes)
     weights_parameters: list[str] | None = None
     weights_hash: str | None = None
+    #: the record's ``provenance.machine`` (None: written before machines were recorded, or by
+    #: a run that failed before it was read); report.json keeps only its fingerprint
+    machine: Machine | None = None
 
 
 @dataclass
@@ -138,6 +144,9 @@ class CellReport:
     #: a group of own runs only: what its runs differ in, from their records (empty for a
     #: matrix's cells, whose runs share their settings by construction)
     differences: list[RunDifference] = field(default_factory=list)
+    #: set when its trusted runs ran on different machines: how they differ (a divergence
+    #: between them may be the machines', not the settings')
+    machines_differ: str | None = None
 
 
 @dataclass
@@ -151,6 +160,8 @@ class Comparison:
     divergence: Divergence | None
     #: set when the compared runs ran on GPUs of different models or SM counts: which ones
     gpus_differ: str | None = None
+    #: set when the compared runs ran on different machines (CPUs, code paths): how they differ
+    machines_differ: str | None = None
 
 
 @dataclass
@@ -244,3 +255,5 @@ class Report:
     diagnoses: list[DiagnosisEntry] = field(default_factory=list)
     #: ``matrix`` (a results folder) or ``own_runs`` (a folder of ReproRecorder's records)
     source: str = MATRIX
+    #: the machines that ran the runs (harness/report/machines.py), in the order first seen
+    machines: list[MachineInfo] = field(default_factory=list)

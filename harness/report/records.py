@@ -35,6 +35,7 @@ from harness.contract.files import (
     UnsafeFile,
     read_regular,
 )
+from harness.contract.machine import limits_text
 from harness.contract.record import RECORD_FORMAT_VERSION, RunRecord
 from harness.contract.settings import NAMES
 from harness.errors import HarnessError
@@ -243,6 +244,22 @@ def _gpus(record: RunRecord) -> Any:
     )
 
 
+def _machine(key: str) -> Callable[[RunRecord], Any]:
+    """A field of ``provenance.machine``; a record without one says nothing. The ISA limits
+    are those set (``none`` where none is)."""
+
+    def read(record: RunRecord) -> Any:
+        machine = record.provenance.machine
+        if machine is None:
+            return NOT_SAID
+        if key == "isa_limits":
+            return limits_text(machine.isa_limits)
+        value = getattr(machine, key)
+        return NOT_SAID if value is None else value
+
+    return read
+
+
 def _in_force(key: str) -> Callable[[RunRecord], Any]:
     """A flag of ``provenance.determinism`` (read back from torch when fit returned); the cuBLAS
     workspace ``unset`` where the record has the flags but no variable."""
@@ -283,6 +300,9 @@ DIFFERENCE_FIELDS: tuple[tuple[str, Callable[[RunRecord], Any]], ...] = (
     ("gpus", _gpus),
     ("gpu_driver", _provenance("gpu_driver")),
     ("cpu_model", _provenance("cpu_model")),
+    ("cpu_capability", _machine("cpu_capability")),
+    ("isa_limits", _machine("isa_limits")),
+    ("machine", _machine("fingerprint")),
 )
 
 
@@ -406,4 +426,5 @@ def analyze_own_runs(root: Path, runs: list[OwnRun]) -> Report:
         summaries.failures(cells),
         summaries.images({OWN_RUNS_IMAGE: cells}),
         source=OWN_RUNS,
+        machines=summaries.machines(cells),
     )

@@ -13,9 +13,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from harness.contract.machine import CODE_PATH, machines_differ
 from harness.contract.settings import BY_NAME, NAMES, REPORT_SETTINGS, TWIN
 from harness.contract.spec import cublas_workspace_in_force
 from harness.record import RecordError
+from harness.report.machines import MachineInfo, machine_table
 from harness.report.model import (
     OK,
     REPRODUCES,
@@ -165,8 +167,13 @@ def compare_across(axis: str, cells: list[CellReport]) -> list[Comparison]:
         refs = [next((r for r in c.runs if r.status == OK), None) for c in members]
         equal, div = _first_runs_equal(refs)
         values = [(str(c.settings.get(axis)), c.name) for c in members]
-        note = gpus_differ([r for r in refs if r is not None])
-        out.append(Comparison(axis, json.loads(key), values, equal, div, note))
+        ran = [r for r in refs if r is not None]
+        # the machine's part a setting sets itself (cpu_isa: the code path) is no machine change
+        ignore = CODE_PATH if axis == "cpu_isa" else ()
+        machines = machines_differ((r.machine for r in ran), ignore=ignore)
+        out.append(
+            Comparison(axis, json.loads(key), values, equal, div, gpus_differ(ran), machines)
+        )
     return out
 
 
@@ -304,6 +311,11 @@ def conflicts(cells: Iterable[CellReport]) -> list[ConflictCopy]:
                 )
             )
     return out
+
+
+def machines(cells: Iterable[CellReport]) -> list[MachineInfo]:
+    """The machines that ran the cells' runs and kept merge conflict copies, first seen first."""
+    return machine_table((c.id, r.machine) for c in cells for r in [*c.runs, *c.conflict_copies])
 
 
 def images(by_image: dict[str, list[CellReport]]) -> list[ImageInfo]:

@@ -99,9 +99,25 @@ def render_plain(
         legend.append(f"{empty} {NO_CELL_MEANING}")
     if legend:
         lines.append(GAP.join(legend))
+    machines = machines_line(report)
+    if machines:
+        lines += textwrap.wrap(machines, width)
     if report_path is not None:
         lines.append(f"report: {report_path}")
     return [terminal_safe(line) for line in lines]
+
+
+def machines_line(report: Report) -> str | None:
+    """When more than one machine ran the runs: which (fingerprint and CPU capability), and how
+    many cells compare repeats across them; None for one machine (the report names it)."""
+    if len(report.machines) < 2:
+        return None
+    listed = ", ".join(
+        f"{m.fingerprint} (CPU capability {m.capability or 'unknown'})" for m in report.machines
+    )
+    moved = sum(1 for c in report.cells if c.machines_differ)
+    across = f"; {moved} of {len(report.cells)} cells compare repeats across them" if moved else ""
+    return f"{len(report.machines)} machines ran these runs: {listed}{across}."
 
 
 def sentence_lines(report: Report, image: str, *, width: int, ascii_only: bool) -> list[str]:
@@ -209,6 +225,9 @@ def _print_rich(
     legend.rstrip()
     if legend.plain:
         console.print(legend, soft_wrap=True)
+    machines = machines_line(report)
+    if machines:
+        console.print(safe(machines), soft_wrap=True)
     if report_path is not None:
         console.print(safe(f"report: {report_path}"), soft_wrap=True)
 

@@ -14,7 +14,9 @@ The report says no more than the runs showed:
   final-weights digest, and **diverges** when they do not. Digests are compared first (each
   run's ``losses.npy`` was already verified against its digest when it was loaded); the losses
   are read again only where digests differ, to locate the first divergence (the first step
-  whose float32 bits differ in any rank).
+  whose float32 bits differ in any rank). Runs that ran on different machines
+  (``provenance.machine``) are still compared, and the verdict's words say so: the machines,
+  not the settings, may have made the difference.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import logging
 import statistics
 
+from harness.contract.machine import machines_differ
 from harness.layout import ManifestCell
 from harness.record import RecordError
 from harness.report.model import (
@@ -77,6 +80,10 @@ def analyze_cell(
         verdict, reproducible = REPRODUCES, True
     else:
         verdict, reproducible = DIVERGES, False
+    machines = machines_differ((r.machine for r in trusted), with_gpus=True)
+    detail = describe(verdict, because, distinct, final_equal, first, ok_copies)
+    if machines is not None and verdict == DIVERGES:
+        detail += f"; its repeats {machines}, which may be the cause"
     accs = [r.val_acc for r in ok if r.val_acc is not None]
     secs = [r.seconds_per_epoch for r in ok if r.seconds_per_epoch is not None]
     return CellReport(
@@ -96,11 +103,12 @@ def analyze_cell(
         val_acc_mean=statistics.fmean(accs) if accs else None,
         val_acc_sd=statistics.stdev(accs) if len(accs) > 1 else None,
         seconds_per_epoch=statistics.fmean(secs) if secs else None,
-        detail=describe(verdict, because, distinct, final_equal, first, ok_copies),
+        detail=detail,
         runs=runs,
         conflict_copies=copies,
         weights_divergence=weights,
         weights_compared=compared,
+        machines_differ=machines,
     )
 
 

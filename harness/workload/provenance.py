@@ -27,6 +27,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from harness.contract import IMAGE_ENV, NUMERIC_ENV_VARS, USER_CODE_ENV
 from harness.contract.code import workload_digest
 from harness.contract.record import Determinism, Libraries
+from harness.workload.machine import read_machine
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +307,8 @@ def collect(
     no_cuda = unavailable.get("gpus")
     libs, why = libraries(_read_maps(), no_cuda)
     unavailable.update(why)
+    machine, why = read_machine(gpus, no_cuda)
+    unavailable.update(why)
     if determinism is None:
         unavailable["determinism"] = "the run failed before fit returned"
     ranks = flags.ranks if flags is not None else None
@@ -341,5 +344,6 @@ def collect(
         "determinism": determinism,
         "determinism_ranks": ranks,
         "libraries": libs,
+        "machine": machine,
         "unavailable": unavailable,
     }
