@@ -21,8 +21,11 @@ from harness.contract.machine import (
     ISA_CEILINGS,
     ISA_ENV_VARS,
     Machine,
+    cpu_text,
     differences,
     fingerprint,
+    gpu_identity,
+    gpu_text,
     machine_fingerprint,
     machines_differ,
     parse_cpuinfo,
@@ -191,6 +194,8 @@ def test_native_sets_nothing_and_keeps_the_starters_limits():
 
 
 def test_a_container_gets_the_hosts_limits_only_for_a_native_run(monkeypatch):
+    for name in ISA_ENV_VARS:  # whatever limits this test process was started with
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
     monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
     monkeypatch.setenv("SOME_OTHER_HOST_VARIABLE", "x")
@@ -451,3 +456,116 @@ def test_diagnose_says_first_when_machines_differ():
     (replayed,) = machine_sentences((B, B), (A, A))
     assert replayed.startswith(f"The replays ran on machine `{FA}`, not on `{FB}`")
     assert "(CPU capability AVX2 vs AVX512;" in replayed
+
+
+def test_cpuinfo_after_blank_lines_and_with_a_colon_in_a_value():
+    text = "\n\nvendor_id\t: GenuineIntel\nmodel name\t: Custom: Xeon\nflags\t: avx2 fma\n"
+    facts = parse_cpuinfo(text)
+    assert (facts["cpu_vendor"], facts["cpu_name"], facts["cpu_flags"]) == (
+        "GenuineIntel",
+        "Custom: Xeon",
+        ["avx2", "fma"],
+    )
+
+
+def test_a_gpus_identity_is_what_decides_its_kernels():
+    gpu = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "capability": "9.0", "sm_count": 132,
+           "memory_bytes": 85e9, "uuid": "GPU-1", "pci_bus_id": "00000000:3B:00.0"}  # fmt: skip
+    assert gpu_identity([gpu, {"name": "NVIDIA L4"}]) == [
+        ["NVIDIA H100 80GB HBM3", "9.0", 132],
+        ["NVIDIA L4", None, None],
+    ]
+
+
+def test_what_a_machine_does_not_say_is_said_as_unknown():
+    bare = Machine(cpu_vendor="0x41", cpu_model=0xD40)
+    assert cpu_text(bare) == "unnamed CPU (0x41, model 3392)"
+    assert cpu_text(Machine()) == "unnamed CPU"
+    assert gpu_text([None, None, None]) == "unnamed GPU"
+    assert gpu_text(["NVIDIA L4", "8.9", None]) == "NVIDIA L4 (sm_89)"
+    assert gpu_text(["NVIDIA L4", None, 58]) == "NVIDIA L4 (58 SMs)"
+    unknown = machine(cpu_capability=None)
+    assert differences(unknown, machine(**AVX2))[0] == "CPU capability unknown vs AVX2"
+    assert differences(machine(**AVX2), unknown)[0] == "CPU capability AVX2 vs unknown"
+
+
+def test_flags_and_gpus_on_either_side_are_each_named():
+    a = machine(cpu_flags=["avx2", "avx512f"], gpus=[["A", "8.0", 108], ["A", "8.0", 108]])
+    b = machine(cpu_flags=["avx2", "amx_tile", "amx_bf16"], gpus=[["B", "9.0", 132]])
+    assert differences(a, b) == [
+        "CPU flags avx512f only on the first; amx_tile, amx_bf16 only on the second",
+        "GPUs A (sm_80, 108 SMs), A (sm_80, 108 SMs) vs B (sm_90, 132 SMs)",
+    ]
+
+
+def test_machines_that_differ_only_in_their_fingerprints_are_named_by_them():
+    twin = dataclasses.replace(machine(), fingerprint="0" * 12)
+    assert machines_differ([machine(), twin]) == (
+        f"ran on different machines (machine {FA} vs {'0' * 12})"
+    )
+    # a difference the words can name is named, not the fingerprints
+    assert "machine " not in machines_differ([machine(), machine(**AVX2)])
+
+
+def _sets(base: dict[str, CellDigests], cur: dict[str, CellDigests]) -> tuple[ResultSet, ...]:
+    return ResultSet("b", "m", "d", base, FACTS[0]), ResultSet("c", "m", "d", cur, FACTS[1])
+
+
+def test_the_gate_tells_each_cell_whose_trajectory_moved_with_the_machine_word_for_word():
+    base = digests(True, ["t1" * 8, "t1" * 8], [FA, FA])
+    cur = digests(True, ["t2" * 8, "t2" * 8], [FB, FB])
+    one = compare(*_sets({"x": base}, {"x": cur}))
+    moved, machine_row = one.changes
+    assert (moved.baseline, moved.current) == (("t1" * 8)[:12], ("t2" * 8)[:12])
+    assert machine_row.what.startswith("machine changed: CPU capability AVX512 vs AVX2; ISA")
+    md = render_markdown(one).splitlines()
+    assert md[2:7] == [
+        "### Machine changed",
+        "",
+        "1 cell changed its trajectory on the same image, and ran on another machine than the "
+        "baseline's: CPU and GPU kernels, and so the bits, differ between machines, so this is "
+        "not called a regression of the code. Make the baseline on a machine like this one (its "
+        "fingerprint is in the report's header), or pin CI to the baseline's machine.",
+        "",
+        "### Other changes (not regressions)",
+    ]
+    two = render_markdown(compare(*_sets({"x": base, "y": base}, {"x": cur, "y": cur})))
+    assert "\n2 cells changed their trajectories on the same image, and ran on" in two
+
+
+def test_results_without_machines_against_a_baseline_with_them_are_said_to_be_so():
+    base = digests(True, ["t1", "t1"], [FA, FA])
+    cur = digests(True, ["t2", "t2"], [None, None])
+    result = compare(*_sets({"x": base}, {"x": cur}))
+    assert result.machines_unknown == "current results" and result.exit_code == EXIT_REGRESSION
+    lines = render_markdown(result).splitlines()
+    assert lines[2:4] == [
+        "The current results record no machine (made before machines were recorded): the "
+        "machines could not be compared, and a changed trajectory on the same image counts as "
+        "a regression.",
+        "",
+    ]
+
+
+def test_a_machine_change_lists_every_fingerprint_and_words_only_what_it_knows():
+    c = machine(cpu_capability=None)
+    base = digests(True, ["t1", "t1"], [FA, c.fingerprint])
+    cur = digests(True, ["t1", "t1"], [FB, FB])
+    (row,) = compare_cell("x", base, cur, ({FA: A, c.fingerprint: c}, {}))
+    listed = sorted([FA, c.fingerprint])
+    facts = {FA: "AVX512", c.fingerprint: "unknown"}
+    assert row.baseline == ", ".join(f"{k} (CPU capability {facts[k]})" for k in listed)
+    assert (row.what, row.current) == ("machine changed", FB)  # the current facts are not known
+
+
+def test_a_machine_change_wins_over_a_refusal_and_a_regression_over_both():
+    base = digests(True, ["t1", "t1"], [FA, FA])
+    moved = digests(True, ["t2", "t2"], [FB, FB])
+    broke = digests(False, ["t2", "t3"], [FB, FB])
+    # the baseline's cell "gone" is missing from the current results: a refusal
+    result = compare(*_sets({"x": base, "gone": base}, {"x": moved}))
+    assert [r.what for r in result.refusals] == ["removed_cells"]
+    assert result.exit_code == EXIT_MACHINE_CHANGED
+    assert "### Also not comparable" in render_markdown(result)
+    worse = compare(*_sets({"x": base, "y": base, "gone": base}, {"x": moved, "y": broke}))
+    assert worse.exit_code == EXIT_REGRESSION
