@@ -10,9 +10,12 @@ import json
 from pathlib import Path
 
 import pytest
+from fault_tools import nudge_losses
 from test_report import base_losses, make_cell, make_results, write_run
+from test_report_records import own_run
 
 from harness.baseline import CellDigests, ResultSet, from_file, from_results, to_json
+from harness.cli.merge import machine_lines
 from harness.compare import compare, compare_cell, render_markdown
 from harness.contract import RunSpec
 from harness.contract.machine import (
@@ -32,13 +35,21 @@ from harness.contract.machine import (
 )
 from harness.contract.spec import environment_for, isa_passthrough, run_environment
 from harness.diagnose.words import machine_sentences
+from harness.errors import HarnessError
 from harness.executors.base import Slot
 from harness.executors.docker_kwargs import container_environment
+from harness.executors.fake import FakeExecutor
 from harness.exit_codes import EXIT_MACHINE_CHANGED, EXIT_OK, EXIT_REGRESSION
+from harness.matrix import load_matrix
+from harness.merge import describe_conflict, merge
 from harness.report import analyze
 from harness.report.exporters import render_json
 from harness.report.markdown import render_markdown as render_report
+from harness.report.summaries import compare_across
 from harness.report.terminal import render_plain
+from harness.runner import RunConfig, run_matrix
+
+QUICK = Path(__file__).resolve().parents[1] / "examples" / "placement-quick.yaml"
 
 XEON = """\
 processor\t: 0
@@ -569,3 +580,125 @@ def test_a_machine_change_wins_over_a_refusal_and_a_regression_over_both():
     assert "### Also not comparable" in render_markdown(result)
     worse = compare(*_sets({"x": base, "y": base, "gone": base}, {"x": moved, "y": broke}))
     assert worse.exit_code == EXIT_REGRESSION
+
+
+def _set_machine(run_dir: Path, m: Machine | None) -> None:
+    """Give a fake executor's record the machine ``m`` ran it (its provenance only)."""
+    path = run_dir / "run.json"
+    record = json.loads(path.read_text())
+    record["provenance"]["machine"] = dataclasses.asdict(m) if m is not None else None
+    path.write_text(json.dumps(record))
+
+
+def _fake_folder(out: Path, m: Machine | None) -> Path:
+    config = RunConfig(
+        matrix=load_matrix(QUICK), out=out, progress="quiet", formats=(), plots=False
+    )
+    run_matrix(config, FakeExecutor(seconds=0.01, diverge_placement="none"))
+    for run_dir in sorted(out.glob("cells/*/repeat-*")):
+        _set_machine(run_dir, m)
+    return out
+
+
+def test_merge_names_each_inputs_machines_and_a_conflict_across_them(tmp_path: Path):
+    h100 = machine(gpus=[["NVIDIA H100 80GB HBM3", "9.0", 132]])
+    x = _fake_folder(tmp_path / "x", A)
+    y = _fake_folder(tmp_path / "y", h100)
+    (bm0,) = [p for p in y.glob("cells/*before_model*/repeat-0")]
+    nudge_losses(bm0)  # another result on the other machine
+    unknown = next(p for p in y.glob("cells/*before_trainer*/repeat-0"))
+    _set_machine(unknown, None)  # a record without a machine names none
+    forged = next(p for p in x.glob("cells/*before_trainer*/repeat-1"))
+    _set_machine(forged, dataclasses.replace(B, fingerprint="forged"))  # nor one that is no hex
+    result = merge([x, y], tmp_path / "m", formats=(), plots=False)
+    assert result.machines == {str(x): {FA: A}, str(y): {h100.fingerprint: h100}}
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["merge"]["machines"] == {str(x): [FA], str(y): [h100.fingerprint]}
+    (conflict,) = result.result_conflicts
+    words = "ran on different machines (GPUs none vs NVIDIA H100 80GB HBM3 (sm_90, 132 SMs))"
+    assert conflict.machines_differ == words
+    assert describe_conflict(conflict).endswith(f"{y}; they {words})")
+    # copies with the same result are no result conflict, whatever their machines
+    assert all(d.machines_differ is None for d in result.conflicts if d is not conflict)
+    assert machine_lines(result) == [
+        "  the inputs ran on 2 machines (the report marks runs compared across them):",
+        f"    {x}: {FA} (CPU capability AVX512)",
+        f"    {y}: {h100.fingerprint} (CPU capability AVX512)",
+    ]
+    one = merge([x], tmp_path / "one", formats=(), plots=False)
+    assert machine_lines(one) == []
+
+
+def test_own_runs_name_the_machine_and_its_code_path_when_they_differ(tmp_path: Path):
+    for folder, m in (("a", A), ("b", B), ("c", None)):
+        run_dir = own_run(tmp_path, folder, "nightly", base_losses())
+        _set_machine(run_dir, m)
+    (cell,) = analyze(tmp_path).cells
+    named = {d.what: d.values for d in cell.differences}
+    assert named["cpu_capability"] == {"a": "AVX512", "b": "AVX2"}
+    assert named["isa_limits"] == {
+        "a": "none",
+        "b": "ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2, "
+        "MKL_CBWR=AVX2",
+    }
+    assert named["machine"] == {"a": FA, "b": FB}
+    # the same CPU: nothing else of the machine is named
+    assert not {"cpu_flags", "cpu_name"} & set(named)
+    same = tmp_path / "same"
+    for folder in ("a", "b"):
+        _set_machine(own_run(same, folder, "nightly", base_losses()), machine(cpu_capability=None))
+    (cell,) = analyze(same).cells
+    assert not {"cpu_capability", "isa_limits", "machine"} & {d.what for d in cell.differences}
+    # a capability one record does not say is no difference (its fingerprint still is one)
+    said = tmp_path / "said"
+    _set_machine(own_run(said, "a", "nightly", base_losses()), machine())
+    _set_machine(own_run(said, "b", "nightly", base_losses()), machine(cpu_capability=None))
+    (cell,) = analyze(said).cells
+    assert [d.what for d in cell.differences] == ["machine"]
+
+
+def test_a_golden_file_keeps_only_the_machines_of_finished_runs(tmp_path: Path):
+    cell = make_cell("c")
+    make_results(tmp_path, [cell], repeats=2)
+    write_run(tmp_path, cell, 0, base_losses(), provenance=_provenance(A))
+    error = {"type": "failed", "message": "boom"}
+    write_run(tmp_path, cell, 1, None, status="failed", error=error, provenance=_provenance(B))
+    results = from_results(tmp_path)
+    assert results.machines == {FA: A}
+    assert results.cells[cell["id"]].machines == [FA, None]
+
+
+@pytest.mark.parametrize(
+    ("machines", "message"),
+    [
+        ({"k": 5}, "machines['k']: Input should be a dictionary or an instance of Machine"),
+        ({"k": {"cpu_flags": ["avx2", 3]}}, "machines['k'].cpu_flags.1: Input should be a valid"),
+    ],
+)
+def test_a_golden_files_bad_machine_is_named_where_it_is(machines, message, tmp_path: Path):
+    path = tmp_path / "golden.json"
+    data = {"format_version": 2, "kind": "harness-baseline", "matrix": "m", "cells": {},
+            "matrix_digest": "d" * 64, "machines": machines}  # fmt: skip
+    path.write_text(json.dumps(data))
+    with pytest.raises(HarnessError) as caught:
+        from_file(path)
+    assert f"malformed golden-digests file ({message}" in caught.value.message
+
+
+def test_across_cpu_isa_the_code_path_is_the_settings_not_the_machines(tmp_path: Path):
+    cells = [make_cell(name, cpu_isa=isa) for name, isa in (("n", "native"), ("c", "avx2"))]
+    make_results(tmp_path, cells, repeats=1)
+    for cell, m in zip(cells, (A, B), strict=True):
+        write_run(tmp_path, cell, 0, base_losses(), provenance=_provenance(m))
+    report = analyze(tmp_path)
+    (across,) = compare_across("cpu_isa", report.cells)
+    assert across.equal is True and across.machines_differ is None
+    # another CPU under the two code paths is still a machine of its own
+    write_run(
+        tmp_path, cells[1], 0, base_losses(), provenance=_provenance(machine(cpu_model=1, **AVX2))
+    )
+    (across,) = compare_across("cpu_isa", analyze(tmp_path).cells)
+    assert across.machines_differ == (
+        "ran on different machines (CPU Intel(R) Xeon(R) Processor (GenuineIntel, family 6, "
+        "model 143) vs Intel(R) Xeon(R) Processor (GenuineIntel, family 6, model 1))"
+    )
