@@ -173,6 +173,7 @@ def test_the_first_differing_operation_with_equal_inputs():
     assert "Its inputs were equal in both runs" in text
     assert "1 ULP)" in text
     assert "first differ only at step 74" in text and "for 74 steps" in text
+    assert "hid this divergence for 1 step." in " ".join(sentences(found, 1, set()))
     section = markdown("T", words, dataclasses.asdict(op), "diagnosis-x")
     assert '<a id="diagnosis-x"></a>' in section
     assert "| 0 | backward | `aten.mm.default` | `model.3` |" in section

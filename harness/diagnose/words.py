@@ -182,9 +182,10 @@ def sentences(
         )
     if recorded_loss_step is not None:
         if start is not None and recorded_loss_step > start:
+            hidden = recorded_loss_step - start
             out.append(
                 f"The losses first differ only at step {recorded_loss_step}: the loss "
-                f"trajectory hid this divergence for {recorded_loss_step - start} steps."
+                f"trajectory hid this divergence for {hidden} step{'s' if hidden != 1 else ''}."
             )
         else:
             out.append(f"The losses first differ at step {recorded_loss_step}.")
