@@ -51,6 +51,7 @@ from harness.merge_inputs import (
     manifest_of,
     mixed_code,
     record_or_none,
+    records_of,
     shared_lock,
     short_digest,
 )
@@ -197,7 +198,8 @@ def merge(
     with ExitStack() as held:
         for folder in inputs:
             held.enter_context(shared_lock(folder))
-        mixed = mixed_code(inputs, manifests)
+        records = records_of(inputs)
+        mixed = mixed_code(inputs, manifests, records)
         if mixed and not allow_mixed:
             raise StoreError(
                 "these folders were made by different code: "
@@ -211,7 +213,7 @@ def merge(
         try:
             result = _copy_runs(inputs, out)
             result.mixed = mixed
-            result.machines = machines_of(inputs)
+            result.machines = machines_of(records)
             present = {key.cell_dir for key in _runs_of(out)}
             cells = [ManifestCell.of(c) for c in matrix.cells]
             dirnames = [layout.cell_dirname(c.name, c.id) for c in matrix.cells]

@@ -131,7 +131,19 @@ def check_inputs(inputs: list[Path], manifests: list[Manifest], out: Path) -> No
         raise StoreError(f"{out} is not empty", "merge into a new or empty folder (-o DIR)")
 
 
-def mixed_code(inputs: list[Path], manifests: list[Manifest]) -> list[Mixed]:
+def records_of(inputs: list[Path]) -> dict[str, list[RunRecord]]:
+    """Every readable run record of each input (by folder name), read once for the checks
+    below; a record that cannot be read is no evidence either way and is left out."""
+    found: dict[str, list[RunRecord]] = {}
+    for folder in inputs:
+        runs = (record_or_none(run_dir) for _, _, run_dir in layout.run_dirs(folder))
+        found[str(folder)] = [record for record in runs if record is not None]
+    return found
+
+
+def mixed_code(
+    inputs: list[Path], manifests: list[Manifest], records: dict[str, list[RunRecord]]
+) -> list[Mixed]:
     """What differs between the inputs' code: harness version, workload digest, and per image
     name the image digest. A value an input does not record (an older record, a host-written
     failure record) is no evidence either way and is left out."""
@@ -142,10 +154,7 @@ def mixed_code(inputs: list[Path], manifests: list[Manifest]) -> list[Mixed]:
         name = str(folder)
         versions[name] = {manifest.harness_version} if manifest.harness_version else set()
         workloads[name] = set()
-        for _, _, run_dir in layout.run_dirs(folder):
-            record = record_or_none(run_dir)
-            if record is None:
-                continue
+        for record in records[name]:
             prov = record.provenance
             if prov.workload_digest:
                 workloads[name].add(prov.workload_digest)
@@ -164,17 +173,16 @@ def mixed_code(inputs: list[Path], manifests: list[Manifest]) -> list[Mixed]:
     return mixed
 
 
-def machines_of(inputs: list[Path]) -> dict[str, dict[str, Machine]]:
+def machines_of(records: dict[str, list[RunRecord]]) -> dict[str, dict[str, Machine]]:
     """Each input's machines (fingerprint -> the first record's facts of it), from its runs'
-    records. Shards that ran on different machines are merged all the same (that is what
-    sharding across runners does); the merged manifest lists them (``merge.machines``) and the
-    report marks runs compared across them."""
+    records (``records_of``). Shards that ran on different machines are merged all the same
+    (that is what sharding across runners does); the merged manifest lists them
+    (``merge.machines``) and the report marks runs compared across them."""
     found: dict[str, dict[str, Machine]] = {}
-    for folder in inputs:
-        mine = found.setdefault(str(folder), {})
-        for _, _, run_dir in layout.run_dirs(folder):
-            record = record_or_none(run_dir)
-            machine = record.provenance.machine if record is not None else None
+    for folder, runs in records.items():
+        mine = found.setdefault(folder, {})
+        for record in runs:
+            machine = record.provenance.machine
             key = fingerprint(machine)
             if machine is not None and key is not None:
                 mine.setdefault(key, machine)

@@ -222,16 +222,19 @@ def cpu_text(machine: Machine) -> str:
     return f"{name} ({ident})" if ident else name
 
 
+def set_limits(limits: Mapping[str, str | None]) -> dict[str, str]:
+    """The ISA limits that are set, in ``ISA_ENV_VARS`` order."""
+    return {k: v for k in ISA_ENV_VARS if (v := limits.get(k)) is not None}
+
+
 def limits_of(machine: Machine) -> dict[str, str]:
-    """The ISA limits in force (set ones only), in ``ISA_ENV_VARS`` order."""
-    return {k: v for k in ISA_ENV_VARS if (v := machine.isa_limits.get(k)) is not None}
+    """The ISA limits in force on ``machine`` (set ones only)."""
+    return set_limits(machine.isa_limits)
 
 
 def limits_text(limits: Mapping[str, str | None]) -> str:
     """ISA limits (those set) as ``ATEN_CPU_CAPABILITY=avx2, MKL_CBWR=AVX2``; ``none``."""
-    return ", ".join(f"{k}={v}" for k in ISA_ENV_VARS if (v := limits.get(k)) is not None) or (
-        "none"
-    )
+    return ", ".join(f"{k}={v}" for k, v in set_limits(limits).items()) or "none"
 
 
 def gpu_text(gpu: Sequence[Any]) -> str:

@@ -36,7 +36,6 @@ from harness.diagnose.runs import (
 from harness.diagnose.words import machine_sentences, markdown, sentences
 from harness.errors import HarnessError
 from harness.layout import DIAGNOSES_DIR, DIAGNOSIS_FILE, DIAGNOSIS_MARKDOWN
-from harness.record import RecordError, load_record
 from harness.store import ResultsDir
 
 DIAGNOSIS_FORMAT_VERSION = 1
@@ -160,12 +159,12 @@ def _diagnose(
     steps, log_from, log_step = plan(a, b, max_steps)
     runner: ReplayRunner = runner_for([a.spec, b.spec])
     try:
-        finding, replayed = _replay_until_logged(
+        finding, replayed, replayed_on = _replay_until_logged(
             runner, a, b, folder, (steps, log_from, log_step), level, rank, say
         )
     finally:
         runner.executor.cleanup()
-    return _write(results, folder, name, a, b, finding, replayed)
+    return _write(results, folder, name, (a, b), finding, replayed, replayed_on)
 
 
 def _replay_until_logged(
@@ -177,9 +176,11 @@ def _replay_until_logged(
     level: str,
     rank: int,
     say: Any,
-) -> tuple[Finding, list[int]]:
+) -> tuple[Finding, list[int], tuple[Machine | None, Machine | None]]:
+    """The finding, the steps of each replay, and the machines the last replays ran on."""
     finding: Finding | None = None
     replayed: list[int] = []
+    machines: tuple[Machine | None, Machine | None] = (None, None)
     steps, log_from, log_step = first_plan
     for _ in range(MAX_REPLAYS):
         options = {
@@ -198,6 +199,7 @@ def _replay_until_logged(
         say(f"replaying {a.label} and {b.label}: {count}, {what}")
         first, second = runner.replay_pair((a, b), options, (folder / "a", folder / "b"))
         replayed.append(steps)
+        machines = (first.machine, second.machine)
         finding = compare(first, second)
         if finding.kind != "relog":
             break
@@ -210,22 +212,22 @@ def _replay_until_logged(
             f"({len(replayed)} tries)",
             "the nondeterminism depends on timing: run the diagnosis again",
         )
-    return finding, replayed
+    return finding, replayed, machines
 
 
 def _write(
     results: Path,
     folder: Path,
     name: str,
-    a: RecordedRun,
-    b: RecordedRun,
+    runs: tuple[RecordedRun, RecordedRun],
     finding: Finding,
     replayed: list[int],
+    replayed_on: tuple[Machine | None, Machine | None],
 ) -> Diagnosis:
+    a, b = runs
     placements = {a.spec.get("placement"), b.spec.get("placement")}
     losses = loss_step(a.losses, b.losses)
     weights = recorded_weights_step(a, b)
-    replayed_on = (_replay_machine(folder / "a"), _replay_machine(folder / "b"))
     said = machine_sentences((a.machine, b.machine), replayed_on)
     diagnosis = Diagnosis(
         name=name,
@@ -246,14 +248,6 @@ def _write(
     text = markdown(diagnosis.title, diagnosis.sentences, op, diagnosis.anchor)
     write_bytes_atomic(folder / DIAGNOSIS_MARKDOWN, text.encode("utf-8"))
     return diagnosis
-
-
-def _replay_machine(folder: Path) -> Machine | None:
-    """The machine a replay's record names (None: no record, or none recorded)."""
-    try:
-        return load_record(folder).provenance.machine
-    except RecordError:
-        return None
 
 
 def _run_entry(run: RecordedRun, results: Path) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.contract.machine import Machine
+
 #: What a diagnosis found, from the earliest cause to none.
 KINDS = (
     "initial_weights",  # the parameters differ as created
@@ -39,6 +41,8 @@ class Replay:
     losses: np.ndarray
     split: str | None
     outputs: Any = None
+    #: the machine the replay ran on (its record's ``provenance.machine``)
+    machine: Machine | None = None
 
     @property
     def steps(self) -> int:

@@ -258,4 +258,4 @@ def read_replay(label: str, dest: Path, outcome: RunOutcome | None = None) -> Re
     outputs = None
     if (dest / REPLAY_OUTPUTS_FILE).is_file():
         outputs = np.load(dest / REPLAY_OUTPUTS_FILE, allow_pickle=False)
-    return Replay(label, data, losses, record.digests.split, outputs)
+    return Replay(label, data, losses, record.digests.split, outputs, record.provenance.machine)
