@@ -210,3 +210,27 @@ def test_in_a_container_the_machine_is_read_inside_it(workload_image, tmp_path):
     assert native.isa_limits == {**dict.fromkeys(ISA_ENV_VARS), "MKL_CBWR": "COMPATIBLE"}
     assert records["sse4_2"].provenance.machine.isa_limits == CEILING
     assert records["sse4_2"].provenance.machine.cpu_capability == "DEFAULT"
+
+
+def test_diagnose_on_another_machine_says_so_first(folders):
+    """The capped runs replayed natively: the diagnosis names both machines before anything."""
+    native, capped = machines_of(folders["native"])[0], machines_of(folders["capped"])[0]
+    manifest = json.loads((folders["capped"] / "manifest.json").read_text())
+    (cell,) = [c["id"] for c in manifest["cells"]]
+    args = ("diagnose", str(folders["capped"]), "--cell", cell, "--max-steps", "2", "--no-report")
+    proc = harness(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = proc.stdout.splitlines()
+    assert (
+        said[1]
+        .strip()
+        .startswith(
+            f"The replays ran on machine `{native.fingerprint}`, not on `{capped.fingerprint}` where "
+            "the recorded run ran (CPU capability"
+        )
+    )
+    path = Path(next(x for x in said if x.startswith("diagnosis: ")).removeprefix("diagnosis: "))
+    assert json.loads(path.read_text())["machines"] == {
+        "recorded": [capped.fingerprint] * 2,
+        "replayed": [native.fingerprint] * 2,
+    }
