@@ -7,10 +7,10 @@ the ``bare`` step, without Lightning's loop around it (the strictest denominator
 ``workload`` step, a real Lightning fit of ``--block`` steps with the workload's callbacks,
 timed as the workload times an epoch (EpochRecorder's train seconds). For each, ``--rounds``
 times a block of ``--block`` steps without the digest and a block with it
-(``WeightRecorder.on_train_batch_end``, the callback's own code, hashing every parameter into
-its device buffer), the order swapped every round; the medians of the per-step times, their
-difference and the ratio are printed. The issue's bound: the digest costs at most 5% of a step
-on the CPU.
+(``WeightRecorder.on_train_batch_end``, the callback's own code: it sees the optimizer step and
+hashes every parameter into its device buffer), the order swapped every round; the medians of
+the per-step times, their difference and the ratio are printed. The issue's bound: the digest
+costs at most 5% of a step on the CPU.
 
     .venv/bin/python benchmarks/weight_digest.py --rounds 30 --block 100
     python benchmarks/weight_digest.py --device cuda      # on a GPU
@@ -65,9 +65,14 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     indices = shard_indices(torch.tensor(module.train_indices, dtype=torch.int64), 0, 1)
     batches = list(itertools.islice(Batches(data, indices, spec.batch_size), args.block))
     recorder = WeightRecorder()
-    recorder.on_train_epoch_start(SimpleNamespace(num_training_batches=args.block), module)
+    #: what the recorder reads of a Trainer: each batch is an optimizer step
+    steps = [
+        SimpleNamespace(global_step=i + 1, optimizers=[optimizer]) for i in range(len(batches))
+    ]
 
     def block(digest: bool) -> float:
+        start = SimpleNamespace(num_training_batches=args.block, global_step=0)
+        recorder.on_train_epoch_start(start, module)  # type: ignore[arg-type]
         watch = Stopwatch(dev)
         watch.start()
         for i, (x, y) in enumerate(batches):
@@ -76,7 +81,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             loss.backward()
             optimizer.step()
             if digest:
-                recorder.on_train_batch_end(None, module, None, None, i)  # type: ignore[arg-type]
+                recorder.on_train_batch_end(steps[i], module, loss, None, i)  # type: ignore[arg-type]
         return watch.stop() / len(batches)
 
     inside: list[float] = []  # seconds spent in on_train_batch_end, per step (workload fits)
@@ -126,12 +131,55 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "cost_us_per_step": (with_digest - plain) * 1e6,
             "ratio": with_digest / plain,
         }
+    if args.against is not None:
+        found["against"] = against(args.against, module, optimizer, batches, args.rounds, dev)
     if args.device == "cpu":
         inside_median = statistics.median(inside)
         found["workload"]["inside_us_per_step"] = inside_median * 1e6
         plain_step = found["workload"]["plain_us_per_step"] / 1e6
         found["workload"]["inside_ratio"] = 1 + inside_median / plain_step
     return found
+
+
+def against(
+    path: Path, module: Any, optimizer: Any, batches: list[Any], rounds: int, dev: Any
+) -> dict[str, Any]:
+    """``Hasher.into`` of this checkout and of another version's weights.py (``path``, e.g. one
+    taken with ``git show REV:harness/workload/weights.py``), each timed after the same bare
+    steps, the order swapped every round: the median time of each per call, and their ratio."""
+    import importlib.util
+
+    import torch
+
+    from harness.workload.recorder import Stopwatch
+    from harness.workload.weights import Hasher
+
+    spec = importlib.util.spec_from_file_location("weights_against", path)
+    assert spec is not None and spec.loader is not None
+    other = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = other
+    spec.loader.exec_module(other)
+    params = list(module.parameters())
+    hashers = {"this": Hasher(params), "against": other.Hasher(params)}
+    cells = {
+        name: torch.zeros(len(params), dtype=h.dtype, device=dev).unbind(0)
+        for name, h in hashers.items()
+    }
+    times: dict[str, list[float]] = {name: [] for name in hashers}
+    for r in range(rounds + 1):
+        for name in ("this", "against") if r % 2 == 0 else ("against", "this"):
+            for x, y in batches:
+                loss = torch.nn.functional.nll_loss(module(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                watch = Stopwatch(dev)
+                watch.start()
+                hashers[name].into(cells[name])
+                if r:  # the first round warms up
+                    times[name].append(watch.stop())
+    this, then = (statistics.median(times[n]) * 1e6 for n in ("this", "against"))
+    return {"path": str(path), "this_us": this, "against_us": then, "ratio": this / then}
 
 
 def main() -> int:
@@ -142,6 +190,9 @@ def main() -> int:
     parser.add_argument("--block", type=int, default=100, help="steps per block")
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument(
+        "--against", type=Path, help="also time another version's weights.py's Hasher beside this"
+    )
     args = parser.parse_args()
     found = bench(args)
     print(
@@ -161,6 +212,12 @@ def main() -> int:
             f"  the callback itself (median time in on_train_batch_end): "
             f"{r['inside_us_per_step']:.1f} us/step, {100 * (r['inside_ratio'] - 1):.2f}% of the "
             "workload step without it"
+        )
+    if "against" in found:
+        a = found["against"]
+        print(
+            f"  Hasher.into after a bare step: this {a['this_us']:.1f} us, {a['path']} "
+            f"{a['against_us']:.1f} us: ratio {a['ratio']:.2f}"
         )
     if args.json is not None:
         args.json.write_text(json.dumps(found, indent=2))

@@ -1,37 +1,61 @@
-"""Bitwise hashes of tensors on their device: one flipped bit changes the hash.
+"""Bitwise hashes of tensors on their device, in which every word's position counts.
 
 A tensor is hashed as its bytes, read as 64-bit words where its size allows (else as words of
-its element size): ``torch.hash_tensor`` (an XOR reduction of the words upcast to 64 bits)
-where the image's torch has it; older torch gets a position-weighted sum of the same words,
-wrapping modulo 2**64, which also changes with any single flipped bit (the weights are odd).
-Either way the hash is a 0-d int64 tensor on the tensor's device, so hashing adds no host
-sync; the host reads the bits as unsigned 64-bit integers. The words are a view of the tensor,
-not a copy (no float64 widening): the per-step digest of ``WeightRecorder`` stays within a few
-percent of a CPU training step (docs/workload.md, "Parameter hashes per step").
+its element size, widened to 64 bits). Word ``w`` at index ``i`` is mixed with its position
+(``w ^ (i + 1) * GOLDEN``) through a 64-bit finalizer (splitmix64's multipliers, with
+xor-shifts by 32 bits: ``z ^= z >> 32; z *= C1; z ^= z >> 32; z *= C2; z ^= z >> 32``, a
+bijection) and the mixed words are summed, wrapping modulo 2**64. So one changed word always
+changes the hash, and a swap of two words, or changes in several words, cancel only by chance
+(about 2**-64): unlike ``torch.hash_tensor``'s XOR of the words (the older records' kind),
+which is blind to order and cancels equal changes. An integer sum is exact in any order, so the
+hash is the same on every device and thread count.
+
+The hash is a 0-d int64 tensor on the tensor's device, so hashing adds no host sync; the host
+reads the bits as unsigned 64-bit integers. The words are a view of the tensor, not a copy;
+the mixing runs in a scratch buffer made once per ``Hasher`` (the logical shift right by 32 is
+one in-place XOR of a 32-bit view, low half ^= high half), so the per-step digest of
+``WeightRecorder`` stays small (docs/workload.md, "Parameter hashes per step").
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 
-from harness.workload.recorder import epoch_capacity, grown
+from harness.workload.recorder import StepRows, batch_loss, epoch_capacity, grown
 
-#: Which hash a run used: recorded, since the two kinds are not comparable with each other.
-HASH_KIND = "hash_tensor" if hasattr(torch, "hash_tensor") else "weighted_sum"
+#: Which hash a run used: recorded in run.json (``weights.hash``) and replay.json (``hash``).
+#: Records of another kind (``hash_tensor``, ``weighted_sum``: older harnesses) are never
+#: compared with these.
+HASH_KIND = "mix64_sum"
 
-_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)  # odd, as a signed 64-bit integer
+
+def _signed(value: int) -> int:
+    """A 64-bit constant as the signed integer an int64 tensor holds."""
+    return value - (1 << 64) if value >> 63 else value
+
+
+GOLDEN = 0x9E3779B97F4A7C15  # the position key's step (odd)
+C1 = 0xBF58476D1CE4E5B9  # splitmix64's multipliers (odd)
+C2 = 0x94D049BB133111EB
 _WORDS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+#: which int32 of an int64 word holds its low half
+_LOW = 0 if sys.byteorder == "little" else 1
+#: at most this many words are mixed in one pass (more only for a bigger tensor)
+PASS_WORDS = 1 << 22
 
 
-def _words(tensor: torch.Tensor) -> torch.Tensor:
-    """The tensor's bytes as a 1-d integer tensor: 64-bit words when its size is a multiple of
-    8 bytes, else words of its element size. A view of a contiguous tensor (so it follows the
-    tensor's in-place updates); a copy of a non-contiguous one."""
+def _words_of(tensor: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """The tensor's bytes as a 1-d integer tensor, and whether that is a copy: 64-bit words
+    when its size is a multiple of 8 bytes, else words of its element size. A view of a
+    contiguous tensor (so it follows the tensor's in-place updates); a copy of a non-contiguous
+    one, or of one that starts mid-word (a slice of a flat buffer)."""
     flat = tensor.detach()
     if flat.is_complex():
         flat = torch.view_as_real(flat)
@@ -39,77 +63,135 @@ def _words(tensor: torch.Tensor) -> torch.Tensor:
     size = flat.element_size()
     words = torch.int64 if size < 8 and flat.numel() * size % 8 == 0 else _WORDS[size]
     try:
-        return flat.view(words)
-    except RuntimeError:  # a view that starts mid-word (a slice): hashed from a copy
-        return flat.clone().view(words)
+        viewed = flat.view(words)
+    except RuntimeError:  # a view that starts mid-word: hashed from a copy
+        return flat.clone().view(words), True
+    return viewed, not _shares(viewed, tensor)
 
 
-def _odd(words: torch.Tensor) -> torch.Tensor:
-    """The weighted sum's odd weights, times the golden ratio constant, one per word."""
-    odd = torch.arange(words.numel(), device=words.device, dtype=torch.int64) * 2 + 1
-    return odd * _GOLDEN
+def _words(tensor: torch.Tensor) -> torch.Tensor:
+    return _words_of(tensor)[0]
 
 
-def _weighted_sum(words: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    weights = _odd(words) if weights is None else weights
-    return (words.to(torch.int64) * weights).sum()
+def _shares(words: torch.Tensor, tensor: torch.Tensor) -> bool:
+    """Whether ``words`` is a view of ``tensor``'s memory (reshape may have copied)."""
+    try:
+        return words.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        return False
 
 
-def tensor_hash(tensor: torch.Tensor) -> torch.Tensor:
-    """A 0-d int64 tensor, on ``tensor``'s device, that changes when any bit of it does."""
-    words = _words(tensor)
-    if HASH_KIND == "hash_tensor" and words.numel():
-        return torch.hash_tensor(words).view(torch.int64)
-    return _weighted_sum(words)  # 0 for an empty tensor, as the XOR of nothing
+def _keys(count: int, device: torch.device) -> torch.Tensor:
+    """Position keys ``(i + 1) * GOLDEN`` for i < count (wrapping int64)."""
+    return torch.arange(1, count + 1, dtype=torch.int64, device=device) * _signed(GOLDEN)
+
+
+@dataclass
+class _Pass:
+    """Tensors mixed together in one scratch buffer: (index, its words' slot, its keys)."""
+
+    items: list[tuple[int, torch.Tensor, torch.Tensor]]
+    mixed: torch.Tensor  # the scratch's used part, int64
+    low: torch.Tensor  # its words' low 32-bit halves (a strided view)
+    high: torch.Tensor
+
+
+def _mix(p: _Pass) -> None:
+    """The finalizer, in place, over every word of a pass: 5 kernels whatever its tensors."""
+    p.low.bitwise_xor_(p.high)
+    p.mixed.mul_(_signed(C1))
+    p.low.bitwise_xor_(p.high)
+    p.mixed.mul_(_signed(C2))
+    p.low.bitwise_xor_(p.high)
+
+
+class Hasher:
+    """``tensor_hashes`` of a fixed list of tensors, written into given 0-d int64 tensors (a
+    buffer row's items), at the least cost per call: the word views, position keys and a
+    scratch buffer are made once, and the tensors are mixed together in passes of up to
+    ``PASS_WORDS`` words (one per tensor that is bigger), so a call is per pass one XOR per
+    tensor, five mixing kernels and one sum per tensor. The tensors must be updated in place
+    (as an optimizer updates parameters); one whose words are a copy (not contiguous, or not
+    8-byte aligned) is read afresh at every call. Extra memory: the scratch (the biggest pass)
+    and the keys (the biggest tensor), 8 bytes a word each."""
+
+    #: the dtype ``into`` writes
+    dtype = torch.int64
+
+    def __init__(self, tensors: Sequence[torch.Tensor]) -> None:
+        self.tensors = list(tensors)
+        found = [_words_of(t) for t in self.tensors]
+        self.words = [w for w, _ in found]
+        self.copied = [c for _, c in found]
+        self.passes: list[_Pass] = []
+        by_device: dict[torch.device, list[int]] = {}
+        for j, w in enumerate(self.words):
+            by_device.setdefault(w.device, []).append(j)
+        for device, indices in by_device.items():
+            self._plan(device, indices)
+
+    def _plan(self, device: torch.device, indices: list[int]) -> None:
+        sizes = {j: self.words[j].numel() for j in indices}
+        limit = max(PASS_WORDS, *sizes.values())
+        groups: list[list[int]] = [[]]
+        total = 0
+        for j in indices:
+            if groups[-1] and total + sizes[j] > limit:
+                groups.append([])
+                total = 0
+            groups[-1].append(j)
+            total += sizes[j]
+        keys = _keys(max(sizes.values()), device)
+        width = max(sum(sizes[j] for j in group) for group in groups)
+        scratch = torch.empty(width, dtype=torch.int64, device=device)
+        for group in groups:
+            items, at = [], 0
+            for j in group:
+                items.append((j, scratch[at : at + sizes[j]], keys[: sizes[j]]))
+                at += sizes[j]
+            halves = scratch[:at].view(torch.int32).view(-1, 2)
+            self.passes.append(_Pass(items, scratch[:at], halves[:, _LOW], halves[:, 1 - _LOW]))
+
+    def into(self, out: Sequence[torch.Tensor]) -> None:
+        """Hash tensor j into ``out[j]``: 0-d int64 tensors on its device."""
+        for p in self.passes:
+            for j, slot, keys in p.items:
+                words = _words(self.tensors[j]) if self.copied[j] else self.words[j]
+                torch.bitwise_xor(words, keys, out=slot)
+            _mix(p)
+            for j, slot, _ in p.items:
+                torch.sum(slot, 0, out=out[j])
 
 
 def tensor_hashes(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """One hash per tensor, as a 1-d int64 tensor on the first tensor's device."""
-    return torch.stack([tensor_hash(t) for t in tensors])
+    if not tensors:
+        return torch.zeros(0, dtype=torch.int64)
+    cells = [torch.empty((), dtype=torch.int64, device=t.device) for t in tensors]
+    Hasher(tensors).into(cells)
+    device = cells[0].device
+    return torch.stack([c.to(device) for c in cells])
 
 
-class Hasher:
-    """``tensor_hashes`` of a fixed list of tensors, written into rows of a buffer, at the least
-    cost per call: the word views (and the weighted sum's weights) are made once, so a call is
-    one hashing kernel per tensor and nothing else. The tensors must be updated in place (as an
-    optimizer updates parameters); a non-contiguous one is viewed afresh at every call."""
-
-    def __init__(self, tensors: Sequence[torch.Tensor]) -> None:
-        self.tensors = list(tensors)
-        self.fixed = [t.is_contiguous() for t in self.tensors]
-        self.words = [_words(t) for t in self.tensors]
-        self.weights = (
-            [_odd(w) for w in self.words]
-            if HASH_KIND == "weighted_sum"
-            else [None] * len(self.words)
-        )
-
-    #: the dtype ``into`` writes: ``torch.hash_tensor`` writes only into uint64
-    dtype = torch.uint64 if HASH_KIND == "hash_tensor" else torch.int64
-
-    def into(self, out: Sequence[torch.Tensor]) -> None:
-        """Hash tensor j into ``out[j]``: 0-d tensors of ``dtype`` (a buffer row's items)."""
-        for j, words in enumerate(self.words):
-            if not self.fixed[j]:
-                words = _words(self.tensors[j])
-            if HASH_KIND == "hash_tensor" and words.numel():
-                torch.hash_tensor(words, out=out[j])
-            else:
-                out[j].copy_(_weighted_sum(words, self.weights[j]))
+def tensor_hash(tensor: torch.Tensor) -> torch.Tensor:
+    """A 0-d int64 tensor, on ``tensor``'s device, that changes when any bit of it does."""
+    return tensor_hashes([tensor])[0]
 
 
 def hash_into(tensors: Sequence[torch.Tensor], out: torch.Tensor) -> None:
     """``tensor_hashes(tensors)`` written into ``out`` (a 1-d int64 tensor on their device)."""
-    Hasher(tensors).into(out.view(Hasher.dtype).unbind(0))
+    Hasher(tensors).into(out.unbind(0))
 
 
 class WeightRecorder(Callback):
     """The hashes of every parameter after every optimizer step (``weights.npy``).
 
-    One row per step: ``pl_module.parameters()`` in ``named_parameters()`` order, hashed into a
-    preallocated [steps_in_epoch, n_params] int64 buffer on the device right after the step
-    (``on_train_batch_end``: the workload makes one optimizer step per batch), so no step waits
-    for the host; the buffer is copied to the host once per epoch, as the losses are. A run
+    One row per optimizer step (``StepRows``, the rows of ``losses.npy``: with gradient
+    accumulation only the batches that step, with several optimizers one row after the batch's
+    steps): ``pl_module.parameters()`` in ``named_parameters()`` order, hashed into a
+    preallocated [steps_in_epoch, n_params] int64 buffer on the device at the end of the batch
+    that stepped (``on_train_batch_end``, after its optimizer steps), so no step waits for the
+    host; the buffer is copied to the host once per epoch, as the losses are. A run
     that fails mid-epoch keeps the rows written so far (``rows()``). Each rank hashes its own
     parameters; rank 0's are written.
     """
@@ -122,8 +204,10 @@ class WeightRecorder(Callback):
         #: the buffer's items, made before the epoch (so a step makes no view of its own)
         self._cells: list[tuple[torch.Tensor, ...]] = []
         self._written = 0
+        self.clock = StepRows()
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.clock.start(trainer)
         named = list(pl_module.named_parameters())
         self.names = [name for name, _ in named]
         self._hasher = Hasher([param for _, param in named])
@@ -146,14 +230,21 @@ class WeightRecorder(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        if self.clock.end_batch(trainer, batch_loss(outputs)[0] is not None):
+            self.hash_row()
+
+    def hash_row(self) -> None:
+        """Hash the parameters into the next row (no host sync)."""
         if self._hasher is None:
             return
-        if batch_idx >= len(self._cells):
-            self._grow(batch_idx + 1)
-        self._hasher.into(self._cells[batch_idx])
-        self._written = max(self._written, batch_idx + 1)
+        if self._written >= len(self._cells):
+            self._grow(self._written + 1)
+        self._hasher.into(self._cells[self._written])
+        self._written += 1
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.clock.end_epoch():  # losses no optimizer step followed: a row of their own
+            self.hash_row()
         tail = self._host()
         if tail is not None:
             self.epochs.append(tail)
