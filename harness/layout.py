@@ -14,6 +14,9 @@
     <out>/superseded/<UTC time>/cells/<cell name>--<cell id>/repeat-<k>/
                               finished runs `harness run` set aside, whole, instead of reusing
                               them (another spec or identity, or damaged files); never deleted
+    <out>/code/<digest>/      a read-only copy of the user's code folder (workload.path), named
+                              by its digest: what the runs of a build function import, and
+                              what `harness diagnose` replays
     <out>/slurm/              `harness submit slurm`: submission.json, the batch scripts
                               (array-<k>.sbatch, merge.sbatch), logs/, and shards/shard-<i>/
                               (one results folder per array task); <out> itself is the merged
@@ -45,6 +48,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from harness.contract import RECORD_FILE, write_bytes_atomic, write_json_atomic
+from harness.contract.files import UnsafeFile, read_regular
 from harness.errors import StoreError
 from harness.matrix import CELL_ID_SCHEME, Cell
 
@@ -74,6 +78,13 @@ SUBMISSION_FILE = "submission.json"
 SHARDS_DIR = "shards"
 SLURM_LOGS_DIR = "logs"
 MERGE_SCRIPT = "merge.sbatch"
+
+#: The snapshots of the user's code (``workload.path``) the runs imported: ``code/<digest>/``
+#: (harness.contract.code.snapshot_user_code)
+CODE_DIR = "code"
+
+#: The folders of a results folder the harness writes in: never through a link (safe_paths)
+FOLDERS = (CELLS_DIR, CONFLICTS_DIR, SUPERSEDED_DIR, PLOTS_DIR, DIAGNOSES_DIR, SLURM_DIR, CODE_DIR)
 
 # ---------------------------------------------------------------- names and paths
 
@@ -176,6 +187,11 @@ def plots_dir(root: Path) -> Path:
     return Path(root) / PLOTS_DIR
 
 
+def code_store(root: Path) -> Path:
+    """``<root>/code``: the snapshots of the user's code, one ``<digest>/`` folder each."""
+    return Path(root) / CODE_DIR
+
+
 # ---------------------------------------------------------------- the manifest
 
 
@@ -240,10 +256,12 @@ def read_manifest(root: str | Path) -> Manifest | None:
     a StoreError that says what the folder is and what to do.
     """
     path = Path(root) / MANIFEST_FILE
-    if not path.exists():
+    try:  # a regular file only: a FIFO would hang the reader, a link lead it elsewhere
+        data = json.loads(read_regular(path).decode("utf-8"))
+    except (FileNotFoundError, NotADirectoryError):  # no manifest, or the root is no folder
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnsafeFile as exc:
+        raise _damaged(path, exc.strerror) from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _damaged(path, f"not readable JSON ({exc})") from exc
     if not isinstance(data, dict):

@@ -21,12 +21,19 @@ set, recorded; the flags are read from torch as ``fit`` starts and recorded as t
 ``spec``. An exception in training writes a failed record with the losses so far. Under DDP
 every rank records and gathers; rank 0 writes.
 
+The callback never stops the training it watches: one row per optimizer step (gradient
+accumulation and several optimizers included), a batch whose ``training_step`` gave no loss is
+listed in ``skipped`` with a ``RecordWarning``, and when recording itself fails the training
+goes on, with a warning, and the record is a failed one that says what could not be recorded.
+
 Workload side: imports torch, Lightning, numpy, ``harness.contract`` and ``harness.workload``.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,10 +42,16 @@ import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 
 from harness.contract import TENSORBOARD_DIR
-from harness.contract.record import Timing, write_record
+from harness.contract.record import RunError, Timing, failed_record, write_record
 from harness.workload import provenance, signals
 from harness.workload.entry import algorithms_setting
-from harness.workload.recorder import EpochRecorder, LossCapture, TensorBoard, weights_digest
+from harness.workload.recorder import (
+    EpochRecorder,
+    LossCapture,
+    RecordWarning,
+    TensorBoard,
+    weights_digest,
+)
 from harness.workload.runner import RunState, build_record, save_trajectory
 
 __all__ = ["ReproRecorder", "external_spec"]
@@ -83,7 +96,9 @@ class ReproRecorder(Callback):
         self.name = str(name)
         self.seed = seed
         self.state = RunState()
-        self.capture = LossCapture(self.state.recorder)
+        self.capture = LossCapture(self.state.recorder, strict=False)
+        #: why recording stopped (training goes on), for the record; None while it works
+        self.broken: str | None = None
         self.epochs: EpochRecorder | None = None
         self.spec: dict[str, Any] = {}
         self.accelerator = "cpu"
@@ -91,9 +106,29 @@ class ReproRecorder(Callback):
         self.t0 = time.perf_counter()
         self.written = False
 
+    # ---------------------------------------------------------------- never into the training
+
+    def _guarded(self, what: str, step: Callable[[], Any]) -> None:
+        """Run a piece of recording; when it fails, warn, stop recording and keep training."""
+        if self.broken is not None:
+            return
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - the user's training must go on
+            self.broken = f"recording stopped in {what}: {type(exc).__name__}: {exc}"
+            warnings.warn(
+                f"ReproRecorder: {self.broken}; training goes on, and {self.out} gets a failed "
+                "record that says so",
+                RecordWarning,
+                stacklevel=2,
+            )
+
     # ---------------------------------------------------------------- the run's start and end
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._guarded("on_fit_start", lambda: self._fit_start(trainer, pl_module))
+
+    def _fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.t0 = time.perf_counter()
         self.started_at = datetime.now(timezone.utc).isoformat()
         self.state.world_size = trainer.world_size
@@ -109,8 +144,11 @@ class ReproRecorder(Callback):
         self.epochs = EpochRecorder(self.state.recorder, self.state.tensorboard, max_epochs)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.state.determinism = provenance.determinism_in_force()
-        self.state.final_digest = weights_digest(pl_module.state_dict())
+        def digests() -> None:
+            self.state.determinism = provenance.determinism_in_force()
+            self.state.final_digest = weights_digest(pl_module.state_dict())
+
+        self._guarded("on_fit_end", digests)
         self._write()
 
     def on_exception(
@@ -121,10 +159,30 @@ class ReproRecorder(Callback):
         self._write()
 
     def _write(self) -> None:
-        """Rank 0 writes losses.npy, weights.npy and, last, run.json (once)."""
+        """Rank 0 writes losses.npy, weights.npy and, last, run.json (once); a record that
+        cannot be written whole is written as a failed one, and one that cannot be written at
+        all is a warning: never an exception into the training."""
         if self.written:
             return
         self.written = True
+        if self.broken is not None and self.state.error is None:
+            self.state.error = RunError(type="NotRecorded", message=self.broken)
+        try:
+            self._write_record()
+        except Exception as exc:  # noqa: BLE001 - the user's training must go on
+            why = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"ReproRecorder: no record in {self.out}: {why}", RecordWarning, 2)
+            if self.state.is_global_zero:
+                self._write_failed(f"the record could not be written: {why}")
+
+    def _write_failed(self, message: str) -> None:
+        error = self.state.error or RunError(type="NotRecorded", message=message)
+        try:
+            write_record(self.out, failed_record(self.spec, error, written_by="workload"))
+        except Exception as exc:  # noqa: BLE001 - said, and training goes on
+            warnings.warn(f"ReproRecorder: {type(exc).__name__}: {exc}", RecordWarning, 2)
+
+    def _write_record(self) -> None:
         if self.state.tensorboard is not None:
             self.state.tensorboard.close()
         if not self.state.is_global_zero or self.started_at is None:
@@ -150,13 +208,14 @@ class ReproRecorder(Callback):
 
     # ---------------------------------------------------------------- the harness's callbacks
 
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.capture.on_train_start(trainer, pl_module)
-
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.state.weights.on_train_epoch_start(trainer, pl_module)
-        if self.epochs is not None:
-            self.epochs.on_train_epoch_start(trainer, pl_module)
+        def start() -> None:
+            self.state.weights.on_train_epoch_start(trainer, pl_module)
+            if self.epochs is not None:
+                self.epochs.on_train_epoch_start(trainer, pl_module)
+            self.capture.on_train_epoch_start(trainer, pl_module)
+
+        self._guarded("on_train_epoch_start", start)
 
     def on_train_batch_end(
         self,
@@ -166,21 +225,38 @@ class ReproRecorder(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        self.state.weights.on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        self.capture.on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        def end() -> None:
+            self.state.weights.on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            self.capture.on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+        self._guarded("on_train_batch_end", end)
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.epochs is not None:
-            self.epochs.on_validation_epoch_start(trainer, pl_module)
+            epochs = self.epochs
+            self._guarded(
+                "on_validation_epoch_start",
+                lambda: epochs.on_validation_epoch_start(trainer, pl_module),
+            )
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.epochs is not None:
-            self.epochs.on_validation_epoch_end(trainer, pl_module)
+            epochs = self.epochs
+            self._guarded(
+                "on_validation_epoch_end",
+                lambda: epochs.on_validation_epoch_end(trainer, pl_module),
+            )
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.state.weights.on_train_epoch_end(trainer, pl_module)
-        if self.epochs is not None:
-            self.epochs.on_train_epoch_end(trainer, pl_module)
+        def end() -> None:
+            self.capture.on_train_epoch_end(trainer, pl_module)
+            self.state.weights.on_train_epoch_end(trainer, pl_module)
+            if self.epochs is not None:
+                self.epochs.on_train_epoch_end(trainer, pl_module)
+
+        self._guarded("on_train_epoch_end", end)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.state.rank_flags.on_train_end(trainer, pl_module)
+        self._guarded(
+            "on_train_end", lambda: self.state.rank_flags.on_train_end(trainer, pl_module)
+        )

@@ -7,7 +7,8 @@ Rules (docs/results.md, "Merging"):
   harness is refused, naming the pid in the lock file; the merge holds a shared lock on every
   input while it reads them, so no harness starts writing there meanwhile;
 - the inputs must be made by the same code: the same ``harness_version`` in their manifests, the
-  same workload code (``provenance.workload_digest`` of their run records) and, for each image
+  same workload code (``provenance.workload_digest`` of their run records), the same user's code
+  for runs of a build function (``provenance.user_code_digest``) and, for each image
   name, the same image (``provenance.image_digest``: the base image's registry digest, or its
   id where it has none). Otherwise they are refused, unless ``allow_mixed``; then the merged
   manifest lists what differs (``merge.mixed``);
@@ -24,7 +25,9 @@ Rules (docs/results.md, "Merging"):
     failed attempt beside an ok one) are listed, not fatal;
 - the merged manifest lists every cell of the matrix in matrix order, so the merged report
   equals the report of one unsharded run; it also names the inputs and the duplicates,
-  conflicts and mixed code found.
+  conflicts and mixed code found;
+- each input's snapshots of the user's code (``code/<digest>/``) that still match their digest
+  are copied too, so ``harness diagnose`` on the merged folder replays the code that ran.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from pathlib import Path
 
 from harness import layout
 from harness.contract import LOSSES_FILE, RECORD_FILE, WEIGHTS_FILE
+from harness.contract.code import snapshot_user_code, user_code_digest
 from harness.contract.files import UnsafeFile, read_regular
 from harness.contract.machine import Machine, machines_differ
 from harness.errors import StoreError
@@ -55,6 +59,7 @@ from harness.merge_inputs import (
     shared_lock,
     short_digest,
 )
+from harness.safe_paths import real_dir
 from harness.store import ResultsDir
 
 __all__ = [
@@ -212,6 +217,7 @@ def merge(
         store.lock()
         try:
             result = _copy_runs(inputs, out)
+            _copy_code_snapshots(inputs, out)
             result.mixed = mixed
             result.machines = machines_of(records)
             present = {key.cell_dir for key in _runs_of(out)}
@@ -254,6 +260,23 @@ def merge(
     return result
 
 
+def _copy_code_snapshots(inputs: list[Path], out: Path) -> None:
+    """Each input's ``code/<digest>/`` snapshot (a real folder whose files still give its
+    digest) into ``out/code/``, once per digest; anything else there is left behind, logged."""
+    for folder in inputs:
+        store = layout.code_store(folder)
+        if not store.is_dir() or store.is_symlink():
+            continue
+        for entry in sorted(store.iterdir()):
+            if (layout.code_store(out) / entry.name).is_dir() or entry.name.startswith("."):
+                continue
+            if entry.is_symlink() or not entry.is_dir() or user_code_digest(entry) != entry.name:
+                log.warning("not copied: %s is not a snapshot of your code", entry)
+                continue
+            where = real_dir(out, layout.code_store(out), what="the snapshots of your code")
+            snapshot_user_code(entry, where)
+
+
 def _copy_runs(inputs: list[Path], out: Path) -> MergeResult:
     result = MergeResult(out=out, inputs=inputs, runs=0, cells=0)
     placed: dict[RunKey, Path] = {}  # run -> the input folder its copy in the output came from
@@ -261,6 +284,7 @@ def _copy_runs(inputs: list[Path], out: Path) -> MergeResult:
         for key, src in _runs_of(folder).items():
             dest = layout.run_dir(out, key.cell_dir, key.repeat)
             if key not in placed:
+                real_dir(out, dest.parent, what="a merged cell")  # never through a link
                 _copy_run(src, dest)
                 placed[key] = folder
                 result.runs += 1
@@ -305,13 +329,13 @@ def _keep_one(
     if _is_ok(src) and not _is_ok(dest):
         (_, kept), (k_other, other) = new, first
         aside = layout.conflict_run_dir(out, k_other, other.name, key.cell_dir, key.repeat)
-        aside.parent.mkdir(parents=True, exist_ok=True)
+        real_dir(out, aside.parent, what="a conflict copy")  # never through a link
         shutil.move(str(dest), str(aside))
         _copy_run(src, dest)
     else:
         (_, kept), (k_other, other) = first, new
         aside = layout.conflict_run_dir(out, k_other, other.name, key.cell_dir, key.repeat)
-        aside.parent.mkdir(parents=True, exist_ok=True)
+        real_dir(out, aside.parent, what="a conflict copy")  # never through a link
         _copy_run(src, aside)
     kind, trajectories, machines = _kind(dest, aside)
     log.warning(

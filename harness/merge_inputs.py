@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import layout
+from harness.contract.files import file_kind
 from harness.contract.machine import Machine, fingerprint
 from harness.errors import StoreError
 from harness.layout import Manifest
@@ -23,8 +25,9 @@ from harness.record import RecordError, RunRecord, load_record
 
 @dataclass
 class Mixed:
-    """One way the inputs' code differs: ``what`` is ``harness_version``, ``workload_digest`` or
-    ``image_digest`` (then ``image`` names the image), ``values`` each input's values."""
+    """One way the inputs' code differs: ``what`` is ``harness_version``, ``workload_digest``,
+    ``user_code_digest`` (the user's own code, ``workload.path``) or ``image_digest`` (then
+    ``image`` names the image), ``values`` each input's values."""
 
     what: str
     values: dict[str, list[str]]
@@ -48,6 +51,7 @@ class Mixed:
         label = {
             "harness_version": f"harness version ({layout.MANIFEST_FILE} harness_version)",
             "workload_digest": "workload code (run.json provenance.workload_digest)",
+            "user_code_digest": "your code, workload.path (run.json provenance.user_code_digest)",
             "image_digest": f"image {self.image} (run.json provenance.image_digest)",
         }.get(self.what, self.what)
         shown = "; ".join(
@@ -86,12 +90,23 @@ def shared_lock(folder: Path) -> Iterator[None]:
     A folder without a lock file was never locked (a harness creates it before locking); none is
     created, so read-only inputs can be merged."""
     path = folder / layout.LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDONLY)
+    try:  # never through a link, and a FIFO must not block: a regular file only
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         yield
         return
+    except OSError as exc:
+        raise StoreError(
+            f"{path} cannot be opened as a results lock ({exc.strerror or exc}; a link is "
+            "never followed)",
+            "remove it (it holds nothing of the results), then merge again",
+        ) from exc
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreError(
+                f"{path} is {file_kind(os.fstat(fd).st_mode)}, not a results lock",
+                "remove it (it holds nothing of the results), then merge again",
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -144,20 +159,25 @@ def records_of(inputs: list[Path]) -> dict[str, list[RunRecord]]:
 def mixed_code(
     inputs: list[Path], manifests: list[Manifest], records: dict[str, list[RunRecord]]
 ) -> list[Mixed]:
-    """What differs between the inputs' code: harness version, workload digest, and per image
-    name the image digest. A value an input does not record (an older record, a host-written
-    failure record) is no evidence either way and is left out."""
+    """What differs between the inputs' code: harness version, workload digest, the user's code
+    digest (runs of a build function), and per image name the image digest. A value an input
+    does not record (an older record, a host-written failure record) is no evidence either way
+    and is left out."""
     versions: dict[str, set[str]] = {}
     workloads: dict[str, set[str]] = {}
+    users: dict[str, set[str]] = {}
     images: dict[str, dict[str, set[str]]] = {}
     for folder, manifest in zip(inputs, manifests, strict=True):
         name = str(folder)
         versions[name] = {manifest.harness_version} if manifest.harness_version else set()
         workloads[name] = set()
+        users[name] = set()
         for record in records[name]:
             prov = record.provenance
             if prov.workload_digest:
                 workloads[name].add(prov.workload_digest)
+            if prov.user_code_digest:
+                users[name].add(prov.user_code_digest)
             image = prov.image or record.spec.get("image")
             if prov.image_digest and isinstance(image, str):
                 images.setdefault(image, {}).setdefault(name, set()).add(prov.image_digest)
@@ -165,6 +185,7 @@ def mixed_code(
     for what, per_input, image in (
         ("harness_version", versions, None),
         ("workload_digest", workloads, None),
+        ("user_code_digest", users, None),
         *(("image_digest", per, img) for img, per in sorted(images.items())),
     ):
         if len(set().union(*per_input.values())) > 1:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from harness.contract import LOG_FILE, ErrorType, RunSpec
-from harness.contract.code import user_code_digest
+from harness.contract.code import snapshot_user_code
 from harness.contract.record import USER_WORKLOAD_ERRORS
 from harness.errors import HarnessError, StoreError
 from harness.executors import (
@@ -35,9 +35,11 @@ from harness.executors import (
     get_executor_class,
 )
 from harness.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNS_FAILED
+from harness.layout import code_store
 from harness.matrix import Cell, LoadedMatrix
 from harness.mnist import MIRRORS, DataError, default_cache_dir, download_mnist
 from harness.progress import make_progress
+from harness.safe_paths import real_dir
 from harness.schedule import Host, Job, SlotPool, check_fits, detect_host, need_of, run_jobs
 from harness.shard import ShardSpec, cells_of_shard
 from harness.store import ResultsDir, RunState, default_out, record_failure, set_aside_notices
@@ -68,6 +70,16 @@ def fetch_mnist(cache: Path, mirrors: tuple[str, ...] = MIRRORS) -> Path:
             hint="copy the four IDX files (raw or .gz) to a folder, then pass --data-dir "
             "or set HARNESS_MNIST_DIR",
         ) from exc
+
+
+def mnist_for(cells: list[Cell]) -> Path | None:
+    """The user cache's MNIST, downloaded and verified once where a cell trains the built-in
+    model; a matrix of the user's own training only (every cell an ``entry``) downloads
+    nothing: it gets the cache where it already is, else None (docs/workload.md)."""
+    cache = default_cache_dir()
+    if any(cell.settings.get("entry") is None for cell in cells):
+        return fetch_mnist(cache)
+    return cache if cache.is_dir() else None
 
 
 @dataclass
@@ -171,17 +183,17 @@ def make_executor(
 ) -> Executor:
     """The executor for this matrix (or shard): ``choice`` is ``auto`` (local when every image is
     ``local``, else docker) or an executor's name. MNIST comes from ``data_dir``, else
-    HARNESS_MNIST_DIR, else the user cache (downloaded and verified once)."""
+    HARNESS_MNIST_DIR, else the user cache (``mnist_for``)."""
     cells = matrix.cells if shard is None else cells_of_shard(matrix, shard)
     name = choose_executor(choice, {c.settings["image"] for c in cells} or {"local"})
     options = ExecutorOptions(
         run_label=f"{matrix.model.name}-{matrix.digest[:12]}",
-        data_dir=data_dir or default_data_dir() or fetch_mnist(default_cache_dir()),
+        data_dir=data_dir or default_data_dir() or mnist_for(cells),
         python=python or _default_python(),
         memory_limit=matrix.model.run.memory_limit,
+        # the user's folder: run_matrix copies it into the results folder under the lock and
+        # runs from that snapshot, whose digest each run records and resume compares
         code_dir=matrix.code_dir,
-        # once, before any run: what each run of a build function records and resume compares
-        code_digest=user_code_digest(matrix.code_dir) if matrix.code_dir is not None else None,
         requirements=tuple(matrix.model.workload.requirements),
     )
     return get_executor_class(name)(options)
@@ -226,6 +238,27 @@ def _disk_full_stops(out: Path) -> Iterator[None]:
         ) from exc
 
 
+def _snapshot_code(out: Path, executor: Executor, runs: list[PlannedRun]) -> None:
+    """Copy the user's code folder into ``<out>/code/<digest>/`` and have the runs of the build
+    function import that copy: an edit to the folder while the matrix runs reaches no run, and
+    each record's ``user_code_digest`` is that of the code it ran (harness/contract/code.py)."""
+    source = executor.options.code_dir
+    if source is None or all(r.spec.entry is None for r in runs):
+        return
+    where = real_dir(out, code_store(out), what="the snapshots of your code")
+    try:
+        folder, digest = snapshot_user_code(source, where)
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise
+        raise StoreError(
+            f"cannot copy your code ({source}, workload.path) into {where}: {exc}",
+            "make every file of the folder readable (chmod -R u+r), or move what cannot be "
+            "read out of it; then rerun",
+        ) from exc
+    executor.use_code(folder, digest)
+
+
 def _run_locked(
     config: RunConfig,
     store: ResultsDir,
@@ -238,12 +271,14 @@ def _run_locked(
     store.lock()
     try:
         store.check_out()  # again, now that no other harness can write here
+        store.check_folders(r.run_dir for r in runs)  # no link leads a write out of the folder
         # What a harness killed with SIGKILL left running here goes first: it would write into
         # the run folders that resume is about to judge.
         _notify(config, executor.sweep())
         shard = None
         if config.shard is not None:
             shard = {"index": config.shard.index, "total": config.shard.total}
+        _snapshot_code(store.root, executor, runs)
         # prepare first: a matrix that cannot start (no image, no GPU runtime) leaves no
         # manifest behind, so its corrected version can use the same --out.
         identities = executor.prepare([r.spec for r in runs])
@@ -407,7 +442,8 @@ def _execute(
         if isinstance(result, BaseException):
             status, seconds, message = RunStatus.FAILED.value, 0.0, f"harness error: {result}"
             try:
-                record_failure(run.run_dir, run.spec, ErrorType.FAILED, message)
+                if not isinstance(result, StoreError):  # a link at the run folder: write nothing
+                    record_failure(run.run_dir, run.spec, ErrorType.FAILED, message)
             except Exception:  # the scheduler has logged the harness error already
                 log.exception("could not record the failure of %s", run.label)
         else:

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +42,7 @@ from harness.executors.base import RunIdentity
 from harness.layout import Manifest, ManifestCell, default_out
 from harness.matrix import Cell, LoadedMatrix
 from harness.record import CorruptRun, RecordError, RunRecord, load_record, verified_losses
+from harness.safe_paths import open_lock, real_dir, refuse_link, remove_tree
 
 __all__ = [
     "ResultsDir",
@@ -74,7 +76,7 @@ class ResultsDir:
     def lock(self) -> None:
         """Non-blocking exclusive lock; a second harness on the same folder is told who holds it."""
         self.root.mkdir(parents=True, exist_ok=True)
-        handle = open(self.root / layout.LOCK_FILE, "a+")  # held until unlock
+        handle = open_lock(self.root / layout.LOCK_FILE)  # held until unlock; never a link
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -106,6 +108,8 @@ class ResultsDir:
         manifest), or a missing or empty one (None; a lone ``.lock`` left by a run that could
         not start counts as empty). Anything else is refused untouched: a StoreError."""
         manifest = self.read_manifest()
+        if manifest is not None:
+            self.check_folders()
         if manifest is not None or not (self.root.exists() or self.root.is_symlink()):
             return manifest
         hint = (
@@ -128,6 +132,16 @@ class ResultsDir:
                 hint,
             )
         return None
+
+    def check_folders(self, run_dirs: Iterable[Path] = ()) -> None:
+        """Refuse, before anything is written, a folder the harness writes in that is a
+        symbolic link or not a folder (``layout.FOLDERS``: ``cells/``, ``superseded/``,
+        ``plots/`` ...; and each of ``run_dirs`` with the folders above it): a StoreError
+        naming it (``safe_paths``). Nothing is created."""
+        for name in layout.FOLDERS:
+            real_dir(self.root, self.root / name, create=False)
+        for run_dir in run_dirs:
+            refuse_link(self.root, run_dir, what="a run folder")
 
     def write_manifest(
         self,
@@ -231,10 +245,12 @@ class ResultsDir:
                 repeat = layout.repeat_of(run_dir)
                 if repeat is None or not run_dir.exists():
                     continue
+                refuse_link(self.root, run_dir, what="a run to set aside")
                 if self._superseded is None:
+                    real_dir(self.root, self.root / layout.SUPERSEDED_DIR, what="set-aside runs")
                     self._superseded = layout.new_superseded_dir(self.root)
                 dest = layout.superseded_run_dir(self._superseded, run_dir.parent.name, repeat)
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                real_dir(self.root, dest.parent, what="set-aside runs")
                 if dest.exists():
                     raise StoreError(
                         f"cannot set {run_dir} aside: {dest} exists",
@@ -250,13 +266,14 @@ class ResultsDir:
         folder with any other record (the runner has set those aside already) is set aside,
         never deleted.
         """
+        refuse_link(self.root, run_dir, what="a run folder")
         if run_dir.exists():
             if _may_clear(run_dir):
-                shutil.rmtree(run_dir)
+                remove_tree(self.root, run_dir, what="a run folder")
             else:
                 where = self.set_aside([run_dir])
                 log.warning("set aside %s in %s before rerunning it", run_dir, where)
-        run_dir.mkdir(parents=True)
+        real_dir(self.root, run_dir, what="a run folder")
         write_json_atomic(run_dir / SPEC_FILE, spec.to_dict())
 
 

@@ -11,6 +11,7 @@ fails to load, the settings it receives, the flags read back, the loss capture's
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -151,17 +152,9 @@ ERROR_RUNS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         {"entry": "broken:no_loss"},
         ("NoLoss.training_step", "return the loss tensor, or a dict with a 'loss' key"),
     ),
-    "two_optimizers": (
-        {"entry": "broken:two_optimizers"},
-        ("TwoOptimizers.configure_optimizers returned 2 optimizers", "one optimizer"),
-    ),
     "two_optimizers_automatic": (
         {"entry": "broken:two_optimizers_automatic"},
         ("Lightning refused TwoOptimizersAutomatic", "multiple optimizers"),
-    ),
-    "accumulates": (
-        {"entry": "broken:accumulates"},
-        ("accumulate_grad_batches=2", "not supported"),
     ),
     "flags": (
         {"entry": "broken:sets_benchmark"},
@@ -415,7 +408,18 @@ def test_flags_read_back_are_compared_with_the_cell():
     assert "remove those lines" in message
 
 
+def _batches(capture, module, outputs_and_steps, epoch: int = 0) -> None:
+    """Feed a capture batch ends: (what the step returned, trainer.global_step after it)."""
+    from types import SimpleNamespace
+
+    for batch_idx, (outputs, step) in enumerate(outputs_and_steps):
+        trainer = SimpleNamespace(current_epoch=epoch, global_step=step, optimizers=[object()])
+        capture.on_train_batch_end(trainer, module, outputs, None, batch_idx)
+
+
 def test_loss_capture_refuses_what_it_cannot_record():
+    """In a harness run (strict): a batch with no loss is skipped (listed, no row); a loss the
+    record cannot hold, and an epoch with no loss at all, are WorkloadErrors naming the fix."""
     import torch
 
     from harness.workload.entry import WorkloadError
@@ -426,28 +430,95 @@ def test_loss_capture_refuses_what_it_cannot_record():
     recorder = LossRecorder()
     recorder.start_epoch(4, torch.device("cpu"))
     capture = LossCapture(recorder)
-    trainer = SimpleNamespace(accumulate_grad_batches=1, current_epoch=0, optimizers=[object()])
-    capture.on_train_start(trainer, module)  # type: ignore[arg-type]
-    capture.on_train_batch_end(trainer, module, {"loss": torch.tensor(0.5)}, None, 0)  # type: ignore[arg-type]
-    capture.on_train_batch_end(trainer, module, torch.tensor([0.25]), None, 1)  # type: ignore[arg-type]
-    assert recorder.buffer.tolist() == [0.5, 0.25]
+    capture.on_train_epoch_start(SimpleNamespace(global_step=0), module)  # type: ignore[arg-type]
+    _batches(
+        capture, module, [({"loss": torch.tensor(0.5)}, 1), ({}, 2), (torch.tensor([0.25]), 3)]
+    )
+    assert recorder.buffer.tolist() == [0.5, 0.25] and recorder.skipped == [1]
     for outputs, words in (
-        ({}, "WithData.training_step returned no loss (epoch 0, batch 2)"),
         ({"acc": 1}, "a dict without a 'loss' key (keys: acc)"),
         ({"loss": torch.ones(2)}, "a loss of shape (2,), not one number"),
+        ("0.5", "returned a str (epoch 0, batch 0)"),
     ):
         with pytest.raises(WorkloadError) as caught:
-            capture.on_train_batch_end(trainer, module, outputs, None, 2)  # type: ignore[arg-type]
+            _batches(capture, module, [(outputs, 4)])
         assert words in str(caught.value) and RETURN_THE_LOSS in str(caught.value)
-    for bad in (
-        SimpleNamespace(accumulate_grad_batches=4, current_epoch=0, optimizers=[1]),
-        SimpleNamespace(accumulate_grad_batches=1, current_epoch=0, optimizers=[1, 2]),
-    ):
-        with pytest.raises(WorkloadError, match="accumulate_grad_batches=4|2 optimizers"):
-            capture.on_train_start(bad, module)  # type: ignore[arg-type]
-    accumulating = SimpleNamespace(accumulate_grad_batches=2, current_epoch=1, optimizers=[1])
-    with pytest.raises(WorkloadError, match="accumulate_grad_batches=2"):
-        capture.on_train_batch_end(accumulating, module, torch.tensor(1.0), None, 2)  # type: ignore[arg-type]
+    empty = LossCapture(LossRecorder())
+    empty.recorder.start_epoch(2, torch.device("cpu"))
+    empty.on_train_epoch_start(SimpleNamespace(global_step=0), module)  # type: ignore[arg-type]
+    _batches(empty, module, [(None, 1), ({}, 2)], epoch=3)
+    with pytest.raises(WorkloadError, match="no loss in any of the 2 batches of epoch 3"):
+        empty.on_train_epoch_end(SimpleNamespace(current_epoch=3), module)  # type: ignore[arg-type]
+
+
+def test_a_row_is_an_optimizer_step():
+    """Rows follow ``trainer.global_step``: accumulation sums a step's losses (as Lightning
+    hands them over) into one row; two optimizers stepping in one batch make one row; a step
+    with no loss makes none; losses no step followed make the epoch's last row. Not strict
+    (ReproRecorder): what cannot be recorded is skipped with one warning per kind."""
+    import torch
+
+    from harness.workload.recorder import LossCapture, LossRecorder, RecordWarning
+
+    with_data, _ = _module_class()
+    module = with_data()
+    recorder = LossRecorder()
+    recorder.start_epoch(8, torch.device("cpu"))
+    capture = LossCapture(recorder, strict=False)
+    capture.on_train_epoch_start(SimpleNamespace(global_step=0), module)  # type: ignore[arg-type]
+    half = torch.tensor(0.25), torch.tensor(0.5)
+    with pytest.warns(RecordWarning) as warned:
+        _batches(capture, module, [
+            (half[0], 0), (half[1], 1),  # accumulation: one row, 0.75
+            (torch.tensor(2.0), 3),  # two optimizers stepped: one row
+            (None, 4),  # Lightning skipped the batch (and stepped): no row
+            ({}, 4), (torch.ones(3), 4), ({"acc": 1}, 4),  # no loss, nothing to record
+            (torch.tensor(-0.0), 5),  # one loss keeps its bits
+            (torch.tensor(1.5), 5),  # no step followed it
+        ])  # fmt: skip
+    assert len(warned) == 3  # no loss; a loss of shape (3,); a dict without a 'loss' key
+    assert "global batch 3" in str(warned[0].message)
+    assert "listed in run.json's 'skipped'" in str(warned[0].message)
+    assert recorder.skipped == [3, 4, 5, 6]
+    assert recorder.buffer.tolist() == [0.75, 2.0, -0.0]
+    assert str(recorder.buffer[2].item()) == "-0.0"
+    assert recorder.close() and recorder.buffer.tolist() == [0.75, 2.0, -0.0, 1.5]
+    assert not recorder.close()
+    capture.on_train_epoch_end(SimpleNamespace(current_epoch=0), module)  # type: ignore[arg-type]
+
+
+def test_weight_rows_follow_the_same_steps_as_the_losses():
+    """WeightRecorder hashes at the batches that end a row, whichever runs first: its rows are
+    the capture's, and each holds the weights after that row's optimizer step."""
+    import torch
+
+    from harness.workload.recorder import LossCapture, LossRecorder
+    from harness.workload.weights import WeightRecorder, tensor_hashes
+
+    with_data, _ = _module_class()
+    module = with_data()
+    losses, weights = LossRecorder(), WeightRecorder()
+    losses.start_epoch(8, torch.device("cpu"))
+    capture = LossCapture(losses, strict=False)
+    start = SimpleNamespace(global_step=0, num_training_batches=8)
+    weights.on_train_epoch_start(start, module)  # type: ignore[arg-type]
+    capture.on_train_epoch_start(start, module)  # type: ignore[arg-type]
+    expected = []
+    plan = [(0.5, 0), (0.5, 1), (None, 2), (0.5, 2), (0.5, 3), (0.5, 3)]  # (loss, global_step)
+    for batch_idx, (loss, step) in enumerate(plan):
+        trainer = SimpleNamespace(current_epoch=0, global_step=step, optimizers=[object()])
+        with torch.no_grad():
+            module.layer.weight.add_(1.0)
+        outputs = None if loss is None else torch.tensor(loss)
+        weights.on_train_batch_end(trainer, module, outputs, None, batch_idx)  # type: ignore[arg-type]
+        with pytest.warns(UserWarning) if loss is None else contextlib.nullcontext():
+            capture.on_train_batch_end(trainer, module, outputs, None, batch_idx)  # type: ignore[arg-type]
+        if batch_idx in (1, 4):  # a step after a loss
+            expected.append(tensor_hashes(list(module.parameters())).numpy().view("<u8"))
+    weights.on_train_epoch_end(start, module)  # type: ignore[arg-type]  # batch 5: the last row
+    expected.append(tensor_hashes(list(module.parameters())).numpy().view("<u8"))
+    assert losses.close() and len(losses.buffer) == 3
+    assert np.array_equal(weights.rows(), np.stack(expected))
 
 
 def test_an_epoch_of_unknown_length_grows_the_buffers(monkeypatch):
@@ -465,14 +536,17 @@ def test_an_epoch_of_unknown_length_grows_the_buffers(monkeypatch):
     weights = WeightRecorder()
     with_data, _ = _module_class()
     module = with_data()
-    trainer = SimpleNamespace(num_training_batches=float("inf"))
+    trainer = SimpleNamespace(num_training_batches=float("inf"), global_step=0, optimizers=[1])
     weights.on_train_epoch_start(trainer, module)  # type: ignore[arg-type]
     hashes = []
     for step in range(7):
         with torch.no_grad():
             module.layer.weight.add_(1.0)
-        losses.record(step, torch.tensor(float(step)))
-        weights.on_train_batch_end(trainer, module, None, None, step)  # type: ignore[arg-type]
+        loss = torch.tensor(float(step))
+        losses.add(loss)
+        assert losses.close()
+        trainer.global_step = step + 1
+        weights.on_train_batch_end(trainer, module, loss, None, step)  # type: ignore[arg-type]
         hashes.append(weights.rows()[-1].copy())
     assert losses.buffer.tolist() == [float(s) for s in range(7)]
     weights.on_train_epoch_end(trainer, module)  # type: ignore[arg-type]

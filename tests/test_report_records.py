@@ -24,6 +24,8 @@ from harness.contract.record import (
     WeightDigests,
     write_record,
 )
+from harness.errors import HarnessError
+from harness.report.model import CellReport
 from harness.report.records import group_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,6 +211,10 @@ def test_a_thread_count_that_differs_is_named(tmp_path: Path, capsys):
     cell = group(report_json(tmp_path), "nightly")
     assert cell["differences"] == [{"what": "threads", "values": {"a": 1, "b": 2}}]
     assert cell["detail"].endswith("; the runs differ in threads")
+    assert cell["detail"] == (
+        "2 distinct trajectories; first divergence at epoch 0, batch 30 (step 30); "
+        "the runs differ in threads"
+    )
     assert "threads" not in cell["settings"]  # no one value: it is not a setting of the group
     md = (tmp_path / "report.md").read_text()
     section = md.split("## What differs between runs", 1)[1]
@@ -244,6 +250,7 @@ def test_a_hidden_folder_is_not_a_run_and_tf32_read_back_is_compared(tmp_path: P
         {"what": "matmul_allow_tf32", "values": {"a": False, "b": True}},
         {"what": "cudnn_allow_tf32", "values": {"a": False, "b": True}},
     ]
+    assert cell["detail"].endswith("; the runs differ in matmul_allow_tf32, cudnn_allow_tf32")
 
 
 def test_a_torch_version_and_a_gpu_that_differ_are_named_too(tmp_path: Path):
@@ -312,8 +319,12 @@ def test_a_run_folder_without_a_record_is_left_out_with_a_warning(tmp_path: Path
     own_run(tmp_path, "b", "nightly", base_losses())
     (tmp_path / "c").mkdir()
     np.save(tmp_path / "c" / "losses.npy", base_losses())
+    (tmp_path / ".trash").mkdir()  # a hidden folder is nobody's run: no warning
+    np.save(tmp_path / ".trash" / "losses.npy", base_losses())
+    (tmp_path / "notes.txt").write_text("a file is no run folder")
     assert report(tmp_path) == 0
-    assert f"{tmp_path / 'c'}: no run.json (the run did not finish?): left out" in caplog.text
+    warned = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert warned == [f"{tmp_path / 'c'}: no run.json (the run did not finish?): left out"]
     (cell,) = report_json(tmp_path)["cells"]
     assert [r["path"] for r in cell["runs"]] == ["a", "b"]
 
@@ -390,15 +401,20 @@ def test_a_folder_with_no_manifest_and_no_record_is_refused(tmp_path: Path, caps
 def test_own_runs_beside_a_matrix_run_are_refused(tmp_path: Path, capsys):
     """A subfolder whose record is a matrix's run (no ``external``) among own runs."""
     own_run(tmp_path, "a", "nightly", base_losses())
+    own_run(tmp_path, "b", "nightly", base_losses())
     cell = make_cell("m")
-    write_run(tmp_path, {**cell, "dir": "x"}, 0, base_losses())  # x/repeat-0/run.json
-    matrix_run = tmp_path / "x" / "repeat-0"
-    matrix_run.rename(tmp_path / "m")
+    for k, name in enumerate(("m", "n")):
+        write_run(tmp_path, {**cell, "dir": "x"}, k, base_losses())  # x/repeat-k/run.json
+        (tmp_path / "x" / f"repeat-{k}").rename(tmp_path / name)
     (tmp_path / "x").rmdir()
     err = refused(tmp_path, capsys)
     assert (
-        f"error: {tmp_path} mixes records of your own runs (ReproRecorder: a) with runs of a "
-        "matrix (m); nothing was written"
+        f"error: {tmp_path} mixes records of your own runs (ReproRecorder: a, b) with runs of a "
+        "matrix (m, n); nothing was written"
+    ) in err
+    assert (
+        "hint: report them apart: your runs' folders in one folder, `harness run`'s results "
+        "folder as it was written"
     ) in err
 
 
@@ -421,8 +437,11 @@ def test_only_a_matrix_s_runs_without_a_manifest_are_refused(tmp_path: Path, cap
     for k in range(2):
         write_run(tmp_path, {**cell, "dir": "."}, k, base_losses())
     err = refused(tmp_path, capsys)
-    assert "are runs of a matrix, not ReproRecorder's" in err
-    assert "repeat-0, repeat-1" in err
+    assert (
+        f"error: {tmp_path} is not a results folder (no manifest.json) and its subfolders' "
+        "records (repeat-0, repeat-1) are runs of a matrix, not ReproRecorder's"
+    ) in err
+    assert "hint: give the folder `harness run` wrote (results/<name>-<time>/)" in err
 
 
 @pytest.mark.parametrize(
@@ -458,10 +477,350 @@ def test_a_record_without_a_name_is_named(tmp_path: Path, capsys):
     data["spec"]["cell_name"] = ""
     (run / "run.json").write_text(json.dumps(data))
     err = refused(tmp_path, capsys)
-    assert f"cannot read the run record {run / 'run.json'}: spec.cell_name is not a name" in err
+    assert (
+        f"cannot read the run record {run / 'run.json'}: spec.cell_name is not a name "
+        "(ReproRecorder's name=...); nothing was written"
+    ) in err
+    assert "hint: rerun that training, or move its folder out of the folder reported" in err
 
 
 def test_out_is_not_made_when_the_folder_is_refused(tmp_path: Path, capsys):
     (tmp_path / "runs").mkdir()
     refused(tmp_path / "runs", capsys, "-o", str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- what the runs differ in, read
+# record by record (the readers DIFFERENCE_FIELDS holds are made when the module is imported, so
+# each is also made here, where a test can see what it reads)
+
+
+def record_of(spec: dict | None = None, **provenance) -> RunRecord:
+    """A run record in memory: ``spec`` and the provenance's fields."""
+    return RunRecord(status="ok", spec=spec or {}, provenance=Provenance(**provenance))
+
+
+def test_a_spec_key_is_read_and_null_there_is_a_value():
+    from harness.report.records import NOT_SAID, _spec
+
+    record = record_of({"seed": None, "entry": "m:Net"})
+    assert _spec("entry")(record) == "m:Net"
+    assert _spec("seed")(record) is None  # no seed given: a value, not silence
+    assert _spec("threads")(record) is NOT_SAID
+
+
+def test_a_provenance_field_left_null_says_nothing():
+    from harness.report.records import NOT_SAID, _provenance
+
+    record = record_of(torch="2.3.1", cuda=None)
+    assert _provenance("torch")(record) == "2.3.1"
+    assert _provenance("cuda")(record) is NOT_SAID
+
+
+def test_the_thread_count_is_the_spec_s_else_the_provenance_s():
+    from harness.report.records import NOT_SAID, _threads
+
+    assert _threads(record_of({"threads": 4}, threads=1)) == 4
+    assert _threads(record_of({"threads": None}, threads=3)) == 3
+    assert _threads(record_of({}, threads=2)) == 2
+    assert _threads(record_of({})) is NOT_SAID
+
+
+def test_the_gpus_are_named_with_their_sms_and_none_only_when_provenance_says_so():
+    from harness.report.records import NOT_SAID, _gpus
+
+    gpus = [{"name": "NVIDIA H100", "sm_count": 132}, {"sm_count": None}]
+    assert _gpus(record_of(torch="2.3.1", gpus=gpus)) == "NVIDIA H100 (132 SMs), unnamed GPU"
+    assert _gpus(record_of(torch="2.3.1")) == "none"
+    assert _gpus(record_of()) is NOT_SAID  # no provenance recorded: unknown, not "no GPU"
+
+
+def test_the_machine_fields_and_isa_limits_are_read_from_the_machine():
+    from harness.contract.machine import Machine
+    from harness.report.records import NOT_SAID, _machine
+
+    machine = Machine(
+        cpu_capability="AVX2",
+        isa_limits={"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": None},
+        fingerprint="f" * 12,
+    )
+    record = record_of(machine=machine)
+    assert _machine("cpu_capability")(record) == "AVX2"
+    assert _machine("isa_limits")(record) == "ATEN_CPU_CAPABILITY=avx2"
+    assert _machine("fingerprint")(record) == "f" * 12
+    assert _machine("isa_limits")(record_of(machine=Machine())) == "none"
+    assert _machine("cpu_capability")(record_of(machine=Machine())) is NOT_SAID
+    assert _machine("cpu_capability")(record_of()) is NOT_SAID
+    assert _machine("isa_limits")(record_of()) is NOT_SAID
+
+
+def test_the_flags_in_force_are_read_back_and_an_unset_workspace_is_said():
+    from harness.contract.record import Determinism
+    from harness.report.records import NOT_SAID, _in_force
+
+    def flags(workspace: str | None) -> RunRecord:
+        return record_of(
+            determinism=Determinism(
+                cudnn_deterministic=True,
+                cudnn_benchmark=False,
+                deterministic_algorithms=False,
+                deterministic_algorithms_warn_only=False,
+                matmul_allow_tf32=True,
+                cudnn_allow_tf32=False,
+                cublas_workspace_config=workspace,
+            )
+        )
+
+    assert _in_force("matmul_allow_tf32")(flags(None)) is True
+    assert _in_force("cudnn_allow_tf32")(flags(None)) is False
+    assert _in_force("cublas_workspace_config")(flags(None)) == "unset"
+    assert _in_force("cublas_workspace_config")(flags(":4096:8")) == ":4096:8"
+    assert _in_force("matmul_allow_tf32")(record_of()) is NOT_SAID
+
+
+# ---------------------------------------------------------------- the summary's sentences
+
+
+def cell_report(name: str, verdict: str, runs: int = 2, **fields) -> CellReport:
+    """A group's verdict as analyze_group returns it, made by hand (only what the words read)."""
+    base = dict(
+        id=group_id(name),
+        name=name,
+        settings={},
+        repeats=runs,
+        ok_runs=runs,
+        distinct_trajectories=1,
+        verdict=verdict,
+        reproducible={"reproduces": True, "diverges": False}.get(verdict),
+        unknown_because=None,
+        first_divergence=None,
+        divergences=[],
+        init_equal=None,
+        final_equal=None,
+        val_acc_mean=None,
+        val_acc_sd=None,
+        seconds_per_epoch=None,
+        detail="",
+        runs=[object()] * runs,  # type: ignore[list-item]
+    )
+    base.update(fields)
+    return CellReport(**base)
+
+
+def test_the_counts_of_groups_are_said_in_singular_and_plural():
+    from harness.report.records import describe_groups
+
+    one = cell_report("solo", "reproduces", runs=1)
+    assert describe_groups([one]) == (
+        "Of 1 group of your own runs, 1 reproduces bit for bit, 0 diverge. "
+        "solo: 1 run reproduce bit for bit."
+    )
+    cells = [
+        cell_report("a", "reproduces"),
+        cell_report("b", "reproduces"),
+        cell_report("c", "diverges", detail="2 distinct trajectories"),
+        cell_report("d", "unknown", unknown_because="one repeat: nothing to compare"),
+    ]
+    head = describe_groups(cells).split(" a: ")[0]
+    assert head == (
+        "Of 4 groups of your own runs, 2 reproduce bit for bit, 1 diverges, 1 has no verdict."
+    )
+    two_unknown = [cell_report(n, "unknown", unknown_because="x") for n in ("a", "b")]
+    assert describe_groups(two_unknown).startswith(
+        "Of 2 groups of your own runs, 0 reproduce bit for bit, 0 diverge, 2 have no verdict. "
+    )
+    assert (
+        describe_groups([]) == "Of 0 groups of your own runs, 0 reproduce bit for bit, 0 diverge."
+    )
+
+
+def test_a_diverging_group_says_where_by_how_much_and_where_the_weights_went_first():
+    from harness.report.model import Divergence, RunDifference, WeightsDivergence
+    from harness.report.records import _group_sentence
+
+    loss = Divergence(1, 7, 0, 7, 0.125, 3)
+    weights = WeightsDivergence(1, 5, 0, 5, "net.0.bias")
+    cell = cell_report(
+        "nightly",
+        "diverges",
+        detail="first divergence at step 7; the runs differ in threads",
+        first_divergence=loss,
+        weights_divergence=weights,
+        differences=[RunDifference("threads", {"a": 1, "b": 2, "c": 1})],
+    )
+    assert _group_sentence(cell) == (
+        "nightly: 2 runs diverge: first divergence at step 7, max |Δloss| 0.125 (3 ULPs); "
+        "the weights differ from step 5 (net.0.bias). "
+        "Its runs differ in threads: 1 (a, c), 2 (b) (that can be why)."
+    )
+    # no ULPs, weights at the loss's own step, several differences
+    cell.first_divergence = Divergence(1, 7, 0, 7, 0.000123456, None)
+    cell.weights_divergence = WeightsDivergence(1, 7, 0, 7, "net.0.bias")
+    cell.differences.append(RunDifference("torch", {"a": "2.3.1", "b": "2.4.0"}))
+    assert _group_sentence(cell) == (
+        "nightly: 2 runs diverge: first divergence at step 7, max |Δloss| 0.000123. "
+        "Its runs differ in threads: 1 (a, c), 2 (b); torch: 2.3.1 (a), 2.4.0 (b) "
+        "(that can be why)."
+    )
+    # only the weights differ (the losses agree): the step, no parameter when none is named
+    cell.first_divergence = None
+    cell.weights_divergence = WeightsDivergence(1, 4, 0, 4, None)
+    cell.differences = []
+    assert _group_sentence(cell) == (
+        "nightly: 2 runs diverge: first divergence at step 7; the weights differ from step 4."
+    )
+    # a divergence without a |Δloss| (the shapes differ) says none
+    cell.first_divergence = Divergence(1, 7, 0, 7, None, 2, shape_differs=True)
+    cell.weights_divergence = None
+    assert _group_sentence(cell) == "nightly: 2 runs diverge: first divergence at step 7."
+
+
+def test_a_group_without_a_verdict_says_why_and_its_differences_are_no_cause():
+    from harness.report.model import RunDifference
+    from harness.report.records import _group_sentence
+
+    cell = cell_report(
+        "solo",
+        "unknown",
+        runs=1,
+        unknown_because="one repeat: nothing to compare",
+        differences=[RunDifference("seed", {"a": 7, "b": None})],
+    )
+    assert _group_sentence(cell) == (
+        "solo: 1 run, no verdict: one repeat: nothing to compare. "
+        "Its runs differ in seed: 7 (a), null (b)."
+    )
+    good = cell_report("ok", "reproduces", runs=3)
+    good.differences = [RunDifference("gpus", {"a": "none", "b": "NVIDIA H100"})]
+    assert _group_sentence(good) == (
+        "ok: 3 runs reproduce bit for bit. Its runs differ in gpus: none (a), NVIDIA H100 (b)."
+    )
+
+
+# ---------------------------------------------------------------- groups, settings, ids
+
+
+def test_params_given_in_another_order_are_the_same_params(tmp_path: Path):
+    """A value is compared (and shown) as JSON with its keys sorted: the same params written in
+    another order are no difference; different ones are shown as they are."""
+    from harness.report.records import OwnRun, differences, values_text
+
+    def run(folder: str, params: dict) -> OwnRun:
+        return OwnRun(tmp_path / folder, record_of({"params": params}), "g")
+
+    class Result:
+        def __init__(self, path: str) -> None:
+            self.path = path
+
+    same = [run("a", {"lr": 0.1, "batch": 64}), run("b", {"batch": 64, "lr": 0.1})]
+    assert differences(same, [Result("a"), Result("b")]) == []  # type: ignore[list-item]
+    other = [run("a", {"lr": 0.1, "batch": 64}), run("b", {"lr": 0.2, "batch": 64})]
+    (diff,) = differences(other, [Result("a"), Result("b")])  # type: ignore[list-item]
+    assert values_text(diff.values) == '{"batch": 64, "lr": 0.1} (a), {"batch": 64, "lr": 0.2} (b)'
+
+
+def test_a_group_id_is_12_hex_of_the_name_s_sha256_even_for_a_lone_surrogate():
+    """A name read from JSON may hold a lone surrogate (``"\\udc80"``): it gets an id, not a
+    UnicodeEncodeError."""
+    import hashlib
+
+    assert group_id("nightly") == hashlib.sha256(b"nightly").hexdigest()[:12]
+    assert group_id("a\udc80") == hashlib.sha256(b"a\xed\xb2\x80").hexdigest()[:12]
+
+
+def test_a_group_s_image_is_own_runs_whatever_its_specs_say(tmp_path: Path):
+    from harness.report.records import OWN_RUNS_IMAGE, OwnRun, group_settings
+
+    runs = [
+        OwnRun(tmp_path / f, record_of({"image": "mine:1", "threads": 2, "seed": s}), "g")
+        for f, s in (("a", 1), ("b", 2))
+    ]
+    settings = group_settings(runs)
+    assert settings == {"image": OWN_RUNS_IMAGE, "external": True, "threads": 2}
+
+
+def test_a_record_that_is_not_an_object_does_not_stop_the_check_of_a_results_folder(
+    tmp_path: Path,
+):
+    """The lenient read of a results folder's subfolders: a run.json holding a JSON list (or a
+    spec that is one) is not an own run, and no AttributeError."""
+    from harness.report.records import refuse_own_runs_in
+
+    for folder, text in (("a", "[1, 2]"), ("b", '{"spec": [1]}'), ("c", "{bad")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "run.json").write_text(text)
+    refuse_own_runs_in(tmp_path)
+    for folder in ("d", "e"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "run.json").write_text('{"spec": {"external": true}}')
+    with pytest.raises(HarnessError) as caught:
+        refuse_own_runs_in(tmp_path)
+    assert caught.value.message.endswith("(ReproRecorder: d, e); nothing was written")
+    assert caught.value.hint == (
+        "move your runs' folders into a folder of their own and report it apart"
+    )
+
+
+def test_the_report_of_own_runs_names_its_folder_its_image_and_the_machines(tmp_path: Path):
+    """report.json of a folder of own runs: the folder's name, no axis compared across, the one
+    "image" (own runs) with the runs' torch, and the machine the records name."""
+    machine = {
+        "cpu_vendor": "GenuineIntel",
+        "cpu_capability": "AVX2",
+        "fingerprint": "0123456789ab",
+    }
+    for folder in ("a", "b"):
+        run = own_run(tmp_path, folder, "nightly", base_losses())
+        data = json.loads((run / "run.json").read_text())
+        data["provenance"]["machine"] = machine
+        (run / "run.json").write_text(json.dumps(data))
+    assert report(tmp_path) == 0
+    data = report_json(tmp_path)
+    assert data["name"] == tmp_path.name
+    assert data["comparisons"] == []
+    assert [(i["image"], i["torch"], i["cells"]) for i in data["images"]] == [
+        ("own runs", ["2.3.1"], 1)
+    ]
+    assert [m["fingerprint"] for m in data["machines"]] == ["0123456789ab"]
+
+
+def test_a_record_that_vanished_or_is_wrong_deep_inside_is_named_where(tmp_path: Path):
+    """A run.json gone between the listing and the read (a folder deleted while the report
+    runs) is named with the system's reason; a record wrong deep inside names the field's
+    path."""
+    from harness.contract.record import RECORD_FORMAT_VERSION
+    from harness.report.records import read_own_run
+
+    with pytest.raises(HarnessError) as caught:
+        read_own_run(tmp_path / "gone")
+    assert caught.value.message == (
+        f"cannot read the run record {tmp_path / 'gone' / 'run.json'}: unreadable (No such file "
+        "or directory); nothing was written"
+    )
+    assert caught.value.hint == "rerun that training, or move its folder out of the folder reported"
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "run.json").write_text(
+        '{"status": "ok", "spec": {}, "provenance": {"threads": "x"}}'
+    )
+    with pytest.raises(HarnessError) as caught:
+        read_own_run(tmp_path / "c")
+    assert (
+        f"not a run record of format {RECORD_FORMAT_VERSION} (provenance.threads: Input should "
+        "be a valid integer"
+    ) in caught.value.message
+    (tmp_path / "c" / "run.json").write_text("[1]")  # not an object: the whole record is wrong
+    with pytest.raises(HarnessError) as caught:
+        read_own_run(tmp_path / "c")
+    assert (
+        f"not a run record of format {RECORD_FORMAT_VERSION} (record: Input should be a dictionary"
+    ) in caught.value.message
+
+
+def test_a_folder_that_cannot_be_listed_is_named_with_why(tmp_path: Path):
+    from harness.report.records import record_dirs
+
+    with pytest.raises(HarnessError) as caught:
+        record_dirs(tmp_path / "gone")
+    assert caught.value.message == (
+        f"{tmp_path / 'gone'}: cannot list the folder (No such file or directory)"
+    )

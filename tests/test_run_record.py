@@ -78,6 +78,8 @@ def test_the_workload_writes_the_one_format_for_a_spec_it_cannot_read(tmp_path: 
         ({"epochs": [{"epoch": 0}]}, "steps"),
         ({"provenance": {"determinism": {"cudnn_benchmark": True}}}, "cudnn_deterministic"),
         ({"provenance": {"determinism": {"cudnn_deterministic": "sometimes"}}}, "bool"),
+        ({"skipped": [3, 1]}, "skipped must be increasing"),
+        ({"skipped": [-1]}, "skipped must be increasing"),
     ],
 )
 def test_a_record_off_the_format_is_refused(tmp_path: Path, change: dict, why: str):
@@ -86,6 +88,16 @@ def test_a_record_off_the_format_is_refused(tmp_path: Path, change: dict, why: s
     (tmp_path / RECORD_FILE).write_text(json.dumps(data))
     with pytest.raises(RecordError, match=why):
         load_record(tmp_path)
+
+
+def test_skipped_batches_are_kept_and_absent_when_there_are_none(tmp_path: Path):
+    """``skipped`` (batches with no loss, issue 28 item 14): written only where a batch was
+    skipped, so other records keep format 2's keys; read back as written."""
+    plain = RunRecord(status="ok", spec={})
+    assert "skipped" not in plain.to_dict()
+    write_record(tmp_path, RunRecord(status="ok", spec={}, skipped=[2, 5]))
+    assert json.loads((tmp_path / RECORD_FILE).read_text())["skipped"] == [2, 5]
+    assert load_record(tmp_path).skipped == [2, 5]
 
 
 def test_write_record_round_trips(tmp_path: Path):

@@ -4,6 +4,7 @@ the ``slurm:`` section and the command line, the dry run, and the refusals."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -318,7 +319,7 @@ def test_the_scripts_of_the_quick_matrix_word_for_word(capsys, tmp_path):
         "#SBATCH --cpus-per-task=1\n"
         "#SBATCH --time=1:00:00\n"
         f"# Written by harness submit slurm: merge the shards of matrix placement-quick into "
-        f"{out} and write its report.\n" + tail + f'sys.exit(main("merge", "{out}"))\n'
+        f'"{out}" and write its report.\n' + tail + f'sys.exit(main("merge", "{out}"))\n'
     )
 
 
@@ -398,23 +399,89 @@ def test_containers_get_the_hosts_gpu_ids_local_runs_slurms_visible_devices():
     assert gpu_option("docker", {"CUDA_VISIBLE_DEVICES": "0"}) == []
 
 
-def test_a_new_merge_replaces_the_old_merged_results_and_keeps_the_submission(tmp_path: Path):
+def test_a_new_merge_replaces_the_old_merged_results_and_keeps_the_rest(tmp_path: Path):
+    """Only what a merge writes is replaced (docs/slurm.md): the submission, the diagnoses made
+    of the merged results, the results lock and a file of the user's stay as they were."""
     root = tmp_path / "sub"
     (root / "slurm" / "shards").mkdir(parents=True)
     (root / "slurm" / "shards" / "kept").write_text("shard")
     (root / "report.md").write_text("old")
+    (root / "plots").mkdir()
+    (root / "plots" / "old.png").write_text("old")
     (root / "cells").mkdir()
     (root / "cells" / "old-cell").write_text("old")
+    (root / "diagnoses" / "a-0--a-1").mkdir(parents=True)
+    (root / "diagnoses" / "a-0--a-1" / "diagnosis.json").write_text("{}")
+    (root / ".lock").write_text("123")
+    (root / "notes.txt").write_text("mine")
     staging = root / "slurm" / "merging-1"
     (staging / "cells").mkdir(parents=True)
     (staging / "report.md").write_text("new")
     (staging / ".lock").write_text("")
     replace_merged(root, staging, root / "slurm" / "replaced-1")
-    assert sorted(p.name for p in root.iterdir()) == ["cells", "report.md", "slurm"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        ".lock",
+        "cells",
+        "diagnoses",
+        "notes.txt",
+        "report.md",
+        "slurm",
+    ]
     assert (root / "report.md").read_text() == "new"
     assert list((root / "cells").iterdir()) == []
     assert sorted(p.name for p in (root / "slurm").iterdir()) == ["shards"]
     assert (root / "slurm" / "shards" / "kept").read_text() == "shard"
+    assert (root / "diagnoses" / "a-0--a-1" / "diagnosis.json").read_text() == "{}"
+    assert (root / ".lock").read_text() == "123"
+    assert (root / "notes.txt").read_text() == "mine"
+
+
+def test_the_merge_job_takes_the_results_lock_and_keeps_the_diagnoses(tmp_path: Path, capsys):
+    """The merge job holds ``<out>``'s results lock (``harness run``'s and ``harness
+    diagnose``'s) while it replaces the merged results: held by another process, the merge is
+    refused naming its pid and nothing moves (``.lock`` included); once free, the merge (and a
+    second one) replace the merged results and keep ``diagnoses/``. Real shards (the fake
+    executor), a real lock held by another process."""
+    from harness.executors.fake import FakeExecutor
+    from harness.runner import RunConfig, run_matrix
+    from harness.slurm.task import main as task_main
+
+    quick = load_matrix(QUICK)
+    root = tmp_path / "sub"
+    for index in (1, 2):
+        out = layout.shard_results_dir(root, index)
+        config = RunConfig(matrix=quick, out=out, progress="quiet", formats=(),
+                           shard=ShardSpec(index, 2))  # fmt: skip
+        run_matrix(config, FakeExecutor(seconds=0.0))
+    submission.write(root, _record(quick, 2))
+    diagnosis = root / "diagnoses" / "a-0--a-1" / "diagnosis.json"
+    diagnosis.parent.mkdir(parents=True)
+    diagnosis.write_text("{}")
+    holder = subprocess.Popen(  # argv list
+        [sys.executable, "-c", "import sys, time\n"
+         "from harness.store import ResultsDir\n"
+         "held = ResultsDir(sys.argv[1]); held.lock(); print('locked', flush=True)\n"
+         "time.sleep(120)",
+         str(root)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        before = sorted(p.name for p in root.iterdir())
+        assert task_main("merge", str(root)) == 2
+        err = capsys.readouterr().err
+        assert f"in use by harness pid {holder.pid}" in err and "hint:" in err, err
+        assert sorted(p.name for p in root.iterdir()) == before  # nothing merged, nothing moved
+        assert (root / layout.LOCK_FILE).read_text() == str(holder.pid)
+    finally:
+        holder.kill()
+        holder.wait()
+    for _ in range(2):  # the first merge, then one that replaces it
+        assert task_main("merge", str(root)) == 0, capsys.readouterr().err
+        assert (root / layout.MANIFEST_FILE).is_file() and (root / "report.md").is_file()
+        assert diagnosis.read_text() == "{}"
+        assert not list((root / "slurm").glob("merging-*"))
+        assert not list((root / "slurm").glob("replaced-*"))
 
 
 def test_without_slurm_commands_submit_says_what_is_missing(tmp_path: Path):
@@ -453,3 +520,95 @@ def test_a_task_refuses_a_matrix_changed_since_submission(tmp_path: Path, monkey
     path.write_text(QUICK.read_text())
     assert task_main("shard", str(root)) == 2
     assert "SLURM_ARRAY_TASK_ID is '3', not a shard of 1 to 2" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the words a user reads
+
+
+def refusal(req: SlurmRequest) -> HarnessError:
+    with pytest.raises(HarnessError) as caught:
+        req.check()
+    return caught.value
+
+
+def test_a_python_that_cannot_be_a_shebang_is_refused_in_so_many_words():
+    err = refusal(SlurmRequest(python="venv/bin/python"))
+    assert err.message == (
+        "slurm.python 'venv/bin/python' cannot be a batch script's #! line: it must be an "
+        "absolute path without blanks"
+    )
+    assert err.hint == (
+        "give the nodes' Python as such a path (a symbolic link without blanks will do): "
+        "--python /shared/venv/bin/python"
+    )
+    assert refusal(SlurmRequest(python="/opt/my venv/python")).message.startswith(
+        "slurm.python '/opt/my venv/python' cannot be"
+    )
+    SlurmRequest(python="/opt/venv/bin/python", sbatch=("--mem=16G", "--exclusive")).check()
+
+
+def test_an_extra_sbatch_option_is_refused_with_why_and_what_to_do():
+    bad = refusal(request(sbatch=("--mem=16G", "--mem 8G")))
+    assert bad.message == "extra sbatch option '--mem 8G' is not one --name or --name=value"
+    assert bad.hint == "write each option as --name=value, without blanks or quotes, e.g. --mem=16G"
+    own = refusal(request(sbatch=("--gpus-per-node=2",)))
+    assert (
+        own.message == "extra sbatch option '--gpus-per-node=2': the GPU count comes from the cells"
+    )
+    assert own.hint == "remove --gpus-per-node from slurm.sbatch (or --sbatch-option)"
+    # the option's name ends at its first "=", whatever its value holds
+    twice = refusal(request(sbatch=("--time=1:00:00=x",)))
+    assert twice.message == "extra sbatch option '--time=1:00:00=x': use slurm.time (or --time)"
+    flag = refusal(request(sbatch=("--parsable",)))
+    assert flag.message == "extra sbatch option '--parsable': the harness sets it"
+    assert flag.hint == "remove --parsable from slurm.sbatch (or --sbatch-option)"
+
+
+def test_an_array_s_request_in_words_counts_cpus_and_gpus():
+    from harness.slurm.plan import ArrayGroup, resources
+
+    def words(cpus: int, gpus: int) -> str:
+        return resources(ArrayGroup(1, (0,), cpus=cpus, gpus=gpus, time="02:00:00", runs=3))
+
+    assert words(1, 0) == "1 CPU, no GPU, time limit 02:00:00 per task"
+    assert words(1, 1) == "1 CPU, 1 GPU, time limit 02:00:00 per task"
+    assert words(8, 4) == "8 CPUs, 4 GPUs, time limit 02:00:00 per task"
+
+
+def test_a_control_character_in_an_option_is_refused_with_the_option_named():
+    from harness.slurm.plan import has_controls
+
+    err = refusal(SlurmRequest(python="/usr/bin/python3\x1b[31m"))
+    assert err.message == (
+        "slurm.python '/usr/bin/python3\\x1b[31m' holds a control character: a batch script "
+        "line must be printable, and the dry run would show it to your terminal"
+    )
+    assert err.hint == "remove it from slurm.python (or the command-line option that set it)"
+    err = refusal(request(sbatch=("--mem=16G", "--comment=a\u202eb")))
+    assert err.message.startswith("slurm.sbatch '--comment=a\\u202eb' holds a control character")
+    assert err.hint == "remove it from slurm.sbatch (or the command-line option that set it)"
+    assert has_controls("a\nb") and has_controls("\x07") and not has_controls("/opt/é/python")
+
+
+def test_a_script_line_that_would_break_is_refused_in_words(tmp_path: Path):
+    from harness.slurm.plan import merge_script
+
+    with pytest.raises(HarnessError) as caught:
+        merge_script(request(qos="q\x1b[2J"), "m", tmp_path)
+    assert caught.value.message == (
+        'a batch script line would hold a control character: "#SBATCH --qos=q\\u001b[2J"'
+    )
+    assert caught.value.hint == "remove it from the slurm options, the matrix name or --out"
+
+
+def test_the_results_folder_is_an_ascii_literal_in_the_scripts(tmp_path: Path):
+    """A folder name outside ASCII is written escaped: the script is plain ASCII whatever the
+    node's locale, and reads back as the same path."""
+    from harness.slurm.plan import merge_script
+
+    root = tmp_path / "résultats"
+    script = merge_script(request(), "m", root)
+    assert script.isascii()
+    escaped = json.dumps(str(root))
+    assert f"into {escaped} and write its report." in script
+    assert script.endswith(f'sys.exit(main("merge", {escaped}))\n')

@@ -243,7 +243,7 @@ def test_one_flipped_bit_changes_the_hash_and_the_recorder_writes_the_same_hashe
     out = torch.zeros(4, dtype=torch.int64)
     hash_into(tensors, out)
     assert torch.equal(out, whole)
-    empty = torch.zeros(3, 0)  # hashes to 0, as the XOR of nothing, on either path
+    empty = torch.zeros(3, 0)  # hashes to 0, the sum of nothing
     assert int(tensor_hash(empty)) == 0 and tensor_hashes([empty, tensors[1]])[1] == whole[1]
     for t in tensors:
         before = tensor_hash(t)

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from harness.cli.signals import cancel_on_signals
 from harness.diagnose import level_from, run_diagnosis, runner_factory
 from harness.layout import DIAGNOSES_DIR, DIAGNOSIS_FILE
 from harness.text import terminal_safe
@@ -75,6 +76,15 @@ def command(
         str | None, typer.Option(help="interpreter for the local executor, as for `harness run`")
     ] = None,
     report: Annotated[bool, typer.Option(help="rewrite report.md with the diagnosis")] = True,
+    code: Annotated[
+        Path | None,
+        typer.Option(
+            help="the folder of your code (workload.path) to replay, when the results folder "
+            "has no snapshot of it (code moved, or runs made before snapshots): its digest must "
+            "be the one the runs recorded; the folder the manifest names is never used unless "
+            "given here"
+        ),
+    ] = None,
 ) -> int:
     """Replay two runs (two repeats of a cell, or two cells) with every operation of their
     first divergent step logged, and say where they part ways: the initial weights, the data,
@@ -83,17 +93,20 @@ def command(
     pair = _pair(cells, "--cells")
     if pair is not None and cell is not None:
         raise typer.BadParameter("use --cell or --cells, not both", param_hint="--cells")
-    diagnosis = run_diagnosis(
-        results,
-        runner_factory(results, executor, data_dir, python, threading.Event()),
-        cell=cell,
-        cells=pair,
-        repeats=_repeats(repeats),
-        level=level_from(level),
-        rank=rank,
-        max_steps=max_steps,
-        say=lambda line: print(terminal_safe(line), file=sys.stderr),
-    )
+    say = lambda line: print(terminal_safe(line), file=sys.stderr)  # noqa: E731
+    cancel = threading.Event()  # Ctrl-C, SIGTERM: the replays stop, exit 130
+    with cancel_on_signals(cancel):
+        diagnosis = run_diagnosis(
+            results,
+            runner_factory(results, executor, data_dir, python, cancel, code=code, say=say),
+            cell=cell,
+            cells=pair,
+            repeats=_repeats(repeats),
+            level=level_from(level),
+            rank=rank,
+            max_steps=max_steps,
+            say=say,
+        )
     typer.echo(terminal_safe(diagnosis.title))
     for line in diagnosis.sentences:
         typer.echo(terminal_safe(f"  {line}"))

@@ -3,37 +3,19 @@ answer: per image the summary sentence and the verdict grid (harness/report/term
 
 from __future__ import annotations
 
-import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from threading import Event
 from typing import Annotated
 
 import typer
 
+from harness.cli.signals import cancel_on_signals
 from harness.errors import HarnessError
 from harness.matrix import load_matrix
 from harness.report.terminal import print_summary
 from harness.runner import RunConfig, make_executor, run_matrix
 from harness.shard import parse_shard
 from harness.store import ResultsDir
-
-
-@contextmanager
-def _cancel_on_signals(cancel: Event) -> Iterator[None]:
-    """Ctrl-C and SIGTERM ask the runs to stop; finished results stay."""
-
-    def handler(signum: int, frame: object) -> None:
-        cancel.set()
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 class WorkloadStopped(HarnessError):
@@ -110,7 +92,7 @@ def command(
         shard=shard_spec,
     )
     chosen = make_executor(loaded, executor, shard=shard_spec, data_dir=data_dir, python=python)
-    with _cancel_on_signals(config.cancel):
+    with cancel_on_signals(config.cancel):  # finished results stay
         summary = run_matrix(config, chosen)
     if summary.report is not None:  # the answer, before the paths scripts read
         print_summary(summary.report, progress, sys.stdout)

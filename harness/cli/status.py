@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from harness.slurm.status import ShardStatus, age, read_status
+from harness.slurm.status import ShardStatus, age, read_status, unsubmitted
 from harness.text import terminal_safe
 
 
@@ -32,7 +32,7 @@ def command(
         f"{times} time{'s' if times != 1 else ''}{when}"
     )
     for shard in status.shards:
-        _say(_shard_line(shard, status.slurm_problem is None))
+        _say(_shard_line(shard, status.slurm_problem is None, bool(record.submitted)))
     if status.merge_job is not None:
         state = status.merge_state or _unknown(status.slurm_problem is None)
         _say(f"  merge: job {status.merge_job}: {state}")
@@ -49,11 +49,11 @@ def _unknown(asked: bool) -> str:
     return "ended (Slurm no longer lists it)" if asked else "unknown (Slurm not reachable)"
 
 
-def _shard_line(shard: ShardStatus, asked: bool) -> str:
+def _shard_line(shard: ShardStatus, asked: bool, ever_submitted: bool) -> str:
     p = shard.progress
     runs = f"{p.done}/{p.runs} runs done" + (f", {p.failed} failed" if p.failed else "")
     if shard.job is None:
-        return f"  shard {p.index}: {runs}; not submitted (every run was done)"
+        return f"  shard {p.index}: {runs}; {unsubmitted(p, ever_submitted)}"
     state = shard.state or _unknown(asked)
     log = f"; log {shard.log}" if shard.log is not None else ""
     return f"  shard {p.index}: {runs}; job {shard.job}: {state}{log}"

@@ -134,12 +134,13 @@ _NO_DATA = (
 
 def _show(prepared: Prepared) -> None:
     """The dry run: every script as it would be written, then the sbatch lines in order."""
-    _say(f"# harness submit slurm --dry-run: nothing is submitted or written ({prepared.root})")
+    where = terminal_safe(prepared.root)  # one line: a line break in --out would end it
+    _say(f"# harness submit slurm --dry-run: nothing is submitted or written ({where})")
     if prepared.complete:
         _say(f"# shards with every run done, not submitted: {array_spec(prepared.complete)}")
     for path, text in prepared.scripts.items():
-        _say(f"\n# ---- {path}")
-        typer.echo(text, nl=False)
+        _say(f"\n# ---- {terminal_safe(path)}")
+        typer.echo(terminal_safe(text, multiline=True), nl=False)  # checked, and never raw
     _say("\n# ---- the sbatch lines, in this order")
     placeholders = []
     for group, argv in prepared.array_commands():

@@ -223,8 +223,9 @@ class Provenance:
 @dataclass
 class WeightDigests:
     """What ``weights.npy`` holds: one column per parameter, named as ``named_parameters()``
-    names it (``model.1.weight``), and which bitwise hash filled it (``hash_tensor`` or
-    ``weighted_sum``: the two are not comparable with each other)."""
+    names it (``model.1.weight``), and which bitwise hash filled it: ``mix64_sum``
+    (harness/workload/weights.py), or ``hash_tensor`` / ``weighted_sum`` in records of older
+    harnesses; hashes of different kinds are never compared with each other."""
 
     __pydantic_config__ = _STRICT
 
@@ -257,6 +258,9 @@ class RunRecord:
     host_syncs: HostSyncs | None = None
     #: the columns of ``weights.npy`` (None: not recorded, as in records written before it)
     weights: WeightDigests | None = None
+    #: global indexes (0-based, over epochs) of the batches whose training step gave no loss:
+    #: they have no row in losses.npy (absent from run.json when empty, as in older records)
+    skipped: list[int] = field(default_factory=list)
     provenance: Provenance = field(default_factory=Provenance)
     files: dict[str, str] = field(default_factory=dict)
     written_by: Literal["workload", "host", "test"] = "workload"
@@ -268,6 +272,8 @@ class RunRecord:
             raise ValueError(f"status must be ok or failed, got {self.status!r}")
         if self.steps < 0 or self.ranks < 1:
             raise ValueError(f"steps must be >= 0 and ranks >= 1, got {self.steps}, {self.ranks}")
+        if any(i < 0 for i in self.skipped) or self.skipped != sorted(set(self.skipped)):
+            raise ValueError(f"skipped must be increasing batch indexes >= 0, got {self.skipped}")
 
     @property
     def ok(self) -> bool:
@@ -277,6 +283,8 @@ class RunRecord:
         data = dataclasses.asdict(self)
         if data["error"] is not None and data["error"]["ranks"] is None:
             del data["error"]["ranks"]  # only DDP runs whose ranks wrote errors have it
+        if not data["skipped"]:
+            del data["skipped"]  # only runs that skipped a batch have it: format 2 as before
         return data
 
 

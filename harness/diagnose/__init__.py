@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 from harness.contract import write_bytes_atomic, write_json_atomic
 from harness.contract.machine import Machine, fingerprint
 from harness.contract.spec import DIAGNOSE_LEVELS
-from harness.diagnose.findings import Finding, compare, loss_step
+from harness.diagnose.findings import Finding, Replay, compare, loss_step
 from harness.diagnose.runs import (
     RecordedRun,
     ReplayRunner,
@@ -33,9 +34,10 @@ from harness.diagnose.runs import (
     recorded_step,
     recorded_weights_step,
 )
-from harness.diagnose.words import machine_sentences, markdown, sentences
+from harness.diagnose.words import machine_sentences, markdown, sentences, setting_differences
 from harness.errors import HarnessError
 from harness.layout import DIAGNOSES_DIR, DIAGNOSIS_FILE, DIAGNOSIS_MARKDOWN
+from harness.safe_paths import real_dir
 from harness.store import ResultsDir
 
 DIAGNOSIS_FORMAT_VERSION = 1
@@ -130,8 +132,9 @@ def run_diagnosis(
 ) -> Diagnosis:
     """Replay the two runs until their first divergence is logged, and write the diagnosis.
 
-    ``runner_for(specs)`` returns a ``ReplayRunner`` ready for those specs (the executor
-    prepared); ``say`` gets one progress line per replay.
+    ``runner_for((a, b))`` returns a ``ReplayRunner`` ready for those two ``RecordedRun`` (the
+    executor prepared, its identity checked against theirs); ``say`` gets one progress line per
+    replay.
     """
     # the replays start in their own folders: every path handed to them must be absolute
     results = Path(results).resolve()
@@ -139,6 +142,7 @@ def run_diagnosis(
     store = ResultsDir(results)
     store.lock()  # no `harness run` writes here while the replays run
     try:
+        store.check_folders()  # a link at diagnoses/ ... is refused before any replay
         return _diagnose(results, runner_for, a, b, level, rank, max_steps, say)
     finally:
         store.unlock()
@@ -157,7 +161,7 @@ def _diagnose(
     name = diagnosis_name(a, b)
     folder = results / DIAGNOSES_DIR / name
     steps, log_from, log_step = plan(a, b, max_steps)
-    runner: ReplayRunner = runner_for([a.spec, b.spec])
+    runner: ReplayRunner = runner_for((a, b))
     try:
         finding, replayed, replayed_on = _replay_until_logged(
             runner, a, b, folder, (steps, log_from, log_step), level, rank, say
@@ -165,6 +169,19 @@ def _diagnose(
     finally:
         runner.executor.cleanup()
     return _write(results, folder, name, (a, b), finding, replayed, replayed_on)
+
+
+def same_hash(first: Replay, second: Replay) -> None:
+    """Two replays' hashes are compared only where one hash made them (replay.json's
+    ``hash``): an image built by another harness may hash otherwise."""
+    kinds = first.data.get("hash"), second.data.get("hash")
+    if kinds[0] != kinds[1]:
+        raise HarnessError(
+            f"the replays of {first.label} and {second.label} hashed their tensors with "
+            f"different hashes ({kinds[0]} and {kinds[1]}): their hashes cannot be compared",
+            "run both cells' images from this harness (harness run rebuilds an image whose "
+            "workload code changed) and diagnose again",
+        )
 
 
 def _replay_until_logged(
@@ -198,6 +215,7 @@ def _replay_until_logged(
         count = f"{steps} step" + ("s" if steps != 1 else "")
         say(f"replaying {a.label} and {b.label}: {count}, {what}")
         first, second = runner.replay_pair((a, b), options, (folder / "a", folder / "b"))
+        same_hash(first, second)
         replayed.append(steps)
         machines = (first.machine, second.machine)
         finding = compare(first, second)
@@ -233,7 +251,14 @@ def _write(
         name=name,
         runs=[_run_entry(r, results) for r in (a, b)],
         finding=finding,
-        sentences=said + sentences(finding, losses, placements, weights),
+        sentences=said
+        + sentences(
+            finding,
+            losses,
+            placements,
+            weights,
+            setting_differences(a.cell.settings, b.cell.settings),
+        ),
         recorded_loss_step=losses,
         recorded_weights_step=weights,
         replays=len(replayed),
@@ -243,6 +268,7 @@ def _write(
             "replayed": [fingerprint(m) for m in replayed_on],
         },
     )
+    real_dir(results, folder, what="the diagnosis")  # never through a link
     write_json_atomic(folder / DIAGNOSIS_FILE, diagnosis.to_dict())
     op = dataclasses.asdict(finding.op) if finding.op is not None else None
     text = markdown(diagnosis.title, diagnosis.sentences, op, diagnosis.anchor)
@@ -261,28 +287,51 @@ def _run_entry(run: RecordedRun, results: Path) -> dict[str, Any]:
 
 
 def runner_factory(results: Path, executor_choice: str, data_dir: Path | None, python: str | None,
-                   cancel: threading.Event) -> Any:  # fmt: skip
-    """A ``runner_for`` that uses the executor the results' matrix chooses."""
+                   cancel: threading.Event, *, code: Path | None = None,
+                   say: Any = None) -> Any:  # fmt: skip
+    """A ``runner_for`` that uses the executor the results' matrix chooses, replaying the user's
+    code from the folder's snapshot (or ``code``, ``--code``: harness/diagnose/identity.py) and
+    refusing a replay whose code, torch, Python or image is not what made the runs."""
+    from harness.contract import RunSpec
+    from harness.diagnose.identity import check_identity, replay_code
     from harness.layout import MATRIX_FILE, read_manifest
     from harness.matrix import load_matrix
     from harness.runner import make_executor
 
-    def runner_for(specs: list[dict[str, Any]]) -> ReplayRunner:
+    results = Path(results).resolve()  # the replays start in their own folders
+
+    def runner_for(runs: tuple[RecordedRun, RecordedRun]) -> ReplayRunner:
         matrix_file = results / MATRIX_FILE
         if not matrix_file.is_file():
             raise HarnessError(
                 f"{results} has no {MATRIX_FILE}: the diagnosis cannot tell how its runs ran",
                 "diagnose a folder `harness run` or `harness merge` wrote",
             )
-        # matrix.yaml here is a copy: its workload.path is the folder the manifest recorded
         manifest = read_manifest(results)
         recorded = manifest.workload_path if manifest is not None else None
-        loaded = load_matrix(matrix_file, code_dir=Path(recorded) if recorded else None)
+        # before any executor exists: nothing is mounted or imported that the user did not name
+        # or that is not the runs' own snapshot
+        replay = replay_code(results, runs, code, recorded)
+        loaded = load_matrix(
+            matrix_file,
+            code_dir=replay.folder if replay is not None else None,
+            check_code_dir=replay is not None,
+        )
         executor = make_executor(loaded, executor_choice, data_dir=data_dir, python=python)
         executor.bind_results(results.resolve())
-        from harness.contract import RunSpec
-
-        executor.prepare([RunSpec.from_dict(s) for s in specs])
-        return ReplayRunner(executor, loaded.model.run.timeout_s, cancel)
+        executor.use_code(replay.folder if replay else None, replay.digest if replay else None)
+        # what a `harness diagnose` or `harness run` killed with SIGKILL left running here
+        # (under the folder's lock, as `harness run` sweeps)
+        for notice in executor.sweep():
+            sys.stderr.write(f"harness: {notice}\n")
+        specs = [RunSpec.from_dict(r.spec) for r in runs]
+        identities = executor.prepare(specs)
+        checked = check_identity(runs, [executor.identity_for(s, identities) for s in specs])
+        if say is not None:
+            if replay is not None:
+                say(replay.says())
+            if checked:
+                say(f"checked against both records: {', '.join(checked)}")
+        return ReplayRunner(executor, loaded.model.run.timeout_s, cancel, results)
 
     return runner_for

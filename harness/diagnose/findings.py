@@ -63,7 +63,8 @@ class OpFinding:
     tensors: list[str]
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
-    inputs_equal: bool
+    #: None: no hashed input differs, but one could not be hashed (sparse, quantized)
+    inputs_equal: bool | None
     differing_inputs: list[int]
     differing_outputs: list[int]
     max_abs_delta: float | None = None
@@ -157,7 +158,9 @@ def first_operation(a: Replay, b: Replay, step: int) -> OpFinding | None | str:
         same_op = x["op"] == y["op"] and x.get("module") == y.get("module")
         outs = _differing(_hashes(x["outputs"]), _hashes(y["outputs"]))
         if not same_op or outs:
-            ins = _differing(_hashes(x.get("inputs", [])), _hashes(y.get("inputs", [])))
+            hashed = _hashes(x.get("inputs", [])), _hashes(y.get("inputs", []))
+            ins = _differing(*hashed)
+            unhashed = None in hashed[0] or None in hashed[1]
             found = OpFinding(
                 step=step,
                 index=int(x["index"]),
@@ -171,7 +174,7 @@ def first_operation(a: Replay, b: Replay, step: int) -> OpFinding | None | str:
                 tensors=list(x.get("tensors", [])),
                 inputs=x.get("inputs", []),
                 outputs=x["outputs"],
-                inputs_equal=not ins,
+                inputs_equal=None if unhashed and not ins else not ins,
                 differing_inputs=ins,
                 differing_outputs=outs,
                 other_op=None if same_op else y["op"],
@@ -199,12 +202,29 @@ def _output_delta(a: Replay, b: Replay, op: OpFinding) -> tuple[float | None, in
     return biggest, most
 
 
+def state_rows(a: Replay, b: Replay) -> tuple[list[str], list[list[Any]], list[list[Any]]]:
+    """Both replays' training-state hashes per step over the names either has, in one order:
+    None where a tensor did not exist after that step (an optimizer's state appears at the
+    first update of its parameter, so a layer unfrozen later adds names)."""
+    names_a, names_b = a.data.get("state_names", []), b.data.get("state_names", [])
+    names = list(names_a) + [n for n in names_b if n not in names_a]
+
+    def aligned(own: list[str], rows: list[list[Any]]) -> list[list[Any]]:
+        return [[dict(zip(own, row, strict=False)).get(n) for n in names] for row in rows]
+
+    return (
+        names,
+        aligned(names_a, a.data.get("states", [])),
+        aligned(names_b, b.data.get("states", [])),
+    )
+
+
 def divergent_step(a: Replay, b: Replay) -> tuple[int | None, int | None, int | None]:
     """(state step, loss step, the earlier of the two) of two replays: the first step after
-    which the training state differs, the first whose loss differs."""
-    state = first_difference(a.data.get("states", []), b.data.get("states", []))
-    if a.data.get("state_names") != b.data.get("state_names"):
-        state = 0 if state is None else state
+    which the training state differs (a tensor that exists in one replay only differs), the
+    first whose loss differs."""
+    _, states_a, states_b = state_rows(a, b)
+    state = first_difference(states_a, states_b)
     loss = loss_step(a.losses, b.losses)
     steps = [s for s in (state, loss) if s is not None]
     return state, loss, min(steps) if steps else None
@@ -243,9 +263,9 @@ def compare(a: Replay, b: Replay) -> Finding:
     state, loss, step = divergent_step(a, b)
     finding.state_step, finding.loss_step = state, loss
     if state is not None:
-        rows = a.data["states"][state], b.data["states"][state]
-        state_names = a.data.get("state_names", [])
-        finding.state_differs = [n for n, x, y in zip(state_names, *rows, strict=False) if x != y]
+        state_names, states_a, states_b = state_rows(a, b)
+        rows = states_a[state], states_b[state]
+        finding.state_differs = [n for n, x, y in zip(state_names, *rows, strict=True) if x != y]
     if finding.parameters_differ:
         finding.kind = "initial_weights"
     elif batch is not None and (step is None or batch <= step):

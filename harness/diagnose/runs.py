@@ -7,8 +7,8 @@ when the cell has one), under the folder's lock, into ``diagnoses/<name>/a`` and
 
 from __future__ import annotations
 
+import io
 import json
-import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +17,18 @@ from typing import Any
 import numpy as np
 
 from harness.contract import RECORD_FILE, SPEC_FILE, RunSpec, write_json_atomic
-from harness.contract.files import REPLAY_FILE, REPLAY_OUTPUTS_FILE
+from harness.contract.files import REPLAY_FILE, REPLAY_OUTPUTS_FILE, open_regular, read_regular
 from harness.contract.machine import Machine
 from harness.contract.spec import SpecError
+from harness.diagnose.files import replay_data
 from harness.diagnose.findings import Replay, loss_step
 from harness.errors import HarnessError
 from harness.executors.base import Executor, RunOutcome, Slot
+from harness.exit_codes import EXIT_INTERRUPTED
 from harness.layout import MANIFEST_FILE, ManifestCell, run_dir
 from harness.record import RecordError, load_record, load_weight_hashes, verified_losses
 from harness.report.trajectories import first_weight_divergence
+from harness.safe_paths import real_dir, remove_tree
 from harness.schedule import SlotPool, detect_host, need_of
 from harness.store import ResultsDir, log_tail
 
@@ -47,6 +50,9 @@ class RecordedRun:
     weights_kind: tuple[str, tuple[str, ...]] | None = None
     #: the record's ``provenance.machine`` (None: not recorded)
     machine: Machine | None = None
+    #: the record's ``provenance``: what made the run (code digests, torch, image), which a
+    #: replay must match (harness/diagnose/identity.py)
+    provenance: Any = None
 
     @property
     def label(self) -> str:
@@ -96,6 +102,7 @@ def load_run(results: Path, cell: ManifestCell, repeat: int) -> RecordedRun:
         weights,
         (record.weights.hash, tuple(record.weights.parameters)) if record.weights else None,
         record.provenance.machine,
+        record.provenance,
     )
 
 
@@ -181,6 +188,8 @@ class ReplayRunner:
     executor: Executor
     timeout_s: float
     cancel: threading.Event
+    #: the results folder the replays write in: nothing below it is followed (safe_paths)
+    root: Path
 
     def replay_pair(
         self,
@@ -195,9 +204,9 @@ class ReplayRunner:
         except SpecError as exc:  # --rank past the run's ranks
             raise HarnessError(f"cannot replay these runs: {exc}", "check --rank") from exc
         for dest, spec in zip(dests, specs, strict=True):
-            if dest.exists():
-                shutil.rmtree(dest)
-            dest.mkdir(parents=True)
+            # never through a link: `diagnoses`, its folder or a replay's may be one
+            remove_tree(self.root, dest, what="a replay's folder")
+            real_dir(self.root, dest, what="a replay's folder")
             write_json_atomic(dest / SPEC_FILE, spec.to_dict())
         host = detect_host()  # once: it may ask nvidia-smi
         for run, spec in zip(runs, specs, strict=True):
@@ -216,6 +225,7 @@ class ReplayRunner:
             except BaseException as exc:  # noqa: BLE001 - raised below, in this thread
                 outcomes[i] = exc
 
+        self.check_cancel(runs)
         pool = SlotPool(host)
         slots = [pool.acquire(need_of(spec)) for spec in specs]
         if all(slots):
@@ -228,7 +238,9 @@ class ReplayRunner:
             for i, spec in enumerate(specs):
                 slot = SlotPool(host).acquire(need_of(spec))
                 assert slot is not None
+                self.check_cancel(runs)
                 work(i, slot)
+        self.check_cancel(runs)  # a stopped replay is no finding
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -236,13 +248,30 @@ class ReplayRunner:
         second = read_replay(runs[1].label, dests[1], outcomes[1])  # type: ignore[arg-type]
         return first, second
 
+    def check_cancel(self, runs: tuple[RecordedRun, RecordedRun]) -> None:
+        """ReplaysStopped once Ctrl-C or SIGTERM has set ``cancel`` (the executor has stopped
+        the replays in flight; its ``cleanup`` removes their containers)."""
+        if self.cancel.is_set():
+            raise ReplaysStopped(
+                f"interrupted: the replays of {runs[0].label} and {runs[1].label} were stopped; "
+                "no diagnosis was written",
+                "run the same `harness diagnose` again when you want it (the runs themselves "
+                "are as they were)",
+            )
+
+
+class ReplaysStopped(HarnessError):
+    """Ctrl-C or SIGTERM stopped ``harness diagnose``: exit 130, as ``harness run``."""
+
+    exit_code = EXIT_INTERRUPTED
+
 
 def read_replay(label: str, dest: Path, outcome: RunOutcome | None = None) -> Replay:
     """A replay's files; a clear error, with the run's log, when it did not finish."""
     try:
         record = load_record(dest)
         losses = verified_losses(dest, record)
-        data = json.loads((dest / REPLAY_FILE).read_text(encoding="utf-8"))
+        data = json.loads(read_regular(dest / REPLAY_FILE).decode("utf-8"))  # never a FIFO
     except (OSError, ValueError, RecordError) as exc:
         why = outcome.message if outcome is not None and outcome.message else str(exc)
         tail = log_tail(dest)
@@ -255,7 +284,17 @@ def read_replay(label: str, dest: Path, outcome: RunOutcome | None = None) -> Re
         raise HarnessError(
             f"the replay of {label} failed: {message}", f"its log is {dest / 'run.log'}"
         )
+    data = replay_data(label, data, dest / REPLAY_FILE)
     outputs = None
-    if (dest / REPLAY_OUTPUTS_FILE).is_file():
-        outputs = np.load(dest / REPLAY_OUTPUTS_FILE, allow_pickle=False)
+    try:  # a regular file only: never a FIFO (it would hang) or a link
+        with open_regular(dest / REPLAY_OUTPUTS_FILE) as handle:
+            outputs = np.load(io.BytesIO(handle.read()), allow_pickle=False)
+    except FileNotFoundError:
+        pass  # no operation was logged
+    except (OSError, ValueError) as exc:
+        raise HarnessError(
+            f"the replay of {label} left {dest / REPLAY_OUTPUTS_FILE} unreadable: "
+            f"{getattr(exc, 'strerror', None) or exc}",
+            "run the diagnosis again",
+        ) from exc
     return Replay(label, data, losses, record.digests.split, outputs, record.provenance.machine)

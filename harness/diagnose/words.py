@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from harness.contract.machine import Machine, differences, fingerprint
 from harness.diagnose.findings import Finding, OpFinding
+from harness.report.text import defuse_commands, neutralise_links
+from harness.text import strip_controls
 
 PHASES = {
     "forward": "in the forward pass",
@@ -49,7 +53,57 @@ def _delta(op: OpFinding) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def _weights_cause(placements: set[str]) -> str:
+#: Settings that make a different model: runs that differ in one need not share a weight.
+MODEL_SETTINGS = ("model", "hidden_size")
+
+
+def _json(value: Any) -> str:
+    """A value as a matrix file shows it, its type kept (``1``, ``true`` and ``1.0`` differ)."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def setting_differences(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The settings two runs differ in, as ``(name, value in a, value in b)``, each key of
+    ``params`` as ``params.<key>``; a setting one side lacks counts as null there."""
+
+    def flat(settings: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in settings.items() if k != "params"}
+        params = settings.get("params")
+        if isinstance(params, dict):
+            out.update({f"params.{k}": v for k, v in params.items()})
+        return out
+
+    x, y = flat(a), flat(b)
+    keys = [*x, *(k for k in y if k not in x)]
+    return [(k, x.get(k), y.get(k)) for k in keys if _json(x.get(k)) != _json(y.get(k))]
+
+
+def _named(differ: list[tuple[str, Any, Any]]) -> str:
+    """``hidden_size` (`32` and `64`)``: the first three settings two runs differ in."""
+    parts = [f"{_code(k)} ({_code(_json(x))} and {_code(_json(y))})" for k, x, y in differ[:3]]
+    more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+    return ", ".join(parts) + more
+
+
+def _weights_cause(placements: set[str], differ: list[tuple[str, Any, Any]] | None = None) -> str:
+    """Why the initial weights differ: first what the two runs were set to differently (two
+    cells of other model sizes), then where the seed was set, then the seed itself."""
+    differ = differ or []
+    model = [d for d in differ if d[0] in MODEL_SETTINGS]
+    if model:
+        return (
+            f"the two runs build different models ({_named(model)}), so their initial "
+            "weights cannot be the same"
+        )
+    seed = [d for d in differ if d[0] == "seed"]
+    if seed and not placements & {"none", "before_trainer"}:
+        return f"the two runs use different seeds ({_named(seed)})"
+    if differ and not placements & {"none", "before_trainer"}:
+        return (
+            f"the two runs differ in {_named(differ)}; where that does not change the model "
+            "as created, the seed was not set before the model was created, or the random "
+            "number generator was consumed differently before it"
+        )
     if placements == {"none"}:
         return "the seed is never set (placement `none`), so each run draws its own initial weights"
     if placements == {"before_trainer"}:
@@ -123,15 +177,17 @@ def sentences(
     recorded_loss_step: int | None,
     placements: set[str],
     recorded_weights_step: int | None = None,
+    differ: list[tuple[str, Any, Any]] | None = None,
 ) -> list[str]:
-    """The diagnosis, earliest cause first, then what the recorded weights and losses showed."""
+    """The diagnosis, earliest cause first, then what the recorded weights and losses showed;
+    ``differ``: the settings the two runs differ in (``setting_differences``)."""
     out: list[str] = []
     if f.kind == "initial_weights":
         first = f.parameters_differ[0] if f.parameters_differ else "?"
         out.append(
             f"The initial weights already differ: {_code(first)} is the first parameter whose "
             f"bits differ ({len(f.parameters_differ)} of {f.parameters} parameters differ): "
-            f"{_weights_cause(placements)}."
+            f"{_weights_cause(placements, differ)}."
         )
         out.append(_data(f))
     elif f.kind == "data":
@@ -141,13 +197,7 @@ def sentences(
     elif f.kind in ("operation", "different_operations") and f.op is not None:
         out.extend(_operation(f, f.op))
     elif f.kind == "state":
-        names = ", ".join(_code(n) for n in f.state_differs[:3])
-        out.append(
-            f"The training state first differs after step {f.state_step} ({names}), but no "
-            "logged operation's output differed at that step: the difference came from outside "
-            "what was logged (a collective the dispatcher does not see, or inside a module when "
-            "only module outputs were logged)."
-        )
+        out.append(_state(f))
     elif f.kind == "different_operations":
         out.append(
             f"The two runs ran different numbers of operations at step {f.state_step}, with "
@@ -175,6 +225,8 @@ def sentences(
     if f.kind == "initial_weights":
         return out
     start = f.op.step if f.op is not None else f.state_step
+    if start is None:  # the state never differed: the replays' loss did
+        start = f.loss_step
     if recorded_weights_step is not None and recorded_weights_step != start:
         out.append(
             f"The recorded weights (hashed after every step) first differ after step "
@@ -190,6 +242,27 @@ def sentences(
         else:
             out.append(f"The losses first differ at step {recorded_loss_step}.")
     return out
+
+
+def _state(f: Finding) -> str:
+    """A difference no logged operation's output shows: in the training state after a step,
+    or, where the state never differed in the replayed steps, in the loss alone."""
+    outside = (
+        "the difference came from outside what was logged (a collective the dispatcher does "
+        "not see, or inside a module when only module outputs were logged)."
+    )
+    if f.state_step is None:
+        steps = f"{f.steps_replayed} replayed step{'s' if f.steps_replayed != 1 else ''}"
+        return (
+            f"The losses first differ at step {f.loss_step}, while the training state "
+            f"(parameters and optimizer state) never differed in the {steps}, and no logged "
+            f"operation's output differed at that step: {outside}"
+        )
+    names = ", ".join(_code(n) for n in f.state_differs[:3])
+    return (
+        f"The training state first differs after step {f.state_step} ({names}), but no logged "
+        f"operation's output differed at that step: {outside}"
+    )
 
 
 def _operation(f: Finding, op: OpFinding) -> list[str]:
@@ -226,6 +299,12 @@ def _operation(f: Finding, op: OpFinding) -> list[str]:
             "Its inputs were equal in both runs, so this operation itself produced the "
             f"difference{_delta(op)}."
         )
+    elif not op.differing_inputs:
+        second = (
+            "Its inputs that were hashed were equal in both runs, but some could not be hashed "
+            "(a sparse or quantized tensor): the difference arose here or came in with those"
+            f"{_delta(op)}."
+        )
     else:
         second = (
             f"Its {_ordinal(op.differing_inputs)} input already differed, so the difference "
@@ -239,34 +318,60 @@ def _operation(f: Finding, op: OpFinding) -> list[str]:
     return out
 
 
-def markdown(
-    title: str, lines: list[str], op: dict[str, Any] | None, anchor: str, safe: Any = str
-) -> str:
+#: What Markdown acts on, outside a code span: each is escaped with a backslash (the pipe too,
+#: so that text in a table cell cannot end it).
+_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+#: A code span the sentences hold (``_code``): kept as code, its content made inert.
+_SPAN = re.compile(r"(`[^`]*`)")
+
+
+def _plain(text: object) -> str:
+    """Text from a diagnosis (anything may have written diagnosis.json) inert in Markdown: one
+    line, no controls, no HTML, no emphasis, links or table pipes, no workflow command."""
+    s = re.sub(r"\s+", " ", strip_controls(str(text)))
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return defuse_commands(neutralise_links(_SPECIAL.sub(r"\\\1", s)))
+
+
+def _span(content: object, in_table: bool = False) -> str:
+    """A code span of ``content``: literal in Markdown, but a line break or a backtick would end
+    it and, in a table, a pipe would end the cell (GFM reads ``\\|`` there as ``|``)."""
+    s = re.sub(r"\s+", " ", strip_controls(str(content))).replace("`", "'").strip() or "-"
+    return "`" + (s.replace("|", "\\|") if in_table else s) + "`"
+
+
+def inline(text: object) -> str:
+    """A sentence of a diagnosis as Markdown: its code spans kept as code, the rest inert."""
+    parts = _SPAN.split(strip_controls(str(text)))
+    return "".join(_span(part[1:-1]) if k % 2 else _plain(part) for k, part in enumerate(parts))
+
+
+def markdown(title: str, lines: list[str], op: dict[str, Any] | None, anchor: str) -> str:
     """The diagnosis as a Markdown section (diagnosis.md, and the report's); ``op`` is the
-    first differing operation as diagnosis.json holds it; ``safe`` makes text from a results
-    folder inert (the report's html_text)."""
-    body = [f'<a id="{anchor}"></a>', f"### {safe(title)}", ""]
-    body += [f"- {safe(line)}" for line in lines]
+    first differing operation as diagnosis.json holds it. Every string in it may come from a
+    tampered results folder: each is made inert (``inline``, ``_plain``, ``_span``)."""
+    body = [f'<a id="{_plain(anchor)}"></a>', f"### {_plain(title)}", ""]
+    body += [f"- {inline(line)}" for line in lines]
     if op is not None:
         delta = op.get("max_abs_delta")
         ulps = op.get("max_ulps")
         equal = {True: "yes", False: "no"}.get(op.get("inputs_equal"), "not logged")
         cells = [
-            str(op.get("step")),
-            str(op.get("phase")),
-            _code(str(op.get("op"))),
-            _code(str(op.get("module") or "-")),
-            _shapes(op.get("inputs") or []),
-            _shapes(op.get("outputs") or []),
+            _plain(op.get("step")),
+            _plain(op.get("phase")),
+            _span(op.get("op"), in_table=True),
+            _span(op.get("module") or "-", in_table=True),
+            _plain(_shapes(op.get("inputs") or [])),
+            _plain(_shapes(op.get("outputs") or [])),
             equal,
-            "" if delta is None else f"{delta:.3g}",
-            "" if ulps is None else str(ulps),
+            "" if delta is None else _plain(f"{delta:.3g}"),
+            "" if ulps is None else _plain(ulps),
         ]
         body += [
             "",
             "| step | phase | operation | module | inputs | output | inputs equal | max abs Δ "
             "| ULPs |",
             "|---:|---|---|---|---|---|---|---:|---:|",
-            "| " + " | ".join(safe(c) for c in cells) + " |",
+            "| " + " | ".join(cells) + " |",
         ]
     return "\n".join(body) + "\n"

@@ -72,8 +72,9 @@ class ExecutorOptions:
     the runs write into (``run_matrix`` sets it through ``Executor.bind_results``): containers
     carry it as a label, so that the next harness on that folder sweeps the ones left behind.
     ``code_dir`` is the user's code folder (the matrix's ``workload.path``, absolute; None:
-    none) and ``code_digest`` its digest (``harness.contract.code.user_code_digest``), given to
-    the runs of a build function (``Executor.user_code``); ``requirements`` the matrix's
+    none) until ``run_matrix`` replaces it with its snapshot in the results folder (``use_code``),
+    and ``code_digest`` the snapshot's digest (``harness.contract.code.user_code_digest``), given
+    to the runs of a build function (``Executor.user_code``); ``requirements`` the matrix's
     ``workload.requirements``.
     """
 
@@ -179,6 +180,13 @@ class Executor(ABC):
         """Learn the (resolved) results folder the runs write into, before ``sweep`` and
         ``prepare``: ``run_matrix`` calls it once it has resolved ``--out``."""
         self.options = dataclasses.replace(self.options, out=Path(out))
+
+    def use_code(self, folder: Path | None, digest: str | None) -> None:
+        """Run the build function's runs from ``folder`` (the snapshot of the user's code that
+        ``run_matrix`` made in the results folder, or the one ``harness diagnose`` checked),
+        recording ``digest``; called before ``prepare``."""
+        code_dir = Path(folder) if folder is not None else None
+        self.options = dataclasses.replace(self.options, code_dir=code_dir, code_digest=digest)
 
     def sweep(self) -> list[str]:
         """Stop and remove what a harness that is gone left running for this results folder;

@@ -15,10 +15,10 @@ one container per run. The pieces it uses each have a module of their own:
 Every container carries the labels of the harness invocation that owns it (``Owner``: a fresh
 id per executor, its pid and host, the results folder), so that ``cleanup`` (also called on
 Ctrl-C, SIGTERM and crashes) removes every container this invocation started and no other
-harness's, and ``sweep`` (at the start of the next run into the same results folder, under its
-lock) removes what a harness killed with SIGKILL left running there. A container is always
-removed once its outcome is collected. The image ``local`` (the host's own environment) is run
-as a local process, so one matrix can list it beside container images.
+harness's, and ``sweep`` (at the start of the next ``harness run`` or ``harness diagnose`` into
+the same results folder, under its lock) removes what a harness killed with SIGKILL left there.
+A container is always removed once its outcome is collected. The image ``local`` (the host's
+own environment) is run as a local process, so one matrix can list it beside container images.
 """
 
 from __future__ import annotations
@@ -113,6 +113,12 @@ class DockerExecutor(Executor):
             hint="pass --data-dir or set HARNESS_MNIST_DIR (containers have no network)",
         )
 
+    def _given_data(self) -> Path | None:
+        """The MNIST folder for a run of the user's own training: the one given, where it is a
+        folder (mounted at /data as for the built-in); None: nothing mounted, nothing asked."""
+        given = self.options.data_dir
+        return Path(given) if given is not None and Path(given).is_dir() else None
+
     def prepare(self, specs: Sequence[RunSpec]) -> dict[str, RunIdentity]:
         """Reach the engine, build or reuse one image per base, probe each GPU image.
 
@@ -126,13 +132,16 @@ class DockerExecutor(Executor):
         container_specs = [s for s in specs if s.image != "local"]
         if not container_specs:
             return prepared
-        data_dir = self.data_dir()
-        if not data_dir.is_dir():
+        # MNIST is the built-in model's: a matrix of the user's own training only needs none
+        needed = any(s.entry is None for s in container_specs)
+        data_dir = self.data_dir() if needed else self._given_data()
+        if data_dir is not None and not data_dir.is_dir():
             raise ExecutorError(
                 f"MNIST folder {data_dir} does not exist",
                 hint="pass --data-dir or set HARNESS_MNIST_DIR to the folder of IDX files",
             )
-        check_readable_by_others(data_dir)
+        if data_dir is not None:
+            check_readable_by_others(data_dir)
         code = next((c for c in map(self.user_code, container_specs) if c is not None), None)
         if code is not None:
             check_code_readable_by_others(code[0])
@@ -181,7 +190,7 @@ class DockerExecutor(Executor):
             slot,
             run_dir,
             image=self.workload_image(spec.image),
-            data_dir=self.data_dir(),
+            data_dir=self.data_dir() if spec.entry is None else self._given_data(),
             run_label=self.options.run_label,
             owner=self.owner,
             memory_limit=self.options.memory_limit,

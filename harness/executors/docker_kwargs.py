@@ -113,7 +113,7 @@ def container_kwargs(
     run_dir: Path,
     *,
     image: WorkloadImage,
-    data_dir: Path,
+    data_dir: Path | None,
     run_label: str,
     owner: Owner | None = None,
     memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
@@ -127,7 +127,8 @@ def container_kwargs(
     (default: this process's), root's becoming ``UNPRIVILEGED_UID``/``GID``. ``user_code``:
     (folder, digest) of the user's code for a run of a build function: the folder is mounted
     read-only at ``USER_CODE_MOUNT`` and passed as ``--code-dir``, the digest as
-    ``USER_CODE_ENV``; nothing else of the container changes."""
+    ``USER_CODE_ENV``; nothing else of the container changes. ``data_dir`` None (a user's own
+    training, no MNIST given): no ``/data`` mount and no ``--data-dir``."""
     from docker.types import DeviceRequest, Mount
 
     user = container_user(os.getuid() if uid is None else uid, os.getgid() if gid is None else gid)
@@ -138,8 +139,8 @@ def container_kwargs(
             f"{OUT_MOUNT}/{SPEC_FILE}",
             "--out",
             OUT_MOUNT,
-            "--data-dir",
-            DATA_MOUNT,
+            # no MNIST for a user's own training where none is given: nothing mounted
+            *(["--data-dir", DATA_MOUNT] if data_dir is not None else []),
         ],
         "detach": True,
         "init": True,  # tini is PID 1, so Lightning can SIGKILL rank 0 when a rank fails
@@ -151,7 +152,11 @@ def container_kwargs(
             **(owner or Owner()).labels(),
         },
         "mounts": [
-            Mount(DATA_MOUNT, str(Path(data_dir).resolve()), type="bind", read_only=True),
+            *(
+                [Mount(DATA_MOUNT, str(Path(data_dir).resolve()), type="bind", read_only=True)]
+                if data_dir is not None
+                else []
+            ),
             Mount(OUT_MOUNT, str(Path(run_dir).resolve()), type="bind", read_only=False),
         ],
         "network_mode": "none",

@@ -147,7 +147,7 @@ def expand(model: Any) -> list[dict[str, Any]]:
     for entry in (i.model_dump(exclude_unset=True) for i in model.include):
         matched = False
         for combo in combos[:originals]:
-            if all(combo[k] == v for k, v in entry.items() if k in axes):
+            if all(same(combo[k], v) for k, v in entry.items() if k in axes):
                 combo.update({k: v for k, v in entry.items() if k not in axes})
                 matched = True
         if not matched:
@@ -155,8 +155,14 @@ def expand(model: Any) -> list[dict[str, Any]]:
     return combos
 
 
+def same(a: Any, b: Any) -> bool:
+    """Equal values of a setting, types kept: Python's ``1 == True == 1.0`` would make
+    ``params: {x: 1}`` match ``{x: true}``; their canonical JSON does not."""
+    return canonical_json(a) == canonical_json(b)
+
+
 def _matches(combo: dict[str, Any], pattern: dict[str, Any]) -> bool:
-    return all(k in combo and combo[k] == v for k, v in pattern.items())
+    return all(k in combo and same(combo[k], v) for k, v in pattern.items())
 
 
 def full_settings(model: Any, combo: dict[str, Any]) -> dict[str, Any]:

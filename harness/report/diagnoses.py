@@ -12,9 +12,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from harness.contract.files import open_regular
+from harness.diagnose.files import diagnosis_data, why_invalid
 from harness.layout import DIAGNOSES_DIR, DIAGNOSIS_FILE
 from harness.report.model import DiagnosisEntry
+from harness.report.text import clean
 
 log = logging.getLogger(__name__)
 
@@ -30,24 +34,24 @@ def _read(path: Path) -> Any:
 
 def _entry(folder: Path, root: Path) -> DiagnosisEntry | None:
     try:
-        data = _read(folder / DIAGNOSIS_FILE)
-        runs = data["runs"]
-        cells = [str(r["cell_id"]) for r in runs]
-        sentences = [str(s) for s in data["sentences"]]
-        finding = data["finding"]
-        op = finding.get("op")
+        data = diagnosis_data(_read(folder / DIAGNOSIS_FILE))
+    except ValidationError as exc:  # before ValueError: it is one
+        why: object = f"not a diagnosis ({why_invalid(exc)})"
+    except (OSError, ValueError) as exc:
+        why = exc
+    else:
+        op = data.finding.op
         return DiagnosisEntry(
             name=folder.name,
-            title=str(data["title"]),
-            cells=cells,
-            kind=str(finding["kind"]),
-            sentences=sentences,
-            op=op if isinstance(op, dict) else None,
+            title=data.title,
+            cells=[r.cell_id for r in data.runs],
+            kind=data.finding.kind,
+            sentences=data.sentences,
+            op=op.model_dump() if op is not None else None,
             path=str((folder / DIAGNOSIS_FILE).relative_to(root)),
         )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("left out of the report: %s: %s", folder / DIAGNOSIS_FILE, exc)
-        return None
+    log.warning("left out of the report: %s: %s", clean(folder / DIAGNOSIS_FILE), clean(why))
+    return None
 
 
 def load_diagnoses(root: Path) -> list[DiagnosisEntry]:

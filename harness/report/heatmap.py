@@ -17,6 +17,7 @@ image without a picture and a warning, never a traceback.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import math
 from collections import Counter
@@ -25,10 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from harness import layout
+from harness.contract.files import write_bytes_atomic
+from harness.errors import StoreError
 from harness.report.grid import MEANING, TERMINAL_MARK, Grid, counted, grids, short, value_text
 from harness.report.model import DIVERGES, REPRODUCES, UNKNOWN, Report
 from harness.report.plots import file_stem
 from harness.report.text import clean
+from harness.safe_paths import real_dir
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +99,9 @@ def write_grid_plots(report: Report, out: Path | None = None) -> list[Path]:
     for grid in all_grids:
         name = names[grid.image]
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
+            real_dir(out_dir.parent, out_dir, what="the report's plots")  # never a link
             draw_grid(grid, out_dir / name)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, StoreError) as exc:  # StoreError: plots/ is a link
             log.warning("no grid plot for %s: %s", clean(grid.image), clean(exc))
             continue
         report.grid_plots[grid.image] = f"{layout.PLOTS_DIR}/{name}"
@@ -349,7 +353,9 @@ def draw_grid(grid: Grid, path: Path) -> None:
                 )
             text(x + swatch + 6, y + swatch / 2, meaning, va="center")
             x += entry_widths[i]
-    fig.savefig(path, dpi=DPI, format="png")
+    png = io.BytesIO()
+    fig.savefig(png, dpi=DPI, format="png")
+    write_bytes_atomic(Path(path), png.getvalue())  # a link at the file's name is replaced
 
 
 def _legend(grid: Grid) -> list[tuple[str, str, str]]:

@@ -287,9 +287,7 @@ def _diagnoses(report: Report) -> list[str]:
         return []
     out = ["## Diagnoses", ""]
     for entry in report.diagnoses:
-        section = diagnosis_markdown(
-            entry.title, entry.sentences, entry.op, entry.anchor, html_text
-        )
+        section = diagnosis_markdown(entry.title, entry.sentences, entry.op, entry.anchor)
         out += [*section.splitlines(), "", f"Files: `{html_text(entry.path)}`.", ""]
     return out
 

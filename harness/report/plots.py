@@ -7,6 +7,7 @@ never a traceback.
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import warnings
@@ -15,9 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from harness import layout
+from harness.contract.files import write_bytes_atomic
+from harness.errors import StoreError
 from harness.record import RecordError, load_losses
 from harness.report.model import DIVERGES, OK, CellReport, Report
 from harness.report.text import clean
+from harness.safe_paths import real_dir
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,9 @@ class _Canvas:
         ax.set_ylabel("|Δloss|")
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7, loc="upper right")
-        self.fig.savefig(path)
+        png = io.BytesIO()
+        self.fig.savefig(png, format="png")
+        write_bytes_atomic(path, png.getvalue())  # a link at the file's name is replaced
 
 
 def file_stem(text: str, fallback: str) -> str:
@@ -100,7 +106,7 @@ def plot_cell(cell: CellReport, out_dir: Path, canvas: _Canvas | None = None) ->
         series.append((f"{label} vs {ok[0].repeat}", x, y))
     if not series:
         return None
-    out_dir.mkdir(parents=True, exist_ok=True)
+    real_dir(out_dir.parent, out_dir, what="the report's plots")  # plots/ is never a link
     name = plot_name(cell)
     (canvas or _Canvas()).draw(clean(cell.name), series, out_dir / name)
     return f"{layout.PLOTS_DIR}/{name}"
@@ -121,7 +127,7 @@ def write_plots(report: Report, max_plots: int = MAX_PLOTS, out: Path | None = N
         canvas = canvas or _Canvas()
         try:
             cell.plot = plot_cell(cell, layout.plots_dir(dest), canvas)
-        except (OSError, ValueError, RecordError) as exc:
+        except (OSError, ValueError, RecordError, StoreError) as exc:  # StoreError: a link
             log.warning("no plot for %s: %s", clean(cell.name), clean(exc))
             cell.plot = None
         if cell.plot:

@@ -19,6 +19,7 @@ from typing import Any
 
 from harness import layout
 from harness.contract import LOSSES_FILE, RECORD_FILE
+from harness.contract.files import read_regular
 from harness.contract.settings import NAMES
 from harness.errors import HarnessError
 from harness.merge_inputs import Mixed
@@ -85,7 +86,7 @@ def _mixed_code(merge: Any) -> list[str]:
 def _spec_of(run_json: Path) -> dict[str, Any]:
     """The spec in a run record, read leniently: a damaged record shows as a corrupt run."""
     try:
-        data = json.loads(run_json.read_text(encoding="utf-8"))
+        data = json.loads(read_regular(run_json).decode("utf-8"))  # a FIFO must not hang it
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
     spec = data.get("spec") if isinstance(data, dict) else None

@@ -47,9 +47,17 @@ def fmt_setting(key: str, value: Any) -> str:
     return f"{label(key)}={json.dumps(value) if not isinstance(value, str) else value}"
 
 
+#: What a reader already takes for a setting: the settings' names, their short labels (``t``,
+#: ``lr``) and the grid's name axis. A key of ``params`` so named keeps its ``params.`` prefix,
+#: or a grid would read ``placement · placement`` and a sentence name the wrong one.
+TAKEN_NAMES = frozenset(NAMES) | {s.label for s in BY_NAME.values() if s.label} | {"name"}
+
+
 def label(key: str) -> str:
-    """How the report names a setting to people: its name, ``<key>`` for ``params.<key>``."""
-    return key.removeprefix(PARAM_PREFIX)
+    """How the report names a setting to people: its name, ``<key>`` for ``params.<key>``
+    (``params.<key>`` where ``<key>`` is taken: ``TAKEN_NAMES``)."""
+    bare = key.removeprefix(PARAM_PREFIX)
+    return key if bare != key and bare in TAKEN_NAMES else bare
 
 
 def report_settings(settings: dict[str, Any]) -> dict[str, Any]:

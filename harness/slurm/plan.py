@@ -29,6 +29,7 @@ from harness.matrix import LoadedMatrix
 from harness.matrix.models import SBATCH_OPTION_PATTERN
 from harness.schedule import need_of
 from harness.shard import Shard
+from harness.text import strip_controls
 
 #: Seconds a task needs besides its runs: reading MNIST, starting Python, writing the report;
 #: with containers, building the workload image (a CUDA base is pulled once per node).
@@ -78,7 +79,18 @@ class SlurmRequest:
 
     def check(self) -> None:
         """Refuse what would make a batch script other than the one shown: a ``#!`` line that is
-        not one absolute path, an extra option the harness sets itself."""
+        not one absolute path, a control character (a line break, a terminal escape) anywhere,
+        an extra option the harness sets itself."""
+        for name, value in (
+            ("slurm.python", self.python),
+            *(("slurm.sbatch", o) for o in self.sbatch),
+        ):
+            if has_controls(value):
+                raise HarnessError(
+                    f"{name} {value!r} holds a control character: a batch script line must be "
+                    "printable, and the dry run would show it to your terminal",
+                    f"remove it from {name} (or the command-line option that set it)",
+                )
         if not self.python.startswith("/") or re.search(r"\s", self.python):
             raise HarnessError(
                 f"slurm.python {self.python!r} cannot be a batch script's #! line: it must be an "
@@ -201,6 +213,17 @@ def _common_lines(request: SlurmRequest, job_name: str) -> list[str]:
     return lines
 
 
+def has_controls(text: str) -> bool:
+    """Whether ``text`` holds a control character: a line break (which would start a line of
+    Python in a batch script), a terminal escape, a bidirectional control."""
+    return strip_controls(text) != text
+
+
+def literal(text: str) -> str:
+    """``text`` as a JSON (and Python) string literal: ASCII, every control escaped."""
+    return json.dumps(text, ensure_ascii=True)
+
+
 def _script(request: SlurmRequest, options: list[str], what: str, kind: str, root: Path) -> str:
     head = [f"#!{request.python}"]
     head += [f"#SBATCH {o}" for o in options + list(request.sbatch)]
@@ -211,8 +234,14 @@ def _script(request: SlurmRequest, options: list[str], what: str, kind: str, roo
         "",
         "from harness.slurm.task import main",
         "",
-        f"sys.exit(main({json.dumps(kind)}, {json.dumps(str(root))}))",
+        f"sys.exit(main({literal(kind)}, {literal(str(root))}))",
     ]
+    for line in head + body:  # each line is one line, whatever a check above let through
+        if has_controls(line):
+            raise HarnessError(
+                f"a batch script line would hold a control character: {literal(line)}",
+                "remove it from the slurm options, the matrix name or --out",
+            )
     return "\n".join(head + body) + "\n"
 
 
@@ -243,7 +272,9 @@ def merge_script(request: SlurmRequest, matrix_name: str, root: Path) -> str:
         "--cpus-per-task=1",
         f"--time={MERGE_TIME}",
     ]
-    what = f"merge the shards of matrix {matrix_name} into {root} and write its report"
+    what = (
+        f"merge the shards of matrix {matrix_name} into {literal(str(root))} and write its report"
+    )
     return _script(request, options, what, "merge", root)
 
 

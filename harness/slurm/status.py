@@ -99,6 +99,24 @@ def read_status(root: Path) -> Status:
     return status
 
 
+def unsubmitted(progress: submission.ShardProgress, ever_submitted: bool) -> str:
+    """Why a shard has no job, from what is known: its runs were all done when it was left
+    out, or no ``sbatch`` of the folder ever went through (the record is written before the
+    first one: a refused or failed ``sbatch`` leaves it without jobs), or its runs were done at
+    the last submission and some are missing now."""
+    if progress.complete:
+        return "not submitted (every run was done)"
+    if not ever_submitted:
+        return (
+            "not submitted: no submission into this folder went through (sbatch refused or "
+            "failed, or one is under way); submit again: harness submit slurm"
+        )
+    return (
+        "not submitted (its runs were done at the last submission; some are missing now): "
+        "submit again: harness submit slurm"
+    )
+
+
 def _log(root: Path, index: int, job: str | None) -> Path | None:
     if job is None:
         return None

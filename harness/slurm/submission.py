@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ from pydantic import TypeAdapter, ValidationError
 
 from harness import layout
 from harness.contract import write_json_atomic
+from harness.contract.files import read_regular
 from harness.errors import StoreError
 from harness.matrix import LoadedMatrix
 from harness.record import RecordError, load_record
+from harness.safe_paths import real_dir
 from harness.shard import ShardSpec, cells_of_shard
 from harness.store import ResultsDir
 
@@ -74,10 +77,10 @@ _ADAPTER = TypeAdapter(Submission)
 def read(root: Path) -> Submission | None:
     """The folder's submission record; None when it has none. A damaged one is a StoreError."""
     path = layout.submission_path(root)
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+    try:  # a regular file only: a FIFO would hang the reader, a link lead it elsewhere
+        data = json.loads(read_regular(path).decode("utf-8"))
         submission = _ADAPTER.validate_python(data)
     except (OSError, ValueError, ValidationError) as exc:
         raise StoreError(
@@ -93,7 +96,7 @@ def read(root: Path) -> Submission | None:
 
 
 def write(root: Path, submission: Submission) -> None:
-    layout.slurm_logs_dir(root).mkdir(parents=True, exist_ok=True)
+    real_dir(root, layout.slurm_logs_dir(root), what="the Slurm jobs' logs")  # never a link
     write_json_atomic(layout.submission_path(root), asdict(submission))
 
 

@@ -5,19 +5,20 @@ the array task id; it resumes like any ``harness run``, and Slurm's SIGTERM (``s
 time limit) stops it as Ctrl-C would, finished runs kept. The merge task is ``harness merge``
 of the shards there are, with the report, into a staging folder that then replaces the merged
 results in ``<out>``: a merge that fails halfway leaves the previous merged results in place.
+Only what a merge writes is replaced (``MERGED_NAMES``), under ``<out>``'s results lock.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from harness import layout
-from harness.errors import HarnessError
+from harness.errors import HarnessError, StoreError
 from harness.executors import choose_executor
 from harness.exit_codes import EXIT_BAD_INPUT, EXIT_CONFLICT, EXIT_OK
 from harness.matrix import load_matrix
+from harness.safe_paths import real_dir, remove_tree
 from harness.shard import ShardSpec, cells_of_shard
 from harness.slurm import submission
 from harness.slurm.plan import shown
@@ -78,13 +79,17 @@ def run_shard(root: Path) -> int:
         )
     cells = cells_of_shard(matrix, ShardSpec(index, record.shards))
     executor = choose_executor(record.executor, {c.settings["image"] for c in cells} or {"local"})
+    real_dir(root, layout.shard_results_dir(root, index), what="the shard's results")  # no link
     argv = shard_argv(root, record, index, executor)
     print(f"harness submit slurm: shard {index}/{record.shards}: harness {shown(argv)}", flush=True)
     return harness_main(argv)
 
 
 def run_merge(root: Path) -> int:
-    from harness.cli.main import main as harness_main
+    """Merge the shards into a staging folder, then put its results in place of the previous
+    merged ones, all under the folder's results lock (the one ``harness run`` and ``harness
+    diagnose`` take): while another harness holds it, the merge is refused, naming its pid."""
+    from harness.store import ResultsDir
 
     record = _record(root)
     shards = [layout.shard_results_dir(root, i) for i in range(1, record.shards + 1)]
@@ -94,35 +99,67 @@ def run_merge(root: Path) -> int:
             f"no shard of {root} has results yet: nothing to merge",
             "see the shards' logs in " + str(layout.slurm_logs_dir(root)),
         )
+    store = ResultsDir(root)
+    try:
+        store.lock()
+    except StoreError as exc:
+        raise StoreError(
+            f"{exc.message}: the merge job replaces nothing while another harness writes there",
+            "when it has finished, run the merge again: sbatch "
+            + shown([str(layout.merge_script(root))]),
+        ) from exc
+    try:
+        return _merge_locked(root, present)
+    finally:
+        store.unlock()
+
+
+def _merge_locked(root: Path, present: list[Path]) -> int:
+    from harness.cli.main import main as harness_main
+
     tag = os.environ.get("SLURM_JOB_ID") or str(os.getpid())
     staging = layout.merge_staging_dir(root, tag)
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_tree(root, staging, what="the merge's staging folder")
     argv = ["merge", *map(str, present), "--out", str(staging)]
     print(f"harness submit slurm: merge: harness {shown(argv)}", flush=True)
     code = harness_main(argv)
     if code not in (EXIT_OK, EXIT_CONFLICT) or not (staging / layout.MANIFEST_FILE).is_file():
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(root, staging, what="the merge's staging folder")
         return code if code != EXIT_OK else EXIT_BAD_INPUT
     replace_merged(root, staging, layout.merge_replaced_dir(root, tag))
     print(f"harness submit slurm: merged results in {root}", flush=True)
     return code
 
 
+#: What a merge writes, so what a new merge replaces in ``<out>``: nothing else there
+#: (``slurm/``, ``diagnoses/``, the results lock, a user's own files) is moved or deleted.
+MERGED_NAMES = (
+    layout.MANIFEST_FILE,
+    layout.MATRIX_FILE,
+    layout.CELLS_DIR,
+    layout.CONFLICTS_DIR,
+    *layout.REPORT_FILES.values(),
+    layout.PLOTS_DIR,
+)
+
+
 def replace_merged(root: Path, staging: Path, replaced: Path) -> None:
     """Move the merged results of ``staging`` into ``root``, the previous ones out of it.
 
-    Everything in ``root`` but ``slurm/`` is the previous merge's output (derived, rebuilt
-    from the shards): it goes to ``replaced`` first, then is deleted."""
-    shutil.rmtree(replaced, ignore_errors=True)
-    replaced.mkdir(parents=True)
-    for entry in sorted(root.iterdir()):
-        if entry.name != layout.SLURM_DIR:
-            entry.rename(replaced / entry.name)
-    for entry in sorted(staging.iterdir()):
-        if entry.name != layout.LOCK_FILE:
-            entry.rename(root / entry.name)
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.rmtree(replaced, ignore_errors=True)
+    Only ``MERGED_NAMES`` are replaced: the previous merge's output (derived, rebuilt from the
+    shards) goes to ``replaced`` first, then is deleted; the caller holds the results lock. No
+    link is followed: an entry is renamed itself, and the folders used are checked
+    (``safe_paths``)."""
+    remove_tree(root, replaced, what="the previous merged results")
+    real_dir(root, replaced, what="the previous merged results")
+    for name in MERGED_NAMES:
+        if os.path.lexists(root / name):
+            os.rename(root / name, replaced / name)
+    for name in MERGED_NAMES:
+        if os.path.lexists(staging / name):
+            os.rename(staging / name, root / name)
+    remove_tree(root, staging, what="the merge's staging folder")
+    remove_tree(root, replaced, what="the previous merged results")
 
 
 def _record(root: Path) -> submission.Submission:

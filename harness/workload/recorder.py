@@ -12,6 +12,7 @@ import hashlib
 import logging
 import math
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -92,12 +93,17 @@ class LossRecorder:
         self.summaries: list[EpochSummary] = []
         self._buffer: torch.Tensor | None = None
         self._written = 0
+        #: losses added to the open row (the next one) since the last row closed
+        self._open = 0
+        #: global indexes (0-based, counted over epochs) of the batches that gave no loss
+        self.skipped: list[int] = []
 
     def start_epoch(self, steps: float, device: torch.device) -> None:
         """A buffer for an epoch of ``steps`` (infinite: not known, grown as needed)."""
         size = epoch_capacity(steps)
         self._buffer = torch.full((size,), float("nan"), dtype=torch.float32, device=device)
         self._written = 0
+        self._open = 0
 
     def record(self, step: int, loss: torch.Tensor) -> None:
         """Copy the loss into the epoch's buffer on its device (no host sync)."""
@@ -106,6 +112,27 @@ class LossRecorder:
             self._buffer = grown(self._buffer, step + 1, float("nan"))
         self._buffer[step].copy_(loss.detach())
         self._written = max(self._written, step + 1)
+
+    def add(self, loss: torch.Tensor) -> None:
+        """Add a batch's loss to the open row, on the device (no host sync): the first loss
+        is copied (so one loss is its own bits), the next ones of a step are summed."""
+        assert self._buffer is not None
+        row = self._written
+        if row >= self._buffer.shape[0]:
+            self._buffer = grown(self._buffer, row + 1, float("nan"))
+        if self._open:
+            self._buffer[row].add_(loss.detach())
+        else:
+            self._buffer[row].copy_(loss.detach())
+        self._open += 1
+
+    def close(self) -> bool:
+        """Close the open row (an optimizer step ended it); False when it holds no loss."""
+        if not self._open:
+            return False
+        self._written += 1
+        self._open = 0
+        return True
 
     @property
     def buffer(self) -> torch.Tensor:
@@ -206,6 +233,7 @@ class EpochRecorder(Callback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.train_seconds is None and self.watch is not None:
             self.train_seconds = self.watch.stop()
+        self.recorder.close()  # the epoch's last losses, when no optimizer step followed them
         rows = self.recorder.end_epoch(pl_module.all_gather(self.recorder.buffer))
         if not np.isfinite(rows).all():
             # every rank holds the same gathered rows, so every rank stops after this epoch;
@@ -235,42 +263,97 @@ class EpochRecorder(Callback):
 RETURN_THE_LOSS = "return the loss tensor, or a dict with a 'loss' key, from training_step"
 
 
-class LossCapture(Callback):
-    """Records the loss each ``training_step`` returned, per step, on the device.
+class RecordWarning(UserWarning):
+    """Something of a run ``ReproRecorder`` could not record (training goes on)."""
+
+
+def batch_loss(outputs: Any) -> tuple[torch.Tensor | None, str | None]:
+    """The loss a training step returned, as a 0-d tensor, else None and what came back
+    (``"no loss"`` for ``None`` or ``{}``: Lightning's way to skip a batch, or a manual step
+    that returned nothing).
 
     Lightning 2.x hands ``on_train_batch_end`` the step's output as a dict in both modes:
-    automatic optimization gives ``{"loss": <the detached loss>, ...}`` (``ClosureResult``),
-    manual optimization the step's dict, or ``{"loss": <detached>}`` for a returned tensor
-    (``ManualResult``); a step that returned nothing gives ``{}``. A bare tensor is taken too.
-    The loss is copied into ``LossRecorder``'s epoch buffer on its device (no host sync);
-    ``EpochRecorder`` copies the epoch to the host once.
+    automatic optimization gives ``{"loss": <the detached loss / accumulate_grad_batches>,
+    ...}`` (``ClosureResult``), or ``{}`` when the step returned None; manual optimization the
+    step's dict, or ``{"loss": <detached>}`` for a returned tensor. A bare tensor is taken too.
+    """
+    loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+    if isinstance(loss, torch.Tensor):
+        if loss.numel() != 1:
+            return None, f"a loss of shape {tuple(loss.shape)}, not one number"
+        return (loss.reshape(()) if loss.ndim else loss), None
+    if isinstance(outputs, Mapping) and outputs:
+        return None, f"a dict without a 'loss' key (keys: {', '.join(map(str, outputs))})"
+    if outputs is None or isinstance(outputs, Mapping):
+        return None, "no loss"
+    return None, f"a {type(outputs).__qualname__}"
 
-    One row per batch is one row per optimizer step only without gradient accumulation and
-    with one optimizer, so both are refused, as are a step with no loss and a loss that is
-    not one number: each a ``WorkloadError`` that names the module and the fix.
+
+class StepRows:
+    """Which batch ends a row of the record: one row per optimizer step.
+
+    A batch ends a row when the optimizer stepped during it (``trainer.global_step`` moved:
+    Lightning counts every optimizer step, with gradient accumulation only the real ones, with
+    several optimizers each) and a batch since the last row gave a loss; a module without an
+    optimizer makes a row of every batch with a loss. A step whose batches all gave no loss
+    makes no row (its update shows in the next row's weights); losses no step followed end a
+    row at the epoch's end. ``LossCapture`` and ``WeightRecorder`` each keep one, fed the same
+    batches, so their rows stay one for one whatever order Lightning calls them in.
     """
 
-    def __init__(self, recorder: LossRecorder) -> None:
+    def __init__(self) -> None:
+        self.last_step = 0
+        self.pending = False
+
+    def start(self, trainer: Trainer) -> None:
+        self.last_step = int(getattr(trainer, "global_step", 0))
+        self.pending = False
+
+    def end_batch(self, trainer: Trainer, has_loss: bool) -> bool:
+        """Whether this batch ends a row (``has_loss``: it gave a loss)."""
+        step = int(getattr(trainer, "global_step", 0))
+        stepped = step != self.last_step or not getattr(trainer, "optimizers", None)
+        self.last_step = step
+        self.pending = self.pending or has_loss
+        if stepped and self.pending:
+            self.pending = False
+            return True
+        return False
+
+    def end_epoch(self) -> bool:
+        """Whether losses are left that no optimizer step followed (they end a row)."""
+        ended, self.pending = self.pending, False
+        return ended
+
+
+class LossCapture(Callback):
+    """Records the loss of each optimizer step, on the device (``LossRecorder``).
+
+    A row of ``losses.npy`` is an optimizer step (``StepRows``): the loss its batch returned
+    (``batch_loss``), or with gradient accumulation the sum of the losses its batches returned
+    as Lightning hands them over (each divided by ``accumulate_grad_batches``, so the sum is
+    their mean: the loss whose gradient the optimizer stepped on). With several optimizers
+    stepping in one batch, the batch is one row. A batch that gave no loss has no row; its
+    global index goes to ``LossRecorder.skipped`` (the record's ``skipped``).
+
+    ``strict`` (a harness run): a loss that cannot be recorded (not one number, a dict without
+    'loss') and an epoch in which no batch gave a loss are ``WorkloadError``s that name the
+    module and the fix. Not strict (``ReproRecorder``, around the user's own training): such a
+    batch is skipped with a ``RecordWarning``, never an exception.
+    """
+
+    def __init__(self, recorder: LossRecorder, strict: bool = True) -> None:
         self.recorder = recorder
+        self.strict = strict
+        self.rows = StepRows()
+        self.batches = 0  # batches seen, over epochs: the next one's global index
+        self.epoch_losses = 0
+        self.epoch_batches = 0
+        self.warned: set[str] = set()
 
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if len(trainer.optimizers) > 1:
-            raise WorkloadError(
-                f"{type(pl_module).__qualname__}.configure_optimizers returned "
-                f"{len(trainer.optimizers)} optimizers; the harness records one loss per "
-                "optimizer step and supports one optimizer: combine the parameter groups into "
-                "one optimizer"
-            )
-        self._check_accumulation(trainer)
-
-    def _check_accumulation(self, trainer: Trainer) -> None:
-        if trainer.accumulate_grad_batches != 1:
-            raise WorkloadError(
-                f"gradient accumulation (accumulate_grad_batches={trainer.accumulate_grad_batches})"
-                " is not supported: the harness records one loss per optimizer step, and with "
-                "accumulation a step spans several batches; remove accumulate_grad_batches (or "
-                "the GradientAccumulationScheduler), and use a larger batch instead"
-            )
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.rows.start(trainer)
+        self.epoch_losses = self.epoch_batches = 0
 
     def on_train_batch_end(
         self,
@@ -280,29 +363,45 @@ class LossCapture(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        if not isinstance(loss, torch.Tensor):
-            self._no_loss(pl_module, outputs, trainer.current_epoch, batch_idx)
-        if loss.numel() != 1:
-            raise WorkloadError(
-                f"{type(pl_module).__qualname__}.training_step returned a loss of shape "
-                f"{tuple(loss.shape)}, not one number; reduce it (e.g. .mean()) and "
-                f"{RETURN_THE_LOSS}"
-            )
-        if trainer.accumulate_grad_batches != 1:  # a scheduler can change it at an epoch's start
-            self._check_accumulation(trainer)
-        self.recorder.record(batch_idx, loss.reshape(()) if loss.ndim else loss)
-
-    @staticmethod
-    def _no_loss(pl_module: LightningModule, outputs: Any, epoch: int, batch_idx: int) -> None:
-        if isinstance(outputs, Mapping) and outputs:
-            got = f"a dict without a 'loss' key (keys: {', '.join(map(str, outputs))})"
-        elif isinstance(outputs, Mapping) or outputs is None:
-            got = "no loss"
+        index = self.batches
+        self.batches += 1
+        self.epoch_batches += 1
+        loss, got = batch_loss(outputs)
+        if loss is None:
+            self._no_loss(pl_module, got or "no loss", trainer.current_epoch, batch_idx, index)
         else:
-            got = f"a {type(outputs).__qualname__}"
-        raise WorkloadError(
-            f"{type(pl_module).__qualname__}.training_step returned {got} (epoch {epoch}, batch "
-            f"{batch_idx}); the harness records the loss each training step returns: "
-            f"{RETURN_THE_LOSS}"
+            self.recorder.add(loss)
+            self.epoch_losses += 1
+        if self.rows.end_batch(trainer, loss is not None):
+            self.recorder.close()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.rows.end_epoch()  # the recorder's open row is closed by EpochRecorder
+        if self.strict and self.epoch_batches and not self.epoch_losses:
+            raise WorkloadError(
+                f"{type(pl_module).__qualname__}.training_step returned no loss in any of the "
+                f"{self.epoch_batches} batches of epoch {trainer.current_epoch}; the harness "
+                f"records the loss each training step returns: {RETURN_THE_LOSS}"
+            )
+
+    def _no_loss(
+        self, pl_module: LightningModule, got: str, epoch: int, batch_idx: int, index: int
+    ) -> None:
+        where = f"epoch {epoch}, batch {batch_idx}"
+        if self.strict and got != "no loss":
+            raise WorkloadError(
+                f"{type(pl_module).__qualname__}.training_step returned {got} ({where}); the "
+                f"harness records the loss each training step returns: {RETURN_THE_LOSS}"
+            )
+        self.recorder.skipped.append(index)
+        kind = got.split(" (")[0]
+        if self.strict or kind in self.warned:
+            return
+        self.warned.add(kind)
+        warnings.warn(
+            f"{type(pl_module).__qualname__}.training_step returned {got} ({where}, global "
+            f"batch {index}): the batch has no row in losses.npy and is listed in run.json's "
+            "'skipped' (this warning is not repeated for the run's other such batches)",
+            RecordWarning,
+            stacklevel=2,
         )

@@ -3,7 +3,9 @@
 The run trains exactly as the recorded one did (same spec, same seeding, same order), stops after
 ``steps`` optimizer steps, and records what the host needs to say where two runs part ways:
 
-- the bitwise hash of every parameter as the model was created, and after every step;
+- the bitwise hash of every parameter as the model was created, and after every step of every
+  tensor of the training state (listed afresh after each step: an optimizer's state can appear
+  later, as a layer is unfrozen);
 - the hashes of every batch's inputs and labels, so a different split or order shows;
 - for the steps ``log_from`` to ``log_step`` (one or two), every operation: with
   ``level: ops`` each aten operation that ran (``torch.utils._debug_mode.DebugMode``), with
@@ -32,7 +34,10 @@ from torch.utils._pytree import tree_leaves
 from harness.contract.files import REPLAY_FILE, REPLAY_OUTPUTS_FILE, write_json_atomic
 from harness.workload.weights import HASH_KIND, tensor_hash, tensor_hashes
 
-REPLAY_FORMAT_VERSION = 1
+#: 2: the training state is listed afresh after every step; ``state_names`` holds every name
+#: seen, and a step's row holds null for a tensor that did not exist then (an optimizer's state
+#: appears at the first step that updates its parameter: a layer unfrozen later)
+REPLAY_FORMAT_VERSION = 2
 #: Operations whose outputs are uninitialised memory: never compared.
 _UNINITIALISED = ("empty", "set_", "resize_")
 #: The profiler's markers, which DebugMode also sees: not operations on data.
@@ -100,6 +105,26 @@ def training_state(pl_module: LightningModule, optimizers: Iterable[Any]) -> lis
     return state
 
 
+def state_hashes(state: list[tuple[str, Any]]) -> torch.Tensor:
+    """The state's tensors' hashes, on the device (empty: an int64 tensor of none)."""
+    if not state:
+        return torch.zeros(0, dtype=torch.int64)
+    return tensor_hashes([t for _, t in state])
+
+
+def state_rows(
+    names: list[str], steps: list[tuple[list[int], torch.Tensor]]
+) -> list[list[str | None]]:
+    """One row per step over every name: the tensor's hash, or None where it did not exist."""
+    rows: list[list[str | None]] = []
+    for columns, hashes in steps:
+        row: list[str | None] = [None] * len(names)
+        for column, value in zip(columns, hashes.cpu().tolist(), strict=True):
+            row[column] = hex64(int(value))
+        rows.append(row)
+    return rows
+
+
 def _pointers(tensors: list[torch.Tensor]) -> list[int]:
     pointers = []
     for tensor in tensors:
@@ -130,8 +155,11 @@ class ReplayProbe(Callback):
         self.names = [name for name, _ in model.named_parameters()]
         self.init = tensor_hashes([p for _, p in model.named_parameters()])
         self.batches: list[torch.Tensor] = []
+        #: every training-state tensor's name seen so far, in the order each first appeared
         self.state_names: list[str] = []
-        self.states: list[torch.Tensor] = []
+        self._column: dict[str, int] = {}
+        #: per step: the columns (indexes into ``state_names``) of the tensors it had, their hashes
+        self.states: list[tuple[list[int], torch.Tensor]] = []
         self.step = 0
         self.phase = "forward"
         self.ops: list[dict[str, Any]] = []
@@ -172,12 +200,14 @@ class ReplayProbe(Callback):
                 self._parameter_updates(pl_module)
             self._stop()
         state = training_state(pl_module, trainer.optimizers)
-        if not self.state_names:
-            self.state_names = [name for name, _ in state]
-        if [name for name, _ in state] != self.state_names:
-            raise RuntimeError("the optimizer's state changed its tensors during the replay")
-        self.states.append(tensor_hashes([t for _, t in state]))
+        self.states.append(([self._column_of(name) for name, _ in state], state_hashes(state)))
         self.step += 1
+
+    def _column_of(self, name: str) -> int:
+        if name not in self._column:
+            self._column[name] = len(self.state_names)
+            self.state_names.append(name)
+        return self._column[name]
 
     # ------------------------------------------------------------------ operation logging
 
@@ -369,7 +399,7 @@ class ReplayProbe(Callback):
             "module_types": self.module_types(pl_module),
             "init": rows([self.init])[0],
             "state_names": self.state_names,
-            "states": rows(self.states),
+            "states": state_rows(self.state_names, self.states),
             "batches": rows(self.batches),
             "ops": self.logged,
         }

@@ -330,6 +330,7 @@ def build_record(
         nondeterministic_ops=nondet,
         host_syncs=state.host_syncs,
         weights=weights,
+        skipped=list(state.recorder.skipped),
         provenance=Provenance(
             **provenance.collect(
                 accelerator, image, state.world_size, state.determinism, state.rank_flags

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pytorch_lightning.callbacks import GradientAccumulationScheduler
 from tinyconv import TinyConv, TinyData
 
 
@@ -22,41 +21,6 @@ def no_loss(settings: Any) -> tuple[NoLoss, TinyData]:
     return NoLoss(), TinyData()
 
 
-class TwoOptimizers(TinyConv):
-    def __init__(self) -> None:
-        super().__init__()
-        self.automatic_optimization = False
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        first, second = self.optimizers()
-        loss = super().training_step(batch, batch_idx)
-        first.zero_grad()
-        second.zero_grad()
-        self.manual_backward(loss)
-        first.step()
-        second.step()
-        return loss
-
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [
-            torch.optim.SGD(self.features.parameters(), lr=0.05),
-            torch.optim.SGD(self.head.parameters(), lr=0.05),
-        ]
-
-
-def two_optimizers(settings: Any) -> tuple[TwoOptimizers, TinyData]:
-    return TwoOptimizers(), TinyData()
-
-
-class Accumulates(TinyConv):
-    def configure_callbacks(self) -> list[Any]:
-        return [GradientAccumulationScheduler({0: 2})]
-
-
-def accumulates(settings: Any) -> tuple[Accumulates, TinyData]:
-    return Accumulates(), TinyData()
-
-
 class SetsBenchmark(TinyConv):
     def on_train_start(self) -> None:
         torch.backends.cudnn.benchmark = True  # what the harness must catch
@@ -70,7 +34,10 @@ class TwoOptimizersAutomatic(TinyConv):
     """Automatic optimization with two optimizers: Lightning itself refuses it."""
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        return TwoOptimizers.configure_optimizers(self)  # type: ignore[arg-type]
+        return [
+            torch.optim.SGD(self.features.parameters(), lr=0.05),
+            torch.optim.SGD(self.head.parameters(), lr=0.05),
+        ]
 
 
 def two_optimizers_automatic(settings: Any) -> tuple[TwoOptimizersAutomatic, TinyData]:
