@@ -71,14 +71,43 @@ def docker_status() -> tuple[bool, str | None, list[str], str | None]:
         finally:
             client.close()
     except Exception as exc:  # any failure means "not reachable", with the reason
-        return False, None, [], str(exc)
+        return False, None, [], docker_reason(exc)
     return True, version, runtimes, None
+
+
+#: Words in the Docker client's exception, and what they mean, in the order they are tried.
+_DOCKER_REASONS = (
+    ("No such file or directory", "no Docker engine runs there (the socket does not exist)"),
+    ("Connection refused", "no Docker engine answers there (connection refused)"),
+    ("Permission denied", "the socket is there but this user may not use it (permission denied)"),
+    ("timed out", "the engine did not answer in time"),
+)
+
+
+def docker_reason(exc: BaseException) -> str:
+    """Why the engine is not reachable, as a sentence rather than the client's nested
+    exception text (``('Connection aborted.', FileNotFoundError(2, ...))``)."""
+    text = str(exc)
+    for words, reason in _DOCKER_REASONS:
+        if words.lower() in text.lower():
+            return reason
+    first = " ".join(text.split())[:160] or type(exc).__name__
+    return f"the Docker client failed: {first}"
+
+
+#: ``harness doctor``'s MNIST line when neither --data-dir nor HARNESS_MNIST_DIR names a folder.
+NO_MNIST_DIR = (
+    "no MNIST folder given (neither --data-dir nor HARNESS_MNIST_DIR); harness run downloads "
+    "it into ~/.cache/harness/mnist"
+)
 
 
 def check_mnist(data_dir: Path | None) -> tuple[bool, bool | None, str | None]:
     """(found, md5 ok, error): the four IDX files (plain or .gz) against MNIST's known MD5s."""
     if data_dir is None or not data_dir.is_dir():
-        return False, None, f"no MNIST folder at {data_dir}" if data_dir else "no MNIST folder"
+        if data_dir is None:
+            return False, None, NO_MNIST_DIR
+        return False, None, f"no MNIST folder at {data_dir}"
     missing = missing_files(data_dir)
     if missing:
         return False, None, f"{data_dir}: missing {', '.join(missing)} (raw or .gz)"
@@ -186,7 +215,7 @@ def _checks(r: DoctorReport) -> list[Check]:
             r.docker_reachable,
             f"engine {r.docker_version} at {r.docker_host}"
             if r.docker_reachable
-            else f"not reachable at {r.docker_host}: {r.docker_error}",
+            else f"not reachable at {r.docker_host}: {r.docker_error}.",
             ""
             if r.docker_reachable
             else 'eval "$(scripts/docker-engine.sh start)", set DOCKER_HOST, or --executor local',
@@ -214,7 +243,8 @@ def _checks(r: DoctorReport) -> list[Check]:
         Check(
             "mnist",
             r.mnist_found and r.mnist_md5_ok is not False,
-            f"{r.mnist_dir}: " + ("MD5 ok" if r.mnist_md5_ok else (r.mnist_error or "found")),
+            (f"{r.mnist_dir}: " if r.mnist_dir else "")
+            + ("MD5 ok" if r.mnist_md5_ok else (r.mnist_error or "found")),
             "" if r.mnist_found else "set HARNESS_MNIST_DIR or pass --data-dir",
         ),
     ]

@@ -2,16 +2,18 @@
 
     from harness.lightning import ReproRecorder
 
-    pl.seed_everything(1234)
+    pl.seed_everything(1234)   # pl: pytorch_lightning or lightning.pytorch
     model = MyModule()
     recorder = ReproRecorder("runs/nightly-1", name="nightly", seed=1234)
     trainer = pl.Trainer(..., callbacks=[recorder])
     trainer.fit(model, datamodule)
 
-writes into ``runs/nightly-1`` what a harness run writes (docs/run-record.md): ``run.json`` (a
-normal run record, ``written_by: workload``), ``losses.npy`` (each step's loss as the training
-step returned it, [steps, ranks] float32), ``weights.npy`` (the parameters' hashes after every
-step) and ``tensorboard/``. ``harness report`` over a folder of such folders compares the runs
+writes into ``runs/nightly-1`` (a folder that holds no earlier record: one that does is
+refused, ``FileExistsError``, before training starts) what a harness run writes
+(docs/run-record.md): ``run.json`` (a normal run record, ``written_by: workload``),
+``losses.npy`` (each step's loss as the training step returned it, [steps, ranks] float32),
+``weights.npy`` (the parameters' hashes after every step) and ``tensorboard/``.
+``harness report`` over a folder of such folders compares the runs
 that share a ``name`` bit for bit (docs/workload.md, "Outside the harness").
 
 The pieces are the harness's own: ``LossCapture`` and ``EpochRecorder`` (losses on the device,
@@ -31,6 +33,7 @@ Workload side: imports torch, Lightning, numpy, ``harness.contract`` and ``harne
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -41,10 +44,11 @@ from typing import Any
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 
-from harness.contract import TENSORBOARD_DIR
+from harness.contract import LOSSES_FILE, RECORD_FILE, TENSORBOARD_DIR, WEIGHTS_FILE
 from harness.contract.record import RunError, Timing, failed_record, write_record
 from harness.workload import provenance, signals
 from harness.workload.entry import algorithms_setting
+from harness.workload.packages import twin_class
 from harness.workload.recorder import (
     EpochRecorder,
     LossCapture,
@@ -86,13 +90,42 @@ def flags_in_force(flags: Any, threads: int) -> dict[str, Any]:
     }
 
 
+#: What a finished run leaves in its folder (rank 0 writes them as training ends, so a run that
+#: is starting, or another DDP rank of it, never finds them).
+_RECORD_FILES = (RECORD_FILE, LOSSES_FILE, WEIGHTS_FILE)
+
+
+def refuse_reuse(out: Path) -> None:
+    """A folder that holds an earlier run's record is refused before training starts: writing
+    into it would replace that record silently (and add a second TensorBoard event file)."""
+    found = [name for name in _RECORD_FILES if (out / name).exists()]
+    if found:
+        raise FileExistsError(
+            f"ReproRecorder: {out} already holds a run's record ({', '.join(found)}); give each "
+            f"run a folder of its own (e.g. {out.parent / (out.name + '-2')}), or remove the "
+            "old one first"
+        )
+
+
 class ReproRecorder(Callback):
-    """Writes a harness run record of the ``Trainer`` it is given to (``out``: the folder)."""
+    """Writes a harness run record of the ``Trainer`` it is given to (``out``: the folder).
+
+    A ``pytorch_lightning.Callback``; once the script has imported ``lightning.pytorch``, also
+    a ``lightning.pytorch.Callback`` (a twin class, harness/workload/packages.py), so either
+    package's Trainer takes it."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ReproRecorder:
+        if "lightning.pytorch" in sys.modules and not any(
+            k.__module__.split(".")[0] == "lightning" for k in cls.__mro__
+        ):
+            cls = twin_class(cls)
+        return super().__new__(cls)
 
     def __init__(self, out: str | Path, name: str = "run", seed: int | None = None) -> None:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         self.out = Path(out)
+        refuse_reuse(self.out)
         self.name = str(name)
         self.seed = seed
         self.state = RunState()

@@ -105,8 +105,9 @@ class ResultsDir:
 
     def check_out(self) -> Manifest | None:
         """The manifest of a folder that ``harness run`` may write to: a results folder (its
-        manifest), or a missing or empty one (None; a lone ``.lock`` left by a run that could
-        not start counts as empty). Anything else is refused untouched: a StoreError."""
+        manifest), or a missing or empty one (None; a lone ``.lock`` and ``code/`` snapshots
+        left by a run that could not start count as empty). Anything else is refused
+        untouched: a StoreError."""
         manifest = self.read_manifest()
         if manifest is not None:
             self.check_folders()
@@ -119,7 +120,7 @@ class ResultsDir:
         if not self.root.is_dir():
             raise StoreError(f"{self.root} exists and is not a folder", hint)
         try:
-            entries = sorted(p.name for p in self.root.iterdir() if p.name != layout.LOCK_FILE)
+            entries = sorted(p.name for p in self.root.iterdir() if not _left_by_a_start(p))
         except OSError as exc:
             raise StoreError(f"{self.root} cannot be read: {exc.strerror or exc}", hint) from exc
         if entries:
@@ -157,11 +158,11 @@ class ResultsDir:
         """
         old = self.read_manifest()
         if old is not None and old.matrix_digest != matrix.digest:
-            raise StoreError(
-                f"{self.root} holds results of another matrix ({old.name!r}, made from "
-                f"{old.matrix_path}), not of {matrix.path}",
-                "choose another --out, or run the matrix that made this folder",
-            )
+            from harness.matrix_change import another_matrix, runs_held
+
+            if runs_held(self.root)[0]:  # failed runs too: they are evidence, never dropped
+                raise another_matrix(self.root, old, matrix)
+            old = None  # no run record here: the new matrix takes the folder over
         if old is not None and old.shard != shard:
             raise StoreError(
                 f"{self.root} holds shard {_shard_text(old.shard)} of this matrix, "
@@ -406,3 +407,16 @@ def record_failure(
         error = with_rank_errors(error, failures, own_rank=0, first_is_the_error=first_rank_error)
         record = failed_record(spec.to_dict(), error, ranks=spec.devices, wall_seconds=seconds)
     write_record(run_dir, record)
+
+
+def _left_by_a_start(path: Path) -> bool:
+    """What a ``harness run`` that stopped before its manifest leaves: the lock, and ``code/``
+    holding only snapshots of the user's code (``code/<sha256>/``, harness/contract/code.py),
+    so that the corrected matrix can use the same folder."""
+    if path.name == layout.LOCK_FILE:
+        return True
+    if path.name != layout.CODE_DIR or path.is_symlink() or not path.is_dir():
+        return False
+    return all(
+        len(p.name) == 64 and all(c in "0123456789abcdef" for c in p.name) for p in path.iterdir()
+    )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fill a wheelhouse for offline workload-image builds (HARNESS_WHEELHOUSE):
-# pytorch-lightning, torchmetrics, tensorboard and their dependencies at the versions the host
+# pytorch-lightning, lightning (lightning.pytorch, for users' modules written with it),
+# torchmetrics, tensorboard and their dependencies at the versions the host
 # venv has, without torch/torchvision (and their CUDA wheels): the base image supplies those;
 # and einops, the workload.requirements of examples/own-workload (pyproject's dev extra pins it).
 #
@@ -18,7 +19,7 @@ from importlib.metadata import PackageNotFoundError, distribution
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOTS = ["pytorch-lightning", "torchmetrics", "tensorboard", "einops"]
+ROOTS = ["pytorch-lightning", "lightning", "torchmetrics", "tensorboard", "einops"]
 BASE = {"torch", "torchvision", "triton"}  # the base image's; never downloaded
 seen, todo, pins = set(), [(r, ()) for r in ROOTS], []
 while todo:

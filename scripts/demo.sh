@@ -4,12 +4,11 @@
 # Extra arguments go to `harness run` (e.g. --progress plain).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+HARNESS_SETUP_EXTRAS=workload bash scripts/setup.sh  # no linters or pytest: a demo needs none
 export HARNESS_MNIST_DIR="${HARNESS_MNIST_DIR:-$(pwd)/../shared/data/mnist}"
 out=results/placement-quick
 status=0
 .venv/bin/harness run examples/placement-quick.yaml --out "$out" "$@" || status=$?
-echo
-echo "report: $out/report.md   (JSON: $out/report.json, plots: $out/plots/)"
-echo "curves: .venv/bin/tensorboard --logdir $out/cells"
+# harness run has printed the report's path; what else is there:
+echo "also: $out/report.json, $out/plots/; curves: .venv/bin/tensorboard --logdir $out/cells"
 exit "$status"

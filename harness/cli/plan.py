@@ -13,6 +13,11 @@ from harness.schedule import need_of
 from harness.shard import MAX_SHARDS, github_matrix, plan_shards
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 core``, ``2 cores``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def plan_data(matrix_path: Path) -> dict:
     matrix = load_matrix(matrix_path)
     repeats = matrix.model.run.repeats
@@ -68,7 +73,7 @@ def command(
         raise typer.BadParameter("choose text or json", param_hint="--format")
     typer.echo(f"{data['name']}: {len(data['cells'])} cells, {data['runs']} runs")
     for c in data["cells"]:
-        res = f"{c['cores']} cores" + (f", {c['gpus']} GPUs" if c["gpus"] else "")
+        res = _count(c["cores"], "core") + (f", {_count(c['gpus'], 'GPU')}" if c["gpus"] else "")
         typer.echo(f"  {c['id']}  {c['name']}  x{c['repeats']}  ({res})")
     return 0
 

@@ -75,8 +75,10 @@ def command(
         ),
     ] = None,
 ) -> int:
-    """Run the matrix; exit 0 if every run succeeded, 1 if some failed, 2 if your own training
-    failed (no run is started after it), 130 if interrupted."""
+    """Run the matrix. Exit codes: 0 every run succeeded; 1 some runs failed (the report lists
+    them); 2 bad input (the matrix, a flag, the results folder: the message names the fix) or
+    your own training failed (no further run is started); 130 interrupted (finished runs are
+    kept)."""
     if progress is not None and progress not in ("rich", "plain", "quiet"):
         raise typer.BadParameter("choose rich, plain or quiet", param_hint="--progress")
     shard_spec = parse_shard(shard) if shard is not None else None
@@ -94,14 +96,26 @@ def command(
     chosen = make_executor(loaded, executor, shard=shard_spec, data_dir=data_dir, python=python)
     with cancel_on_signals(config.cancel):  # finished results stay
         summary = run_matrix(config, chosen)
+    failure = summary.workload_error
+    stopped = None
+    if failure is not None and not summary.interrupted:
+        # the user's own training failed: its message (their file and line) and what to do
+        # come first, before the grid of the runs it stopped; no traceback (exit 2)
+        text = failure.text()
+        snapshot, yours = chosen.options.code_dir, loaded.code_dir
+        if snapshot is not None and yours is not None:  # the snapshot ran; you edit your folder
+            text = text.replace(f"{snapshot}/", f"{yours}/")
+        stopped = WorkloadStopped(text, failure.hint(summary.out))
+        from harness.cli.main import print_error  # the one printer of a HarnessError
+
+        print_error(stopped)
     if summary.report is not None:  # the answer, before the paths scripts read
         print_summary(summary.report, progress, sys.stdout)
     for path in summary.reports:
         if path.suffix == ".md":
             typer.echo(f"report: {path}")
     typer.echo(f"results: {summary.out}")
-    failure = summary.workload_error
-    if failure is not None and not summary.interrupted:
-        # the user's own training failed: its message and what to do, no traceback (exit 2)
-        raise WorkloadStopped(failure.text(), failure.hint(summary.out))
+    if stopped is not None:
+        sys.stderr.write("harness: stopped on the error in your training shown above\n")
+        return stopped.exit_code
     return summary.exit_code

@@ -17,10 +17,14 @@ def _say(text: str, err: bool = False) -> None:
 
 
 def command(
-    folder: Annotated[Path, typer.Argument(help="the --out folder of harness submit slurm")],
+    folder: Annotated[
+        Path, typer.Argument(help="the --out folder of `harness submit slurm` (only that)")
+    ],
 ) -> int:
-    """Show a Slurm submission: each shard's runs done and its job's state, the merge job, the
-    report."""
+    """Show a Slurm submission's progress (only a folder `harness submit slurm` wrote): each
+    shard's runs done and its job's state, the merge job, the report.
+
+    A `harness run` folder: `harness report FOLDER` shows its cells so far."""
     status = read_status(folder)
     record = status.record
     times = len(record.submitted)

@@ -206,6 +206,11 @@ class Provenance:
     #: matrix started (``HARNESS_USER_CODE_DIGEST``); None for the built-in MNIST experiment
     user_code_digest: str | None = None
     initial_seed: int | None = None
+    #: the seed the user's build function set torch's default generator to (``manual_seed``,
+    #: ``seed_everything``: ``torch.initial_seed()`` changed across the call); None when it did
+    #: not, for the built-in, and in records written before it existed. Placement has no
+    #: effect on such a run's randomness after build.
+    user_seed: int | None = None
     world_size: int | None = None
     #: None in records written before it existed, and for a run that failed before fit returned
     determinism: Determinism | None = None

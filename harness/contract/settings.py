@@ -70,6 +70,8 @@ class Setting:
     slot are joined without a dash), else it is named only where it varies. ``twin`` is its
     value in the fully nondeterministic twin that the report measures the cost of determinism
     against. ``run_default``: ``run:`` in the matrix file may set its default for every cell.
+    ``builtin_only``: read by the built-in MNIST experiment only; a cell with an ``entry`` (the
+    user's build function) never reads it, so the matrix refuses it there (use ``params``).
     """
 
     name: str
@@ -88,6 +90,7 @@ class Setting:
     run_default: bool = False
     pattern: str | None = None
     pattern_doc: str = ""
+    builtin_only: bool = False
 
     @property
     def python_type(self) -> type:
@@ -202,7 +205,7 @@ SETTINGS: tuple[Setting, ...] = (
         "model", "str", "mlp",
         "the network: `mlp`, the post's (no cuDNN call), or `cnn`, the PyTorch MNIST example "
         "(its convolutions go through cuDNN; dropout draws from the seeded generator)",
-        choices=("mlp", "cnn"), in_report=True,
+        choices=("mlp", "cnn"), in_report=True, builtin_only=True,
     ),
     Setting(
         "cudnn_deterministic", "bool", True, "`torch.backends.cudnn.deterministic`",
@@ -251,11 +254,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pythonhashseed", "int", 0, "`PYTHONHASHSEED` of the run's processes", label="phs",
             minimum=0, maximum=SEED_MAX),
     Setting("batch_size", "int", 32, "training batch size (the post's 32)", positive=True,
-            label="bs"),
+            label="bs", builtin_only=True),
     Setting("learning_rate", "float", 1e-4, "Adam's learning rate (the post's 1e-4)",
-            positive=True, label="lr"),
+            positive=True, label="lr", builtin_only=True),
     Setting("hidden_size", "int", 64, "the `mlp`'s hidden width (the post's 64; `cnn` has none)",
-            positive=True, label="h"),
+            positive=True, label="h", builtin_only=True),
     Setting(
         "entry", "str", None,
         "the training to run: `null`, the built-in MNIST experiment, or `package.module:function`, "
@@ -286,6 +289,9 @@ NAMES: tuple[str, ...] = tuple(s.name for s in SETTINGS)
 DEFAULTS: Mapping[str, Any] = {s.name: s.default for s in SETTINGS}
 REPORT_SETTINGS: tuple[str, ...] = report_settings(SETTINGS)
 TWIN: Mapping[str, Any] = twin_of(SETTINGS)
+#: Settings only the built-in MNIST experiment reads (``model``, ``hidden_size`` ...): refused
+#: for a cell with an ``entry``, left out of its name, its report and "did you mean".
+BUILTIN_ONLY: frozenset[str] = frozenset(s.name for s in SETTINGS if s.builtin_only)
 #: The settings every matrix digest has held since digests were pinned: the dump lists each of
 #: them in axes, include and exclude (null where unused). A setting added later is left out of
 #: the digest where the matrix does not use it (harness/matrix/cells.py), so adding one

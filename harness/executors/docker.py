@@ -69,6 +69,7 @@ from harness.executors.gpu_probe import run_container_probe
 from harness.images import WorkloadImage, connect, ensure_workload_image
 from harness.run_folder import capture_path, place_log, planted_message, reject_planted
 from harness.store import log_tail
+from harness.workload.entry_check import container_check
 
 __all__ = ["DockerExecutor", "container_kwargs", "is_no_gpu_runtime"]
 
@@ -88,6 +89,8 @@ class DockerExecutor(Executor):
         #: (image, GPU count) -> the failed GPU probe's message
         self._probe_failures: dict[tuple[str, int], str] = {}
         self.invocation = uuid.uuid4().hex  # one per executor: what cleanup removes
+        #: the user's folder as given (``use_code`` points the runs at its snapshot)
+        self._source: Path | None = options.code_dir
 
     @property
     def owner(self) -> Owner:
@@ -145,11 +148,28 @@ class DockerExecutor(Executor):
         code = next((c for c in map(self.user_code, container_specs) if c is not None), None)
         if code is not None:
             check_code_readable_by_others(code[0])
+            self._check_entries(container_specs, code[0])
         for base in sorted({s.image for s in container_specs}):
             image = self.workload_image(base)
             prepared[base] = RunIdentity(image_id=image.image_id, base_digest=image.base_digest)
         self.probe_gpus(container_specs)
         return prepared
+
+    def _check_entries(self, specs: Sequence[RunSpec], code_dir: Path) -> None:
+        """A misspelt build function of a container cell fails here, before any image is built
+        or container started, naming the user's file (not the snapshot) and a "did you mean";
+        anything the source alone cannot tell is the first run's to say."""
+        for entry in sorted({s.entry for s in specs if s.entry is not None}):
+            problem = container_check(entry, code_dir)
+            if problem is None:
+                continue
+            if self._source is not None:
+                problem = problem.replace(str(code_dir), str(self._source))
+            raise ExecutorError(
+                problem,
+                hint="fix it (the matrix's workload.entry or your module), then rerun the same "
+                "command: no run was started",
+            )
 
     def workload_image(self, base: str) -> WorkloadImage:
         if base not in self._images:

@@ -116,6 +116,10 @@ def run_env(spec: RunSpec, slot: Slot, base: dict[str, str] | None = None) -> di
     return env
 
 
+#: how long importing the user's module may take before the check gives up (and the runs say)
+ENTRY_CHECK_TIMEOUT_S = 120.0
+
+
 def ask_python(
     python: str, code: str, mark: str, args: Sequence[str] = (), timeout_s: float = PROBE_TIMEOUT_S
 ) -> tuple[subprocess.CompletedProcess[str], Any]:
@@ -215,6 +219,45 @@ def check_requirements(python: str, requirements: Sequence[str]) -> None:
     )
 
 
+def check_entries(
+    python: str, entries: Sequence[str], code_dir: Path | None, source: Path | None = None
+) -> None:
+    """Import each build function (``entry``) once in ``python``, the runs' interpreter, before
+    any run (harness/workload/entry_check.py): a typo or a broken module is an ExecutorError
+    (exit 2) with the user's file and line or a "did you mean", not a failed first run.
+    ``source``: the user's folder that ``code_dir`` is a snapshot of, named in the message."""
+    from harness.workload.entry_check import EXIT_ENTRY_BROKEN
+
+    for entry in sorted(set(entries)):
+        argv = [python, "-m", "harness.workload.entry_check", entry, str(code_dir or "")]
+        with tempfile.TemporaryDirectory(prefix="harness-entry-") as cwd:
+            try:
+                proc = subprocess.run(  # argv list, no shell
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    text=True,
+                    errors="replace",
+                    cwd=cwd,
+                    timeout=ENTRY_CHECK_TIMEOUT_S,
+                    check=False,
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                log.warning("could not check the entry %r before the runs: %s", entry, exc)
+                continue  # the runs themselves say what is wrong
+        if proc.returncode == EXIT_ENTRY_BROKEN:
+            said = (proc.stdout.strip().splitlines() or [f"entry {entry!r} does not load"])[-1]
+            if code_dir is not None and source is not None:
+                said = said.replace(str(code_dir), str(source))
+            raise ExecutorError(
+                said,
+                "fix it (the matrix's workload.entry or your module), then rerun the same "
+                "command: no run was started",
+            )
+        if proc.returncode != 0:
+            log.warning("could not check the entry %r: %s", entry, _last_words(proc))
+
+
 class LocalExecutor(Executor):
     """``python -m harness.workload`` per run, with ``options.python`` as the interpreter."""
 
@@ -225,6 +268,8 @@ class LocalExecutor(Executor):
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
         self._identity: RunIdentity | None = None
+        #: the user's folder as given (``use_code`` points the runs at its snapshot)
+        self._source: Path | None = options.code_dir
 
     @property
     def python(self) -> str:
@@ -234,9 +279,13 @@ class LocalExecutor(Executor):
         """Every image of these specs runs on this machine's interpreter: one identity."""
         if not specs:
             return {}
-        identity = self.identity()
         if any(s.entry is not None for s in specs):
+            # the entry first: its check reads the source (no torch), so a typo fails at once
+            code = self.user_code(next(s for s in specs if s.entry is not None))
+            entries = [s.entry for s in specs if s.entry is not None]
+            check_entries(self.python, entries, code[0] if code else None, self._source)
             check_requirements(self.python, self.options.requirements)
+        identity = self.identity()
         return {image: identity for image in sorted({s.image for s in specs})}
 
     def identity(self) -> RunIdentity:

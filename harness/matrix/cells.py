@@ -226,7 +226,8 @@ def readable_names(all_settings: list[dict[str, Any]]) -> list[str]:
 
     The settings with a ``name_slot`` are always named (one slot's settings joined without a
     dash); the others are named, as ``<label><value>``, where they vary in the matrix; of
-    ``params``, each key that varies, as ``<key><value>`` (``ch8``, not the whole mapping).
+    ``params``, each key that varies, as ``<key><value>`` (``ch8``, not the whole mapping). A
+    cell with an ``entry`` is not named by a built-in-only setting (``h64``): it never reads it.
     """
     varying = [
         s
@@ -245,6 +246,8 @@ def readable_names(all_settings: list[dict[str, Any]]) -> list[str]:
             for slot in slots
         ]
         for s in varying:
+            if s.builtin_only and values.get("entry") is not None:
+                continue  # the user's build function never reads it
             if s.kind == "params":  # only the keys that vary, each as <key><value>: ch8
                 parts += [
                     _slug(key) + _name_value("str", values[s.name].get(key))

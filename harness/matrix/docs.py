@@ -40,9 +40,10 @@ def settings_table(table: tuple[Setting, ...] = SETTINGS) -> str:
         else:
             named = f"`{s.label}` when it varies" if s.label else "its value when it varies"
         twin = "" if s.twin is NO_TWIN else f"`{json.dumps(s.twin)}`"
+        only = " (built-in experiment only: refused with an `entry`; use `params`)"
         lines.append(
             f"| `{s.name}` | {s.describe()} | {_default(s)} | {named} | "
-            f"{'yes' if s.in_report else ''} | {twin} | {s.doc} |"
+            f"{'yes' if s.in_report else ''} | {twin} | {s.doc}{only if s.builtin_only else ''} |"
         )
     return "\n".join(lines) + "\n"
 

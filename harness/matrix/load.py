@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from harness.contract.settings import BY_NAME
+from harness.contract.settings import BUILTIN_ONLY, BY_NAME
 from harness.errors import MatrixError
 from harness.matrix.cells import Cell, LoadedMatrix, canonical_json, expand, make_cells
 from harness.matrix.models import Axes, Matrix, Patch, RunBlock, SlurmBlock, WorkloadBlock
@@ -139,6 +139,7 @@ def parse_matrix(
         raise _validation_error(exc, root, path, data) from exc
     _check_product(model, root, path)
     combos = expand(model)
+    _check_builtin_only(model, combos, root, path)
     if not combos:
         raise MatrixError(
             f"{path}:1: the matrix has no cells",
@@ -164,6 +165,32 @@ def parse_matrix(
     _check_workload(model, cells, root, path)
     found = _code_dir(model, root, path, code_dir, check_code_dir)
     return LoadedMatrix(path, text, model, cells, code_dir=found)
+
+
+def _check_builtin_only(
+    model: Any, combos: list[dict[str, Any]], root: yaml.Node | None, path: Path
+) -> None:
+    """A cell with an ``entry`` runs the user's build function, which never reads the built-in
+    experiment's settings (``hidden_size``, ``model`` ...): cells that differ only there would
+    train identically, so such a setting is refused where it reaches one."""
+    axes = model.axes.model_dump(exclude_unset=True)
+    includes = [i.model_dump(exclude_unset=True) for i in model.include]
+    for combo in combos:
+        if combo.get("entry", model.workload.entry) is None:
+            continue
+        for name in sorted(BUILTIN_ONLY & combo.keys()):
+            loc: tuple[Any, ...] = ("axes", name)
+            if axes.get(name) is None:
+                j = next((j for j, e in enumerate(includes) if name in e), 0)
+                loc = ("include", j, name)
+            raise MatrixError(
+                f"{_where(path, root, loc)}: {name} is a setting of the built-in MNIST "
+                f"experiment only; a cell with an entry ({combo.get('entry', model.workload.entry)}"
+                ") runs your build function, which never reads it",
+                f"give your own knobs in params, e.g. axes: {{params: [{{{name}: 16}}, "
+                f"{{{name}: 32}}]}} (your function reads settings.params[{name!r}]); "
+                "or remove the entry to run the built-in experiment",
+            )
 
 
 def _check_workload(model: Any, cells: list[Cell], root: yaml.Node | None, path: Path) -> None:
@@ -267,6 +294,31 @@ def _choices(field: str) -> str | None:
     return ", ".join(repr(v) for v in setting.choices)
 
 
+#: Words users write for a value under another name (``accelerator: cuda``).
+VALUE_ALIASES = {"accelerator": {"cuda": "gpu", "gpus": "gpu", "mps": "gpu", "host": "cpu"}}
+
+
+def _near_choice(field: str, given: Any) -> Any:
+    """The choice of ``field`` a wrong value most likely meant (``before-model`` ->
+    ``before_model``, ``cuda`` -> ``gpu``), or None."""
+    setting = BY_NAME.get(field)
+    if setting is None or setting.choices is None or not isinstance(given, str):
+        return None
+    word = given.strip().lower().replace("-", "_").replace(" ", "_")
+    alias = VALUE_ALIASES.get(field, {}).get(word)
+    if alias is not None:
+        return alias
+    texts = {str(c): c for c in setting.choices}
+    close = difflib.get_close_matches(word, list(texts), n=1, cutoff=0.75)
+    return texts[close[0]] if close else None
+
+
+def _has_entry(data: dict[str, Any]) -> bool:
+    """Whether the (unvalidated) matrix names a build function in ``workload.entry``."""
+    workload = data.get("workload")
+    return isinstance(workload, dict) and workload.get("entry") is not None
+
+
 def _patterned(field: str) -> str:
     """What a setting with a ``pattern`` takes, in words ("" for any other field); a value
     that starts with ``:`` must be quoted in a YAML flow list (``[":4096:8"]``)."""
@@ -294,12 +346,21 @@ def _validation_error(
         field = next((p for p in reversed(loc) if isinstance(p, str)), "")
         if kind == "extra_forbidden":
             allowed = _allowed_keys(loc[:-1])
+            own = _has_entry(data) and loc[:1] in (("axes",), ("include",), ("exclude",))
+            if own:  # the user's build function never reads the built-in's settings
+                allowed = [k for k in allowed if k not in BUILTIN_ONLY]
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             parent = ".".join(map(str, loc[:-1])) or "the top level"
             lines.append(f"{where}: unknown key {loc[-1]!r} in {parent}")
             hints.append(
                 (f"did you mean {close[0]!r}? " if close else "")
                 + f"allowed here: {', '.join(allowed)}"
+                + (
+                    f"; your build function's own knobs go in params, e.g. params: "
+                    f"[{{{loc[-1]}: ...}}]"
+                    if own and not close
+                    else ""
+                )
             )
         elif kind == "too_short":
             lines.append(f"{where}: {dotted} is empty")
@@ -326,6 +387,9 @@ def _validation_error(
                 hints.append(f"{field} takes {patterned}")
             elif choices:
                 hint = f"{field} takes one of {choices}"
+                near = _near_choice(field, err.get("input"))
+                if near is not None:
+                    hint = f"did you mean {near!r}? " + hint
                 if isinstance(err.get("input"), bool):
                     hint += '; YAML reads bare off/on/yes/no as booleans, so quote them: "off"'
                 hints.append(hint)

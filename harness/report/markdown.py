@@ -124,6 +124,7 @@ def render_markdown(report: Report) -> bytes:
     out += _cells(report, grid_list, shared)
     out += _heatmaps(report, grid_list)
     out += _diagnoses(report)
+    out += _user_seeds(report)
     for section in (_differences, _unknown, _comparisons, _costs, _images, _merge, _failures):
         out += section(report)
     out.append("")
@@ -435,6 +436,29 @@ def _cell_cells(
         acc,
         _num(cell.seconds_per_epoch, ".2f"),
         name,
+    ]
+
+
+def _user_seeds(report: Report) -> list[str]:
+    """The cells whose build function seeded torch itself (``provenance.user_seed``): their
+    verdict says nothing about the placement. Nothing where none did."""
+    cells = [c for c in report.cells if any(r.user_seed is not None for r in c.runs)]
+    if not cells:
+        return []
+    items = []
+    for c in cells:
+        seeds = ", ".join(sorted({str(r.user_seed) for r in c.runs if r.user_seed is not None}))
+        placement = escape(c.settings.get("placement", "?"))
+        items.append(f"- **{escape(c.name)}** (placement {placement}): torch's seed became {seeds}")
+    return [
+        "## Your build function seeds the generator itself",
+        "",
+        "In these cells your build function seeds the generator itself (`seed_everything`, "
+        "`manual_seed`), so placement has no effect there: a placement of `none` reproduces "
+        "because of your seed. Remove that seeding to test the placement.",
+        "",
+        *items,
+        "",
     ]
 
 

@@ -66,6 +66,9 @@ class RunResult:
     #: the record's ``provenance.machine`` (None: written before machines were recorded, or by
     #: a run that failed before it was read); report.json keeps only its fingerprint
     machine: Machine | None = None
+    #: the record's ``provenance.user_seed``: the seed the user's build function set torch's
+    #: generator to (None: it did not, or the record predates the field)
+    user_seed: int | None = None
 
 
 @dataclass

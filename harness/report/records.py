@@ -160,10 +160,17 @@ def _warn_unrecorded(root: Path, recorded: list[Path]) -> None:
 def own_runs(root: Path) -> list[OwnRun]:
     """The records of a folder without a manifest: every subfolder's, each ReproRecorder's.
 
-    HarnessError when no subfolder holds a record, when some records are a matrix's runs (not
+    HarnessError when no subfolder holds a record (said apart when ``root`` is one run's own
+    folder: a mistake that is easy to make), when some records are a matrix's runs (not
     ``external``), or when a record cannot be read or names no group."""
     dirs = record_dirs(root)
     _warn_unrecorded(root, dirs)
+    if not dirs and ((root / RECORD_FILE).exists() or (root / RECORD_FILE).is_symlink()):
+        raise HarnessError(
+            f"{clean(root)} holds {RECORD_FILE} itself: this is one run; give its parent folder "
+            f"({clean(root.parent)}), whose subfolders are the runs to compare",
+            f"harness report {clean(root.parent)}",
+        )
     if not dirs:
         raise HarnessError(
             f"{clean(root)} is not a results folder (no {layout.MANIFEST_FILE}, no "

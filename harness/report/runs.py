@@ -221,6 +221,7 @@ def _from_record(
         weights_parameters=list(record.weights.parameters) if record.weights else None,
         weights_hash=record.weights.hash if record.weights else None,
         machine=record.provenance.machine,
+        user_seed=record.provenance.user_seed,
     )
 
 

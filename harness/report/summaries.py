@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from harness.contract.machine import CODE_PATH, machines_differ
-from harness.contract.settings import BY_NAME, NAMES, REPORT_SETTINGS, TWIN
+from harness.contract.settings import BUILTIN_ONLY, BY_NAME, NAMES, REPORT_SETTINGS, TWIN
 from harness.contract.spec import cublas_workspace_in_force
 from harness.record import RecordError
 from harness.report.machines import MachineInfo, machine_table
@@ -85,13 +85,20 @@ def setting_keys(cells: Iterable[CellReport]) -> list[str]:
 
 def report_keys(cells: Iterable[CellReport]) -> list[str]:
     """The report's setting columns for these cells: the table's report settings, ``entry``
-    only where a cell runs a build function, and each ``params.<key>``."""
+    only where a cell runs a build function, and each ``params.<key>``; the built-in-only ones
+    (``model``) not where every cell runs a build function."""
     cells = list(cells)
     has_entry = any(c.settings.get("entry") is not None for c in cells)
+    # every cell runs a build function: the built-in experiment's settings describe none of them
+    own = bool(cells) and all(c.settings.get("entry") is not None for c in cells)
     return [
         k
         for k in setting_keys(cells)
-        if (k in REPORT_SETTINGS and k not in ("entry", "params"))
+        if (
+            k in REPORT_SETTINGS
+            and k not in ("entry", "params")
+            and not (own and k in BUILTIN_ONLY)
+        )
         or (k == "entry" and has_entry)
         or k.startswith(PARAM_PREFIX)
     ]

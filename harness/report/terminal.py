@@ -97,6 +97,9 @@ def render_plain(
     legend = [f"{marks[v]} {MEANING[v]}" for v in TERMINAL_MARK if v in used]
     if None in used:
         legend.append(f"{empty} {NO_CELL_MEANING}")
+    names = abbreviations(report)
+    if names:
+        lines += textwrap.wrap(names, width)
     if legend:
         lines.append(GAP.join(legend))
     machines = machines_line(report)
@@ -105,6 +108,19 @@ def render_plain(
     if report_path is not None:
         lines.append(f"report: {report_path}")
     return [terminal_safe(line) for line in lines]
+
+
+def abbreviations(report: Report) -> str | None:
+    """The grids' short axis names spelled out (``t = threads, det = cudnn_deterministic``):
+    the grid header uses cell-name labels, which nobody can guess; None when none is short."""
+    seen: dict[str, str] = {}
+    for grid in grids(report):
+        for axis in (*grid.row_axes, *grid.column_axes):
+            if axis and short(axis) != axis:
+                seen.setdefault(short(axis), axis)
+    if not seen:
+        return None
+    return "abbreviations: " + ", ".join(f"{k} = {v}" for k, v in seen.items())
 
 
 def machines_line(report: Report) -> str | None:
@@ -223,6 +239,9 @@ def _print_rich(
         legend.append(empty, style="dim")
         legend.append(f" {NO_CELL_MEANING}")
     legend.rstrip()
+    names = abbreviations(report)
+    if names:
+        console.print(safe(names), soft_wrap=True)
     if legend.plain:
         console.print(legend, soft_wrap=True)
     machines = machines_line(report)

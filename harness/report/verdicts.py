@@ -84,6 +84,7 @@ def analyze_cell(
     detail = describe(verdict, because, distinct, final_equal, first, ok_copies)
     if machines is not None and verdict == DIVERGES:
         detail += f"; its repeats {machines}, which may be the cause"
+    detail += user_seeds_note(trusted)
     accs = [r.val_acc for r in ok if r.val_acc is not None]
     secs = [r.seconds_per_epoch for r in ok if r.seconds_per_epoch is not None]
     return CellReport(
@@ -198,3 +199,16 @@ def describe(
     if first is not None and first.copy is not None:
         text += f", in the merge conflict copy of repeat {first.repeat} ({first.copy})"
     return text
+
+
+def user_seeds_note(runs: list[RunResult]) -> str:
+    """``; your build function seeds ...`` where a run's build function seeded torch itself
+    (``provenance.user_seed``): the cell's placement then has no effect on it; else ""."""
+    seeds = sorted({r.user_seed for r in runs if r.user_seed is not None})
+    if not seeds:
+        return ""
+    shown = ", ".join(str(s) for s in seeds)
+    return (
+        f"; your build function seeds the generator itself (torch's seed became {shown}), so "
+        "placement has no effect there: remove that seeding to test the placement"
+    )

@@ -56,8 +56,9 @@ def read_status(root: Path) -> Status:
     if record is None:
         raise HarnessError(
             f"{root} has no {layout.SLURM_DIR}/{layout.SUBMISSION_FILE}: it is not a folder "
-            "harness submit slurm wrote",
-            "give the --out folder of harness submit slurm",
+            "harness submit slurm wrote (harness status shows Slurm submissions only)",
+            "give the --out folder of harness submit slurm; for a folder harness run writes, "
+            "`harness report FOLDER` shows the cells and runs done so far",
         )
     matrix = load_matrix(Path(record.matrix))
     if matrix.digest != record.matrix_digest:

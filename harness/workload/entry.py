@@ -10,7 +10,8 @@ What is the user's workload's fault (the entry cannot be imported, returns somet
 training step returns no loss, it changes a determinism flag) is a ``WorkloadError`` whose
 message names the problem and the fix: the record's ``error.type`` is one of
 ``harness.contract.record.USER_WORKLOAD_ERRORS``, and the host stops there (no later run of the
-same code can do better). pytorch_lightning is imported only where a returned value is checked.
+same code can do better). Lightning (the package the returned value comes from) is imported
+only where a returned value is checked.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from harness.contract import RunSpec
 from harness.contract.record import Determinism
 from harness.contract.settings import NAMES
 from harness.mnist import default_cache_dir
+from harness.workload.packages import Package, from_package, namespace, package_of, submodule
+from harness.workload.params import Params
 
 
 class WorkloadError(Exception):
@@ -42,6 +45,10 @@ def _read_only(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(
         {k: _read_only(v) if isinstance(v, Mapping) else v for k, v in mapping.items()}
     )
+
+
+def _nested_read_only(value: Any) -> Any:
+    return _read_only(value) if isinstance(value, Mapping) else value
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,7 @@ class RunSettings:
             repeat=spec.repeat,
             data_dir=data_dir,
             settings=_read_only(settings),
-            params=_read_only(dict(spec.params)),
+            params=Params(dict(spec.params), _nested_read_only),
             cell_id=spec.cell_id,
             cell_name=spec.cell_name,
             code_dir=code_dir,
@@ -133,15 +140,18 @@ def load_entry(entry: str, code_dir: Path | None = None) -> Callable[[RunSetting
             raise  # a signal, an exit: not the entry's fault
         raise WorkloadError(
             f"cannot import the workload entry {entry!r}: importing `{module_name}` raised "
-            f"{type(exc).__name__}: {exc} (the traceback is in run.json)"
+            f"{type(exc).__name__}: {exc} (the traceback is in run.log)"
         ) from exc
     try:
         function = getattr(module, attr)
     except AttributeError as exc:
+        from harness.workload.entry_check import did_you_mean
+
         where = getattr(module, "__file__", None) or module_name
         raise WorkloadError(
             f"workload entry {entry!r}: module `{module_name}` ({where}) has no attribute "
-            f"`{attr}`; define `def {attr}(settings): ...` there, or fix the name after the colon"
+            f"`{attr}`{did_you_mean(module, attr)}; define `def {attr}(settings): ...` there, "
+            "or fix the name after the colon"
         ) from exc
     if not callable(function):
         raise WorkloadError(
@@ -155,7 +165,8 @@ def load_entry(entry: str, code_dir: Path | None = None) -> Callable[[RunSetting
 
 #: What a build function may return, in words (every message about it ends with this).
 EXPECTED = (
-    "a pytorch_lightning LightningModule that defines its own dataloaders, (module, datamodule), "
+    "a LightningModule (pytorch_lightning or lightning.pytorch) that defines its own dataloaders, "
+    "(module, datamodule), "
     "(module, train_dataloader) or (module, train_dataloader, val_dataloader)"
 )
 
@@ -196,36 +207,23 @@ def describe(value: Any) -> str:
     return _type_name(value)
 
 
-def _from_lightning_package(value: Any) -> bool:
-    """A class from the ``lightning`` package (``lightning.pytorch``), told by module name: the
-    package is not installed in the harness, so it cannot be imported to compare."""
-    return any(
-        (getattr(c, "__module__", "") or "").split(".")[0] == "lightning"
-        for c in type(value).__mro__
-    )
-
-
-def _loader_like(value: Any) -> bool:
-    from pytorch_lightning import LightningDataModule, LightningModule
-
+def _loader_like(value: Any, package: Package) -> bool:
+    lightning = namespace(package)
     return isinstance(value, Iterable) and not isinstance(
-        value, str | bytes | LightningModule | LightningDataModule
+        value, str | bytes | lightning.LightningModule | lightning.LightningDataModule
     )
 
 
 def check_built(value: Any, entry: str) -> Built:
-    """``value`` as a ``Built``, or a WorkloadError naming what came back and what may."""
-    from pytorch_lightning import LightningDataModule, LightningModule
-    from pytorch_lightning.utilities.model_helpers import is_overridden
-
+    """``value`` as a ``Built``, or a WorkloadError naming what came back and what may. The
+    classes are those of the package the returned values come from (pytorch_lightning or
+    lightning.pytorch); the run trains with that package's Trainer."""
     items = list(value) if isinstance(value, tuple | list) else [value]
-    if any(_from_lightning_package(item) for item in items):
-        raise WorkloadError(
-            f"workload entry {entry!r} returned {describe(value)}, from the `lightning` package "
-            "(lightning.pytorch); the harness trains with pytorch_lightning's Trainer, which "
-            "takes only pytorch_lightning's classes: import LightningModule and "
-            "LightningDataModule from `pytorch_lightning` instead"
-        )
+    package = package_of(*items)
+    lightning = namespace(package)
+    LightningDataModule, LightningModule = lightning.LightningDataModule, lightning.LightningModule
+    is_overridden = submodule(package, "utilities.model_helpers").is_overridden
+
     if isinstance(value, LightningModule):
         if not is_overridden("train_dataloader", value):
             raise WorkloadError(
@@ -240,10 +238,17 @@ def check_built(value: Any, entry: str) -> Built:
             if len(rest) == 1 and isinstance(rest[0], LightningDataModule):
                 return Built(module, datamodule=rest[0])
             val = rest[1] if len(rest) == 2 else None
-            if _loader_like(rest[0]) and (val is None or _loader_like(val)):
+            if _loader_like(rest[0], package) and (val is None or _loader_like(val, package)):
                 return Built(module, train=rest[0], val=val)
+    mixed = package == "lightning" and any(from_package(v, "pytorch_lightning") for v in items)
     raise WorkloadError(
         f"workload entry {entry!r} returned {describe(value)}; it must return {EXPECTED}"
+        + (
+            " (module and datamodule from one package: both from pytorch_lightning or both "
+            "from lightning.pytorch)"
+            if mixed
+            else ""
+        )
     )
 
 
@@ -253,9 +258,13 @@ def build(entry: str, function: Callable[[RunSettings], Any], settings: RunSetti
     try:
         value = function(settings)
     except Exception as exc:
+        from harness.workload.entry_check import user_location
+
+        where = user_location(exc, settings.code_dir)
         raise WorkloadError(
-            f"workload entry {entry!r} raised {type(exc).__name__}: {exc} (the traceback is in "
-            "run.json)"
+            f"workload entry {entry!r} raised {type(exc).__name__}: {exc}"
+            + (f" at {where}" if where else "")
+            + " (the traceback is in run.log)"
         ) from exc
     return check_built(value, entry)
 

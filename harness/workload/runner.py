@@ -31,6 +31,7 @@ import numpy as np
 
 from harness.contract import LOSSES_FILE, TENSORBOARD_DIR, WEIGHTS_FILE, RunSpec
 from harness.contract.record import (
+    USER_WORKLOAD_ERRORS,
     Determinism,
     Digests,
     EpochSummary,
@@ -58,6 +59,7 @@ from harness.workload.entry import (
     find_data_dir,
     load_entry,
 )
+from harness.workload.packages import Package, for_package, namespace, package_of, submodule
 from harness.workload.recorder import (
     EpochRecorder,
     LossCapture,
@@ -97,6 +99,8 @@ class RunState:
     tensorboard: TensorBoard | None = None
     #: ``run.count_host_syncs``: the counter's result (None when not asked, or not reached)
     host_syncs: HostSyncs | None = None
+    #: the seed the user's build function set torch's generator to (None: it did not)
+    user_seed: int | None = None
 
 
 def _rank_from_env() -> int:
@@ -115,11 +119,18 @@ def ddp_timeout(spec: RunSpec) -> timedelta:
     return timedelta(seconds=float(seconds))
 
 
-def _build_trainer(spec: RunSpec, callbacks: list[Any], distributed_sampler: bool = False):
-    """The Trainer of every run. ``distributed_sampler``: Lightning shards the data across DDP
-    ranks (its default, which a user's own dataloaders expect); the built-in shards its own."""
-    from pytorch_lightning import Trainer
-    from pytorch_lightning.strategies import DDPStrategy
+def _build_trainer(
+    spec: RunSpec,
+    callbacks: list[Any],
+    distributed_sampler: bool = False,
+    package: Package = "pytorch_lightning",
+):
+    """The Trainer of every run, from ``package`` (the one the module's class comes from).
+    ``distributed_sampler``: Lightning shards the data across DDP ranks (its default, which a
+    user's own dataloaders expect); the built-in shards its own."""
+    Trainer = namespace(package).Trainer
+    DDPStrategy = submodule(package, "strategies").DDPStrategy
+    callbacks = [for_package(callback, package) for callback in callbacks]
 
     strategy: Any = "auto"
     if spec.devices > 1:
@@ -166,31 +177,40 @@ def _builtin(spec: RunSpec, cli_data_dir: str | None) -> Built:
     return Built(model)
 
 
-def _user(spec: RunSpec, cli_data_dir: str | None, code_dir: Path | None) -> Built:
+def _user(spec: RunSpec, cli_data_dir: str | None, code_dir: Path | None, state: RunState) -> Built:
     """The user's workload: import the entry (a failure names the fix), seed
-    (``before_model``), call it with the run's settings and check what it returned."""
+    (``before_model``), call it with the run's settings and check what it returned. A build
+    function that seeds torch itself (``torch.initial_seed()`` changed across the call) makes
+    the placement moot: ``state.user_seed`` records the seed it set."""
+    import torch
+
     assert spec.entry is not None
     function = load_entry(spec.entry, code_dir)
     settings = RunSettings.of(spec, find_data_dir(cli_data_dir), code_dir)
     _seed_if(spec, "before_model")
-    return build(spec.entry, function, settings)
+    before = torch.initial_seed()
+    built = build(spec.entry, function, settings)
+    after = torch.initial_seed()
+    state.user_seed = after if after != before else None
+    return built
 
 
 def raised_by_lightning(exc: BaseException) -> bool:
     """Whether Lightning's own code raised ``exc`` (its innermost frame is in
-    pytorch_lightning or lightning_fabric), not torch, the harness or the user's code."""
+    pytorch_lightning, lightning_fabric or lightning), not torch, the harness or the user's code."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
-    return str(module).split(".")[0] in ("pytorch_lightning", "lightning_fabric")
+    return str(module).split(".")[0] in ("pytorch_lightning", "lightning_fabric", "lightning")
 
 
 def _fit(spec: RunSpec, trainer: Any, built: Built) -> None:
     """``trainer.fit``; with a user's entry, Lightning's refusal of the module's own
     configuration (a MisconfigurationException, or an error Lightning itself raised, as for two
     optimizers under automatic optimization) is the workload's fault: a WorkloadError."""
-    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+    package = package_of(built.module, built.datamodule)
+    MisconfigurationException = submodule(package, "utilities.exceptions").MisconfigurationException
 
     if spec.entry is None:
         trainer.fit(built.module)
@@ -224,7 +244,7 @@ def _train(
     if spec.entry is None:
         built = _builtin(spec, cli_data_dir)
     else:
-        built = _user(spec, cli_data_dir, code_dir)
+        built = _user(spec, cli_data_dir, code_dir, state)
     model = built.module
     state.init_digest = weights_digest(model.state_dict())
     probe = None
@@ -254,7 +274,12 @@ def _train(
         callbacks.append(counter)
     if probe is not None:
         callbacks.append(probe)
-    trainer = _build_trainer(spec, callbacks, distributed_sampler=spec.entry is not None)
+    trainer = _build_trainer(
+        spec,
+        callbacks,
+        distributed_sampler=spec.entry is not None,
+        package=package_of(built.module, built.datamodule),
+    )
     state.setup_seconds = time.perf_counter() - t0
     _fit(spec, trainer, built)
     state.host_syncs = counter.result if counter is not None else None
@@ -334,7 +359,8 @@ def build_record(
         provenance=Provenance(
             **provenance.collect(
                 accelerator, image, state.world_size, state.determinism, state.rank_flags
-            )
+            ),
+            user_seed=state.user_seed,
         ),
         files=files,
     )
@@ -377,6 +403,9 @@ def _note_failure(spec: RunSpec, out: Path, state: RunState, exc: BaseException)
         except OSError as problem:
             log.error("could not write this rank's error file: %s", problem)
     log.error("run failed: %s: %s", error.type, error.message)
+    if error.type in USER_WORKLOAD_ERRORS and error.traceback:
+        # where WorkloadFailure's hint points (run.log): the user's own frames included
+        log.error("the traceback of your code's error:\n%s", error.traceback.rstrip())
 
 
 def _full_record(

@@ -1,19 +1,26 @@
 """A plain Lightning script, no harness run: the user's own Trainer with ReproRecorder.
 
-    python plain_script.py OUT [--seed N] [--fail-at STEP]
+    python plain_script.py OUT [--seed N] [--fail-at STEP] [--lightning]
 
 ``--seed`` seeds everything before the model is made (and is recorded); without it nothing
 is seeded. ``--fail-at`` makes the training step raise at that step (a failed record).
+``--lightning``: the same script with ``lightning.pytorch`` (module, Trainer, seeding).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from tinyconv import TinyConv, TinyData
+
+if "--lightning" in sys.argv:  # the same script written with lightning.pytorch
+    import lightning.pytorch as pl
+    from tinyconv_lightning import TinyConv, TinyData
+else:
+    import pytorch_lightning as pl
+    from tinyconv import TinyConv, TinyData
 
 from harness.lightning import ReproRecorder
 
@@ -34,6 +41,7 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--fail-at", type=int, default=None)
+    parser.add_argument("--lightning", action="store_true", help="lightning.pytorch's Trainer")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.seed is not None:
