@@ -63,10 +63,15 @@ def suggest(name: str, functions: list[str]) -> str:
     return ""
 
 
-def module_file(module_name: str, code_dir: Path | None) -> Path | None:
+def module_file(
+    module_name: str, code_dir: Path | None, *, only_code_dir: bool = False
+) -> Path | None:
     """The source file ``module_name`` would be imported from (``code_dir`` first, then
-    ``sys.path``), found without importing anything; None when not a plain ``.py`` found."""
-    path = ([str(code_dir)] if code_dir is not None else []) + sys.path
+    ``sys.path`` unless ``only_code_dir``), found without importing anything; None when not a
+    plain ``.py`` found."""
+    path = [str(code_dir)] if code_dir is not None else []
+    if not only_code_dir:
+        path += sys.path
     spec = None
     for part in module_name.split("."):
         spec = importlib.machinery.PathFinder.find_spec(part, path)
@@ -135,7 +140,13 @@ def static_check(entry: str, code_dir: Path | None) -> tuple[bool, str | None]:
         return True, None
     if dynamic:
         return False, None
-    return True, (
+    return True, missing_function(entry, path, functions)
+
+
+def missing_function(entry: str, path: Path, functions: list[str]) -> str:
+    """The one line that says ``entry``'s function is not in its module's source ``path``."""
+    module_name, _, attr = entry.partition(":")
+    return (
         f"workload entry {entry!r}: module `{module_name}` ({path}) has no attribute "
         f"`{attr}`{suggest(attr, functions)}; define `def {attr}(settings): ...` there, or fix "
         "the name after the colon"
@@ -151,28 +162,17 @@ def container_check(entry: str, code_dir: Path) -> str | None:
     module_name, _, attr = entry.partition(":")
     if not module_name or not attr or not attr.isidentifier():
         return None
-    path: list[str] = [str(code_dir)]
-    spec = None
-    for part in module_name.split("."):
-        spec = importlib.machinery.PathFinder.find_spec(part, path)
-        if spec is None:
-            return None
-        path = list(spec.submodule_search_locations or [])
-    origin = spec.origin if spec is not None else None
-    if not origin or not origin.endswith(".py"):
-        return None
     try:
-        tree = ast.parse(Path(origin).read_bytes(), filename=origin)
-    except (OSError, SyntaxError, ValueError):
+        path = module_file(module_name, code_dir, only_code_dir=True)
+        if path is None:
+            return None
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (OSError, ImportError, SyntaxError, ValueError):
         return None
     names, functions, dynamic = _top_level(tree.body)
     if attr in names or dynamic:
         return None
-    return (
-        f"workload entry {entry!r}: module `{module_name}` ({origin}) has no attribute "
-        f"`{attr}`{suggest(attr, functions)}; define `def {attr}(settings): ...` there, or fix "
-        "the name after the colon"
-    )
+    return missing_function(entry, path, functions)
 
 
 def check(entry: str, code_dir: Path | None) -> str | None:
