@@ -357,6 +357,17 @@ def log_tail(run_dir: Path) -> str:
     return "\n".join(lines)[-LOG_TAIL_CHARS:]
 
 
+#: The host's errors that say more than the workload's record of the signal that stopped it,
+#: with the signals (as recorded) each explains. A harness that was interrupted stops its runs
+#: with SIGINT, and the workload's ``Interrupted`` says that well; SIGTERM from outside does not
+#: say who sent it.
+HOST_KNOWS_WHY = {
+    ErrorType.TIMEOUT.value: STOPPED_BY_SIGNAL,
+    ErrorType.DOCKER_UNREACHABLE.value: STOPPED_BY_SIGNAL,
+    ErrorType.KILLED.value: STOPPED_BY_SIGNAL[:1],
+}
+
+
 def record_failure(
     run_dir: Path,
     spec: RunSpec,
@@ -371,12 +382,13 @@ def record_failure(
     A failed record written by the workload is kept and given the tail; an ok record from a run
     the host saw fail (killed after writing) is turned into a failed one. A run that left unsafe
     entries in its folder (``unsafe_run_folder``) gets the host's error even over a failed
-    record of the workload's: that is what the report must show; so does a timed-out run whose
-    workload recorded the SIGINT that stopped it as an interruption. Under DDP, the error
-    files that failing ranks wrote (``rank-<r>.error.json``) go into ``error.ranks``; when the
-    host writes the record itself (rank 0 was killed, as Lightning does when another rank
-    fails), the rank that failed first gives the run's error, and the host's view is rank 0's;
-    unless ``first_rank_error`` is False (the host stopped the run: a timeout, an interrupt).
+    record of the workload's: that is what the report must show; so does a run whose workload
+    recorded the signal that stopped it when the host knows who sent it (``HOST_KNOWS_WHY``).
+    Under DDP, the error files that failing ranks wrote (``rank-<r>.error.json``) go into
+    ``error.ranks``; when the host writes the record itself (rank 0 was killed, as Lightning
+    does when another rank fails), the rank that failed first gives the run's error, and the
+    host's view is rank 0's; unless ``first_rank_error`` is False (the host stopped the run: a
+    timeout, an interrupt).
     """
     tail = log_tail(run_dir)
     kind = ErrorType(error_type).value if isinstance(error_type, ErrorType) else error_type
@@ -385,13 +397,12 @@ def record_failure(
         record: RunRecord | None = load_record(run_dir)
     except RecordError:
         record = None
-    # the host's reason wins where it knows more: planted entries, and a timeout whose stop
-    # signal (SIGINT first) the workload recorded as its own interruption
+    # the host's reason wins where it knows more: planted entries, and a signal the workload
+    # recorded whose sender the host knows: its own stop at a timeout (SIGINT first), an engine
+    # that went away, a container stopped from outside (SIGTERM)
+    recorded = record.error.type if record is not None and record.error is not None else None
     host_wins = kind == ErrorType.UNSAFE_RUN_FOLDER.value or (
-        kind == ErrorType.TIMEOUT.value
-        and record is not None
-        and record.error is not None
-        and record.error.type in STOPPED_BY_SIGNAL
+        recorded in HOST_KNOWS_WHY.get(kind, ())
     )
     if record is not None and not record.ok and not host_wins:
         error = record.error or RunError(type=kind, message=message)

@@ -365,3 +365,42 @@ def test_a_root_harness_refuses_user_code_its_containers_cannot_read(tmp_path: P
     options = ExecutorOptions(data_dir=mnist, code_dir=code, code_digest="c" * 64)
     with pytest.raises(ExecutorError, match="is not readable by the containers' user"):
         DockerExecutor(options).prepare([RunSpec(image="harness-test/never:1", entry="pkg:b")])
+
+
+@pytest.mark.parametrize(
+    ("code", "terminated", "answers", "error_type", "says"),
+    [
+        # the engine shut down: it stopped the container, then stopped answering
+        (143, False, [True, True, False], "docker_unreachable", "Docker daemon unreachable"),
+        (1, True, [True, False], "docker_unreachable", "Docker daemon unreachable"),
+        (1, True, [False], "docker_unreachable", "Docker daemon unreachable"),
+        # `docker stop`: the engine stays
+        (143, False, [True] * 100, "killed", "stopped from outside (SIGTERM, exit 143)"),
+        (1, True, [True] * 100, "killed", "stopped from outside (SIGTERM, exit 1)"),
+        # the run's own failure is not a signal from outside
+        (1, False, [True] * 100, None, "the container exited with code 1"),
+    ],
+)
+def test_a_container_sigterm_ended_is_told_apart_from_its_own_failure(
+    code: int, terminated: bool, answers: list[bool], error_type: str | None, says: str
+) -> None:
+    """The workload answers SIGTERM with a record and exit 1, and a shutting-down engine may
+    still answer as its containers exit: a SIGTERM exit waits a moment for the engine to go."""
+    from harness.executors.docker_outcome import classify_exit
+
+    replies = iter(answers)
+    outcome = classify_exit(
+        code,
+        1.0,
+        oom=False,
+        memory_limit="8g",
+        record_written=True,
+        engine_answers=lambda: next(replies),
+        terminated=terminated,
+        grace_s=0.6,
+    )
+    assert outcome.status.value == "failed"
+    assert (outcome.error_type.value if outcome.error_type else None) == error_type
+    assert says in outcome.message, outcome.message
+    if error_type:
+        assert "resume" in outcome.message

@@ -740,3 +740,38 @@ def test_the_progress_line_names_a_recorded_error_once(tmp_path: Path):
     outcome = RunOutcome(RunStatus.FAILED, 1.0, 1, "exited with code 1")
     _add_recorded_error(run_dir, outcome)
     assert outcome.message == "exited with code 1: DataError: train-images missing"
+
+
+@pytest.mark.parametrize(
+    ("recorded", "kind", "host_wins"),
+    [
+        ("Terminated", "docker_unreachable", True),
+        ("Interrupted", "docker_unreachable", True),
+        ("Terminated", "killed", True),  # SIGTERM from outside: the host says who may have sent it
+        ("Interrupted", "killed", False),  # the harness's own Ctrl-C: the workload says it well
+        ("Interrupted", "timeout", True),
+        ("Terminated", "failed", False),
+        ("DataError", "docker_unreachable", False),  # the run's own error, not a signal
+    ],
+)
+def test_the_hosts_reason_replaces_a_recorded_signal_only_where_it_knows_the_sender(
+    tmp_path: Path, recorded: str, kind: str, host_wins: bool
+):
+    """A container the engine stopped as it shut down records ``Terminated``: the report must
+    say that the Docker daemon went away, not only that SIGTERM came."""
+    from harness.contract.record import RunError, failed_record, write_record
+
+    spec = matrix().cells[0].spec(0)
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    error = RunError(type=recorded, message="the workload's words", traceback="Traceback: x")
+    write_record(run_dir, failed_record(spec.to_dict(), error, written_by="workload"))
+    record_failure(run_dir, spec, kind, "the host's words")
+    got = load_record(run_dir)
+    assert got.status == "failed"
+    if host_wins:
+        assert (got.error.type, got.error.message) == (kind, "the host's words")
+        assert got.written_by == "host"
+    else:
+        assert (got.error.type, got.error.message) == (recorded, "the workload's words")
+        assert got.written_by == "workload"

@@ -13,11 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from harness.contract import RECORD_FILE, ErrorType
+from harness.contract.record import STOPPED_BY_SIGNAL
 from harness.executors.base import DEFAULT_MEMORY_LIMIT, RunOutcome, RunStatus
 from harness.executors.docker_containers import stop
 
+#: The record's error type of a workload that SIGTERM ended (harness/workload/signals.py).
+TERMINATED = STOPPED_BY_SIGNAL[0]
+
 #: How often the wait loop looks at the cancel event and the deadline.
 POLL_S = 0.5
+
+#: How long a container stopped from outside waits for its engine to go away: an engine that
+#: shuts down stops its containers first and may still answer for a moment after.
+ENGINE_GONE_GRACE_S = 5.0
 
 NO_GPU_RUNTIME_HINT = (
     "install the NVIDIA Container Toolkit and restart the engine "
@@ -135,7 +143,30 @@ def exit_outcome(
         memory_limit=memory_limit,
         record_written=(run_dir / RECORD_FILE).is_file(),
         engine_answers=engine_answers,
+        terminated=_recorded_sigterm(run_dir),
     )
+
+
+def _recorded_sigterm(run_dir: Path) -> bool:
+    """The workload recorded that SIGTERM ended it: it handles the signal and exits 1, so its
+    exit code alone does not say that something outside stopped the container."""
+    from harness.record import RecordError, load_record
+
+    try:
+        error = load_record(run_dir).error
+    except RecordError:
+        return False
+    return error is not None and error.type == TERMINATED
+
+
+def engine_goes_away(engine_answers: Callable[[], bool], grace_s: float) -> bool:
+    """Whether the engine stops answering within ``grace_s`` (it is shutting down)."""
+    deadline = time.monotonic() + grace_s
+    while engine_answers():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
 
 
 def classify_exit(
@@ -146,8 +177,13 @@ def classify_exit(
     memory_limit: str | None,
     record_written: bool,
     engine_answers: Callable[[], bool],
+    terminated: bool = False,
+    grace_s: float = ENGINE_GONE_GRACE_S,
 ) -> RunOutcome:
-    """What an exit code (and the engine's OOMKilled flag) means for the run."""
+    """What an exit code (and the engine's OOMKilled flag) means for the run. The harness
+    stops its own containers only on cancel or timeout, before this is asked: a container
+    that SIGTERM ended (exit 143, or ``terminated``: the workload recorded it) was stopped from
+    outside, most often by its engine shutting down."""
     if oom:
         if memory_limit:
             message = (
@@ -162,16 +198,17 @@ def classify_exit(
                 "side, or set run.memory_limit in the matrix (the results folder resumes)"
             )
         return RunOutcome(RunStatus.FAILED, seconds, code, message, error_type=ErrorType.OOM)
-    if code == 143 and not engine_answers():
-        return lost(seconds, RuntimeError("the engine stopped the container (exit 143)"))
-    if code == 143:
+    if code == 143 or (terminated and code != 0):
+        if engine_goes_away(engine_answers, grace_s):
+            return lost(seconds, RuntimeError(f"the engine stopped the container (exit {code})"))
         return RunOutcome(
             RunStatus.FAILED,
             seconds,
             code,
-            "the container was stopped from outside (SIGTERM, exit 143): was the Docker "
+            f"the container was stopped from outside (SIGTERM, exit {code}): was the Docker "
             "daemon stopped or restarted, or `docker stop` run? Rerun the same command to "
             "resume",
+            error_type=ErrorType.KILLED,
         )
     if code == 0 and not record_written:
         return RunOutcome(
