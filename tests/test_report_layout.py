@@ -42,6 +42,19 @@ def _verdict_of(settings: dict) -> str:
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("matrix-144")
+    verdicts = write_matrix_yaml_set(root)
+    report, _ = make_reports(root, ["md", "json", "csv"], max_plots=2)
+    return {
+        "root": root,
+        "report": report,
+        "verdicts": verdicts,
+        "md": (root / "report.md").read_text(),
+    }
+
+
+def write_matrix_yaml_set(root: Path) -> dict[str, str]:
+    """Records of matrix.yaml's 144 cells, 2 repeats each, made without training; returns the
+    verdict each cell was made to have."""
     matrix = load_matrix(ROOT / "matrix.yaml")
     cells = [
         {
@@ -65,13 +78,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> dict:
         if verdict == "diverges":
             other[7, 0] = np.nextafter(other[7, 0], np.float32(10))
         write_run(root, cell, 1, other)
-    report, _ = make_reports(root, ["md", "json", "csv"], max_plots=2)
-    return {
-        "root": root,
-        "report": report,
-        "verdicts": verdicts,
-        "md": (root / "report.md").read_text(),
-    }
+    return verdicts
 
 
 def test_the_generated_set_is_matrix_yamls_shape(big: dict):
