@@ -75,7 +75,7 @@ def plain_child(out: Path, data_dir: Path, threads: int, model: str, device: str
 
     from harness.contract import RunSpec
     from harness.workload.data import Batches, Mnist, load_mnist, shard_indices
-    from harness.workload.model import LitMNIST
+    from harness.workload.networks import LitMNIST
     from harness.workload.recorder import Stopwatch
     from harness.workload.seeding import apply_determinism, pin_threads, seed_all
 

@@ -5,7 +5,7 @@ and whether MNIST is found and matches its MD5s. Every check returns data; nothi
 prints.
 
 The GPU probe is the one ``harness run`` runs before a GPU image's runs
-(``harness.executors.gpu_probe``): with ``image``, in that image's workload image (built or
+(``harness.executors.gpu_probe_host``): with ``image``, in that image's workload image (built or
 reused) under the runs' hardening, with ``gpus`` GPUs; without, on the host's workload
 interpreter when nvidia-smi sees a GPU (not applicable otherwise).
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.mnist import DataError, missing_files, verify_mnist
-from harness.schedule import NO_NVIDIA_SMI, nvidia_gpus
+from harness.run.schedule import NO_NVIDIA_SMI, nvidia_gpus
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def gpu_probe(
 ) -> dict[str, Any] | None:
     """The GPU probe's verdict as data: in ``image``'s workload image (a run's container), or
     on the host's workload interpreter when a GPU is seen; None when neither applies."""
-    from harness.executors.gpu_probe import ProbeResult, probe_host
+    from harness.executors.gpu_probe_host import ProbeResult, probe_host
 
     if image is None and not seen_gpus:
         return None
@@ -154,7 +154,7 @@ def _container_probe(image: str, gpus: int, data_dir: Path | None) -> Any:
     from harness.contract import RunSpec
     from harness.executors.base import ExecutorOptions
     from harness.executors.docker import DockerExecutor
-    from harness.executors.gpu_probe import run_container_probe
+    from harness.executors.gpu_probe_host import run_container_probe
 
     with tempfile.TemporaryDirectory(prefix="harness-doctor-") as empty:
         mount = data_dir if data_dir is not None and data_dir.is_dir() else Path(empty)
@@ -178,7 +178,7 @@ def run_doctor(
     """Collect every check; ``data_dir`` defaults to the runner's MNIST default; ``image`` and
     ``gpus`` aim the GPU probe at an image (see the module's docstring)."""
     if data_dir is None:
-        from harness.runner import default_data_dir
+        from harness.run.matrix_runner import default_data_dir
 
         data_dir = default_data_dir()
     disk_path = Path(disk_path or Path.cwd())

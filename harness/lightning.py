@@ -56,7 +56,7 @@ from harness.workload.recorder import (
     TensorBoard,
     weights_digest,
 )
-from harness.workload.runner import RunState, build_record, save_trajectory
+from harness.workload.training import RunState, build_record, save_trajectory
 
 __all__ = ["ReproRecorder", "external_spec"]
 

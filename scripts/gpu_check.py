@@ -267,7 +267,7 @@ def check_matrix(work: Path, out: Path) -> dict[str, Any]:
     results = out / "results"
     argv = [PY, "-m", "harness.cli", "run", str(matrix), "--out", str(results)]
     argv += ["--executor", "local", "--progress", "plain", "--no-report"]
-    if not DRY:  # that many 1-GPU runs side by side on GPU 0 (harness/schedule.py)
+    if not DRY:  # that many 1-GPU runs side by side on GPU 0 (harness/run/schedule.py)
         argv += ["--gpus", ",".join(["0"] * PARALLEL)]
     ran = sh(argv, timeout=RUN_S * 2)
     report = sh([PY, "-m", "harness.cli", "report", str(results)], timeout=RUN_S)

@@ -7,7 +7,7 @@
 #
 #   bash scripts/mutation.sh            # reuse mutants/ results for unchanged code
 #   bash scripts/mutation.sh --fresh    # start over
-#   bash scripts/mutation.sh 'harness.shard*'   # only these mutants (glob on names)
+#   bash scripts/mutation.sh 'harness.run.shard*'   # only these mutants (glob on names)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HARNESS_MNIST_DIR="${HARNESS_MNIST_DIR:-$(pwd)/../shared/data/mnist}"

@@ -163,8 +163,8 @@ def client():
 
 @pytest.fixture(scope="session")
 def workload_image(client):
-    """The workload image on BASE_IMAGE, built once (or reused) through harness.images."""
-    from harness.images import ensure_workload_image
+    """The workload image on BASE_IMAGE, built once (or reused) through harness.executors.images."""
+    from harness.executors.images import ensure_workload_image
 
     return ensure_workload_image(client, BASE_IMAGE)
 

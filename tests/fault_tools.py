@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness.record import RecordError, load_record
+from harness.results.run_reader import RecordError, load_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -289,7 +289,7 @@ def nudge_losses(run_dir: Path, step: int = 0, ulps: int = 1) -> tuple[str, str]
 
     import numpy as np
 
-    from harness.record import trajectory_sha256, verified_losses
+    from harness.results.run_reader import trajectory_sha256, verified_losses
 
     losses = np.load(run_dir / "losses.npy")
     for _ in range(ulps):

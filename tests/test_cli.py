@@ -9,8 +9,8 @@ from pathlib import Path
 from harness.cli import main
 from harness.executors.fake import FakeExecutor
 from harness.matrix import load_matrix, schema_text
-from harness.record import load_record
-from harness.runner import RunConfig, run_matrix
+from harness.results.run_reader import load_record
+from harness.run.matrix_runner import RunConfig, run_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "examples" / "placement-quick.yaml"

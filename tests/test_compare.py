@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.baseline import CellDigests, ResultSet, from_file, load_result_set, to_json
 from harness.cli import main
-from harness.compare import EXIT_REGRESSION, compare, compare_cell, render_markdown
 from harness.errors import HarnessError
 from harness.executors.fake import FakeExecutor
 from harness.exit_codes import EXIT_NOT_COMPARABLE
+from harness.gates.baseline import CellDigests, ResultSet, from_file, load_result_set, to_json
+from harness.gates.compare import EXIT_REGRESSION, compare, compare_cell, render_markdown
 from harness.matrix import load_matrix
-from harness.runner import RunConfig, run_matrix
-from harness.shard import ShardSpec
+from harness.run.matrix_runner import RunConfig, run_matrix
+from harness.run.shard import ShardSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "examples" / "placement-quick.yaml"

@@ -25,11 +25,11 @@ from harness.executors.docker_kwargs import container_environment
 from harness.executors.local import run_env
 from harness.matrix import parse_matrix
 from harness.matrix.models import CellSettings, json_schema
-from harness.record import load_record
 from harness.report.flatten import cell_row
 from harness.report.markdown import setting_text
-from harness.report.model import Cost
+from harness.report.report_data import Cost
 from harness.report.summaries import costs, effective
+from harness.results.run_reader import load_record
 from harness.workload.__main__ import numerics_env
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ import torch
 
 from harness.contract import CUBLAS_WORKSPACE_DETERMINISTIC, RunSpec
 from harness.contract.record import Determinism
-from harness.record import load_record
+from harness.results.run_reader import load_record
 from harness.workload.provenance import determinism_in_force
 from harness.workload.seeding import apply_determinism
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import layout
 from harness.cli import main
 from harness.contract.files import REPLAY_FILE
-from harness.diagnose.files import replay_data
-from harness.diagnose.runs import read_replay
+from harness.diagnose.file_checks import replay_data
+from harness.diagnose.run_pair import read_replay
 from harness.errors import HarnessError
+from harness.results import layout
 
 pytestmark = pytest.mark.slow
 

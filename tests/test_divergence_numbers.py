@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.report.model import Divergence
+from harness.report.report_data import Divergence
 from harness.report.trajectories import divergence, divergences_from
 
 EPOCHS = [(0, 0), (1, 60)]  # two epochs of 60 steps

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import BASE_IMAGE
 
-from harness.progress import last_epoch
+from harness.run.progress import last_epoch
 
 pytestmark = pytest.mark.docker
 

@@ -2,7 +2,8 @@
 
 Fails when no engine answers (CI always starts one: scripts/docker-engine.sh start).
 The base image is the CPU stand-in (scripts/build-standin-base.sh) unless HARNESS_TEST_BASE_IMAGE
-names another; the workload image is built through harness.images (HARNESS_WHEELHOUSE offline).
+names another; the workload image is built through harness.executors.images (HARNESS_WHEELHOUSE
+offline).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from harness.contract import (
 from harness.errors import ExecutorError
 from harness.executors.base import ExecutorOptions, RunIdentity, RunStatus, Slot
 from harness.executors.docker_kwargs import container_user
-from harness.record import load_record
+from harness.results.run_reader import load_record
 
 pytestmark = pytest.mark.docker
 
@@ -258,8 +259,8 @@ def test_an_exception_in_the_harness_stops_and_removes_its_containers(
     killed, and cleanup removes it. Harness's own progress display is made to raise (in the
     scheduler's thread) while a container of a long run trains; run_matrix re-raises it."""
     from harness.matrix import load_matrix
-    from harness.progress import QuietProgress
-    from harness.runner import RunConfig, make_executor, run_matrix
+    from harness.run.matrix_runner import RunConfig, make_executor, run_matrix
+    from harness.run.progress import QuietProgress
 
     name = f"boom-{uuid.uuid4().hex[:6]}"
     path = tmp_path / "m.yaml"

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import images
 from harness.errors import ExecutorError
+from harness.executors import images
 
 
 def copy_sources(dest: Path) -> Path:
@@ -121,7 +121,9 @@ def test_context_holds_workload_side_only() -> None:
     assert "harness/mnist.py" in names
     assert "harness/workload/__main__.py" in names
     assert not any(n.startswith(("harness/executors", "harness/cli")) for n in names)
-    assert "harness/images.py" not in names and "harness/record.py" not in names
+    assert (
+        "harness/executors/images.py" not in names and "harness/results/run_reader.py" not in names
+    )
     assert not any("__pycache__" in n for n in names)
 
 
@@ -313,7 +315,7 @@ def test_two_bases_whose_old_tags_collide_each_run_their_own_image(client, tmp_p
     from conftest import BASE_IMAGE
     from fault_tools import Harness, write_matrix
 
-    from harness.record import load_record
+    from harness.results.run_reader import load_record
 
     unique = uuid.uuid4().hex[:8]
     repo = f"harness-test/a{unique}"

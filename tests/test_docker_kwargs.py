@@ -19,7 +19,7 @@ from harness.executors.docker_kwargs import (
     container_user,
 )
 from harness.executors.docker_outcome import is_no_gpu_runtime
-from harness.images import WorkloadImage
+from harness.executors.images import WorkloadImage
 
 IMAGE = WorkloadImage(
     base="base:1",

@@ -39,8 +39,8 @@ from harness.executors.docker_kwargs import (
 )
 from harness.executors.local import GRACE_S
 from harness.matrix import load_matrix
-from harness.progress import last_epoch
-from harness.shard import ShardSpec, cells_of_shard
+from harness.run.progress import last_epoch
+from harness.run.shard import ShardSpec, cells_of_shard
 
 pytestmark = pytest.mark.docker
 

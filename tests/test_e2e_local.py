@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from gfm import render, tables
 
-from harness.progress import last_epoch
+from harness.run.progress import last_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ from conftest import BASE_IMAGE
 from fault_tools import ROOT, Harness, finished_files, records, resume_completes, write_matrix
 from test_docker_cli import ours
 
-from harness.record import load_record
+from harness.results.run_reader import load_record
 
 pytestmark = pytest.mark.docker
 

@@ -24,8 +24,8 @@ from fault_tools import (
 from harness.contract import RECORD_FORMAT_VERSION
 from harness.executors.fake import write_fake_record
 from harness.matrix import parse_matrix
-from harness.record import load_record
-from harness.store import ResultsDir
+from harness.results.run_reader import load_record
+from harness.results.store import ResultsDir
 
 CORRUPTIONS = {
     "truncated": lambda b: b[: len(b) // 2],

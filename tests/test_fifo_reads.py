@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import layout
 from harness.executors.fake import FakeExecutor
 from harness.matrix import load_matrix
-from harness.runner import RunConfig, run_matrix
+from harness.results import layout
+from harness.run.matrix_runner import RunConfig, run_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "examples" / "placement-quick.yaml"
@@ -117,7 +117,7 @@ def test_a_fifo_at_a_replays_files_does_not_hang_the_diagnosis(results: Path):
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from harness.diagnose.runs import read_replay\n"
+        "from harness.diagnose.run_pair import read_replay\n"
         "from harness.errors import HarnessError\n"
         "try:\n"
         "    read_replay('a', Path(sys.argv[1]))\n"

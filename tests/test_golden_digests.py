@@ -1,4 +1,5 @@
-"""``harness baseline``'s golden-digests file (harness/baseline.py): what it holds of a results
+"""``harness baseline``'s golden-digests file (harness/gates/baseline.py): what it holds of a
+results
 folder, and what a file that cannot be one is told; and a results folder read as a result set."""
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.baseline import (
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.executors.base import RunOutcome, RunStatus
+from harness.executors.fake import FakeExecutor
+from harness.exit_codes import EXIT_BAD_INPUT, EXIT_NOT_COMPARABLE
+from harness.gates.baseline import (
     CellDigests,
     ResultSet,
     from_file,
@@ -22,15 +28,10 @@ from harness.baseline import (
     to_json,
     write_baseline,
 )
-from harness.cli import main
-from harness.compare import compare
-from harness.errors import HarnessError
-from harness.executors.base import RunOutcome, RunStatus
-from harness.executors.fake import FakeExecutor
-from harness.exit_codes import EXIT_BAD_INPUT, EXIT_NOT_COMPARABLE
+from harness.gates.compare import compare
 from harness.matrix import load_matrix
-from harness.record import trajectory_sha256
-from harness.runner import RunConfig, run_matrix
+from harness.results.run_reader import trajectory_sha256
+from harness.run.matrix_runner import RunConfig, run_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "examples" / "placement-quick.yaml"

@@ -16,7 +16,7 @@ from harness.executors.base import ExecutorOptions, RunStatus, Slot
 from harness.executors.docker import DockerExecutor
 from harness.executors.docker_kwargs import LABEL_CELL
 from harness.executors.docker_outcome import NO_GPU_RUNTIME_HINT
-from harness.executors.gpu_probe import (
+from harness.executors.gpu_probe_host import (
     PROBE_CELL,
     PROBE_MODULE,
     ProbeResult,
@@ -27,7 +27,7 @@ from harness.executors.gpu_probe import (
     probe_kwargs,
     run_container_probe,
 )
-from harness.images import WorkloadImage
+from harness.executors.images import WorkloadImage
 from harness.workload.gpu_probe import RESULT_PREFIX
 
 IMAGE = WorkloadImage(

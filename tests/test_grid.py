@@ -13,7 +13,7 @@ from harness.contract.settings import REPORT_SETTINGS
 from harness.matrix import load_matrix
 from harness.report.grid import MAX_ROWS, constant, grids, make_grid, row_limit
 from harness.report.markdown import render_markdown
-from harness.report.model import Report
+from harness.report.report_data import Report
 from harness.report.summaries import describe_image
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ from harness.executors.fake import write_fake_record
 from harness.matrix import parse_matrix
 from harness.report import write_reports
 from harness.report.markdown import escape
-from harness.store import ResultsDir, record_failure
+from harness.results.store import ResultsDir, record_failure
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("harness", "tests", "benchmarks", "scripts", "docker", "examples")
@@ -134,7 +134,7 @@ def test_no_command_is_built_as_a_shell_string():
 def test_a_users_requirement_never_enters_a_shell_line():
     """``einops>=0.8`` in a RUN line would be a redirection: the requirements travel as a file
     in the build context that pip reads with -r, never as a build argument."""
-    from harness import images
+    from harness.executors import images
 
     wanted = ["einops>=0.8", "a[b,c]<2,>=1"]
     kwargs = images.build_kwargs(

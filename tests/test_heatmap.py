@@ -21,7 +21,7 @@ from harness.report.heatmap import (
     grid_plot_names,
     write_grid_plots,
 )
-from harness.report.model import DIVERGES, REPRODUCES, UNKNOWN, CellReport, Report
+from harness.report.report_data import DIVERGES, REPRODUCES, UNKNOWN, CellReport, Report
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ from harness.contract import RunSpec
 from harness.contract.record import HostSyncs, RunRecord, write_record
 from harness.contract.spec import SpecError
 from harness.matrix import load_matrix
-from harness.record import load_record
+from harness.results.run_reader import load_record
 from harness.workload.syncs import SYNC_MESSAGE, count_every_sync_warning, count_sync_warnings
 
 

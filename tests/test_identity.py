@@ -30,8 +30,8 @@ from harness.executors import ExecutorOptions, RunIdentity
 from harness.executors.fake import FakeExecutor
 from harness.executors.local import probe_identity
 from harness.matrix import parse_matrix
-from harness.record import load_record, verified_losses
-from harness.runner import RunConfig, run_matrix
+from harness.results.run_reader import load_record, verified_losses
+from harness.run.matrix_runner import RunConfig, run_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -34,7 +34,7 @@ from harness.contract.settings import BY_NAME, FLOAT_MAX, SEED_MAX
 from harness.contract.spec import RunSpec, SpecError
 from harness.errors import MatrixError
 from harness.matrix import json_schema, parse_matrix
-from harness.progress import PlainProgress, Progress, make_progress
+from harness.run.progress import PlainProgress, Progress, make_progress
 from harness.text import TerminalSafeFormatter, terminal_safe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -429,7 +429,7 @@ def test_harness_errors_and_log_lines_are_printed_terminal_safe(tmp_path: Path, 
 def test_a_real_run_takes_the_largest_seeds(workload, tmp_path: Path, mnist_dir: Path):
     """2**32 - 1 is the largest seed numpy takes and the largest PYTHONHASHSEED: a real repeat
     with both at the bound trains (one more, and every repeat would die)."""
-    from harness.record import load_record
+    from harness.results.run_reader import load_record
 
     spec = {
         "seed": SEED_MAX,

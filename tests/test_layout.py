@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import layout
 from harness.errors import StoreError
 from harness.executors.fake import write_fake_record
 from harness.matrix import CELL_ID_SCHEME, parse_matrix
-from harness.store import ResultsDir
+from harness.results import layout
+from harness.results.store import ResultsDir
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "examples" / "placement-quick.yaml"
@@ -219,13 +219,13 @@ def _path_parts(path: Path) -> list[str]:
 
 
 def test_only_the_layout_module_names_the_results_layout():
-    """manifest.json, the cells/ folder and repeat-<k> are spelled in harness/layout.py alone
-    (and in harness/contract/code.py, standard library only, which cannot import it: it knows a
-    results folder inside the user's code by its manifest; tests/test_user_code_identity.py
-    checks the two agree)."""
+    """manifest.json, the cells/ folder and repeat-<k> are spelled in harness/results/layout.py
+    alone (and in harness/contract/code.py, standard library only, which cannot import it: it
+    knows a results folder inside the user's code by its manifest;
+    tests/test_user_code_identity.py checks the two agree)."""
     offenders = []
     for path in sorted((ROOT / "harness").rglob("*.py")):
-        if path == ROOT / "harness" / "layout.py":
+        if path == ROOT / "harness" / "results" / "layout.py":
             continue
         code_py = path == ROOT / "harness" / "contract" / "code.py"
         for text in _string_constants(path):

@@ -186,7 +186,7 @@ def test_the_harness_imports_lightning_only_for_a_module_from_it():
     """A run of the built-in (or of a pytorch_lightning module) pays nothing for ``lightning``:
     the workload's modules and ReproRecorder load without it."""
     probe = (
-        "import sys, harness.workload.runner, harness.workload.__main__, harness.lightning; "
+        "import sys, harness.workload.training, harness.workload.__main__, harness.lightning; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'lightning'))"
     )
     done = subprocess.run(

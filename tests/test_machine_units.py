@@ -14,9 +14,7 @@ from fault_tools import nudge_losses
 from test_report import base_losses, make_cell, make_results, write_run
 from test_report_records import own_run
 
-from harness.baseline import CellDigests, ResultSet, from_file, from_results, to_json
 from harness.cli.merge import machine_lines
-from harness.compare import compare, compare_cell, render_markdown
 from harness.contract import RunSpec
 from harness.contract.machine import (
     CODE_PATH,
@@ -40,14 +38,16 @@ from harness.executors.base import Slot
 from harness.executors.docker_kwargs import container_environment
 from harness.executors.fake import FakeExecutor
 from harness.exit_codes import EXIT_MACHINE_CHANGED, EXIT_OK, EXIT_REGRESSION
+from harness.gates.baseline import CellDigests, ResultSet, from_file, from_results, to_json
+from harness.gates.compare import compare, compare_cell, render_markdown
 from harness.matrix import load_matrix
-from harness.merge import describe_conflict, merge
 from harness.report import analyze
 from harness.report.exporters import render_json
 from harness.report.markdown import render_markdown as render_report
 from harness.report.summaries import compare_across
 from harness.report.terminal import render_plain
-from harness.runner import RunConfig, run_matrix
+from harness.results.merge import describe_conflict, merge
+from harness.run.matrix_runner import RunConfig, run_matrix
 
 QUICK = Path(__file__).resolve().parents[1] / "examples" / "placement-quick.yaml"
 

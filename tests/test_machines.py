@@ -28,7 +28,7 @@ from harness.contract.machine import (
     parse_cpuinfo,
 )
 from harness.exit_codes import EXIT_CONFLICT, EXIT_MACHINE_CHANGED, EXIT_OK
-from harness.record import load_record
+from harness.results.run_reader import load_record
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ import pytest
 from harness.contract.settings import BUILTIN_ONLY
 from harness.errors import MatrixError
 from harness.matrix import parse_matrix
-from harness.report.model import CellReport
+from harness.report.report_data import CellReport
 from harness.report.summaries import report_keys
 
 PATH = Path("m.yaml")

@@ -21,12 +21,12 @@ from harness.errors import StoreError
 from harness.executors.fake import FakeExecutor
 from harness.exit_codes import EXIT_BAD_INPUT, EXIT_CONFLICT
 from harness.matrix import load_matrix
-from harness.merge import CONFLICTS_DIR, merge
-from harness.merge_inputs import shared_lock
 from harness.report import write_reports
-from harness.runner import RunConfig, run_matrix
-from harness.shard import ShardSpec
-from harness.store import ResultsDir
+from harness.results.merge import CONFLICTS_DIR, merge
+from harness.results.merge_inputs import shared_lock
+from harness.results.store import ResultsDir
+from harness.run.matrix_runner import RunConfig, run_matrix
+from harness.run.shard import ShardSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "examples" / "placement-quick.yaml"
@@ -175,7 +175,7 @@ def test_a_missing_shard_shows_as_missing_runs(shards, tmp_path: Path, caplog):
     result = merge([s1], tmp_path / "m", formats=("json",), plots=False)
     missing = {p.name for p in s2.glob("cells/*")}
     assert set(result.missing_cells) == missing
-    assert [r.getMessage() for r in caplog.records if r.name == "harness.merge"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "harness.results.merge"] == [
         f"no input holds cell {name}: the report lists its runs as missing"
         for name in result.missing_cells
     ]
@@ -381,7 +381,7 @@ def test_each_kind_of_conflict_is_kept_named_and_worded(shards, tmp_path, capsys
 
     # what --verbose logs (the warnings are logged without it too)
     both_ok = " (two successful copies with different results)"
-    assert [r.getMessage() for r in caplog.records if r.name == "harness.merge"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "harness.results.merge"] == [
         f"{run(bm0)} differs between {x} and {s1}: kept {s1}, the other is in "
         f"{merged}/conflicts/1-x/{bm0}",
         f"{run(bm1)} differs between {x} and {s1}: kept {s1}, the other is in "
@@ -747,7 +747,7 @@ def test_links_and_fifos_in_a_merge_input_are_neither_followed_nor_copied(
     (run_dir / "run.log").symlink_to(secret)
     os.mkfifo(run_dir / "pipe")
     (run_dir / "tensorboard-link").symlink_to(tmp_path, target_is_directory=True)
-    with caplog.at_level(logging.WARNING, logger="harness.merge"):
+    with caplog.at_level(logging.WARNING, logger="harness.results.merge"):
         merge([planted, s2], tmp_path / "m", formats=("json",), plots=False)
     merged_run = tmp_path / "m" / run_dir.relative_to(planted)
     assert merged_run.is_dir()

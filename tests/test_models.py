@@ -14,7 +14,7 @@ import pytest
 import torch
 from fault_tools import Harness
 
-from harness.workload.model import cnn, mlp, network
+from harness.workload.networks import cnn, mlp, network
 
 #: every step draws both dropout masks: 30 steps of them show the seed reaching the dropout
 CNN_STEPS = 30

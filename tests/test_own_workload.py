@@ -27,7 +27,7 @@ import pytest
 
 from harness.contract import LOSSES_FILE, RECORD_FILE, TENSORBOARD_DIR, WEIGHTS_FILE, RunSpec
 from harness.contract.record import USER_WORKLOAD_ERRORS, Determinism
-from harness.record import load_record, load_weight_hashes, verified_losses
+from harness.results.run_reader import load_record, load_weight_hashes, verified_losses
 
 REPO = Path(__file__).resolve().parent.parent
 CODE = REPO / "tests" / "resources" / "own_workload"
@@ -553,7 +553,7 @@ def test_data_without_len_is_recorded_whole(monkeypatch):
 
     from harness.workload import recorder as recorder_module
     from harness.workload.recorder import EpochRecorder, LossCapture, LossRecorder
-    from harness.workload.runner import _build_trainer
+    from harness.workload.training import _build_trainer
     from harness.workload.weights import WeightRecorder
 
     with_data, _ = _module_class()
@@ -587,7 +587,7 @@ def test_data_without_len_is_recorded_whole(monkeypatch):
 def test_an_error_lightning_raised_is_told_from_others():
     """Lightning's refusal of a user's module (raised in its own code) becomes a WorkloadError;
     an error from torch or the user's code keeps its type (runner._fit)."""
-    from harness.workload.runner import raised_by_lightning
+    from harness.workload.training import raised_by_lightning
 
     def caught(module_name: str) -> BaseException:
         namespace: dict[str, Any] = {"__name__": module_name}

@@ -20,20 +20,20 @@ from pathlib import Path
 
 import pytest
 
-from harness import images, layout
 from harness.cli import main
 from harness.contract import USER_CODE_ENV, RunSpec
 from harness.contract.code import user_code_digest, user_code_files
 from harness.contract.record import USER_WORKLOAD_ERRORS
 from harness.errors import ExecutorError, MatrixError
-from harness.executors import ExecutorOptions, Slot
+from harness.executors import ExecutorOptions, Slot, images
 from harness.executors.fake import FakeExecutor
 from harness.executors.local import LocalExecutor, check_requirements
 from harness.matrix import load_matrix, parse_matrix
-from harness.merge import merge
-from harness.record import load_record
-from harness.runner import RunConfig, run_matrix
-from harness.schedule import Host
+from harness.results import layout
+from harness.results.merge import merge
+from harness.results.run_reader import load_record
+from harness.run.matrix_runner import RunConfig, run_matrix
+from harness.run.schedule import Host
 
 OWN = """\
 name: own
@@ -328,7 +328,7 @@ def test_a_failure_of_the_users_training_starts_no_more_runs(tmp_path, monkeypat
     assert USER_WORKLOAD_ERRORS == ("WorkloadError", "DeterminismFlagsChanged")
     user_folder(tmp_path)
     matrix = write_matrix(tmp_path, OWN.format(path="code"))
-    monkeypatch.setattr("harness.runner.detect_host", lambda gpus: Host(cpus=(0,)))
+    monkeypatch.setattr("harness.run.matrix_runner.detect_host", lambda gpus: Host(cpus=(0,)))
     out = tmp_path / "r"
     fake = _fake(matrix, workload_error_placement="none")
     summary = run_matrix(_config(matrix, out), fake)
@@ -351,9 +351,9 @@ def test_runs_in_flight_finish_when_the_users_training_fails(tmp_path, monkeypat
     matrix = write_matrix(
         tmp_path, text + "axes: {placement: [none, before_model, before_trainer]}\n"
     )
-    monkeypatch.setattr("harness.runner.detect_host", lambda gpus: Host(cpus=(0, 1)))
+    monkeypatch.setattr("harness.run.matrix_runner.detect_host", lambda gpus: Host(cpus=(0, 1)))
     seen = threading.Event()
-    import harness.runner as runner
+    import harness.run.matrix_runner as runner
 
     original = runner._user_workload_failure
 
@@ -386,7 +386,7 @@ def test_runs_in_flight_finish_when_the_users_training_fails(tmp_path, monkeypat
 def test_harness_run_prints_the_message_and_a_hint_and_exits_2(tmp_path, monkeypatch, capsys):
     user_folder(tmp_path)
     matrix = write_matrix(tmp_path, OWN.format(path="code"))
-    monkeypatch.setattr("harness.runner.detect_host", lambda gpus: Host(cpus=(0,)))
+    monkeypatch.setattr("harness.run.matrix_runner.detect_host", lambda gpus: Host(cpus=(0,)))
     monkeypatch.setattr(
         "harness.cli.run.make_executor",
         lambda *a, **k: _fake(matrix, workload_error_placement="none"),

@@ -23,7 +23,7 @@ import pytest
 from test_own_workload import CODE, REPO, STEPS, _env, _harness_run
 
 from harness.contract import WEIGHTS_FILE
-from harness.record import load_record, load_weight_hashes, verified_losses
+from harness.results.run_reader import load_record, load_weight_hashes, verified_losses
 
 pytestmark = pytest.mark.slow
 

@@ -23,8 +23,8 @@ from harness.contract.record import (
     write_rank_error,
 )
 from harness.matrix import load_matrix
-from harness.record import load_record, validate_record
-from harness.store import record_failure
+from harness.results.run_reader import load_record, validate_record
+from harness.results.store import record_failure
 
 # --- rank error files ------------------------------------------------------------------------
 
@@ -119,7 +119,7 @@ def test_without_failures_the_error_is_unchanged():
 
 
 def failing_state(monkeypatch):
-    from harness.workload import runner
+    from harness.workload import training as runner
 
     state = runner.RunState(world_size=1)
     state.init_digest = "a" * 64
@@ -133,7 +133,7 @@ def failing_state(monkeypatch):
 
 
 def test_a_failure_while_building_the_record_still_gives_the_first_error(tmp_path, monkeypatch):
-    from harness.workload import runner
+    from harness.workload import training as runner
 
     state = failing_state(monkeypatch)
     record = runner._record(RunSpec(), tmp_path, state, [], 0.0, "2026-01-01T00:00:00+00:00")
@@ -147,7 +147,7 @@ def test_a_failure_while_building_the_record_still_gives_the_first_error(tmp_pat
 
 
 def test_an_ok_run_whose_record_cannot_be_built_is_failed_with_that_error(tmp_path, monkeypatch):
-    from harness.workload import runner
+    from harness.workload import training as runner
 
     state = failing_state(monkeypatch)
     state.error = None
@@ -225,7 +225,7 @@ def test_ddp_timeout_reaches_only_ddp_cells_and_the_fault_every_cell(tmp_path):
 
 
 def test_the_ddp_timeout_reaches_the_strategy():
-    from harness.workload.runner import ddp_timeout
+    from harness.workload.training import ddp_timeout
 
     assert ddp_timeout(RunSpec(devices=2, ddp_timeout_s=12.5)).total_seconds() == 12.5
     assert ddp_timeout(RunSpec(devices=2)).total_seconds() == 180.0

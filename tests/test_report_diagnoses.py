@@ -76,7 +76,7 @@ def test_diagnosis_text_is_inert_and_bad_files_are_left_out(tmp_path: Path):
 
 def test_the_repeats_compared_by_default_skip_a_failed_one(tmp_path: Path):
     """Repeat 0 against the first other repeat that finished and differs from it."""
-    from harness.diagnose.runs import pick_runs
+    from harness.diagnose.run_pair import pick_runs
 
     cell = make_cell("odd")
     make_results(tmp_path, [cell], repeats=3)

@@ -17,7 +17,7 @@ from markdown_it import MarkdownIt
 from test_report import base_losses, make_cell, make_results, write_run
 
 from harness.cli import main
-from harness.report import text as inert
+from harness.report import inert_text as inert
 from harness.report.markdown import escape, fence
 
 GOOD_DIGEST = "sha256:" + "ab" * 32

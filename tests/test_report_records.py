@@ -25,8 +25,8 @@ from harness.contract.record import (
     write_record,
 )
 from harness.errors import HarnessError
-from harness.report.model import CellReport
-from harness.report.records import group_id
+from harness.report.own_runs import group_id
+from harness.report.report_data import CellReport
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMETERS = ["net.0.weight", "net.0.bias"]
@@ -516,7 +516,7 @@ def record_of(spec: dict | None = None, **provenance) -> RunRecord:
 
 
 def test_a_spec_key_is_read_and_null_there_is_a_value():
-    from harness.report.records import NOT_SAID, _spec
+    from harness.report.own_runs import NOT_SAID, _spec
 
     record = record_of({"seed": None, "entry": "m:Net"})
     assert _spec("entry")(record) == "m:Net"
@@ -525,7 +525,7 @@ def test_a_spec_key_is_read_and_null_there_is_a_value():
 
 
 def test_a_provenance_field_left_null_says_nothing():
-    from harness.report.records import NOT_SAID, _provenance
+    from harness.report.own_runs import NOT_SAID, _provenance
 
     record = record_of(torch="2.3.1", cuda=None)
     assert _provenance("torch")(record) == "2.3.1"
@@ -533,7 +533,7 @@ def test_a_provenance_field_left_null_says_nothing():
 
 
 def test_the_thread_count_is_the_spec_s_else_the_provenance_s():
-    from harness.report.records import NOT_SAID, _threads
+    from harness.report.own_runs import NOT_SAID, _threads
 
     assert _threads(record_of({"threads": 4}, threads=1)) == 4
     assert _threads(record_of({"threads": None}, threads=3)) == 3
@@ -542,7 +542,7 @@ def test_the_thread_count_is_the_spec_s_else_the_provenance_s():
 
 
 def test_the_gpus_are_named_with_their_sms_and_none_only_when_provenance_says_so():
-    from harness.report.records import NOT_SAID, _gpus
+    from harness.report.own_runs import NOT_SAID, _gpus
 
     gpus = [{"name": "NVIDIA H100", "sm_count": 132}, {"sm_count": None}]
     assert _gpus(record_of(torch="2.3.1", gpus=gpus)) == "NVIDIA H100 (132 SMs), unnamed GPU"
@@ -552,7 +552,7 @@ def test_the_gpus_are_named_with_their_sms_and_none_only_when_provenance_says_so
 
 def test_the_machine_fields_and_isa_limits_are_read_from_the_machine():
     from harness.contract.machine import Machine
-    from harness.report.records import NOT_SAID, _machine
+    from harness.report.own_runs import NOT_SAID, _machine
 
     machine = Machine(
         cpu_capability="AVX2",
@@ -571,7 +571,7 @@ def test_the_machine_fields_and_isa_limits_are_read_from_the_machine():
 
 def test_the_flags_in_force_are_read_back_and_an_unset_workspace_is_said():
     from harness.contract.record import Determinism
-    from harness.report.records import NOT_SAID, _in_force
+    from harness.report.own_runs import NOT_SAID, _in_force
 
     def flags(workspace: str | None) -> RunRecord:
         return record_of(
@@ -623,7 +623,7 @@ def cell_report(name: str, verdict: str, runs: int = 2, **fields) -> CellReport:
 
 
 def test_the_counts_of_groups_are_said_in_singular_and_plural():
-    from harness.report.records import describe_groups
+    from harness.report.own_runs import describe_groups
 
     one = cell_report("solo", "reproduces", runs=1)
     assert describe_groups([one]) == (
@@ -650,8 +650,8 @@ def test_the_counts_of_groups_are_said_in_singular_and_plural():
 
 
 def test_a_diverging_group_says_where_by_how_much_and_where_the_weights_went_first():
-    from harness.report.model import Divergence, RunDifference, WeightsDivergence
-    from harness.report.records import _group_sentence
+    from harness.report.own_runs import _group_sentence
+    from harness.report.report_data import Divergence, RunDifference, WeightsDivergence
 
     loss = Divergence(1, 7, 0, 7, 0.125, 3)
     weights = WeightsDivergence(1, 5, 0, 5, "net.0.bias")
@@ -691,8 +691,8 @@ def test_a_diverging_group_says_where_by_how_much_and_where_the_weights_went_fir
 
 
 def test_a_group_without_a_verdict_says_why_and_its_differences_are_no_cause():
-    from harness.report.model import RunDifference
-    from harness.report.records import _group_sentence
+    from harness.report.own_runs import _group_sentence
+    from harness.report.report_data import RunDifference
 
     cell = cell_report(
         "solo",
@@ -718,7 +718,7 @@ def test_a_group_without_a_verdict_says_why_and_its_differences_are_no_cause():
 def test_params_given_in_another_order_are_the_same_params(tmp_path: Path):
     """A value is compared (and shown) as JSON with its keys sorted: the same params written in
     another order are no difference; different ones are shown as they are."""
-    from harness.report.records import OwnRun, differences, values_text
+    from harness.report.own_runs import OwnRun, differences, values_text
 
     def run(folder: str, params: dict) -> OwnRun:
         return OwnRun(tmp_path / folder, record_of({"params": params}), "g")
@@ -744,7 +744,7 @@ def test_a_group_id_is_12_hex_of_the_name_s_sha256_even_for_a_lone_surrogate():
 
 
 def test_a_group_s_image_is_own_runs_whatever_its_specs_say(tmp_path: Path):
-    from harness.report.records import OWN_RUNS_IMAGE, OwnRun, group_settings
+    from harness.report.own_runs import OWN_RUNS_IMAGE, OwnRun, group_settings
 
     runs = [
         OwnRun(tmp_path / f, record_of({"image": "mine:1", "threads": 2, "seed": s}), "g")
@@ -759,7 +759,7 @@ def test_a_record_that_is_not_an_object_does_not_stop_the_check_of_a_results_fol
 ):
     """The lenient read of a results folder's subfolders: a run.json holding a JSON list (or a
     spec that is one) is not an own run, and no AttributeError."""
-    from harness.report.records import refuse_own_runs_in
+    from harness.report.own_runs import refuse_own_runs_in
 
     for folder, text in (("a", "[1, 2]"), ("b", '{"spec": [1]}'), ("c", "{bad")):
         (tmp_path / folder).mkdir()
@@ -804,7 +804,7 @@ def test_a_record_that_vanished_or_is_wrong_deep_inside_is_named_where(tmp_path:
     runs) is named with the system's reason; a record wrong deep inside names the field's
     path."""
     from harness.contract.record import RECORD_FORMAT_VERSION
-    from harness.report.records import read_own_run
+    from harness.report.own_runs import read_own_run
 
     with pytest.raises(HarnessError) as caught:
         read_own_run(tmp_path / "gone")
@@ -832,7 +832,7 @@ def test_a_record_that_vanished_or_is_wrong_deep_inside_is_named_where(tmp_path:
 
 
 def test_a_folder_that_cannot_be_listed_is_named_with_why(tmp_path: Path):
-    from harness.report.records import record_dirs
+    from harness.report.own_runs import record_dirs
 
     with pytest.raises(HarnessError) as caught:
         record_dirs(tmp_path / "gone")

@@ -15,7 +15,7 @@ from harness.contract import write_json_atomic
 from harness.errors import HarnessError
 from harness.report import analyze
 from harness.report.markdown import escape, render_markdown
-from harness.report.model import (
+from harness.report.report_data import (
     CellReport,
     Comparison,
     ConflictCopy,

@@ -2,8 +2,8 @@
 
 One real results folder (real MNIST, real Lightning, the local executor: one unseeded cell, two
 repeats of 3 steps, so it diverges and ``diagnose`` has a pair to replay). Each test copies it,
-plants a link at one name the layout knows (every top-level name of harness/layout.py, and the
-folders a diagnosis and a run write in) pointing at a folder or file outside, then runs the real
+plants a link at one name the layout knows (every top-level name of harness/results/layout.py, and
+the folders a diagnosis and a run write in) pointing at a folder or file outside, then runs the real
 commands on it: ``harness report``, ``harness run`` (resuming it), ``harness diagnose`` and
 ``harness merge`` into it. The tree outside must be exactly as it was (every entry, its bytes
 and mtime), and each command either works without touching the target or ends in a clear
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import layout
+from harness.results import layout
 
 pytestmark = pytest.mark.slow
 
@@ -165,7 +165,7 @@ def test_a_superseded_link_moves_no_run_out_of_the_folder(tmp_path: Path):
     refuses, naming it, before anything is moved; the run stays where it was."""
     from harness.executors.fake import FakeExecutor
     from harness.matrix import load_matrix
-    from harness.runner import RunConfig, run_matrix
+    from harness.run.matrix_runner import RunConfig, run_matrix
 
     quick = ROOT / "examples" / "placement-quick.yaml"
     results = tmp_path / "results"

@@ -30,9 +30,9 @@ from harness.executors.base import RunOutcome, RunStatus
 from harness.executors.docker import DockerExecutor
 from harness.executors.fake import write_fake_record
 from harness.matrix import parse_matrix
-from harness.progress import last_epoch
-from harness.record import CorruptRun, RecordError, load_losses, load_record
-from harness.run_folder import (
+from harness.results.run_reader import CorruptRun, RecordError, load_losses, load_record
+from harness.results.store import log_tail, record_failure
+from harness.results.untrusted_run_folder import (
     TailLog,
     capture_path,
     live_log,
@@ -40,7 +40,7 @@ from harness.run_folder import (
     planted_message,
     reject_planted,
 )
-from harness.store import log_tail, record_failure
+from harness.run.progress import last_epoch
 
 SECRET = "s3cret-of-the-host-4f1d"
 QUICK = "name: q\nrun: {repeats: 1}\naxes: {placement: [none]}\n"
@@ -413,7 +413,7 @@ def test_one_huge_chunk_is_capped_too(tmp_path: Path):
 
 def test_the_default_cap_is_4_mib():
     from harness.executors.docker_containers import LogFollower
-    from harness.run_folder import LOG_CAP_BYTES
+    from harness.results.untrusted_run_folder import LOG_CAP_BYTES
 
     assert LOG_CAP_BYTES == 4 * 1024 * 1024
     assert LogFollower.__init__.__defaults__ == (LOG_CAP_BYTES,)

@@ -24,8 +24,8 @@ from harness.contract.record import (
     write_record,
 )
 from harness.executors.fake import write_fake_record
-from harness.record import RecordError, load_record
-from harness.store import record_failure
+from harness.results.run_reader import RecordError, load_record
+from harness.results.store import record_failure
 
 REPO = Path(__file__).resolve().parents[1]
 

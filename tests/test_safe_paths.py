@@ -1,4 +1,5 @@
-"""harness/safe_paths.py on a real file system: below a results folder no component is followed,
+"""harness/results/safe_paths.py on a real file system: below a results folder no component is
+followed,
 a link (or a file where a folder belongs) is a StoreError naming it, and nothing is created or
 removed through one."""
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import StoreError
-from harness.safe_paths import open_lock, real_dir, refuse_link, remove_tree
+from harness.results.safe_paths import open_lock, real_dir, refuse_link, remove_tree
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from harness.errors import HarnessError
 from harness.executors import ExecutorOptions, choose_executor, get_executor_class
 from harness.executors.base import RunStatus, Slot
 from harness.executors.fake import FakeExecutor
-from harness.schedule import Host, Job, SlotPool, check_fits, need_of, parse_gpu_list, run_jobs
+from harness.run.schedule import Host, Job, SlotPool, check_fits, need_of, parse_gpu_list, run_jobs
 
 #: Seconds a test waits for runs to be in flight before it fails: generous, since a loaded
 #: machine may be slow to start threads; a correct scheduler reaches the count in milliseconds.

@@ -13,8 +13,8 @@ from harness.cli import main
 from harness.errors import HarnessError, StoreError
 from harness.executors.fake import FakeExecutor
 from harness.matrix import Cell, CellSettings, cell_id, load_matrix, parse_matrix
-from harness.runner import RunConfig, run_matrix
-from harness.shard import (
+from harness.run.matrix_runner import RunConfig, run_matrix
+from harness.run.shard import (
     COST_FACTOR,
     MAX_SHARDS,
     ShardSpec,

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from fault_tools import nudge_losses
 
-from harness.compare import EXIT_REGRESSION
 from harness.exit_codes import EXIT_CONFLICT
+from harness.gates.compare import EXIT_REGRESSION
 
 pytestmark = pytest.mark.slow
 

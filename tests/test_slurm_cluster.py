@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from harness import layout
 from harness.matrix import load_matrix
+from harness.results import layout
 from harness.slurm import submission
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]

@@ -16,7 +16,13 @@ import pytest
 from test_slurm_plan import QUICK, dry_run, request, scripts_of
 
 from harness.errors import HarnessError
-from harness.slurm.plan import ArrayGroup, SlurmRequest, array_script, has_controls, merge_script
+from harness.slurm.batch_scripts import (
+    ArrayGroup,
+    SlurmRequest,
+    array_script,
+    has_controls,
+    merge_script,
+)
 
 #: the script's statements, whatever --out is: nothing else may run
 STATEMENTS = [ast.Import, ast.ImportFrom, ast.Expr]

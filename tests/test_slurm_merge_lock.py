@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from harness import layout
 from harness.executors.fake import FakeExecutor
 from harness.matrix import load_matrix
-from harness.runner import RunConfig, run_matrix
-from harness.shard import ShardSpec
+from harness.results import layout
+from harness.run.matrix_runner import RunConfig, run_matrix
+from harness.run.shard import ShardSpec
 from harness.slurm import submission
-from harness.slurm.plan import SlurmRequest, merge_argv, merge_script
+from harness.slurm.batch_scripts import SlurmRequest, merge_argv, merge_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -81,7 +81,7 @@ def test_a_merge_job_refuses_a_held_results_lock_and_keeps_the_diagnoses(
 
     holder = subprocess.Popen(  # argv list; a harness that holds the results lock
         [sys.executable, "-c", "import sys, time\n"
-         "from harness.store import ResultsDir\n"
+         "from harness.results.store import ResultsDir\n"
          "held = ResultsDir(sys.argv[1]); held.lock(); print('locked', flush=True)\n"
          "time.sleep(300)", str(root)],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,

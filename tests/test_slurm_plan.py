@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import layout
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.matrix import load_matrix, parse_matrix
-from harness.schedule import need_of
-from harness.shard import ShardSpec, cells_of_shard, plan_shards
+from harness.results import layout
+from harness.run.schedule import need_of
+from harness.run.shard import ShardSpec, cells_of_shard, plan_shards
 from harness.slurm import submission
-from harness.slurm.plan import SlurmRequest, array_groups, array_spec, slurm_time
+from harness.slurm.batch_scripts import SlurmRequest, array_groups, array_spec, slurm_time
 from harness.slurm.submit import check_folder, prepare, resolve_request
 from harness.slurm.task import gpu_option, replace_merged, shard_argv
 
@@ -280,7 +280,7 @@ def test_the_dry_run_shows_the_exact_sbatch_lines_and_job_names(capsys, tmp_path
     assert "--gres" not in scripts["array-1.sbatch"]  # CPU cells: no GPU, whatever the type
     gpu = load_matrix(write(tmp_path, MIXED))
     group = array_groups(gpu, plan_shards(gpu, 3), request(gpu_type="a100"), "local")[1]
-    from harness.slurm.plan import array_script, merge_argv
+    from harness.slurm.batch_scripts import array_script, merge_argv
 
     script = array_script(request(gpu_type="a100"), group, "m", 3, out)
     assert "#SBATCH --gres=gpu:a100:2\n" in script
@@ -443,7 +443,7 @@ def test_the_merge_job_takes_the_results_lock_and_keeps_the_diagnoses(tmp_path: 
     second one) replace the merged results and keep ``diagnoses/``. Real shards (the fake
     executor), a real lock held by another process."""
     from harness.executors.fake import FakeExecutor
-    from harness.runner import RunConfig, run_matrix
+    from harness.run.matrix_runner import RunConfig, run_matrix
     from harness.slurm.task import main as task_main
 
     quick = load_matrix(QUICK)
@@ -459,7 +459,7 @@ def test_the_merge_job_takes_the_results_lock_and_keeps_the_diagnoses(tmp_path: 
     diagnosis.write_text("{}")
     holder = subprocess.Popen(  # argv list
         [sys.executable, "-c", "import sys, time\n"
-         "from harness.store import ResultsDir\n"
+         "from harness.results.store import ResultsDir\n"
          "held = ResultsDir(sys.argv[1]); held.lock(); print('locked', flush=True)\n"
          "time.sleep(120)",
          str(root)],
@@ -565,7 +565,7 @@ def test_an_extra_sbatch_option_is_refused_with_why_and_what_to_do():
 
 
 def test_an_array_s_request_in_words_counts_cpus_and_gpus():
-    from harness.slurm.plan import ArrayGroup, resources
+    from harness.slurm.batch_scripts import ArrayGroup, resources
 
     def words(cpus: int, gpus: int) -> str:
         return resources(ArrayGroup(1, (0,), cpus=cpus, gpus=gpus, time="02:00:00", runs=3))
@@ -576,7 +576,7 @@ def test_an_array_s_request_in_words_counts_cpus_and_gpus():
 
 
 def test_a_control_character_in_an_option_is_refused_with_the_option_named():
-    from harness.slurm.plan import has_controls
+    from harness.slurm.batch_scripts import has_controls
 
     err = refusal(SlurmRequest(python="/usr/bin/python3\x1b[31m"))
     assert err.message == (
@@ -591,7 +591,7 @@ def test_a_control_character_in_an_option_is_refused_with_the_option_named():
 
 
 def test_a_script_line_that_would_break_is_refused_in_words(tmp_path: Path):
-    from harness.slurm.plan import merge_script
+    from harness.slurm.batch_scripts import merge_script
 
     with pytest.raises(HarnessError) as caught:
         merge_script(request(qos="q\x1b[2J"), "m", tmp_path)
@@ -604,7 +604,7 @@ def test_a_script_line_that_would_break_is_refused_in_words(tmp_path: Path):
 def test_the_results_folder_is_an_ascii_literal_in_the_scripts(tmp_path: Path):
     """A folder name outside ASCII is written escaped: the script is plain ASCII whatever the
     node's locale, and reads back as the same path."""
-    from harness.slurm.plan import merge_script
+    from harness.slurm.batch_scripts import merge_script
 
     root = tmp_path / "résultats"
     script = merge_script(request(), "m", root)

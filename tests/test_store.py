@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import layout
 from harness.errors import StoreError
 from harness.executors import RunIdentity
 from harness.executors.fake import FakeExecutor, write_fake_record
 from harness.matrix import parse_matrix
-from harness.record import load_record
-from harness.runner import RunConfig, run_matrix
-from harness.store import ResultsDir, RunState, record_failure, set_aside_notices
+from harness.results import layout
+from harness.results.run_reader import load_record
+from harness.results.store import ResultsDir, RunState, record_failure, set_aside_notices
+from harness.run.matrix_runner import RunConfig, run_matrix
 
 QUICK = "name: q\nrun: {repeats: 2}\naxes: {placement: [none, before_model]}\n"
 
@@ -33,7 +33,7 @@ def matrix(text: str = QUICK):
 
 def test_lock_names_the_other_pid(tmp_path: Path):
     code = (
-        "import sys, time; from harness.store import ResultsDir\n"
+        "import sys, time; from harness.results.store import ResultsDir\n"
         f"s = ResultsDir({str(tmp_path)!r}); s.lock()\n"
         "print('locked', flush=True); time.sleep(30)"
     )
@@ -408,7 +408,7 @@ def test_an_ok_record_of_a_run_the_host_saw_fail_becomes_a_failed_one(tmp_path: 
 def test_the_log_tail_is_the_last_lines_of_a_long_or_damaged_log(tmp_path: Path):
     """Recorded tails: the last 40 lines, at most 4000 characters, invalid UTF-8 replaced,
     no log at all an empty tail."""
-    from harness.store import log_tail
+    from harness.results.store import log_tail
 
     spec = matrix().cells[0].spec(0)
     run_dir = tmp_path / "r"
@@ -724,7 +724,7 @@ def test_the_progress_line_names_a_recorded_error_once(tmp_path: Path):
     workload's error is added to the line once."""
     from harness.contract.record import ErrorType, RunError, failed_record, write_record
     from harness.executors.base import RunOutcome, RunStatus
-    from harness.runner import _add_recorded_error
+    from harness.run.matrix_runner import _add_recorded_error
 
     spec = matrix().cells[0].spec(0)
     run_dir = tmp_path / "r"

@@ -317,7 +317,7 @@ def test_replays_of_two_hash_kinds_are_never_compared():
 
     from pathlib import Path
 
-    from harness.diagnose.runs import RecordedRun, recorded_weights_step
+    from harness.diagnose.run_pair import RecordedRun, recorded_weights_step
 
     rows = np.arange(12, dtype="<u8").reshape(6, 2)
     other = rows.copy()

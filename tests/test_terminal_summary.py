@@ -19,9 +19,9 @@ from harness.cli import main
 from harness.executors.fake import FakeExecutor
 from harness.matrix import load_matrix
 from harness.report.grid import Grid
-from harness.report.model import CellReport, Report
+from harness.report.report_data import CellReport, Report
 from harness.report.terminal import grid_lines, print_summary, render_plain
-from harness.runner import RunConfig, run_matrix
+from harness.run.matrix_runner import RunConfig, run_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "examples" / "placement-quick.yaml"

@@ -19,7 +19,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import layout
 from harness.cli import main
 from harness.contract import code as code_mod
 from harness.contract.code import (
@@ -34,9 +33,10 @@ from harness.executors import ExecutorOptions
 from harness.executors.base import RunIdentity
 from harness.executors.fake import FakeExecutor
 from harness.matrix import load_matrix
-from harness.merge import merge
-from harness.record import load_record
-from harness.runner import RunConfig, run_matrix
+from harness.results import layout
+from harness.results.merge import merge
+from harness.results.run_reader import load_record
+from harness.run.matrix_runner import RunConfig, run_matrix
 
 OWN = """\
 name: own
@@ -217,7 +217,7 @@ def test_merge_refuses_shards_of_other_user_code(tmp_path):
 
 
 def _shard(index: int):
-    from harness.shard import ShardSpec
+    from harness.run.shard import ShardSpec
 
     return ShardSpec(index, 2)
 
@@ -308,7 +308,7 @@ def test_diagnose_replays_with_the_snapshot_not_the_manifests_folder(tmp_path, m
     """The executor the replays get runs the build function from the results folder's snapshot,
     even after the user's folder moved."""
     from harness.diagnose import runner_factory
-    from harness.diagnose.runs import load_run
+    from harness.diagnose.run_pair import load_run
 
     code, matrix = project(tmp_path)
     out = tmp_path / "out"
@@ -320,7 +320,7 @@ def test_diagnose_replays_with_the_snapshot_not_the_manifests_folder(tmp_path, m
         made.append(FakeExecutor(ExecutorOptions(code_dir=loaded.code_dir), seconds=0))
         return made[-1]
 
-    monkeypatch.setattr("harness.runner.make_executor", make_executor)
+    monkeypatch.setattr("harness.run.matrix_runner.make_executor", make_executor)
     cell = layout.read_manifest(out).cells[0]  # type: ignore[union-attr]
     runs = (load_run(out, cell, 0), load_run(out, cell, 1))
     said: list[str] = []
@@ -336,7 +336,7 @@ def test_moved_code_is_named_with_code_and_the_hint_says_so(tmp_path, monkeypatc
     the matrix file) and how to point diagnose at the code (``--code``); with it, the replays
     run that folder."""
     from harness.diagnose import runner_factory
-    from harness.diagnose.runs import load_run
+    from harness.diagnose.run_pair import load_run
 
     code, matrix = project(tmp_path)
     out = tmp_path / "out"
@@ -350,7 +350,7 @@ def test_moved_code_is_named_with_code_and_the_hint_says_so(tmp_path, monkeypatc
         made.append(FakeExecutor(ExecutorOptions(code_dir=loaded.code_dir), seconds=0))
         return made[-1]
 
-    monkeypatch.setattr("harness.runner.make_executor", make_executor)
+    monkeypatch.setattr("harness.run.matrix_runner.make_executor", make_executor)
     cell = layout.read_manifest(out).cells[0]  # type: ignore[union-attr]
     runs = (load_run(out, cell, 0), load_run(out, cell, 1))
     with pytest.raises(HarnessError) as caught:

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.layout import ManifestCell
-from harness.report.model import Divergence, RunResult
+from harness.report.report_data import Divergence, RunResult
 from harness.report.verdicts import analyze_cell
+from harness.results.layout import ManifestCell
 
 EPOCHS = [(0, 0), (1, 60)]
 CELL = ManifestCell("abc123", "cell", "cells/cell--abc123", {"image": "local"})

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from test_report import base_losses, by_name, digest, make_cell, make_results, write_run
 
-from harness import layout
 from harness.report import analyze, write_reports
 from harness.report.exporters import render_csv, render_json
 from harness.report.markdown import render_markdown
 from harness.report.plots import write_plots
+from harness.results import layout
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,11 +15,11 @@ from test_report import base_losses, make_cell, make_results, write_run
 
 from harness.contract import WEIGHTS_FILE
 from harness.contract.record import RunRecord, WeightDigests, write_record
-from harness.record import RecordError, load_record, load_weight_hashes
 from harness.report import analyze
 from harness.report.exporters import render_json
 from harness.report.markdown import render_markdown
 from harness.report.trajectories import differing_parameters, first_weight_divergence
+from harness.results.run_reader import RecordError, load_record, load_weight_hashes
 
 PARAMS = ["model.1.weight", "model.1.bias", "model.3.weight", "model.3.bias"]
 STEPS = len(base_losses())

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import BASE_IMAGE
 
-from harness import images
+from harness.executors import images
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ EXAMPLE = REPO / "examples" / "placement-quick.yaml"
 #: What the fresh venv's harness says about its workload image (run inside the venv).
 IMAGE_INFO = """
 import json
-from harness import images
+from harness.executors import images
 print(json.dumps({
     "root": str(images.source_root()),
     "files": {name: str(path) for name, path in images.workload_files()},

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.contract import RECORD_FILE
-from harness.record import load_record
+from harness.results.run_reader import load_record
 from harness.workload.data import MNIST_MD5
 
 Made = dict[str, tuple[subprocess.CompletedProcess, Path]]

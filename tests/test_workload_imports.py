@@ -43,12 +43,12 @@ def test_workload_imports_no_host_packages():
     # then what the workload's modules add to that
     baseline, loaded = _modules_after(
         DEPENDENCIES,
-        "import harness.workload.__main__, harness.workload.runner, harness.workload.model, "
+        "import harness.workload.__main__, harness.workload.training, harness.workload.networks, "
         "harness.lightning",  # ReproRecorder: the workload side, in a user's own script
     )
     assert "torch" in baseline and "pytorch_lightning" in baseline, "the probe must load them"
     added = loaded - baseline
-    assert "harness.workload.runner" in added
+    assert "harness.workload.training" in added
     leaked = sorted(m for m in added if m.split(".")[0] in HOST_ONLY)
     assert leaked == []
     harness_modules = {m for m in added if m.startswith("harness")}
@@ -59,7 +59,7 @@ def test_workload_imports_no_host_packages():
 
 
 def test_host_side_contract_and_record_do_not_import_torch():
-    (loaded,) = _modules_after("import harness, harness.contract, harness.record")
+    (loaded,) = _modules_after("import harness, harness.contract, harness.results.run_reader")
     assert "pydantic" in loaded
     heavy = sorted(m for m in loaded if m.split(".")[0] in {"torch", "pytorch_lightning"})
     assert heavy == []

@@ -30,8 +30,8 @@ from harness.contract import (
     WEIGHTS_FILE,
 )
 from harness.contract.record import Libraries
-from harness.record import load_record, load_weight_hashes
 from harness.report.trajectories import differing_parameters, first_weight_divergence
+from harness.results.run_reader import load_record, load_weight_hashes
 
 pytestmark = pytest.mark.slow
 
@@ -386,10 +386,10 @@ def _train_in_this_process(
     import torch.nn.functional as F
 
     from harness.contract import RunSpec
-    from harness.workload.model import LitMNIST
+    from harness.workload.networks import LitMNIST
     from harness.workload.recorder import EpochRecorder, LossCapture, LossRecorder, weights_digest
-    from harness.workload.runner import _build_trainer
     from harness.workload.seeding import seed_all
+    from harness.workload.training import _build_trainer
     from harness.workload.weights import WeightRecorder, tensor_hashes
 
     class AutomaticLitMNIST(LitMNIST):

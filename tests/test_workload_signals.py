@@ -21,7 +21,7 @@ import pytest
 from conftest import REPO
 from fault_tools import no_processes_left
 
-from harness.record import load_record, load_weight_hashes
+from harness.results.run_reader import load_record, load_weight_hashes
 from harness.workload.faults import HANG_LINE
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from harness.baseline import write_baseline
+from harness.gates.baseline import write_baseline
 
 
 def command(

@@ -1,6 +1,6 @@
 """``harness compare BASELINE CURRENT``: a Markdown diff; exits non-zero on a regression, and
 when a trajectory changed on another machine, and when the gate cannot judge the current
-results (no cell in both, baseline cells missing, another matrix): harness/compare.py has the
+results (no cell in both, baseline cells missing, another matrix): harness/gates/compare.py has the
 rules, harness/exit_codes.py the codes."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from harness.baseline import load_result_set
-from harness.compare import compare, render_markdown
+from harness.gates.baseline import load_result_set
+from harness.gates.compare import compare, render_markdown
 
 
 def command(

@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from harness.cli.signals import cancel_on_signals
+from harness.cli.interrupts import cancel_on_signals
 from harness.diagnose import level_from, run_diagnosis, runner_factory
-from harness.layout import DIAGNOSES_DIR, DIAGNOSIS_FILE
+from harness.results.layout import DIAGNOSES_DIR, DIAGNOSIS_FILE
 from harness.text import terminal_safe
 
 

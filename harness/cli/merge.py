@@ -15,7 +15,7 @@ import typer
 
 from harness.contract.machine import Machine
 from harness.exit_codes import EXIT_CONFLICT, EXIT_OK
-from harness.merge import MergeResult, describe_conflict, merge
+from harness.results.merge import MergeResult, describe_conflict, merge
 from harness.text import terminal_safe
 
 

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from harness.matrix import load_matrix
-from harness.schedule import need_of
-from harness.shard import MAX_SHARDS, github_matrix, plan_shards
+from harness.run.schedule import need_of
+from harness.run.shard import MAX_SHARDS, github_matrix, plan_shards
 
 
 def _count(n: int, noun: str) -> str:

@@ -9,13 +9,13 @@ from typing import Annotated
 
 import typer
 
-from harness.cli.signals import cancel_on_signals
+from harness.cli.interrupts import cancel_on_signals
 from harness.errors import HarnessError
 from harness.matrix import load_matrix
 from harness.report.terminal import print_summary
-from harness.runner import RunConfig, make_executor, run_matrix
-from harness.shard import parse_shard
-from harness.store import ResultsDir
+from harness.results.store import ResultsDir
+from harness.run.matrix_runner import RunConfig, make_executor, run_matrix
+from harness.run.shard import parse_shard
 
 
 class WorkloadStopped(HarnessError):

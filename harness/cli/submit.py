@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from harness.matrix import load_matrix
-from harness.shard import MAX_SHARDS
-from harness.slurm.plan import array_spec, resources, shown
+from harness.run.shard import MAX_SHARDS
+from harness.slurm.batch_scripts import array_spec, resources, shown
 from harness.slurm.submit import Prepared, prepare, resolve_request, submit
 from harness.text import terminal_safe
 

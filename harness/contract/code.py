@@ -20,7 +20,7 @@ from pathlib import Path
 from harness.contract.files import create_new, open_regular
 
 #: What makes a folder below the user's code folder a harness results folder, left out of the
-#: code's digest (harness/layout.py's MANIFEST_FILE, LOCK_FILE and slurm/SUBMISSION_FILE; a
+#: code's digest (harness/results/layout.py's MANIFEST_FILE, LOCK_FILE and slurm/SUBMISSION_FILE; a
 #: test checks they agree): the lock is there from a run's first moment, the manifest in every
 #: folder `harness run` or `harness merge` finished, the submission in a Slurm root.
 RESULTS_MANIFEST = "manifest.json"

@@ -2,7 +2,8 @@
 
 The workload, the host's failure records and the test executor all build a ``RunRecord`` and
 call ``write_record``; the host validates what it reads against these same dataclasses (through
-pydantic, in harness/record.py), so the format has one definition. docs/run-record.md explains
+pydantic, in harness/results/run_reader.py), so the format has one definition. docs/run-record.md
+explains
 each field. The progress line the host reads from ``run.log`` is defined here too, beside the
 function that prints it.
 """

@@ -27,7 +27,7 @@ from harness.contract import write_bytes_atomic, write_json_atomic
 from harness.contract.machine import Machine, fingerprint
 from harness.contract.spec import DIAGNOSE_LEVELS
 from harness.diagnose.findings import Finding, Replay, compare, loss_step
-from harness.diagnose.runs import (
+from harness.diagnose.run_pair import (
     RecordedRun,
     ReplayRunner,
     pick_runs,
@@ -36,9 +36,9 @@ from harness.diagnose.runs import (
 )
 from harness.diagnose.words import machine_sentences, markdown, sentences, setting_differences
 from harness.errors import HarnessError
-from harness.layout import DIAGNOSES_DIR, DIAGNOSIS_FILE, DIAGNOSIS_MARKDOWN
-from harness.safe_paths import real_dir
-from harness.store import ResultsDir
+from harness.results.layout import DIAGNOSES_DIR, DIAGNOSIS_FILE, DIAGNOSIS_MARKDOWN
+from harness.results.safe_paths import real_dir
+from harness.results.store import ResultsDir
 
 DIAGNOSIS_FORMAT_VERSION = 1
 #: Forces module-level logging (the fallback for torch without DebugMode), e.g. in tests.
@@ -294,9 +294,9 @@ def runner_factory(results: Path, executor_choice: str, data_dir: Path | None, p
     refusing a replay whose code, torch, Python or image is not what made the runs."""
     from harness.contract import RunSpec
     from harness.diagnose.identity import check_identity, replay_code
-    from harness.layout import MATRIX_FILE, read_manifest
     from harness.matrix import load_matrix
-    from harness.runner import make_executor
+    from harness.results.layout import MATRIX_FILE, read_manifest
+    from harness.run.matrix_runner import make_executor
 
     results = Path(results).resolve()  # the replays start in their own folders
 

@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 from harness.contract.code import user_code_digest
 from harness.errors import HarnessError
 from harness.executors.base import RunIdentity
-from harness.layout import MANIFEST_FILE, code_store
+from harness.results.layout import MANIFEST_FILE, code_store
 
 #: The option that names the user's code for a diagnosis.
 CODE_OPTION = "--code"

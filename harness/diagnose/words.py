@@ -8,7 +8,7 @@ from typing import Any
 
 from harness.contract.machine import Machine, differences, fingerprint
 from harness.diagnose.findings import Finding, OpFinding
-from harness.report.text import defuse_commands, neutralise_links
+from harness.report.inert_text import defuse_commands, neutralise_links
 from harness.text import strip_controls
 
 PHASES = {

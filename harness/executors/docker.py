@@ -9,7 +9,8 @@ one container per run. The pieces it uses each have a module of their own:
 - ``docker_containers``: following a container's logs, stopping (SIGINT, SIGTERM, SIGKILL), killing
   and removing it;
 - ``gpu_probe``: whether a GPU image's torch computes on the GPUs a run gets;
-- ``harness/run_folder.py``: the run folder is not followed: the log is captured outside the
+- ``harness/results/untrusted_run_folder.py``: the run folder is not followed: the log is captured
+outside the
   mount, and what the container left there (links, FIFOs, devices) is removed and fails the run.
 
 Every container carries the labels of the harness invocation that owns it (``Owner``: a fresh
@@ -65,10 +66,15 @@ from harness.executors.docker_outcome import (
     since,
     wait_for_exit,
 )
-from harness.executors.gpu_probe import run_container_probe
-from harness.images import WorkloadImage, connect, ensure_workload_image
-from harness.run_folder import capture_path, place_log, planted_message, reject_planted
-from harness.store import log_tail
+from harness.executors.gpu_probe_host import run_container_probe
+from harness.executors.images import WorkloadImage, connect, ensure_workload_image
+from harness.results.store import log_tail
+from harness.results.untrusted_run_folder import (
+    capture_path,
+    place_log,
+    planted_message,
+    reject_planted,
+)
 from harness.workload.entry_check import container_check
 
 __all__ = ["DockerExecutor", "container_kwargs", "is_no_gpu_runtime"]
@@ -305,7 +311,7 @@ class DockerExecutor(Executor):
     def _check_run_folder(run_dir: Path, outcome: RunOutcome) -> RunOutcome:
         """The container has ended: remove, unfollowed, every symbolic link, FIFO, socket and
         device it left in its run folder; a run that left any has failed (also one that exited
-        0), with a message naming each (harness/run_folder.py)."""
+        0), with a message naming each (harness/results/untrusted_run_folder.py)."""
         reclaim(run_dir)
         planted = reject_planted(run_dir)
         if not planted:

@@ -1,5 +1,6 @@
 """Acting on one container the Docker executor started: follow its logs into the host's capped
-capture (outside the run folder; harness/run_folder.py), stop it (SIGINT, SIGTERM, SIGKILL, as a
+capture (outside the run folder; harness/results/untrusted_run_folder.py), stop it (SIGINT,
+SIGTERM, SIGKILL, as a
 local run), kill it, remove it. Each tolerates a container (or an engine) that is already gone."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.executors.local import GRACE_S
-from harness.run_folder import LOG_CAP_BYTES, TailLog
+from harness.results.untrusted_run_folder import LOG_CAP_BYTES, TailLog
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 from harness.contract import IMAGE_ENV, SPEC_FILE, USER_CODE_ENV, RunSpec, run_environment
 from harness.contract.spec import isa_passthrough
 from harness.executors.base import DEFAULT_MEMORY_LIMIT, Slot
-from harness.images import WorkloadImage
+from harness.executors.images import WorkloadImage
 
 #: the matrix run: ``<matrix name>-<digest12>``, the same for every --out and shard
 LABEL_RUN = "harness.run"

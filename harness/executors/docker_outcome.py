@@ -150,7 +150,7 @@ def exit_outcome(
 def _recorded_sigterm(run_dir: Path) -> bool:
     """The workload recorded that SIGTERM ended it: it handles the signal and exits 1, so its
     exit code alone does not say that something outside stopped the container."""
-    from harness.record import RecordError, load_record
+    from harness.results.run_reader import RecordError, load_record
 
     try:
         error = load_record(run_dir).error

@@ -37,7 +37,7 @@ from harness.executors.base import (
     RunStatus,
     Slot,
 )
-from harness.record import trajectory_sha256
+from harness.results.run_reader import trajectory_sha256
 
 
 class FakeExecutor(Executor):

@@ -2,7 +2,7 @@
 
 Modules, in the order the data flows:
 
-- runs.py: the folder's cells (manifest, through harness/layout.py), each run record checked
+- runs.py: the folder's cells (manifest, through harness/results/layout.py), each run record checked
   against its losses.npy (ok, failed, missing or corrupt), and merge conflict copies;
 - trajectories.py: losses.npy compared bit for bit: first divergence, |Δloss|, ULPs;
 - verdicts.py: one cell's verdict from its runs: reproduces, diverges or unknown;
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.report.analyze import analyze
-from harness.report.model import Report
+from harness.report.report_data import Report
 
 __all__ = ["FORMATS", "Report", "analyze", "make_reports", "write_reports"]
 

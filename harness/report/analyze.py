@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from harness import layout
 from harness.errors import HarnessError
 from harness.report import summaries
 from harness.report.diagnoses import load_diagnoses
-from harness.report.model import CellReport, Report
-from harness.report.records import analyze_own_runs, own_runs, refuse_own_runs_in
-from harness.report.runs import cell_runs, conflict_runs, folder_cells
+from harness.report.folder_runs import cell_runs, conflict_runs, folder_cells
+from harness.report.own_runs import analyze_own_runs, own_runs, refuse_own_runs_in
+from harness.report.report_data import CellReport, Report
 from harness.report.verdicts import analyze_cell
+from harness.results import layout
 
 
 def analyze(root: str | Path) -> Report:

@@ -15,10 +15,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from harness.contract.files import open_regular
-from harness.diagnose.files import diagnosis_data, why_invalid
-from harness.layout import DIAGNOSES_DIR, DIAGNOSIS_FILE
-from harness.report.model import DiagnosisEntry
-from harness.report.text import clean
+from harness.diagnose.file_checks import diagnosis_data, why_invalid
+from harness.report.inert_text import clean
+from harness.report.report_data import DiagnosisEntry
+from harness.results.layout import DIAGNOSES_DIR, DIAGNOSIS_FILE
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ import io
 import json
 from collections.abc import Callable
 
-from harness.layout import REPORT_FILES
 from harness.report.flatten import rows, to_jsonable
 from harness.report.markdown import render_markdown
-from harness.report.model import Report
+from harness.report.report_data import Report
+from harness.results.layout import REPORT_FILES
 
 #: 2: three verdicts (``verdict``: reproduces | diverges | unknown, ``unknown_because``,
 #: ``reproducible`` null exactly when unknown), runs checked against their files (status

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from harness.report.model import CellReport, Report
+from harness.report.report_data import CellReport, Report
 from harness.report.summaries import report_keys, workspace_in_force
 
 

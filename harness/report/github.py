@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.layout import REPORT_FILES
-from harness.report.text import clean
+from harness.report.inert_text import clean
+from harness.results.layout import REPORT_FILES
 
 #: GitHub rejects a step's summary above 1 MiB ("Job summaries" docs).
 SUMMARY_LIMIT = 1024 * 1024

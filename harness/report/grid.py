@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.contract.settings import BY_NAME
-from harness.report.model import DIVERGES, REPRODUCES, UNKNOWN, CellReport, Report
+from harness.report.report_data import DIVERGES, REPRODUCES, UNKNOWN, CellReport, Report
 from harness.report.summaries import label, report_keys, setting_keys, varying
 
 #: A grid taller than this no longer reads at a glance; wider than MAX_COLUMNS does not fit
@@ -39,7 +39,7 @@ TERMINAL_MARK = {REPRODUCES: "✓", DIVERGES: "✗", UNKNOWN: "?"}
 #: An entry of the grid that no cell has (the matrix excluded it).
 NO_CELL = "·"
 #: A grid axis that is no setting: the cell's name. It is added where the settings that vary do
-#: not tell the cells apart, and always for groups of own runs (harness/report/records.py),
+#: not tell the cells apart, and always for groups of own runs (harness/report/own_runs.py),
 #: whose name is what the user gave them.
 NAME_AXIS = "name"
 #: What each symbol means, in the order a legend lists them.

@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import layout
 from harness.contract.files import write_bytes_atomic
 from harness.errors import StoreError
 from harness.report.grid import MEANING, TERMINAL_MARK, Grid, counted, grids, short, value_text
-from harness.report.model import DIVERGES, REPRODUCES, UNKNOWN, Report
+from harness.report.inert_text import clean
 from harness.report.plots import file_stem
-from harness.report.text import clean
-from harness.safe_paths import real_dir
+from harness.report.report_data import DIVERGES, REPRODUCES, UNKNOWN, Report
+from harness.results import layout
+from harness.results.safe_paths import real_dir
 
 log = logging.getLogger(__name__)
 

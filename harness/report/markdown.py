@@ -1,5 +1,5 @@
 """The GitHub-flavored Markdown report. Everything taken from run records, logs, manifests and
-provenance is escaped or validated (harness/report/text.py) so it cannot break a table, inject
+provenance is escaped or validated (harness/report/inert_text.py) so it cannot break a table, inject
 HTML, make a link, carry control characters, or close a code block: cell names and settings,
 error messages, log tails, torch versions; image digests and ids are shown only when they
 match their patterns."""
@@ -15,12 +15,13 @@ from urllib.parse import quote
 from harness.contract.machine import limits_text
 from harness.contract.settings import TWIN
 from harness.diagnose.words import markdown as diagnosis_markdown
-from harness.report import text as inert
+from harness.report import inert_text as inert
 from harness.report.flatten import cell_row
 from harness.report.grid import MARK, MEANING, NO_CELL, Grid, constant, counted, grids
 from harness.report.heatmap import title as heatmap_title
 from harness.report.machines import MACHINE_CAVEAT, MachineInfo
-from harness.report.model import (
+from harness.report.own_runs import values_text
+from harness.report.report_data import (
     DIVERGES,
     OWN_RUNS,
     REPRODUCES,
@@ -29,7 +30,6 @@ from harness.report.model import (
     Divergence,
     Report,
 )
-from harness.report.records import values_text
 from harness.report.summaries import CUBLAS_PROMISE, PARAM_PREFIX, fmt_setting, label
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import layout
 from harness.contract.files import write_bytes_atomic
 from harness.errors import StoreError
-from harness.record import RecordError, load_losses
-from harness.report.model import DIVERGES, OK, CellReport, Report
-from harness.report.text import clean
-from harness.safe_paths import real_dir
+from harness.report.inert_text import clean
+from harness.report.report_data import DIVERGES, OK, CellReport, Report
+from harness.results import layout
+from harness.results.run_reader import RecordError, load_losses
+from harness.results.safe_paths import real_dir
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,8 @@ from typing import Any
 from harness.contract.machine import CODE_PATH, machines_differ
 from harness.contract.settings import BUILTIN_ONLY, BY_NAME, NAMES, REPORT_SETTINGS, TWIN
 from harness.contract.spec import cublas_workspace_in_force
-from harness.record import RecordError
 from harness.report.machines import MachineInfo, machine_table
-from harness.report.model import (
+from harness.report.report_data import (
     OK,
     REPRODUCES,
     UNKNOWN,
@@ -32,6 +31,7 @@ from harness.report.model import (
     RunResult,
 )
 from harness.report.trajectories import divergences_from
+from harness.results.run_reader import RecordError
 
 #: The summary sentence names the cells that reproduce up to this many.
 NAMED_CELLS = 3

@@ -2,7 +2,7 @@
 the user learns it without opening a file: per image, the summary sentence and the verdict grid
 (grid.py's ``Grid``, the same one the Markdown and the heatmap draw), then a legend.
 
-Three modes, as the progress display has (harness/progress.py): ``rich`` (a ``rich`` table per
+Three modes, as the progress display has (harness/run/progress.py): ``rich`` (a ``rich`` table per
 image, entries coloured), ``plain`` (aligned text, for CI logs and pipes) and ``quiet`` (nothing).
 Every string taken from the report (image names, sentences, setting values: text from run
 records and matrix files) goes through ``harness.text.terminal_safe``, and rich draws it as
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from harness.report.grid import MEANING, NO_CELL, TERMINAL_MARK, Grid, grids, short, value_text
-from harness.report.model import DIVERGES, REPRODUCES, UNKNOWN, Report
+from harness.report.report_data import DIVERGES, REPRODUCES, UNKNOWN, Report
 from harness.text import terminal_safe
 
 if TYPE_CHECKING:

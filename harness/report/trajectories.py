@@ -2,9 +2,9 @@
 
 A trajectory is ``losses.npy``: float32 [steps, ranks]. Two steps are equal when their bits are,
 so NaN equals NaN of the same bits and -0.0 differs from 0.0. Only runs whose losses were
-verified (harness/report/runs.py) are compared; they are read again with
-``harness.record.load_losses``, which raises ``CorruptRun`` (never a bare numpy error) should a
-file have changed since.
+verified (harness/report/folder_runs.py) are compared; they are read again with
+``harness.results.run_reader.load_losses``, which raises ``CorruptRun`` (never a bare numpy error)
+should a file have changed since.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.record import load_losses, read_weight_hashes
-from harness.report.model import Divergence, RunResult, WeightsDivergence
+from harness.report.report_data import Divergence, RunResult, WeightsDivergence
+from harness.results.run_reader import load_losses, read_weight_hashes
 
 
 def ulp_order(bits: np.ndarray) -> np.ndarray:

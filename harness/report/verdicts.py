@@ -25,9 +25,7 @@ import logging
 import statistics
 
 from harness.contract.machine import machines_differ
-from harness.layout import ManifestCell
-from harness.record import RecordError
-from harness.report.model import (
+from harness.report.report_data import (
     DIVERGES,
     FAILED,
     MISSING,
@@ -45,6 +43,8 @@ from harness.report.trajectories import (
     divergences_from,
     weights_divergence_from,
 )
+from harness.results.layout import ManifestCell
+from harness.results.run_reader import RecordError
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import layout
 from harness.errors import HarnessError
 from harness.matrix import load_matrix
+from harness.results import layout
 from harness.slurm import client, submission
 
 

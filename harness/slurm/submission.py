@@ -16,15 +16,15 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from harness import layout
 from harness.contract import write_json_atomic
 from harness.contract.files import read_regular
 from harness.errors import StoreError
 from harness.matrix import LoadedMatrix
-from harness.record import RecordError, load_record
-from harness.safe_paths import real_dir
-from harness.shard import ShardSpec, cells_of_shard
-from harness.store import ResultsDir
+from harness.results import layout
+from harness.results.run_reader import RecordError, load_record
+from harness.results.safe_paths import real_dir
+from harness.results.store import ResultsDir
+from harness.run.shard import ShardSpec, cells_of_shard
 
 SUBMISSION_FORMAT = 1
 

@@ -16,15 +16,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from harness import layout
 from harness.contract import write_bytes_atomic
 from harness.errors import HarnessError, StoreError
 from harness.executors import choose_executor
 from harness.matrix import LoadedMatrix
 from harness.matrix.models import SlurmBlock
-from harness.shard import plan_shards
+from harness.results import layout
+from harness.run.shard import plan_shards
 from harness.slurm import client, submission
-from harness.slurm.plan import (
+from harness.slurm.batch_scripts import (
     ArrayGroup,
     SlurmRequest,
     array_argv,

@@ -13,15 +13,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness import layout
 from harness.errors import HarnessError, StoreError
 from harness.executors import choose_executor
 from harness.exit_codes import EXIT_BAD_INPUT, EXIT_CONFLICT, EXIT_OK
 from harness.matrix import load_matrix
-from harness.safe_paths import real_dir, remove_tree
-from harness.shard import ShardSpec, cells_of_shard
+from harness.results import layout
+from harness.results.safe_paths import real_dir, remove_tree
+from harness.run.shard import ShardSpec, cells_of_shard
 from harness.slurm import submission
-from harness.slurm.plan import shown
+from harness.slurm.batch_scripts import shown
 
 
 def gpu_option(executor: str, environ: dict[str, str]) -> list[str]:
@@ -89,7 +89,7 @@ def run_merge(root: Path) -> int:
     """Merge the shards into a staging folder, then put its results in place of the previous
     merged ones, all under the folder's results lock (the one ``harness run`` and ``harness
     diagnose`` take): while another harness holds it, the merge is refused, naming its pid."""
-    from harness.store import ResultsDir
+    from harness.results.store import ResultsDir
 
     record = _record(root)
     shards = [layout.shard_results_dir(root, i) for i in range(1, record.shards + 1)]

@@ -137,7 +137,7 @@ def _main(args: argparse.Namespace, out: Path) -> int:
 
     _configure_logging()
     code_dir = add_code_dir(args.code_dir)
-    from harness.workload.runner import run
+    from harness.workload.training import run
 
     return run(spec, out, args.data_dir, code_dir)
 

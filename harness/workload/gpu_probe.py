@@ -1,7 +1,7 @@
 """The GPU probe: does torch in this environment compute on the GPUs a run will get?
 
 Run where the runs run (in the workload image, with the runs' hardening, by
-``harness.executors.gpu_probe``; on the host by ``harness doctor``), or by hand::
+``harness.executors.gpu_probe_host``; on the host by ``harness doctor``), or by hand::
 
     python -m harness.workload.gpu_probe N     # N: the GPUs one run gets
     python path/to/gpu_probe.py N              # the file alone: torch and the standard library
@@ -11,7 +11,7 @@ and runs one small matmul on each visible GPU followed by ``torch.cuda.synchroni
 one JSON line (``RESULT_PREFIX`` then the object: torch and CUDA versions, the driver's CUDA
 version, device names and capabilities, torch's arch list, the stage that failed and its
 error) and exits 0 only when every check passed. It states facts; the host
-(``harness.executors.gpu_probe.classify``) turns them into a message with the fix.
+(``harness.executors.gpu_probe_host.classify``) turns them into a message with the fix.
 
 Self-contained on purpose (no harness imports): the same file runs in any image or venv.
 """

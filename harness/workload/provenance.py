@@ -27,7 +27,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from harness.contract import IMAGE_ENV, NUMERIC_ENV_VARS, USER_CODE_ENV
 from harness.contract.code import workload_digest
 from harness.contract.record import Determinism, Libraries
-from harness.workload.machine import read_machine
+from harness.workload.machine_probe import read_machine
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import layout
 from harness.errors import HarnessError
 from harness.matrix import LoadedMatrix
 from harness.matrix.models import SBATCH_OPTION_PATTERN
-from harness.schedule import need_of
-from harness.shard import Shard
+from harness.results import layout
+from harness.run.schedule import need_of
+from harness.run.shard import Shard
 from harness.text import strip_controls
 
 #: Seconds a task needs besides its runs: reading MNIST, starting Python, writing the report;

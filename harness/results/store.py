@@ -1,5 +1,5 @@
 """The results folder as ``harness run`` writes it: lock, manifest identity, resume decisions and
-host-written failure records. Its names and the manifest format are harness/layout.py's.
+host-written failure records. Its names and the manifest format are harness/results/layout.py's.
 
 ``run.json`` is the commit marker of a run: written last, atomically.
 """
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from harness import __version__, layout
+from harness import __version__
+from harness.results import layout
 from harness.contract import (
     LOG_FILE,
     LOSSES_FILE,
@@ -39,10 +40,10 @@ from harness.contract.record import (
 )
 from harness.errors import StoreError
 from harness.executors.base import RunIdentity
-from harness.layout import Manifest, ManifestCell, default_out
+from harness.results.layout import Manifest, ManifestCell, default_out
 from harness.matrix import Cell, LoadedMatrix
-from harness.record import CorruptRun, RecordError, RunRecord, load_record, verified_losses
-from harness.safe_paths import open_lock, real_dir, refuse_link, remove_tree
+from harness.results.run_reader import CorruptRun, RecordError, RunRecord, load_record, verified_losses
+from harness.results.safe_paths import open_lock, real_dir, refuse_link, remove_tree
 
 __all__ = [
     "ResultsDir",
@@ -158,7 +159,7 @@ class ResultsDir:
         """
         old = self.read_manifest()
         if old is not None and old.matrix_digest != matrix.digest:
-            from harness.matrix_change import another_matrix, runs_held
+            from harness.matrix.change import another_matrix, runs_held
 
             if runs_held(self.root)[0]:  # failed runs too: they are evidence, never dropped
                 raise another_matrix(self.root, old, matrix)

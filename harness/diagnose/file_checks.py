@@ -2,7 +2,8 @@
 
 Both lie in a results folder, which anything can have written (a replay's own workload, a
 hand edit, a tampered copy): each is checked against a pydantic model, strictly typed like a
-run record (harness/record.py), before a field is read. A replay that is not one is a clear
+run record (harness/results/run_reader.py), before a field is read. A replay that is not one is a
+clear
 ``HarnessError`` of ``harness diagnose``; a diagnosis that is not one is named on stderr and
 left out of the report, never a traceback. Keys a newer harness adds are kept, not refused.
 """

@@ -163,7 +163,7 @@ def _build_trainer(
 
 def _builtin(spec: RunSpec, cli_data_dir: str | None) -> Built:
     """The post's experiment: load and verify MNIST, seed (``before_model``), the model."""
-    from harness.workload.model import LitMNIST
+    from harness.workload.networks import LitMNIST
 
     mnist = load_mnist(resolve_data_dir(cli_data_dir), train=True)
     _seed_if(spec, "before_model")

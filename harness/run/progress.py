@@ -19,7 +19,7 @@ from typing import TextIO
 
 from harness.contract.files import open_regular
 from harness.contract.record import EPOCH_LINE
-from harness.run_folder import live_log
+from harness.results.untrusted_run_folder import live_log
 from harness.text import terminal_safe
 
 

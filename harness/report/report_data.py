@@ -17,7 +17,7 @@ REPRODUCES, DIVERGES, UNKNOWN = "reproduces", "diverges", "unknown"
 VERDICTS = (REPRODUCES, DIVERGES, UNKNOWN)
 
 #: Report.source: a results folder of ``harness run`` (its cells), or a folder of the user's
-#: own runs (run records ``harness.lightning.ReproRecorder`` wrote; harness/report/records.py)
+#: own runs (run records ``harness.lightning.ReproRecorder`` wrote; harness/report/own_runs.py)
 MATRIX, OWN_RUNS = "matrix", "own_runs"
 
 

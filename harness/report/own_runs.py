@@ -27,7 +27,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from harness import layout
 from harness.contract.files import (
     LOSSES_FILE,
     RECORD_FILE,
@@ -39,9 +38,10 @@ from harness.contract.machine import limits_text
 from harness.contract.record import RECORD_FORMAT_VERSION, RunRecord
 from harness.contract.settings import NAMES
 from harness.errors import HarnessError
-from harness.record import validate_record
 from harness.report import summaries
-from harness.report.model import (
+from harness.report.folder_runs import gpu_kinds, run_result
+from harness.report.inert_text import clean
+from harness.report.report_data import (
     DIVERGES,
     OWN_RUNS,
     REPRODUCES,
@@ -50,9 +50,9 @@ from harness.report.model import (
     RunDifference,
     RunResult,
 )
-from harness.report.runs import gpu_kinds, run_result
-from harness.report.text import clean
 from harness.report.verdicts import analyze_cell
+from harness.results import layout
+from harness.results.run_reader import validate_record
 
 log = logging.getLogger(__name__)
 

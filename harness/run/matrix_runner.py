@@ -35,17 +35,23 @@ from harness.executors import (
     get_executor_class,
 )
 from harness.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNS_FAILED
-from harness.layout import code_store
 from harness.matrix import Cell, LoadedMatrix
 from harness.mnist import MIRRORS, DataError, default_cache_dir, download_mnist
-from harness.progress import make_progress
-from harness.safe_paths import real_dir
-from harness.schedule import Host, Job, SlotPool, check_fits, detect_host, need_of, run_jobs
-from harness.shard import ShardSpec, cells_of_shard
-from harness.store import ResultsDir, RunState, default_out, record_failure, set_aside_notices
+from harness.results.layout import code_store
+from harness.results.safe_paths import real_dir
+from harness.results.store import (
+    ResultsDir,
+    RunState,
+    default_out,
+    record_failure,
+    set_aside_notices,
+)
+from harness.run.progress import make_progress
+from harness.run.schedule import Host, Job, SlotPool, check_fits, detect_host, need_of, run_jobs
+from harness.run.shard import ShardSpec, cells_of_shard
 
 if TYPE_CHECKING:
-    from harness.report.model import Report
+    from harness.report.report_data import Report
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +100,7 @@ class RunConfig:
     plots: bool = True
     cancel: threading.Event = field(default_factory=threading.Event)
     progress_stream: TextIO | None = None
-    #: ``harness run --shard I/N``: run only that shard's cells (harness/shard.py).
+    #: ``harness run --shard I/N``: run only that shard's cells (harness/run/shard.py).
     shard: ShardSpec | None = None
     #: where the notices of runs set aside go, whatever ``progress`` says (None: stderr)
     notice_stream: TextIO | None = None
@@ -331,7 +337,7 @@ def _notify(config: RunConfig, lines: list[str]) -> None:
 def _check_outcome(run: PlannedRun, outcome: RunOutcome) -> None:
     """An ok outcome must have an ok record; any other gets a failed record (``run.json``)."""
     if outcome.ok:
-        from harness.record import RecordError, load_record
+        from harness.results.run_reader import RecordError, load_record
 
         try:
             if load_record(run.run_dir).ok:
@@ -359,7 +365,7 @@ def _check_outcome(run: PlannedRun, outcome: RunOutcome) -> None:
 def _add_recorded_error(run_dir: Path, outcome: RunOutcome) -> None:
     """Show what the workload recorded (e.g. a DataError naming the MNIST file), not only its
     exit code, in the progress line."""
-    from harness.record import RecordError, load_record
+    from harness.results.run_reader import RecordError, load_record
 
     try:
         error = load_record(run_dir).error
@@ -375,7 +381,7 @@ def _add_recorded_error(run_dir: Path, outcome: RunOutcome) -> None:
 
 def _says_disk_full(run_dir: Path, outcome: RunOutcome) -> bool:
     """The workload itself hit the full disk (its record or log says so)."""
-    from harness.store import log_tail
+    from harness.results.store import log_tail
 
     return os.strerror(errno.ENOSPC) in outcome.message + log_tail(run_dir)
 
@@ -481,7 +487,7 @@ def _execute(
 
 def _user_workload_failure(run: PlannedRun) -> WorkloadFailure | None:
     """The run's failure when its record blames the user's training (``USER_WORKLOAD_ERRORS``)."""
-    from harness.record import RecordError, load_record
+    from harness.results.run_reader import RecordError, load_record
 
     try:
         error = load_record(run.run_dir).error

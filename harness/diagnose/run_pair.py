@@ -20,17 +20,17 @@ from harness.contract import RECORD_FILE, SPEC_FILE, RunSpec, write_json_atomic
 from harness.contract.files import REPLAY_FILE, REPLAY_OUTPUTS_FILE, open_regular, read_regular
 from harness.contract.machine import Machine
 from harness.contract.spec import SpecError
-from harness.diagnose.files import replay_data
+from harness.diagnose.file_checks import replay_data
 from harness.diagnose.findings import Replay, loss_step
 from harness.errors import HarnessError
 from harness.executors.base import Executor, RunOutcome, Slot
 from harness.exit_codes import EXIT_INTERRUPTED
-from harness.layout import MANIFEST_FILE, ManifestCell, run_dir
-from harness.record import RecordError, load_record, load_weight_hashes, verified_losses
 from harness.report.trajectories import first_weight_divergence
-from harness.safe_paths import real_dir, remove_tree
-from harness.schedule import SlotPool, detect_host, need_of
-from harness.store import ResultsDir, log_tail
+from harness.results.layout import MANIFEST_FILE, ManifestCell, run_dir
+from harness.results.run_reader import RecordError, load_record, load_weight_hashes, verified_losses
+from harness.results.safe_paths import real_dir, remove_tree
+from harness.results.store import ResultsDir, log_tail
+from harness.run.schedule import SlotPool, detect_host, need_of
 
 
 @dataclass

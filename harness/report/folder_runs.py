@@ -2,8 +2,8 @@
 it has none) and each repeat's run record, as ``RunResult``s.
 
 A record is checked before it is trusted: an ok record's ``losses.npy`` must load, have the
-recorded shape and hash to ``digests.trajectory`` (``harness.record.verified_losses``), else the
-run is *corrupt*; an ok record with zero steps, or whose losses are NaN or infinite at some
+recorded shape and hash to ``digests.trajectory`` (``harness.results.run_reader.verified_losses``),
+else the run is *corrupt*; an ok record with zero steps, or whose losses are NaN or infinite at some
 step, is a *failed* run that says so. Neither ever ends the report in a traceback.
 """
 
@@ -17,13 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import layout
 from harness.contract import LOSSES_FILE, RECORD_FILE
 from harness.contract.files import read_regular
 from harness.contract.settings import NAMES
 from harness.errors import HarnessError
-from harness.merge_inputs import Mixed
-from harness.record import (
+from harness.report.inert_text import clean
+from harness.report.report_data import CORRUPT, FAILED, MISSING, OK, RunResult
+from harness.report.trajectories import epoch_batch
+from harness.results import layout
+from harness.results.merge_inputs import Mixed
+from harness.results.run_reader import (
     CorruptRun,
     RecordError,
     RunRecord,
@@ -31,9 +34,6 @@ from harness.record import (
     load_record,
     verified_losses,
 )
-from harness.report.model import CORRUPT, FAILED, MISSING, OK, RunResult
-from harness.report.text import clean
-from harness.report.trajectories import epoch_batch
 
 log = logging.getLogger(__name__)
 

@@ -40,15 +40,15 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import layout
+from harness.results import layout
 from harness.contract import LOSSES_FILE, RECORD_FILE, WEIGHTS_FILE
 from harness.contract.code import snapshot_user_code, user_code_digest
 from harness.contract.files import UnsafeFile, read_regular
 from harness.contract.machine import Machine, machines_differ
 from harness.errors import StoreError
-from harness.layout import CONFLICTS_DIR, ManifestCell
+from harness.results.layout import CONFLICTS_DIR, ManifestCell
 from harness.matrix import parse_matrix
-from harness.merge_inputs import (
+from harness.results.merge_inputs import (
     Mixed,
     check_inputs,
     machines_of,
@@ -59,8 +59,8 @@ from harness.merge_inputs import (
     shared_lock,
     short_digest,
 )
-from harness.safe_paths import real_dir
-from harness.store import ResultsDir
+from harness.results.safe_paths import real_dir
+from harness.results.store import ResultsDir
 
 __all__ = [
     "CONFLICTS_DIR",

@@ -12,11 +12,11 @@ import difflib
 import json
 from pathlib import Path
 
-from harness import layout
 from harness.contract.files import read_regular
 from harness.errors import StoreError
-from harness.layout import Manifest
 from harness.matrix import LoadedMatrix
+from harness.results import layout
+from harness.results.layout import Manifest
 
 #: at most this many changed lines of the matrix file are quoted
 SHOWN_LINES = 6

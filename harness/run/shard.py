@@ -23,7 +23,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.matrix import Cell, LoadedMatrix
-from harness.schedule import need_of
+from harness.run.schedule import need_of
 
 #: GitHub Actions runs at most 256 jobs from one matrix.
 MAX_SHARDS = 256

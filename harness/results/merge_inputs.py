@@ -2,7 +2,7 @@
 folder of the same matrix, none is in use, and all were made by the same code; and which
 machines ran them.
 
-The rules are listed in harness/merge.py's docstring and docs/results.md, "Merging".
+The rules are listed in harness/results/merge.py's docstring and docs/results.md, "Merging".
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import layout
+from harness.results import layout
 from harness.contract.files import file_kind
 from harness.contract.machine import Machine, fingerprint
 from harness.errors import StoreError
-from harness.layout import Manifest
-from harness.record import RecordError, RunRecord, load_record
+from harness.results.layout import Manifest
+from harness.results.run_reader import RecordError, RunRecord, load_record
 
 
 @dataclass

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.baseline import CellDigests, ResultSet
 from harness.contract.machine import Machine, differences
 from harness.exit_codes import (
     EXIT_MACHINE_CHANGED,
@@ -43,6 +42,7 @@ from harness.exit_codes import (
     EXIT_OK,
     EXIT_REGRESSION,
 )
+from harness.gates.baseline import CellDigests, ResultSet
 from harness.report.markdown import escape, table_lines
 
 __all__ = [

@@ -1,0 +1,1 @@
+"""Gates a CI job fails on: comparing two results folders, and a committed baseline."""

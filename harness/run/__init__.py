@@ -1,0 +1,1 @@
+"""Running a matrix: the plan, the schedule, shards, progress."""
