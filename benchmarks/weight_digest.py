@@ -39,8 +39,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     from harness.contract import RunSpec
     from harness.workload.data import Batches, Mnist, load_mnist, shard_indices
+    from harness.workload.loss_capture import LossCapture
     from harness.workload.networks import LitMNIST
-    from harness.workload.recorder import EpochRecorder, LossCapture, LossRecorder, Stopwatch
+    from harness.workload.recorder import EpochRecorder, LossRecorder, Stopwatch
     from harness.workload.seeding import apply_determinism, pin_threads, seed_all
     from harness.workload.training import _build_trainer
     from harness.workload.weights import HASH_KIND, WeightRecorder

@@ -178,7 +178,7 @@ def run_doctor(
     """Collect every check; ``data_dir`` defaults to the runner's MNIST default; ``image`` and
     ``gpus`` aim the GPU probe at an image (see the module's docstring)."""
     if data_dir is None:
-        from harness.run.matrix_runner import default_data_dir
+        from harness.run.mnist_source import default_data_dir
 
         data_dir = default_data_dir()
     disk_path = Path(disk_path or Path.cwd())

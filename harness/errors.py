@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 from harness.exit_codes import EXIT_BAD_INPUT
+from harness.text import terminal_safe
 
 
 class HarnessError(Exception):
@@ -17,6 +20,16 @@ class HarnessError(Exception):
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+def print_error(exc: HarnessError) -> int:
+    """``error:`` and ``hint:`` on stderr, terminal-safe, no traceback; the exit code. The CLI's
+    one printer of a HarnessError, also used by the Slurm tasks' entry point."""
+    sys.stderr.write(f"error: {terminal_safe(exc.message, multiline=True)}\n")
+    if exc.hint:
+        sys.stderr.write(f"  hint: {terminal_safe(exc.hint, multiline=True)}\n")
+    sys.stderr.flush()
+    return exc.exit_code
 
 
 class MatrixError(HarnessError):

@@ -48,15 +48,10 @@ from harness.contract import LOSSES_FILE, RECORD_FILE, TENSORBOARD_DIR, WEIGHTS_
 from harness.contract.record import RunError, Timing, failed_record, write_record
 from harness.workload import provenance, signals
 from harness.workload.entry import algorithms_setting
+from harness.workload.loss_capture import LossCapture, RecordWarning
 from harness.workload.packages import twin_class
-from harness.workload.recorder import (
-    EpochRecorder,
-    LossCapture,
-    RecordWarning,
-    TensorBoard,
-    weights_digest,
-)
-from harness.workload.training import RunState, build_record, save_trajectory
+from harness.workload.record_builder import RunState, build_record, save_trajectory
+from harness.workload.recorder import EpochRecorder, TensorBoard, weights_digest
 
 __all__ = ["ReproRecorder", "external_spec"]
 
@@ -118,7 +113,8 @@ class ReproRecorder(Callback):
         if "lightning.pytorch" in sys.modules and not any(
             k.__module__.split(".")[0] == "lightning" for k in cls.__mro__
         ):
-            cls = twin_class(cls)
+            base: type = cls  # a plain type: mypy takes type[ReproRecorder] for unhashable
+            cls = twin_class(base)
         return super().__new__(cls)
 
     def __init__(self, out: str | Path, name: str = "run", seed: int | None = None) -> None:

@@ -14,6 +14,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+# The distribution was called `harness` before 0.2.0's rename (PyPI's `harness` is another
+# project): a venv made before it drops the old name, which would otherwise shadow the new one.
+if .venv/bin/python -m pip show -q harness >/dev/null 2>&1; then
+  .venv/bin/python -m pip uninstall -q -y harness >/dev/null
+fi
 pip_log="$(mktemp)"
 trap 'rm -f "$pip_log"' EXIT
 if ! .venv/bin/python -m pip install -q -e ".[$EXTRAS]" >"$pip_log" 2>&1; then

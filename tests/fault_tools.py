@@ -289,7 +289,8 @@ def nudge_losses(run_dir: Path, step: int = 0, ulps: int = 1) -> tuple[str, str]
 
     import numpy as np
 
-    from harness.results.run_reader import trajectory_sha256, verified_losses
+    from harness.contract.trajectory_hash import trajectory_sha256
+    from harness.results.run_reader import verified_losses
 
     losses = np.load(run_dir / "losses.npy")
     for _ in range(ulps):

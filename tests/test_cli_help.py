@@ -15,6 +15,7 @@ import pytest
 from test_report_summaries import cell
 from test_terminal_summary import report_of
 
+from harness import DISTRIBUTION
 from harness.doctor import docker_status, run_doctor
 from harness.errors import MatrixError
 from harness.matrix import parse_matrix
@@ -35,7 +36,7 @@ def harness(*args: str, columns: int = 100) -> subprocess.CompletedProcess[str]:
 def test_version_prints_the_installed_version() -> None:
     done = harness("--version")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"harness {version('harness')}"
+    assert done.stdout.strip() == f"harness {version(DISTRIBUTION)}"
 
 
 def test_command_help_is_one_paragraph_line_not_the_docstring_lines() -> None:

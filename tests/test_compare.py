@@ -15,7 +15,8 @@ from harness.errors import HarnessError
 from harness.executors.fake import FakeExecutor
 from harness.exit_codes import EXIT_NOT_COMPARABLE
 from harness.gates.baseline import CellDigests, ResultSet, from_file, load_result_set, to_json
-from harness.gates.compare import EXIT_REGRESSION, compare, compare_cell, render_markdown
+from harness.gates.compare import EXIT_REGRESSION, compare, compare_cell
+from harness.gates.gate_markdown import render_markdown
 from harness.matrix import load_matrix
 from harness.run.matrix_runner import RunConfig, run_matrix
 from harness.run.shard import ShardSpec

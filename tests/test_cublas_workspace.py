@@ -26,7 +26,7 @@ from harness.executors.local import run_env
 from harness.matrix import parse_matrix
 from harness.matrix.models import CellSettings, json_schema
 from harness.report.flatten import cell_row
-from harness.report.markdown import setting_text
+from harness.report.markdown_cells import setting_text
 from harness.report.report_data import Cost
 from harness.report.summaries import costs, effective
 from harness.results.run_reader import load_record
@@ -221,7 +221,10 @@ def test_twins_are_matched_by_the_workspace_in_force():
     """The twin has the workspace unset, by ``unset`` or by ``auto`` beside alg off."""
     assert TWIN["cublas_workspace"] == "unset"
     default = twin_cells({"on": ("on", "auto"), "warn": ("warn", "auto"), "off": ("off", "auto")})
-    assert costs(default) == [Cost("on", "off", 1.0, 3.0), Cost("warn", "off", 2.0, 3.0)]
+    assert costs(default) == [
+        Cost(cell="on", twin="off", seconds_per_epoch=1.0, twin_seconds_per_epoch=3.0),
+        Cost(cell="warn", twin="off", seconds_per_epoch=2.0, twin_seconds_per_epoch=3.0),
+    ]
     named = twin_cells(
         {
             "on-unset": ("on", "unset"),
@@ -231,23 +234,27 @@ def test_twins_are_matched_by_the_workspace_in_force():
         }
     )
     assert costs(named) == [
-        Cost("on-unset", "off-unset", 1.0, 4.0),
-        Cost("off-4096", "off-unset", 2.0, 4.0),
-        Cost("on-4096", "off-unset", 3.0, 4.0),
+        Cost(cell="on-unset", twin="off-unset", seconds_per_epoch=1.0, twin_seconds_per_epoch=4.0),
+        Cost(cell="off-4096", twin="off-unset", seconds_per_epoch=2.0, twin_seconds_per_epoch=4.0),
+        Cost(cell="on-4096", twin="off-unset", seconds_per_epoch=3.0, twin_seconds_per_epoch=4.0),
     ]
     # an older folder's cells, without the setting (missing, or null as read from old specs),
     # had auto; they pair as before
     old = twin_cells({"on": ("on", "auto"), "off": ("off", "auto")})
     del old[0].settings["cublas_workspace"]
     old[1].settings["cublas_workspace"] = None
-    assert costs(old) == [Cost("on", "off", 1.0, 2.0)]
+    assert costs(old) == [
+        Cost(cell="on", twin="off", seconds_per_epoch=1.0, twin_seconds_per_epoch=2.0)
+    ]
     for missing in ({}, {"cublas_workspace": None}):
         on = effective({"deterministic_algorithms": "on", **missing})
         assert on["cublas_workspace"] == ":4096:8"
     # auto and unset beside alg off are the same computation: the first is the twin
     both = twin_cells({"off-auto": ("off", "auto"), "off-unset": ("off", "unset")})
     both += twin_cells({"on": ("on", "auto")})
-    assert costs(both) == [Cost("on", "off-auto", 1.0, 1.0)]
+    assert costs(both) == [
+        Cost(cell="on", twin="off-auto", seconds_per_epoch=1.0, twin_seconds_per_epoch=1.0)
+    ]
 
 
 def test_which_axis_breaks_it_names_the_workspace_like_any_axis():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.report.report_data import Divergence
+from harness.report.report_data import Divergence, RunResult
 from harness.report.trajectories import divergence, divergences_from
 
 EPOCHS = [(0, 0), (1, 60)]  # two epochs of 60 steps
@@ -22,14 +22,32 @@ def _f32(bits: int) -> np.float32:
 
 def test_another_rank_count_diverges_at_step_0_with_no_distance():
     d = divergence(np.ones((5, 1), "<f4"), np.ones((5, 2), "<f4"), 3, EPOCHS)
-    assert d == Divergence(3, 0, None, None, None, None, True, None)
+    assert d == Divergence(
+        repeat=3,
+        step=0,
+        epoch=None,
+        batch=None,
+        max_abs_delta=None,
+        max_ulps=None,
+        shape_differs=True,
+        copy=None,
+    )
 
 
 def test_an_equal_prefix_of_another_length_diverges_where_the_shorter_run_ends():
     """Either run may be the shorter one: the divergence is at its length (step 70: epoch 1,
     batch 10), with no |Δloss| or ULPs, and the shapes differ."""
     long = np.linspace(1, 2, 100, dtype="<f4")[:, None]
-    expected = Divergence(4, 70, 1, 10, None, None, True, None)
+    expected = Divergence(
+        repeat=4,
+        step=70,
+        epoch=1,
+        batch=10,
+        max_abs_delta=None,
+        max_ulps=None,
+        shape_differs=True,
+        copy=None,
+    )
     assert divergence(long, long[:70].copy(), 4, EPOCHS) == expected
     assert divergence(long[:70].copy(), long, 4, EPOCHS) == expected
 
@@ -43,19 +61,46 @@ def test_the_largest_distance_over_every_step_and_rank_is_reported():
     other[65, 1] = np.float32(1.5)
     other[80, 0] = np.nextafter(np.float32(1), np.float32(2))
     d = divergence(ref, other, 2, EPOCHS)
-    assert d == Divergence(2, 65, 1, 5, 0.5, 2**22, False, None)
+    assert d == Divergence(
+        repeat=2,
+        step=65,
+        epoch=1,
+        batch=5,
+        max_abs_delta=0.5,
+        max_ulps=2**22,
+        shape_differs=False,
+        copy=None,
+    )
     # and where the later, smaller difference is the first one, the maximum still comes later
     other[65, 1] = np.float32(1)
     other[70, 0] = np.float32(-1.0)  # 1.0 -> -1.0: 2.0 and the ULPs across zero
     d = divergence(ref, other, 2, EPOCHS)
-    assert d == Divergence(2, 70, 1, 10, 2.0, 2 * 0x3F800000, False, None)
+    assert d == Divergence(
+        repeat=2,
+        step=70,
+        epoch=1,
+        batch=10,
+        max_abs_delta=2.0,
+        max_ulps=2 * 0x3F800000,
+        shape_differs=False,
+        copy=None,
+    )
 
 
 def test_a_difference_in_a_run_of_another_length_says_both():
     ref = np.ones((100, 1), "<f4")
     other = np.ones((90, 1), "<f4")
     other[12, 0] = np.float32(0.75)
-    assert divergence(ref, other, 1, EPOCHS) == Divergence(1, 12, 0, 12, 0.25, 2**22, True, None)
+    assert divergence(ref, other, 1, EPOCHS) == Divergence(
+        repeat=1,
+        step=12,
+        epoch=0,
+        batch=12,
+        max_abs_delta=0.25,
+        max_ulps=2**22,
+        shape_differs=True,
+        copy=None,
+    )
 
 
 def test_the_distance_skips_steps_whose_difference_is_not_a_number():
@@ -83,24 +128,26 @@ def test_the_distance_skips_steps_whose_difference_is_not_a_number():
 
 def test_divergences_from_names_each_differing_run_and_its_copy(tmp_path: Path):
     """Against the reference run: equal runs are left out; each other run is named by its repeat
-    and, for a merge conflict copy, by the copy's folder."""
+    and, for a merge conflict copy, by the copy's folder. The losses the report read are used
+    (``RunResult.losses``); a run made without them has its losses.npy read."""
     base = np.linspace(1, 2, 120, dtype="<f4")[:, None]
     runs = {}
-    for name, step in {"ref": None, "same": None, "r2": 61, "copy": 7}.items():
+    for k, (name, step, copy) in enumerate(
+        [("ref", None, None), ("same", None, None), ("r2", 61, None), ("copy", 7, "2-shard-b")]
+    ):
         losses = base.copy()
         if step is not None:
             losses[step, 0] = np.float32(3)
-        runs[name] = tmp_path / name
-        runs[name].mkdir()
-        np.save(runs[name] / "losses.npy", losses)
-    found = divergences_from(
-        runs["ref"],
-        EPOCHS,
-        [(1, runs["same"]), (2, runs["r2"], None), (3, runs["copy"], "2-shard-b")],
-    )
+        folder = tmp_path / name
+        folder.mkdir()
+        np.save(folder / "losses.npy", losses)
+        kept = losses if name != "r2" else None  # r2: read from its folder
+        runs[name] = RunResult(
+            repeat=k, status="ok", run_dir=folder, copy=copy, epoch_starts=EPOCHS, losses=kept
+        )
+    (tmp_path / "copy" / "losses.npy").unlink()  # read once already: never again
+    found = divergences_from(runs["ref"], [runs["same"], runs["r2"], runs["copy"]])
     assert [(d.repeat, d.step, d.epoch, d.batch, d.copy) for d in found] == [
         (2, 61, 1, 1, None),
         (3, 7, 0, 7, "2-shard-b"),
     ]
-    (two,) = divergences_from(runs["ref"], EPOCHS, [(2, runs["r2"])])  # pairs: no copy
-    assert (two.repeat, two.copy) == (2, None)

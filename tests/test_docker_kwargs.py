@@ -253,7 +253,7 @@ def test_the_run_folder_itself_is_given_to_the_container_user_never_through_a_li
     """A root harness hands the run folder (only it) to UNPRIVILEGED_UID; a run folder that is a
     symlink is changed as a link, never the folder it points to; a container that runs as the
     harness's own user changes nothing. (Needs root, as CI and the dev container run.)"""
-    from harness.executors.docker import writable_for
+    from harness.executors.docker_host_folders import writable_for
 
     assert os.getuid() == 0, "handing a folder to another uid needs root: run the tests as root"
     user = f"{UNPRIVILEGED_UID}:{UNPRIVILEGED_GID}"
@@ -306,7 +306,7 @@ def test_a_root_harness_refuses_mnist_its_containers_cannot_read(tmp_path: Path)
     """Containers of a root harness run as UNPRIVILEGED_UID: MNIST readable by root alone fails
     before any run, with the chmod that fixes it. (Needs root, as CI runs.)"""
     from harness.errors import ExecutorError
-    from harness.executors.docker import check_readable_by_others
+    from harness.executors.docker_host_folders import check_readable_by_others
 
     assert os.getuid() == 0, "this is the root harness's check: run the tests as root"
     mnist = tmp_path / "mnist dir"
@@ -338,7 +338,8 @@ def test_a_root_harness_refuses_user_code_its_containers_cannot_read(tmp_path: P
     only root reads stops the matrix before any run, naming it. (Needs root, as CI runs.)"""
     from harness.errors import ExecutorError
     from harness.executors.base import ExecutorOptions
-    from harness.executors.docker import DockerExecutor, check_code_readable_by_others
+    from harness.executors.docker import DockerExecutor
+    from harness.executors.docker_host_folders import check_code_readable_by_others
 
     assert os.getuid() == 0, "this is the root harness's check: run the tests as root"
     code = tmp_path / "code"

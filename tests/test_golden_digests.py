@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from harness.cli import main
+from harness.contract.trajectory_hash import trajectory_sha256
 from harness.errors import HarnessError
 from harness.executors.base import RunOutcome, RunStatus
 from harness.executors.fake import FakeExecutor
@@ -30,7 +31,6 @@ from harness.gates.baseline import (
 )
 from harness.gates.compare import compare
 from harness.matrix import load_matrix
-from harness.results.run_reader import trajectory_sha256
 from harness.run.matrix_runner import RunConfig, run_matrix
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from harness.contract import RunSpec
+from harness.contract.probe_marks import GPU_PROBE_MARK
 from harness.executors.base import ExecutorOptions, RunStatus, Slot
 from harness.executors.docker import DockerExecutor
 from harness.executors.docker_kwargs import LABEL_CELL
@@ -28,7 +29,6 @@ from harness.executors.gpu_probe_host import (
     run_container_probe,
 )
 from harness.executors.images import WorkloadImage
-from harness.workload.gpu_probe import RESULT_PREFIX
 
 IMAGE = WorkloadImage(
     base="nvcr.io/nvidia/pytorch:24.01-py3",
@@ -64,7 +64,7 @@ def facts(**changes: Any) -> dict[str, Any]:
 
 
 def output_of(result: dict[str, Any], noise: str = "some torch warning\n") -> str:
-    return noise + RESULT_PREFIX + json.dumps(result) + "\n"
+    return noise + GPU_PROBE_MARK + json.dumps(result) + "\n"
 
 
 def verdict(result: dict[str, Any], code: int = 1, gpus: int = 2) -> ProbeResult:
@@ -166,7 +166,7 @@ def test_no_result_line_quotes_the_output() -> None:
     got = classify(parse_output(output), 139, output, 1)
     assert not got.ok and "exited with code 139 and printed no result" in got.message
     assert "Segmentation fault" in got.message
-    assert parse_output(RESULT_PREFIX + "{not json\n") is None
+    assert parse_output(GPU_PROBE_MARK + "{not json\n") is None
 
 
 def test_no_gpu_runtime_says_so_with_the_fix() -> None:
@@ -291,7 +291,7 @@ H200 = {
 def test_the_verdicts_on_outputs_recorded_on_a_real_h200() -> None:
     def judge(key: int, gpus: int) -> ProbeResult:
         code, line = H200[key]
-        output = RESULT_PREFIX + line + "\n"
+        output = GPU_PROBE_MARK + line + "\n"
         return classify(parse_output(output), code, output, gpus)
 
     assert judge(1, 1).ok

@@ -98,13 +98,13 @@ def test_the_first_screen_stays_under_60_lines_for_several_images(tmp_path: Path
     for c in cells:
         by_image[c.settings["image"]].append(c)
     report = Report(
-        "many",
-        tmp_path,
-        cells,
-        {image: describe_image(image, members) for image, members in by_image.items()},
-        [],
-        [],
-        [],
+        name="many",
+        root=tmp_path,
+        cells=cells,
+        summaries={image: describe_image(image, members) for image, members in by_image.items()},
+        comparisons=[],
+        costs=[],
+        failures=[],
     )
     md = render_markdown(report).decode()
     first_screen = md.split("<details", 1)[0]

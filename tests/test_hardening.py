@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from harness.executors.fake import write_fake_record
 from harness.matrix import parse_matrix
 from harness.report import write_reports
-from harness.report.markdown import escape
+from harness.report.markdown_blocks import escape
 from harness.results.store import ResultsDir, record_failure
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,13 +14,8 @@ from test_report import base_losses, make_cell, make_results, write_run
 
 from harness.matrix import load_matrix
 from harness.report import make_reports
-from harness.report.heatmap import (
-    COLOURS,
-    MAX_WIDTH,
-    SYMBOLS,
-    grid_plot_names,
-    write_grid_plots,
-)
+from harness.report.heatmap import grid_plot_names, write_grid_plots
+from harness.report.heatmap_layout import COLOURS, MAX_WIDTH, SYMBOLS
 from harness.report.report_data import DIVERGES, REPRODUCES, UNKNOWN, CellReport, Report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -224,7 +219,15 @@ def test_many_columns_narrow_the_squares_not_widen_the_picture(tmp_path: Path):
         )
         for i, (seed, placement) in enumerate(grid)
     ]
-    report = Report("seeds", tmp_path, cells, {}, [], [], [])
+    report = Report(
+        name="seeds",
+        root=tmp_path,
+        cells=cells,
+        summaries={},
+        comparisons=[],
+        costs=[],
+        failures=[],
+    )
     (path,) = write_grid_plots(report)
     width, _ = png_size(path)
     assert width == MAX_WIDTH
@@ -241,7 +244,15 @@ def matrix_report(root: Path) -> Report:
         settings = dict(cell.settings)
         verdict = REPRODUCES if settings["placement"] == "before_model" else DIVERGES
         cells.append(cell_report(i, UNKNOWN if i % 7 == 3 else verdict, **settings))
-    return Report("gpu-matrix", root, cells, {}, [], [], [])
+    return Report(
+        name="gpu-matrix",
+        root=root,
+        cells=cells,
+        summaries={},
+        comparisons=[],
+        costs=[],
+        failures=[],
+    )
 
 
 def test_matrix_yaml_grids_fit_githubs_width(tmp_path: Path):

@@ -24,7 +24,7 @@ from conftest import BASE_IMAGE
 from fault_tools import Harness, write_matrix
 from test_docker_images import remove_with_descendants, tar_context
 
-from harness.report.markdown import escape
+from harness.report.markdown_blocks import escape
 from harness.results.run_reader import load_record
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

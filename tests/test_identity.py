@@ -28,7 +28,7 @@ import pytest
 from harness.contract.code import workload_digest
 from harness.executors import ExecutorOptions, RunIdentity
 from harness.executors.fake import FakeExecutor
-from harness.executors.local import probe_identity
+from harness.executors.local_probes import probe_identity
 from harness.matrix import parse_matrix
 from harness.results.run_reader import load_record, verified_losses
 from harness.run.matrix_runner import RunConfig, run_matrix

@@ -16,6 +16,7 @@ from harness.errors import StoreError
 from harness.executors.fake import write_fake_record
 from harness.matrix import CELL_ID_SCHEME, parse_matrix
 from harness.results import layout
+from harness.results.manifest import MANIFEST_FORMAT_VERSION, read_manifest
 from harness.results.store import ResultsDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,7 +144,7 @@ def test_merge_compare_and_baseline_refuse_an_old_scheme_folder(tmp_path: Path):
 def test_a_damaged_manifest_is_a_clean_error(tmp_path: Path, text: str, says: str):
     (tmp_path / "manifest.json").write_text(text)
     with pytest.raises(StoreError, match="manifest") as info:
-        layout.read_manifest(tmp_path)
+        read_manifest(tmp_path)
     assert says in str(info.value)
     proc = harness_cli("report", tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -154,7 +155,7 @@ def test_a_newer_format_is_refused_too(tmp_path: Path):
     data = {"format_version": 99, "harness_version": "9.0", "cells": []}
     (tmp_path / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(StoreError, match="made by a newer harness") as info:
-        layout.read_manifest(tmp_path)
+        read_manifest(tmp_path)
     assert "harness 9.0" in str(info.value)
 
 
@@ -164,15 +165,15 @@ def test_the_manifest_records_its_format_and_the_cell_id_scheme(tmp_path: Path):
     assert store.read_manifest() is None
     store.write_manifest(matrix)
     data = json.loads((tmp_path / "manifest.json").read_text())
-    assert data["format_version"] == layout.MANIFEST_FORMAT_VERSION == 2
+    assert data["format_version"] == MANIFEST_FORMAT_VERSION == 2
     assert data["cell_id_scheme"] == CELL_ID_SCHEME
     assert "merged_from" not in data and "merge" not in data
-    manifest = layout.read_manifest(tmp_path)
+    manifest = read_manifest(tmp_path)
     assert [c.id for c in manifest.cells] == [c.id for c in matrix.cells]
     assert [c.dir for c in manifest.cells] == [f"cells/{c.name}--{c.id}" for c in matrix.cells]
     assert store.run_dir(matrix.cells[0], 1) == tmp_path / manifest.cells[0].dir / "repeat-1"
     store.write_manifest(matrix)  # resume: the same matrix, the same format
-    assert layout.read_manifest(tmp_path) == manifest
+    assert read_manifest(tmp_path) == manifest
 
 
 def test_repeat_folders_are_found_by_their_number(tmp_path: Path):
@@ -282,7 +283,7 @@ def test_names_in_a_manifest_are_checked_before_any_path_is_built(
     root = results_folder(tmp_path / "box" / "results")
     tamper(root, **changes)
     with pytest.raises(StoreError, match="manifest.json") as info:
-        layout.read_manifest(root)
+        read_manifest(root)
     assert says in str(info.value)
     assert "hint: the folder was not written by `harness run`" in str(info.value)
 

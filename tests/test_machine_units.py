@@ -39,7 +39,8 @@ from harness.executors.docker_kwargs import container_environment
 from harness.executors.fake import FakeExecutor
 from harness.exit_codes import EXIT_MACHINE_CHANGED, EXIT_OK, EXIT_REGRESSION
 from harness.gates.baseline import CellDigests, ResultSet, from_file, from_results, to_json
-from harness.gates.compare import compare, compare_cell, render_markdown
+from harness.gates.compare import compare, compare_cell
+from harness.gates.gate_markdown import render_markdown
 from harness.matrix import load_matrix
 from harness.report import analyze
 from harness.report.exporters import render_json

@@ -669,7 +669,10 @@ def test_each_refusal_names_the_folder_and_what_to_do(shards, tmp_path, capsys):
     (full / "notes.txt").write_text("mine")
     assert _refusal(["merge", str(s1), str(s2), "-o", str(full)], capsys) == (
         EXIT_BAD_INPUT,
-        [f"error: {full} is not empty", "  hint: merge into a new or empty folder (-o DIR)"],
+        [
+            f"error: {full} is not empty (it holds notes.txt); nothing was written to it",
+            "  hint: merge into a new or empty folder (-o DIR)",
+        ],
     )
     assert not (tmp_path / "m").exists()
     # an empty folder is a new one

@@ -176,7 +176,7 @@ def test_batches_equal_dataloader_collation(train):
 
 def test_host_fetch_downloads_once_or_says_how_to_provide_mnist(mirror, tmp_path):
     from harness.errors import HarnessError
-    from harness.run.matrix_runner import fetch_mnist
+    from harness.run.mnist_source import fetch_mnist
 
     bad_url, good_url = mirror
     with pytest.raises(HarnessError, match="could not be downloaded") as caught:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import harness
-from harness.run.matrix_runner import default_data_dir
+from harness.run.mnist_source import default_data_dir
 
 PACKAGE = Path(harness.__file__).resolve().parent
 FORBIDDEN = (b"../shared", b"shared/data")

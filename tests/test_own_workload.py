@@ -412,7 +412,8 @@ def test_loss_capture_refuses_what_it_cannot_record():
     import torch
 
     from harness.workload.entry import WorkloadError
-    from harness.workload.recorder import RETURN_THE_LOSS, LossCapture, LossRecorder
+    from harness.workload.loss_capture import RETURN_THE_LOSS, LossCapture
+    from harness.workload.recorder import LossRecorder
 
     with_data, _ = _module_class()
     module = with_data()
@@ -447,7 +448,8 @@ def test_a_row_is_an_optimizer_step():
     (ReproRecorder): what cannot be recorded is skipped with one warning per kind."""
     import torch
 
-    from harness.workload.recorder import LossCapture, LossRecorder, RecordWarning
+    from harness.workload.loss_capture import LossCapture, RecordWarning
+    from harness.workload.recorder import LossRecorder
 
     with_data, _ = _module_class()
     module = with_data()
@@ -481,7 +483,8 @@ def test_weight_rows_follow_the_same_steps_as_the_losses():
     the capture's, and each holds the weights after that row's optimizer step."""
     import torch
 
-    from harness.workload.recorder import LossCapture, LossRecorder
+    from harness.workload.loss_capture import LossCapture
+    from harness.workload.recorder import LossRecorder
     from harness.workload.weights import WeightRecorder, tensor_hashes
 
     with_data, _ = _module_class()
@@ -552,7 +555,8 @@ def test_data_without_len_is_recorded_whole(monkeypatch):
     import torch
 
     from harness.workload import recorder as recorder_module
-    from harness.workload.recorder import EpochRecorder, LossCapture, LossRecorder
+    from harness.workload.loss_capture import LossCapture
+    from harness.workload.recorder import EpochRecorder, LossRecorder
     from harness.workload.training import _build_trainer
     from harness.workload.weights import WeightRecorder
 

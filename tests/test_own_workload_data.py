@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.matrix import parse_matrix
-from harness.run.matrix_runner import mnist_for
+from harness.run.mnist_source import mnist_for
 
 pytestmark = pytest.mark.slow
 

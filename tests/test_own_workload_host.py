@@ -27,9 +27,11 @@ from harness.contract.record import USER_WORKLOAD_ERRORS
 from harness.errors import ExecutorError, MatrixError
 from harness.executors import ExecutorOptions, Slot, images
 from harness.executors.fake import FakeExecutor
-from harness.executors.local import LocalExecutor, check_requirements
+from harness.executors.local import LocalExecutor
+from harness.executors.local_probes import check_requirements
 from harness.matrix import load_matrix, parse_matrix
 from harness.results import layout
+from harness.results.manifest import read_manifest
 from harness.results.merge import merge
 from harness.results.run_reader import load_record
 from harness.run.matrix_runner import RunConfig, run_matrix
@@ -299,7 +301,7 @@ def test_the_manifest_records_the_folder_for_diagnose_and_merge(tmp_path):
     matrix = write_matrix(tmp_path, OWN.format(path="code"))
     out = tmp_path / "r"
     run_matrix(_config(matrix, out), _fake(matrix))
-    manifest = layout.read_manifest(out)
+    manifest = read_manifest(out)
     assert manifest is not None and manifest.workload_path == str(code)
     # results/matrix.yaml is a copy: its "code" names a folder beside it, not the user's
     copy = load_matrix(out / layout.MATRIX_FILE, check_code_dir=False)
@@ -310,7 +312,7 @@ def test_the_manifest_records_the_folder_for_diagnose_and_merge(tmp_path):
     code.rename(tmp_path / "gone")
     merged = tmp_path / "merged"
     merge([out], merged, formats=())
-    assert layout.read_manifest(merged).workload_path == str(code)  # type: ignore[union-attr]
+    assert read_manifest(merged).workload_path == str(code)  # type: ignore[union-attr]
     # a matrix without workload.path writes the manifest it wrote before
     plain = write_matrix(tmp_path, "name: p\nrun: {repeats: 1}\naxes: {seed: [1]}\n")
     run_matrix(_config(plain, tmp_path / "p"), FakeExecutor(seconds=0.0))
@@ -353,17 +355,17 @@ def test_runs_in_flight_finish_when_the_users_training_fails(tmp_path, monkeypat
     )
     monkeypatch.setattr("harness.run.matrix_runner.detect_host", lambda gpus: Host(cpus=(0, 1)))
     seen = threading.Event()
-    import harness.run.matrix_runner as runner
+    import harness.run.run_execution as execution
 
-    original = runner._user_workload_failure
+    original = execution._user_workload_failure
 
-    def failure_seen(run):  # the runner is about to stop starting runs
-        found = original(run)
+    def failure_seen(run, record):  # the runner is about to stop starting runs
+        found = original(run, record)
         if found is not None:
             threading.Timer(0.3, seen.set).start()
         return found
 
-    monkeypatch.setattr(runner, "_user_workload_failure", failure_seen)
+    monkeypatch.setattr(execution, "_user_workload_failure", failure_seen)
 
     class Gated(FakeExecutor):
         def run(self, spec, slot, run_dir, *, timeout_s, cancel):
@@ -455,7 +457,7 @@ def test_a_report_without_a_build_function_has_no_entry_or_params_anywhere(tmp_p
     out = tmp_path / "r"
     config = RunConfig(matrix=load_matrix(matrix), out=out, progress="quiet", plots=False)
     run_matrix(config, FakeExecutor(seconds=0.0))
-    manifest = layout.read_manifest(out)
+    manifest = read_manifest(out)
     assert manifest is not None and manifest.cells[0].settings["params"] == {}
     data = json.loads((out / "report.json").read_text())
     for cell in data["cells"]:

@@ -143,7 +143,7 @@ def test_a_recorder_that_cannot_record_warns_and_training_goes_on(tmp_path: Path
     import torch
 
     from harness.lightning import ReproRecorder
-    from harness.workload.recorder import RecordWarning
+    from harness.workload.loss_capture import RecordWarning
 
     sys.path.insert(0, str(CODE))
     try:

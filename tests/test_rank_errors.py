@@ -119,9 +119,9 @@ def test_without_failures_the_error_is_unchanged():
 
 
 def failing_state(monkeypatch):
-    from harness.workload import training as runner
+    from harness.workload.record_builder import RunState
 
-    state = runner.RunState(world_size=1)
+    state = RunState(world_size=1)
     state.init_digest = "a" * 64
     state.error = RunError("AcceleratorError", "CUDA error: device-side assert triggered", "tb")
 
@@ -133,10 +133,10 @@ def failing_state(monkeypatch):
 
 
 def test_a_failure_while_building_the_record_still_gives_the_first_error(tmp_path, monkeypatch):
-    from harness.workload import training as runner
+    from harness.workload.record_builder import finished_record
 
     state = failing_state(monkeypatch)
-    record = runner._record(RunSpec(), tmp_path, state, [], 0.0, "2026-01-01T00:00:00+00:00")
+    record = finished_record(RunSpec(), tmp_path, state, [], 0.0, "2026-01-01T00:00:00+00:00")
     assert record.status == "failed"
     assert (record.error.type, record.error.message) == (
         "AcceleratorError",
@@ -147,11 +147,11 @@ def test_a_failure_while_building_the_record_still_gives_the_first_error(tmp_pat
 
 
 def test_an_ok_run_whose_record_cannot_be_built_is_failed_with_that_error(tmp_path, monkeypatch):
-    from harness.workload import training as runner
+    from harness.workload.record_builder import finished_record
 
     state = failing_state(monkeypatch)
     state.error = None
-    record = runner._record(RunSpec(), tmp_path, state, [], 0.0, "2026-01-01T00:00:00+00:00")
+    record = finished_record(RunSpec(), tmp_path, state, [], 0.0, "2026-01-01T00:00:00+00:00")
     assert record.status == "failed" and record.error.type == "RuntimeError"
     assert "device-side assert triggered (again)" in record.error.message
 

@@ -17,9 +17,10 @@ from harness.contract import RECORD_FORMAT_VERSION, RunSpec, write_json_atomic
 from harness.matrix import CELL_ID_SCHEME
 from harness.report import analyze, write_reports
 from harness.report.exporters import render_csv, render_json
-from harness.report.markdown import escape, fence, render_markdown
+from harness.report.markdown import render_markdown
+from harness.report.markdown_blocks import escape, fence
 from harness.report.trajectories import divergence, epoch_batch, ulp_order
-from harness.results.layout import MANIFEST_FORMAT_VERSION
+from harness.results.manifest import MANIFEST_FORMAT_VERSION
 
 STEPS = 120
 EPOCHS = [(0, 0), (1, 60)]  # (epoch, first_step): two epochs of 60 steps

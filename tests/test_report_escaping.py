@@ -18,7 +18,7 @@ from test_report import base_losses, make_cell, make_results, write_run
 
 from harness.cli import main
 from harness.report import inert_text as inert
-from harness.report.markdown import escape, fence
+from harness.report.markdown_blocks import escape, fence
 
 GOOD_DIGEST = "sha256:" + "ab" * 32
 GOOD_ID = "sha256:" + "cd" * 32

@@ -516,7 +516,7 @@ def record_of(spec: dict | None = None, **provenance) -> RunRecord:
 
 
 def test_a_spec_key_is_read_and_null_there_is_a_value():
-    from harness.report.own_runs import NOT_SAID, _spec
+    from harness.report.own_run_differences import NOT_SAID, _spec
 
     record = record_of({"seed": None, "entry": "m:Net"})
     assert _spec("entry")(record) == "m:Net"
@@ -525,7 +525,7 @@ def test_a_spec_key_is_read_and_null_there_is_a_value():
 
 
 def test_a_provenance_field_left_null_says_nothing():
-    from harness.report.own_runs import NOT_SAID, _provenance
+    from harness.report.own_run_differences import NOT_SAID, _provenance
 
     record = record_of(torch="2.3.1", cuda=None)
     assert _provenance("torch")(record) == "2.3.1"
@@ -533,7 +533,7 @@ def test_a_provenance_field_left_null_says_nothing():
 
 
 def test_the_thread_count_is_the_spec_s_else_the_provenance_s():
-    from harness.report.own_runs import NOT_SAID, _threads
+    from harness.report.own_run_differences import NOT_SAID, _threads
 
     assert _threads(record_of({"threads": 4}, threads=1)) == 4
     assert _threads(record_of({"threads": None}, threads=3)) == 3
@@ -542,7 +542,7 @@ def test_the_thread_count_is_the_spec_s_else_the_provenance_s():
 
 
 def test_the_gpus_are_named_with_their_sms_and_none_only_when_provenance_says_so():
-    from harness.report.own_runs import NOT_SAID, _gpus
+    from harness.report.own_run_differences import NOT_SAID, _gpus
 
     gpus = [{"name": "NVIDIA H100", "sm_count": 132}, {"sm_count": None}]
     assert _gpus(record_of(torch="2.3.1", gpus=gpus)) == "NVIDIA H100 (132 SMs), unnamed GPU"
@@ -552,7 +552,7 @@ def test_the_gpus_are_named_with_their_sms_and_none_only_when_provenance_says_so
 
 def test_the_machine_fields_and_isa_limits_are_read_from_the_machine():
     from harness.contract.machine import Machine
-    from harness.report.own_runs import NOT_SAID, _machine
+    from harness.report.own_run_differences import NOT_SAID, _machine
 
     machine = Machine(
         cpu_capability="AVX2",
@@ -571,7 +571,7 @@ def test_the_machine_fields_and_isa_limits_are_read_from_the_machine():
 
 def test_the_flags_in_force_are_read_back_and_an_unset_workspace_is_said():
     from harness.contract.record import Determinism
-    from harness.report.own_runs import NOT_SAID, _in_force
+    from harness.report.own_run_differences import NOT_SAID, _in_force
 
     def flags(workspace: str | None) -> RunRecord:
         return record_of(
@@ -653,15 +653,15 @@ def test_a_diverging_group_says_where_by_how_much_and_where_the_weights_went_fir
     from harness.report.own_runs import _group_sentence
     from harness.report.report_data import Divergence, RunDifference, WeightsDivergence
 
-    loss = Divergence(1, 7, 0, 7, 0.125, 3)
-    weights = WeightsDivergence(1, 5, 0, 5, "net.0.bias")
+    loss = Divergence(repeat=1, step=7, epoch=0, batch=7, max_abs_delta=0.125, max_ulps=3)
+    weights = WeightsDivergence(repeat=1, step=5, epoch=0, batch=5, parameter="net.0.bias")
     cell = cell_report(
         "nightly",
         "diverges",
         detail="first divergence at step 7; the runs differ in threads",
         first_divergence=loss,
         weights_divergence=weights,
-        differences=[RunDifference("threads", {"a": 1, "b": 2, "c": 1})],
+        differences=[RunDifference(what="threads", values={"a": 1, "b": 2, "c": 1})],
     )
     assert _group_sentence(cell) == (
         "nightly: 2 runs diverge: first divergence at step 7, max |Δloss| 0.125 (3 ULPs); "
@@ -669,9 +669,13 @@ def test_a_diverging_group_says_where_by_how_much_and_where_the_weights_went_fir
         "Its runs differ in threads: 1 (a, c), 2 (b) (that can be why)."
     )
     # no ULPs, weights at the loss's own step, several differences
-    cell.first_divergence = Divergence(1, 7, 0, 7, 0.000123456, None)
-    cell.weights_divergence = WeightsDivergence(1, 7, 0, 7, "net.0.bias")
-    cell.differences.append(RunDifference("torch", {"a": "2.3.1", "b": "2.4.0"}))
+    cell.first_divergence = Divergence(
+        repeat=1, step=7, epoch=0, batch=7, max_abs_delta=0.000123456, max_ulps=None
+    )
+    cell.weights_divergence = WeightsDivergence(
+        repeat=1, step=7, epoch=0, batch=7, parameter="net.0.bias"
+    )
+    cell.differences.append(RunDifference(what="torch", values={"a": "2.3.1", "b": "2.4.0"}))
     assert _group_sentence(cell) == (
         "nightly: 2 runs diverge: first divergence at step 7, max |Δloss| 0.000123. "
         "Its runs differ in threads: 1 (a, c), 2 (b); torch: 2.3.1 (a), 2.4.0 (b) "
@@ -679,13 +683,15 @@ def test_a_diverging_group_says_where_by_how_much_and_where_the_weights_went_fir
     )
     # only the weights differ (the losses agree): the step, no parameter when none is named
     cell.first_divergence = None
-    cell.weights_divergence = WeightsDivergence(1, 4, 0, 4, None)
+    cell.weights_divergence = WeightsDivergence(repeat=1, step=4, epoch=0, batch=4, parameter=None)
     cell.differences = []
     assert _group_sentence(cell) == (
         "nightly: 2 runs diverge: first divergence at step 7; the weights differ from step 4."
     )
     # a divergence without a |Δloss| (the shapes differ) says none
-    cell.first_divergence = Divergence(1, 7, 0, 7, None, 2, shape_differs=True)
+    cell.first_divergence = Divergence(
+        repeat=1, step=7, epoch=0, batch=7, max_abs_delta=None, max_ulps=2, shape_differs=True
+    )
     cell.weights_divergence = None
     assert _group_sentence(cell) == "nightly: 2 runs diverge: first divergence at step 7."
 
@@ -699,14 +705,14 @@ def test_a_group_without_a_verdict_says_why_and_its_differences_are_no_cause():
         "unknown",
         runs=1,
         unknown_because="one repeat: nothing to compare",
-        differences=[RunDifference("seed", {"a": 7, "b": None})],
+        differences=[RunDifference(what="seed", values={"a": 7, "b": None})],
     )
     assert _group_sentence(cell) == (
         "solo: 1 run, no verdict: one repeat: nothing to compare. "
         "Its runs differ in seed: 7 (a), null (b)."
     )
     good = cell_report("ok", "reproduces", runs=3)
-    good.differences = [RunDifference("gpus", {"a": "none", "b": "NVIDIA H100"})]
+    good.differences = [RunDifference(what="gpus", values={"a": "none", "b": "NVIDIA H100"})]
     assert _group_sentence(good) == (
         "ok: 3 runs reproduce bit for bit. Its runs differ in gpus: none (a), NVIDIA H100 (b)."
     )
@@ -718,7 +724,8 @@ def test_a_group_without_a_verdict_says_why_and_its_differences_are_no_cause():
 def test_params_given_in_another_order_are_the_same_params(tmp_path: Path):
     """A value is compared (and shown) as JSON with its keys sorted: the same params written in
     another order are no difference; different ones are shown as they are."""
-    from harness.report.own_runs import OwnRun, differences, values_text
+    from harness.report.own_run_differences import differences, values_text
+    from harness.report.own_runs import OwnRun
 
     def run(folder: str, params: dict) -> OwnRun:
         return OwnRun(tmp_path / folder, record_of({"params": params}), "g")
@@ -728,9 +735,9 @@ def test_params_given_in_another_order_are_the_same_params(tmp_path: Path):
             self.path = path
 
     same = [run("a", {"lr": 0.1, "batch": 64}), run("b", {"batch": 64, "lr": 0.1})]
-    assert differences(same, [Result("a"), Result("b")]) == []  # type: ignore[list-item]
+    assert differences([r.record for r in same], [Result("a"), Result("b")]) == []  # type: ignore[list-item]
     other = [run("a", {"lr": 0.1, "batch": 64}), run("b", {"lr": 0.2, "batch": 64})]
-    (diff,) = differences(other, [Result("a"), Result("b")])  # type: ignore[list-item]
+    (diff,) = differences([r.record for r in other], [Result("a"), Result("b")])  # type: ignore[list-item]
     assert values_text(diff.values) == '{"batch": 64, "lr": 0.1} (a), {"batch": 64, "lr": 0.2} (b)'
 
 

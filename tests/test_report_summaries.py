@@ -12,11 +12,14 @@ import pytest
 from test_report import base_losses, make_cell, make_results, write_run
 
 from harness.contract import write_json_atomic
+from harness.contract.record import RunError
 from harness.errors import HarnessError
 from harness.report import analyze
-from harness.report.markdown import escape, render_markdown
+from harness.report.markdown import render_markdown
+from harness.report.markdown_blocks import escape
 from harness.report.report_data import (
     CellReport,
+    CheckError,
     Comparison,
     ConflictCopy,
     Cost,
@@ -78,7 +81,8 @@ def ok_run(root: Path, repeat: int, losses: np.ndarray | None, name: str, **fiel
         run_dir.mkdir(parents=True, exist_ok=True)
         np.save(run_dir / "losses.npy", losses)
     fields.setdefault("trajectory", None if losses is None else losses.tobytes().hex())
-    return RunResult(repeat, fields.pop("status", "ok"), run_dir, epoch_starts=EPOCHS, **fields)
+    status = fields.pop("status", "ok")
+    return RunResult(repeat=repeat, status=status, run_dir=run_dir, epoch_starts=EPOCHS, **fields)
 
 
 def test_settings_are_written_as_in_the_matrix():
@@ -163,11 +167,20 @@ def test_comparisons_across_images_use_each_cells_first_ok_run(tmp_path: Path):
     delta = float(abs(np.float64(changed[61, 0]) - np.float64(base[61, 0])))
     ulps = int(abs(int(changed[61:62].view("<i4")[0, 0]) - int(base[61:62].view("<i4")[0, 0])))
     assert comparison == Comparison(
-        "image",
-        {"placement": "none"},
-        [("repo/a:1", "a"), ("repo/b:1", "b"), ("repo/c:1", "c")],
-        False,
-        Divergence(1, 61, 1, 1, delta, ulps, False, None),
+        axis="image",
+        settings={"placement": "none"},
+        cells=[("repo/a:1", "a"), ("repo/b:1", "b"), ("repo/c:1", "c")],
+        equal=False,
+        divergence=Divergence(
+            repeat=1,
+            step=61,
+            epoch=1,
+            batch=1,
+            max_abs_delta=delta,
+            max_ulps=ulps,
+            shape_differs=False,
+            copy=None,
+        ),
     )
     (equal,) = compare_across("image", [a, c])
     assert (equal.equal, equal.divergence) == (True, None)
@@ -185,7 +198,11 @@ def test_a_comparison_whose_losses_are_gone_still_says_they_differ(tmp_path: Pat
     b.settings = {"devices": 2, "seed": 3, "image": "repo/a:1"}
     (comparison,) = compare_across("devices", [a, b])
     assert comparison == Comparison(
-        "devices", {"image": "repo/a:1", "seed": 3}, [("1", "a"), ("2", "b")], False, None
+        axis="devices",
+        settings={"image": "repo/a:1", "seed": 3},
+        cells=[("1", "a"), ("2", "b")],
+        equal=False,
+        divergence=None,
     )
 
 
@@ -201,21 +218,28 @@ def test_the_cost_of_determinism_pairs_each_cell_with_its_twin():
     half.settings["deterministic_algorithms"] = "warn"
     lonely = cell("lonely", spe=9.0, placement="before_model", cudnn_deterministic=True)
     assert costs([det, twin, half, lonely]) == [
-        Cost("det", "twin", 3.0, 1.5),
-        Cost("half", "twin", 2.0, 1.5),
+        Cost(cell="det", twin="twin", seconds_per_epoch=3.0, twin_seconds_per_epoch=1.5),
+        Cost(cell="half", twin="twin", seconds_per_epoch=2.0, twin_seconds_per_epoch=1.5),
     ]
 
 
 def test_failures_list_every_run_that_is_not_ok_with_what_it_said():
     def r(repeat: int, status: str, **fields) -> RunResult:
-        return RunResult(repeat, status, Path("x"), f"cells/f/repeat-{repeat}", **fields)
+        where = f"cells/f/repeat-{repeat}"
+        return RunResult(repeat=repeat, status=status, run_dir=Path("x"), path=where, **fields)
 
-    error = {"type": "timeout", "message": "timed out", "log_tail": "tail"}
+    error = RunError(type="timeout", message="timed out", log_tail="tail")
     runs = [
         r(0, "ok", recorded="ok"),
         r(1, "failed", recorded="failed", error=error, problem="failed (timeout)"),
         r(2, "missing", problem="no run record"),
-        r(3, "failed", recorded="failed", error={"type": "", "message": ""}, problem="failed (x)"),
+        r(
+            3,
+            "failed",
+            recorded="failed",
+            error=CheckError(type="", message=""),
+            problem="failed (x)",
+        ),
         r(4, "corrupt", recorded=None),
     ]
     copies = [
@@ -227,19 +251,62 @@ def test_failures_list_every_run_that_is_not_ok_with_what_it_said():
     for c in copies:
         c.path = f"conflicts/{c.copy}/f/repeat-{c.repeat}"
     assert failures([cell("f", runs=runs, copies=copies)]) == [
-        Failure("f", 1, "timeout", "timed out", "tail", "cells/f/repeat-1"),
-        Failure("f", 2, "missing", "no run record", "", "cells/f/repeat-2"),
-        Failure("f", 3, "failed", "failed (x)", "", "cells/f/repeat-3"),
-        Failure("f", 4, "corrupt", "", "", "cells/f/repeat-4"),
-        Failure("f", 0, "corrupt", "corrupt losses.npy: missing", "", "conflicts/2-b/f/repeat-0"),
-        Failure("f", 3, "failed", "zero steps", "", "conflicts/5-e/f/repeat-3"),
+        Failure(
+            cell="f",
+            repeat=1,
+            type="timeout",
+            message="timed out",
+            log_tail="tail",
+            path="cells/f/repeat-1",
+        ),
+        Failure(
+            cell="f",
+            repeat=2,
+            type="missing",
+            message="no run record",
+            log_tail="",
+            path="cells/f/repeat-2",
+        ),
+        Failure(
+            cell="f",
+            repeat=3,
+            type="failed",
+            message="failed (x)",
+            log_tail="",
+            path="cells/f/repeat-3",
+        ),
+        Failure(
+            cell="f", repeat=4, type="corrupt", message="", log_tail="", path="cells/f/repeat-4"
+        ),
+        Failure(
+            cell="f",
+            repeat=0,
+            type="corrupt",
+            message="corrupt losses.npy: missing",
+            log_tail="",
+            path="conflicts/2-b/f/repeat-0",
+        ),
+        Failure(
+            cell="f",
+            repeat=3,
+            type="failed",
+            message="zero steps",
+            log_tail="",
+            path="conflicts/5-e/f/repeat-3",
+        ),
     ]
 
 
 def test_conflicts_say_whether_each_copy_has_the_kept_runs_result():
     def r(repeat: int, status: str, where: str, traj: str = "t", final: str = "w", **kw):
         return RunResult(
-            repeat, status, Path("x"), where, trajectory=traj, final_weights=final, **kw
+            repeat=repeat,
+            status=status,
+            run_dir=Path("x"),
+            path=where,
+            trajectory=traj,
+            final_weights=final,
+            **kw,
         )
 
     runs = [r(0, "ok", "cells/k/repeat-0"), r(1, "failed", "cells/k/repeat-1")]
@@ -251,34 +318,75 @@ def test_conflicts_say_whether_each_copy_has_the_kept_runs_result():
         r(5, "corrupt", "conflicts/2-b/k/repeat-5", problem="corrupt losses.npy: missing"),
     ]
     assert conflicts([cell("k", runs=runs, copies=copies)]) == [
-        ConflictCopy("k", 0, "conflicts/2-b/k/repeat-0", "cells/k/repeat-0", "ok", "ok", True),
-        ConflictCopy("k", 0, "conflicts/3-c/k/repeat-0", "cells/k/repeat-0", "ok", "ok", False),
-        ConflictCopy("k", 0, "conflicts/4-d/k/repeat-0", "cells/k/repeat-0", "ok", "ok", False),
-        ConflictCopy("k", 1, "conflicts/2-b/k/repeat-1", "cells/k/repeat-1", "ok", "failed", None),
         ConflictCopy(
-            "k",
-            5,
-            "conflicts/2-b/k/repeat-5",
-            "",
-            "corrupt",
-            "missing",
-            None,
-            "corrupt losses.npy: missing",
+            cell="k",
+            repeat=0,
+            path="conflicts/2-b/k/repeat-0",
+            kept="cells/k/repeat-0",
+            status="ok",
+            kept_status="ok",
+            same_result=True,
+        ),
+        ConflictCopy(
+            cell="k",
+            repeat=0,
+            path="conflicts/3-c/k/repeat-0",
+            kept="cells/k/repeat-0",
+            status="ok",
+            kept_status="ok",
+            same_result=False,
+        ),
+        ConflictCopy(
+            cell="k",
+            repeat=0,
+            path="conflicts/4-d/k/repeat-0",
+            kept="cells/k/repeat-0",
+            status="ok",
+            kept_status="ok",
+            same_result=False,
+        ),
+        ConflictCopy(
+            cell="k",
+            repeat=1,
+            path="conflicts/2-b/k/repeat-1",
+            kept="cells/k/repeat-1",
+            status="ok",
+            kept_status="failed",
+            same_result=None,
+        ),
+        ConflictCopy(
+            cell="k",
+            repeat=5,
+            path="conflicts/2-b/k/repeat-5",
+            kept="",
+            status="corrupt",
+            kept_status="missing",
+            same_result=None,
+            problem="corrupt losses.npy: missing",
         ),
     ]
 
 
 def test_images_list_what_their_ok_runs_recorded_once_each():
     def r(status: str, digest: str | None, image_id: str | None, torch: str | None):
-        return RunResult(0, status, Path("x"), image_digest=digest, image_id=image_id, torch=torch)
+        return RunResult(
+            repeat=0,
+            status=status,
+            run_dir=Path("x"),
+            image_digest=digest,
+            image_id=image_id,
+            torch=torch,
+        )
 
     a = cell("a", runs=[r("ok", "d1", "id1", "2.4"), r("ok", "d1", "id1", "2.4")])
     b = cell("b", runs=[r("failed", "d9", "id9", "9"), r("ok", None, None, None)])
     b.runs.append(r("ok", "d2", "id2", "2.4"))
     c = cell("c", runs=[r("failed", "d8", "id8", "8")])
     assert images({"repo/a:1": [a, b], "repo/b:1": [c]}) == [
-        ImageInfo("repo/a:1", ["d1", "d2"], ["id1", "id2"], ["2.4"], 2),
-        ImageInfo("repo/b:1", [], [], [], 1),
+        ImageInfo(
+            image="repo/a:1", digests=["d1", "d2"], image_ids=["id1", "id2"], torch=["2.4"], cells=2
+        ),
+        ImageInfo(image="repo/b:1", digests=[], image_ids=[], torch=[], cells=1),
     ]
 
 
@@ -324,7 +432,16 @@ def test_the_report_of_a_folder_puts_the_summaries_together(tmp_path: Path):
         ("devices", [("1", "a"), ("2", "a2")], True),
     ]
     assert report.costs == []
-    assert report.failures == [Failure("b", 1, "failed", "boom", "tail", f"{b['dir']}/repeat-1")]
+    assert report.failures == [
+        Failure(
+            cell="b",
+            repeat=1,
+            type="failed",
+            message="boom",
+            log_tail="tail",
+            path=f"{b['dir']}/repeat-1",
+        )
+    ]
     assert [(i.image, i.cells) for i in report.images] == [("repo/a:1", 2), ("repo/b:1", 1)]
 
 
@@ -405,3 +522,27 @@ def test_a_comparison_says_when_its_runs_ran_on_different_gpus(
             f"- image (a, b): {escape(note)}; cuBLAS promises equal bits only on the same "
             "architecture and SM count." in section
         )
+
+
+def test_the_report_words_print_and_serialize_as_their_values():
+    """Statuses, verdicts and sources are enums that write the words the report always wrote."""
+    import csv
+    import io
+    import json
+
+    from harness.report.report_data import DIVERGES, OK, OWN_RUNS, ResultStatus, Verdict
+
+    for word, text in ((OK, "ok"), (DIVERGES, "diverges"), (OWN_RUNS, "own_runs")):
+        assert (str(word), f"{word}", f"{word:>9}", " ".join([word])) == (
+            text,
+            text,
+            f"{text:>9}",
+            text,
+        )
+        assert json.dumps({word: [word]}) == json.dumps({text: [text]})
+        assert {text: 1}[word] == 1 and word == text
+        out = io.StringIO()
+        csv.writer(out).writerow([word])
+        assert out.getvalue() == f"{text}\r\n"
+    assert RunResult(repeat=0, status="corrupt", run_dir=Path("x")).status is ResultStatus.CORRUPT
+    assert cell("c", verdict="unknown").verdict is Verdict.UNKNOWN

@@ -30,8 +30,8 @@ from harness.executors.base import RunOutcome, RunStatus
 from harness.executors.docker import DockerExecutor
 from harness.executors.fake import write_fake_record
 from harness.matrix import parse_matrix
-from harness.results.run_reader import CorruptRun, RecordError, load_losses, load_record
-from harness.results.store import log_tail, record_failure
+from harness.results.run_reader import CorruptRun, RecordError, load_losses, load_record, log_tail
+from harness.results.store import record_failure
 from harness.results.untrusted_run_folder import (
     TailLog,
     capture_path,
@@ -422,7 +422,7 @@ def test_the_default_cap_is_4_mib():
 def test_the_host_takes_the_run_folder_back_after_the_container(tmp_path: Path):
     """A container that ran ``chmod 000 /out`` (and, for a root harness, owned the folder as the
     unprivileged uid) cannot lock the host out of its checks, log and failure record."""
-    from harness.executors.docker import reclaim
+    from harness.executors.docker_host_folders import reclaim
 
     run_dir = tmp_path / "repeat-0"
     run_dir.mkdir()

@@ -12,9 +12,10 @@ import pytest
 
 from harness.contract.settings import SETTINGS, Setting, identity, report_settings, twin_of
 from harness.contract.spec import RunSpec, SpecError, make_spec_class
+from harness.contract.spec_source import spec_source
 from harness.matrix import load_matrix, make_models
 from harness.matrix.cells import canonical_json, id_of_identity
-from harness.matrix.docs import render, settings_table
+from harness.matrix.docs import SPEC_FIELDS, render, settings_table
 from harness.matrix.models import json_schema
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +92,22 @@ def test_a_new_setting_reaches_spec_models_schema_report_and_docs():
     assert "| `matmul_precision` |" in settings_table(EXTENDED)
 
 
+def test_the_typed_spec_is_up_to_date_with_the_table():
+    """spec_fields.py is generated: `python -m harness.matrix.docs` rewrites it."""
+    committed = (ROOT / SPEC_FIELDS).read_text(encoding="utf-8")
+    assert committed == spec_source(), "run: python -m harness.matrix.docs"
+    built = make_spec_class()
+    assert [(f.name, f.default) for f in dataclasses.fields(built)] == [
+        (f.name, f.default) for f in dataclasses.fields(RunSpec)
+    ]
+    assert RunSpec().to_dict() == built().to_dict()
+
+
+def test_a_stale_typed_spec_is_seen():
+    assert NEW.name in spec_source(EXTENDED)
+    assert spec_source(EXTENDED) != spec_source()
+
+
 def test_the_spec_has_the_settings_and_the_run_fields_only():
     fields = [f.name for f in dataclasses.fields(RunSpec)]
     assert fields == [s.name for s in SETTINGS] + [
@@ -149,7 +166,7 @@ def _defined_classes(name: str) -> list[Path]:
     "name", ["EpochSummary", "RunRecord", "RunError", "Digests", "Provenance", "Setting"]
 )
 def test_the_record_and_the_settings_are_defined_once(name: str):
-    expected = "settings.py" if name == "Setting" else "record.py"
+    expected = {"Setting": "settings.py", "RunError": "run_errors.py"}.get(name, "record.py")
     assert _defined_classes(name) == [Path("harness/contract") / expected]
 
 

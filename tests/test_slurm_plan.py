@@ -297,7 +297,7 @@ def test_the_scripts_of_the_quick_matrix_word_for_word(capsys, tmp_path):
     assert code == 0
     scripts = scripts_of(text)
     tail = "# Submit it again with harness submit slurm (it knows which shards are left).\n"
-    tail += "import sys\n\nfrom harness.slurm.task import main\n\n"
+    tail += "import sys\n\nfrom harness.cli.slurm_task import main\n\n"
     assert scripts["array-1.sbatch"] == (
         f"#!{sys.executable}\n"
         "#SBATCH --job-name=harness-placement-quick\n"
@@ -442,9 +442,9 @@ def test_the_merge_job_takes_the_results_lock_and_keeps_the_diagnoses(tmp_path: 
     refused naming its pid and nothing moves (``.lock`` included); once free, the merge (and a
     second one) replace the merged results and keep ``diagnoses/``. Real shards (the fake
     executor), a real lock held by another process."""
+    from harness.cli.slurm_task import main as task_main
     from harness.executors.fake import FakeExecutor
     from harness.run.matrix_runner import RunConfig, run_matrix
-    from harness.slurm.task import main as task_main
 
     quick = load_matrix(QUICK)
     root = tmp_path / "sub"
@@ -504,7 +504,7 @@ def test_without_slurm_commands_submit_says_what_is_missing(tmp_path: Path):
 def test_a_task_refuses_a_matrix_changed_since_submission(tmp_path: Path, monkeypatch, capsys):
     """The nodes read the matrix from its path: edited after submission, a task runs nothing
     and says why (exit 2) instead of running cells the folder was not made for."""
-    from harness.slurm.task import main as task_main
+    from harness.cli.slurm_task import main as task_main
 
     path = write(tmp_path, QUICK.read_text())
     record = _record(load_matrix(path), 2)

@@ -20,6 +20,7 @@ from harness.executors import RunIdentity
 from harness.executors.fake import FakeExecutor, write_fake_record
 from harness.matrix import parse_matrix
 from harness.results import layout
+from harness.results.manifest import MANIFEST_FORMAT_VERSION, read_manifest
 from harness.results.run_reader import load_record
 from harness.results.store import ResultsDir, RunState, record_failure, set_aside_notices
 from harness.run.matrix_runner import RunConfig, run_matrix
@@ -408,7 +409,7 @@ def test_an_ok_record_of_a_run_the_host_saw_fail_becomes_a_failed_one(tmp_path: 
 def test_the_log_tail_is_the_last_lines_of_a_long_or_damaged_log(tmp_path: Path):
     """Recorded tails: the last 40 lines, at most 4000 characters, invalid UTF-8 replaced,
     no log at all an empty tail."""
-    from harness.results.store import log_tail
+    from harness.results.run_reader import log_tail
 
     spec = matrix().cells[0].spec(0)
     run_dir = tmp_path / "r"
@@ -613,7 +614,7 @@ def test_the_manifest_says_what_made_the_folder_and_keeps_its_creation_time(tmp_
     cells = data.pop("cells")
     assert [c["id"] for c in cells] == [c.id for c in m.cells]
     assert data == {
-        "format_version": layout.MANIFEST_FORMAT_VERSION,
+        "format_version": MANIFEST_FORMAT_VERSION,
         "cell_id_scheme": data["cell_id_scheme"],
         "name": "q",
         "matrix_path": "q.yaml",
@@ -629,7 +630,7 @@ def test_the_manifest_says_what_made_the_folder_and_keeps_its_creation_time(tmp_
     kept["created_at"] = "2025-01-01T00:00:00+00:00"
     (tmp_path / "manifest.json").write_text(json.dumps(kept))
     store.write_manifest(m)
-    assert layout.read_manifest(tmp_path).created_at == "2025-01-01T00:00:00+00:00"
+    assert read_manifest(tmp_path).created_at == "2025-01-01T00:00:00+00:00"
 
     _finished_run(tmp_path)
     with pytest.raises(StoreError) as info:
@@ -649,7 +650,7 @@ def test_a_folder_where_no_run_finished_is_taken_over_by_the_new_matrix(tmp_path
     store.write_manifest(matrix())
     changed = matrix(QUICK.replace("none, ", ""))
     store.write_manifest(changed)  # no run finished: nothing to keep
-    assert layout.read_manifest(tmp_path).matrix_digest == changed.digest
+    assert read_manifest(tmp_path).matrix_digest == changed.digest
 
 
 def test_a_folder_holding_only_failed_runs_is_refused_and_says_so(tmp_path: Path):
@@ -663,7 +664,7 @@ def test_a_folder_holding_only_failed_runs_is_refused_and_says_so(tmp_path: Path
     assert str(info.value).startswith(
         f"{tmp_path} holds 0 finished run(s) and 1 failed one(s) of the matrix 'q' made from "
     )
-    assert layout.read_manifest(tmp_path).matrix_digest == matrix().digest
+    assert read_manifest(tmp_path).matrix_digest == matrix().digest
 
 
 def test_unlock_lets_the_next_harness_in_and_is_harmless_when_not_locked(tmp_path: Path):
@@ -724,21 +725,22 @@ def test_the_progress_line_names_a_recorded_error_once(tmp_path: Path):
     workload's error is added to the line once."""
     from harness.contract.record import ErrorType, RunError, failed_record, write_record
     from harness.executors.base import RunOutcome, RunStatus
-    from harness.run.matrix_runner import _add_recorded_error
+    from harness.run.run_execution import _add_recorded_error
 
     spec = matrix().cells[0].spec(0)
     run_dir = tmp_path / "r"
     run_dir.mkdir()
     write_fake_record(spec, run_dir)
-    record_failure(run_dir, spec, ErrorType.TIMEOUT, "timed out after 5 s")
+    written = record_failure(run_dir, spec, ErrorType.TIMEOUT, "timed out after 5 s")
+    assert written == load_record(run_dir)  # what it wrote: the caller need not read it back
     outcome = RunOutcome(RunStatus.TIMEOUT, 5.0, None, "timed out after 5 s")
-    _add_recorded_error(run_dir, outcome)
+    _add_recorded_error(written, outcome)
     assert outcome.message == "timed out after 5 s"
 
     error = RunError("DataError", "train-images missing", None)
     write_record(run_dir, failed_record(spec.to_dict(), error, written_by="workload"))
     outcome = RunOutcome(RunStatus.FAILED, 1.0, 1, "exited with code 1")
-    _add_recorded_error(run_dir, outcome)
+    _add_recorded_error(load_record(run_dir), outcome)
     assert outcome.message == "exited with code 1: DataError: train-images missing"
 
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from harness.workload import weights
-from harness.workload.replay import _hash_text
+from harness.workload.replay_tensors import hash_text
 from harness.workload.weights import Hasher, WeightRecorder, hash_into, tensor_hash, tensor_hashes
 
 MASK = (1 << 64) - 1
@@ -67,7 +67,7 @@ def through_hasher(t: torch.Tensor) -> int:
 
 def through_replay(t: torch.Tensor) -> int:
     """As a replay writes an operation's input or output hash."""
-    text = _hash_text(t)
+    text = hash_text(t)
     assert text is not None
     return int(text, 16)
 
@@ -275,14 +275,14 @@ def test_the_recorder_rows_follow_a_sliced_parameter_through_a_real_fit(tmp_path
 
 
 def test_an_input_that_could_not_be_hashed_is_never_called_equal():
-    """A sparse or quantized input has no hash in a replay's log (``_hash_text`` gives None):
+    """A sparse or quantized input has no hash in a replay's log (``hash_text`` gives None):
     the first differing operation's inputs are then not "equal in both runs"."""
     from test_diagnose_findings import ops, replay
 
     from harness.diagnose.findings import compare
     from harness.diagnose.words import sentences
 
-    assert _hash_text(torch.randn(3, 3).to_sparse()) is None
+    assert hash_text(torch.randn(3, 3).to_sparse()) is None
     first, second = ops(differ_at=1)
     for entry in (first[1], second[1]):
         entry["inputs"] = [dict(entry["inputs"][0], hash=None), entry["inputs"][1]]

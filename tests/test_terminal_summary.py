@@ -39,7 +39,15 @@ class AsciiStream(io.StringIO):
 
 
 def report_of(cells: list[CellReport], summaries: dict[str, str] | None = None) -> Report:
-    return Report("t", Path("/nowhere"), cells, summaries or {}, [], [], [])
+    return Report(
+        name="t",
+        root=Path("/nowhere"),
+        cells=cells,
+        summaries=summaries or {},
+        comparisons=[],
+        costs=[],
+        failures=[],
+    )
 
 
 def placements(**verdicts: str) -> list[CellReport]:

@@ -19,7 +19,7 @@ from harness.diagnose.findings import compare
 from harness.diagnose.words import sentences, setting_differences
 from harness.matrix import parse_matrix
 from harness.report.grid import make_grid
-from harness.report.markdown import escape
+from harness.report.markdown_blocks import escape
 from harness.report.summaries import describe_image, label
 
 SMALL = {"model": "mlp", "hidden_size": 32, "seed": 0, "params": {}}

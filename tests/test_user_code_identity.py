@@ -34,6 +34,7 @@ from harness.executors.base import RunIdentity
 from harness.executors.fake import FakeExecutor
 from harness.matrix import load_matrix
 from harness.results import layout
+from harness.results.manifest import read_manifest
 from harness.results.merge import merge
 from harness.results.run_reader import load_record
 from harness.run.matrix_runner import RunConfig, run_matrix
@@ -321,7 +322,7 @@ def test_diagnose_replays_with_the_snapshot_not_the_manifests_folder(tmp_path, m
         return made[-1]
 
     monkeypatch.setattr("harness.run.matrix_runner.make_executor", make_executor)
-    cell = layout.read_manifest(out).cells[0]  # type: ignore[union-attr]
+    cell = read_manifest(out).cells[0]  # type: ignore[union-attr]
     runs = (load_run(out, cell, 0), load_run(out, cell, 1))
     said: list[str] = []
     runner_factory(out, "fake", None, None, threading.Event(), say=said.append)(runs)
@@ -351,7 +352,7 @@ def test_moved_code_is_named_with_code_and_the_hint_says_so(tmp_path, monkeypatc
         return made[-1]
 
     monkeypatch.setattr("harness.run.matrix_runner.make_executor", make_executor)
-    cell = layout.read_manifest(out).cells[0]  # type: ignore[union-attr]
+    cell = read_manifest(out).cells[0]  # type: ignore[union-attr]
     runs = (load_run(out, cell, 0), load_run(out, cell, 1))
     with pytest.raises(HarnessError) as caught:
         runner_factory(out, "fake", None, None, threading.Event())(runs)

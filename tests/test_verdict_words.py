@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.report.report_data import Divergence, RunResult
+from harness.report.report_data import CheckError, Divergence, RunResult
 from harness.report.verdicts import analyze_cell
-from harness.results.layout import ManifestCell
+from harness.results.manifest import ManifestCell
 
 EPOCHS = [(0, 0), (1, 60)]
 CELL = ManifestCell("abc123", "cell", "cells/cell--abc123", {"image": "local"})
@@ -35,7 +35,9 @@ def run(
         trajectory = trajectory or hashlib.sha256(losses.tobytes()).hexdigest()
     defaults = {"recorded": status if status in ("ok", "failed") else "ok"}
     defaults |= {"init_weights": "i", "final_weights": "w", "epoch_starts": EPOCHS}
-    return RunResult(repeat, status, run_dir, trajectory=trajectory, **(defaults | fields))
+    return RunResult(
+        repeat=repeat, status=status, run_dir=run_dir, trajectory=trajectory, **(defaults | fields)
+    )
 
 
 def base() -> np.ndarray:
@@ -117,7 +119,16 @@ def test_the_first_divergence_over_all_repeats_and_copies(tmp_path: Path):
     cell = analyze_cell(CELL, runs, copies)
     delta, ulps = distance(bumped(90, 0.5))
     assert delta == pytest.approx(0.5, rel=1e-6) and delta > distance(bumped(42, 0.25))[0]
-    assert cell.first_divergence == Divergence(1, 42, 0, 42, delta, ulps, False, "2-shard-b")
+    assert cell.first_divergence == Divergence(
+        repeat=1,
+        step=42,
+        epoch=0,
+        batch=42,
+        max_abs_delta=delta,
+        max_ulps=ulps,
+        shape_differs=False,
+        copy="2-shard-b",
+    )
     assert [(d.repeat, d.step, d.copy) for d in cell.divergences] == [
         (1, 90, None),
         (1, 42, "2-shard-b"),
@@ -143,11 +154,29 @@ def test_another_rank_count_is_the_first_divergence_with_the_others_distances(tm
     runs = [run(tmp_path, 0, base()), run(tmp_path, 1, two_ranks), run(tmp_path, 2, bumped(30, 1))]
     cell = analyze_cell(CELL, runs)
     delta, ulps = distance(bumped(30, 1))
-    assert cell.first_divergence == Divergence(1, 0, None, None, delta, ulps, True, None)
+    assert cell.first_divergence == Divergence(
+        repeat=1,
+        step=0,
+        epoch=None,
+        batch=None,
+        max_abs_delta=delta,
+        max_ulps=ulps,
+        shape_differs=True,
+        copy=None,
+    )
     assert cell.detail == "3 distinct trajectories"
     # alone, it has no distance at all
     alone = analyze_cell(CELL, runs[:2])
-    assert alone.first_divergence == Divergence(1, 0, None, None, None, None, True, None)
+    assert alone.first_divergence == Divergence(
+        repeat=1,
+        step=0,
+        epoch=None,
+        batch=None,
+        max_abs_delta=None,
+        max_ulps=None,
+        shape_differs=True,
+        copy=None,
+    )
     assert alone.detail == "2 distinct trajectories"
 
 
@@ -162,7 +191,7 @@ def test_losses_are_reread_only_where_digests_differ(tmp_path: Path):
     assert cell.unknown_because.startswith("losses.npy unreadable on a second read (")
     assert cell.detail == f"no verdict: {cell.unknown_because}"
     # a cell already without a verdict keeps its first reason
-    failed = run(tmp_path, 2, status="failed", error={"type": "failed"})
+    failed = run(tmp_path, 2, status="failed", error=CheckError(type="failed", message=""))
     assert analyze_cell(CELL, [*differ, failed]).unknown_because == "1 of 3 repeats failed"
 
 

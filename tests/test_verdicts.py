@@ -20,7 +20,7 @@ from test_report import base_losses, by_name, digest, make_cell, make_results, w
 from harness.report import analyze, write_reports
 from harness.report.exporters import render_csv, render_json
 from harness.report.markdown import render_markdown
-from harness.report.plots import write_plots
+from harness.report.plots import plot_name, write_plots
 from harness.results import layout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -257,13 +257,21 @@ def test_harness_report_names_a_truncated_losses_file_and_exits_0(tmp_path: Path
     assert list((tmp_path / "plots").glob("bad--*.png"))  # the rest of the report is whole
 
 
-def test_plots_survive_a_losses_file_that_breaks_after_it_was_checked(tmp_path: Path, caplog):
+def test_plots_draw_the_losses_the_report_checked_and_survive_a_file_that_breaks(
+    tmp_path: Path, caplog
+):
+    """A report reads each losses.npy once: a file that breaks after it was checked changes no
+    plot. A run without those losses (made by hand) whose file breaks leaves its cell without
+    a plot and a warning, never a traceback."""
     cells = _placements(tmp_path, repeats=2)
     for k in range(2):
         write_run(tmp_path, cells["odd"], k, base_losses())
     report = analyze(tmp_path)
     path = tmp_path / cells["bad"]["dir"] / "repeat-1" / "losses.npy"
     path.write_bytes(path.read_bytes()[:90])
+    assert [p.name for p in write_plots(report)] == [plot_name(by_name(report)["bad"])]
+    for run in by_name(report)["bad"].runs:
+        run.losses = None
     assert write_plots(report) == []
     assert by_name(report)["bad"].plot is None
     assert "no plot for bad" in caplog.text

@@ -111,7 +111,7 @@ def build_wheel(dest: Path, work: Path) -> Wheel:
         subprocess.run(argv, cwd=src, capture_output=True, text=True, timeout=600, check=False),
         "pip wheel",
     )
-    (wheel,) = dest.glob("harness-*.whl")
+    (wheel,) = dest.glob("torch_repro_matrix-*.whl")
     return Wheel(wheel, src)
 
 

@@ -18,9 +18,14 @@ SHARED = {
     "harness.contract.code",
     "harness.contract.files",
     "harness.contract.machine",
+    "harness.contract.probe_marks",
     "harness.contract.record",
     "harness.contract.settings",
     "harness.contract.spec",
+    "harness.contract.trajectory_hash",
+    "harness.contract.spec_base",
+    "harness.contract.spec_fields",
+    "harness.contract.run_errors",
     "harness.mnist",
 }
 DEPENDENCIES = "import torch, torchvision, torchmetrics, pytorch_lightning, torch.utils.tensorboard"

@@ -386,8 +386,9 @@ def _train_in_this_process(
     import torch.nn.functional as F
 
     from harness.contract import RunSpec
+    from harness.workload.loss_capture import LossCapture
     from harness.workload.networks import LitMNIST
-    from harness.workload.recorder import EpochRecorder, LossCapture, LossRecorder, weights_digest
+    from harness.workload.recorder import EpochRecorder, LossRecorder, weights_digest
     from harness.workload.seeding import seed_all
     from harness.workload.training import _build_trainer
     from harness.workload.weights import WeightRecorder, tensor_hashes

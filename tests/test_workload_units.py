@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from harness.contract import RunSpec
+from harness.contract.trajectory_hash import trajectory_sha256
 from harness.workload.__main__ import numerics_env
-from harness.workload.recorder import LossRecorder, trajectory_digest, weights_digest
+from harness.workload.recorder import LossRecorder, weights_digest
 from harness.workload.seeding import nondeterministic_op, nondeterministic_ops, seed_all
 
 TORCH_ALERT = (
@@ -37,11 +38,11 @@ def test_nondeterministic_op_names_from_warnings():
     ]
 
 
-def test_trajectory_digest_is_over_little_endian_float32():
+def test_trajectory_sha256_is_over_little_endian_float32():
     losses = np.array([[1.5, 2.0], [0.25, 3.0]], dtype=">f4")
     expected = hashlib.sha256(losses.astype("<f4").tobytes()).hexdigest()
-    assert trajectory_digest(losses) == expected
-    assert trajectory_digest(losses[:1]) != expected
+    assert trajectory_sha256(losses) == expected
+    assert trajectory_sha256(losses[:1]) != expected
 
 
 def test_weights_digest_covers_names_dtypes_shapes_and_bytes():

@@ -7,12 +7,13 @@ from typing import Annotated
 
 import typer
 
+from harness.cli.options import out_option
 from harness.gates.baseline import write_baseline
 
 
 def command(
     results: Annotated[Path, typer.Argument(help="a results folder of a good run")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="the golden-digests JSON file")],
+    out: Annotated[Path, out_option("the golden-digests JSON file")],
 ) -> int:
     """Write each cell's verdict and digests, for `harness compare FILE RESULTS`."""
     written = write_baseline(results, out)

@@ -12,14 +12,16 @@ from typing import Annotated
 
 import typer
 
+from harness.cli.options import choice_option
 from harness.gates.baseline import load_result_set
-from harness.gates.compare import compare, render_markdown
+from harness.gates.compare import compare
+from harness.gates.gate_markdown import render_markdown
 
 
 def command(
     baseline: Annotated[Path, typer.Argument(help="results folder or golden-digests file")],
     current: Annotated[Path, typer.Argument(help="results folder or golden-digests file")],
-    fmt: Annotated[str, typer.Option("--format", help="md | json")] = "md",
+    fmt: Annotated[str, choice_option("--format", ("md", "json"))] = "md",
     allow_removed: Annotated[
         bool,
         typer.Option(
@@ -41,8 +43,6 @@ def command(
     that is not a result set); 3 not comparable: no cell is in both, baseline cells are missing
     or the matrix changed (the output says which, and the flag that accepts it); 4 a trajectory
     changed on another machine than the baseline's. A regression wins over 4, 4 over 3."""
-    if fmt not in ("md", "json"):
-        raise typer.BadParameter("choose md or json", param_hint="--format")
     result = compare(
         load_result_set(baseline),
         load_result_set(current),

@@ -10,7 +10,9 @@ from typing import Annotated
 import typer
 
 from harness.cli.interrupts import cancel_on_signals
-from harness.diagnose import level_from, run_diagnosis, runner_factory
+from harness.cli.options import data_dir_option, executor_option, python_option
+from harness.diagnose import Diagnosis, level_from, run_diagnosis, runner_factory
+from harness.report.exporters import REPORT_FORMATS
 from harness.results.layout import DIAGNOSES_DIR, DIAGNOSIS_FILE
 from harness.text import terminal_safe
 
@@ -66,14 +68,10 @@ def command(
             "steps looking for one (default: all the runs took)"
         ),
     ] = None,
-    executor: Annotated[
-        str, typer.Option(help="auto | local | docker, as `harness run` chose it")
-    ] = "auto",
-    data_dir: Annotated[
-        Path | None, typer.Option(help="MNIST folder, as for `harness run`")
-    ] = None,
+    executor: Annotated[str, executor_option("as `harness run` chose it")] = "auto",
+    data_dir: Annotated[Path | None, data_dir_option("MNIST folder, as for `harness run`")] = None,
     python: Annotated[
-        str | None, typer.Option(help="interpreter for the local executor, as for `harness run`")
+        str | None, python_option("interpreter for the local executor, as for `harness run`")
     ] = None,
     report: Annotated[bool, typer.Option(help="rewrite report.md with the diagnosis")] = True,
     code: Annotated[
@@ -107,15 +105,20 @@ def command(
             max_steps=max_steps,
             say=say,
         )
+    _tell(results, diagnosis, report)
+    return 0
+
+
+def _tell(results: Path, diagnosis: Diagnosis, report: bool) -> None:
+    """The diagnosis in sentences, then the report rewritten with it, then the paths."""
     typer.echo(terminal_safe(diagnosis.title))
     for line in diagnosis.sentences:
         typer.echo(terminal_safe(f"  {line}"))
     if report:
         from harness.report import make_reports
 
-        _, written = make_reports(results, ("md", "json", "csv"))
+        _, written = make_reports(results, REPORT_FORMATS)
         for path in written:
             if path.suffix == ".md":
                 typer.echo(f"report: {path}")
     typer.echo(f"diagnosis: {results / DIAGNOSES_DIR / diagnosis.name / DIAGNOSIS_FILE}")
-    return 0

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from harness.cli.options import choice_option, data_dir_option
 from harness.doctor import DoctorReport, run_doctor
 
 
@@ -25,9 +26,9 @@ def render_table(report: DoctorReport) -> None:
 
 
 def command(
-    fmt: Annotated[str, typer.Option("--format", help="text | json")] = "text",
+    fmt: Annotated[str, choice_option("--format", ("text", "json"))] = "text",
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="MNIST folder (default: HARNESS_MNIST_DIR)")
+        Path | None, data_dir_option("MNIST folder (default: HARNESS_MNIST_DIR)")
     ] = None,
     image: Annotated[
         str | None,
@@ -40,8 +41,6 @@ def command(
     gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs the probe asks for")] = 1,
 ) -> None:
     """Say whether Docker, a GPU runtime, GPUs, a working GPU image, disk and MNIST are there."""
-    if fmt not in ("text", "json"):
-        raise typer.BadParameter("choose text or json", param_hint="--format")
     report = run_doctor(data_dir=data_dir, image=image, gpus=gpus)
     if fmt == "json":
         typer.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))

@@ -33,10 +33,11 @@ def _option_type(self: Any, ctx: Any) -> str | None:
     """No type for a flag (it takes no value); typer's own for the rest (``<path>``)."""
     if getattr(self, "is_flag", False) or getattr(self, "is_bool_flag", False):
         return None
-    return _TYPER_OPTION_TYPE(self, ctx)
+    shown: str | None = _TYPER_OPTION_TYPE(self, ctx)  # apply() sets this only when typer has it
+    return shown
 
 
-_TYPER_OPTION_TYPE = getattr(core.TyperOption, "display_type_rich", None)
+_TYPER_OPTION_TYPE: Any = getattr(core.TyperOption, "display_type_rich", None)
 
 
 def apply() -> None:

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from harness import DISTRIBUTION
 from harness.cli import (
     baseline,
     compare,
@@ -28,9 +29,9 @@ from harness.cli import (
     submit,
 )
 from harness.cli.help_style import apply, help_text
-from harness.errors import HarnessError
+from harness.errors import HarnessError, print_error
 from harness.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
-from harness.text import TerminalSafeFormatter, terminal_safe
+from harness.text import TerminalSafeFormatter
 
 app = typer.Typer(
     name="harness",
@@ -45,7 +46,7 @@ apply()
 def harness_version() -> str:
     """The installed package's version ("unknown" when run from a bare source tree)."""
     try:
-        return version("harness")
+        return version(DISTRIBUTION)
     except PackageNotFoundError:
         return "unknown"
 
@@ -85,15 +86,6 @@ for _name, _module in (
     app.command(_name, help=help_text(_module.command))(_module.command)
 app.add_typer(submit.app, name="submit")
 app.command("status", help=help_text(status.command))(status.command)
-
-
-def print_error(exc: HarnessError) -> int:
-    """``error:`` and ``hint:`` on stderr, terminal-safe, no traceback; the exit code."""
-    sys.stderr.write(f"error: {terminal_safe(exc.message, multiline=True)}\n")
-    if exc.hint:
-        sys.stderr.write(f"  hint: {terminal_safe(exc.hint, multiline=True)}\n")
-    sys.stderr.flush()
-    return exc.exit_code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,10 @@ from typing import Annotated
 
 import typer
 
+from harness.cli.options import out_option
 from harness.contract.machine import Machine
 from harness.exit_codes import EXIT_CONFLICT, EXIT_OK
+from harness.report.exporters import REPORT_FORMATS
 from harness.results.merge import MergeResult, describe_conflict, merge
 from harness.text import terminal_safe
 
@@ -26,7 +28,7 @@ def _say(text: str, err: bool = False) -> None:
 
 def command(
     inputs: Annotated[list[Path], typer.Argument(help="results folders of one matrix's shards")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="the new merged results folder")],
+    out: Annotated[Path, out_option("the new merged results folder")],
     report: Annotated[bool, typer.Option(help="write report.md/json/csv and plots")] = True,
     allow_mixed: Annotated[
         bool,
@@ -39,9 +41,7 @@ def command(
 ) -> int:
     """Merge results folders of the same matrix; keeps every run, lists duplicates; exits 1
     when two successful copies of a run differ (both are kept)."""
-    result = merge(
-        inputs, out, formats=("md", "json", "csv") if report else (), allow_mixed=allow_mixed
-    )
+    result = merge(inputs, out, formats=REPORT_FORMATS if report else (), allow_mixed=allow_mixed)
     _say(
         f"merged {len(result.inputs)} folders into {result.out}: {result.runs} runs, "
         f"{result.cells} cells"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,7 +18,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def plan_data(matrix_path: Path) -> dict:
+def plan_data(matrix_path: Path) -> dict[str, Any]:
     matrix = load_matrix(matrix_path)
     repeats = matrix.model.run.repeats
     cells = []

@@ -9,9 +9,13 @@ from typing import Annotated
 
 import typer
 
+from harness.cli.options import formats_option, out_option, progress_option
 from harness.report import make_reports
+from harness.report.exporters import REPORT_FORMATS
 from harness.report.github import DEFAULT_ARTIFACT
-from harness.report.terminal import MODES, print_summary
+from harness.report.terminal import print_summary
+
+_EVERY_FORMAT = list(REPORT_FORMATS)  # --format's default (typer copies it)
 
 
 def command(
@@ -22,9 +26,7 @@ def command(
             "your own runs' records (harness.lightning.ReproRecorder)"
         ),
     ],
-    formats: Annotated[
-        list[str], typer.Option("--format", help="md | json | csv; repeat for several")
-    ] = ["md", "json", "csv"],  # noqa: B006 - typer copies it
+    formats: Annotated[list[str], formats_option("repeat for several")] = _EVERY_FORMAT,
     plots: Annotated[
         bool,
         typer.Option(
@@ -46,11 +48,9 @@ def command(
     ] = False,
     out: Annotated[
         Path | None,
-        typer.Option(
-            "--out",
-            "-o",
-            help="write the report files and plots/ here (made if missing) instead of into "
-            "the folder reported",
+        out_option(
+            "write the report files and plots/ here (made if missing) instead of into "
+            "the folder reported"
         ),
     ] = None,
     artifact: Annotated[
@@ -58,30 +58,33 @@ def command(
     ] = DEFAULT_ARTIFACT,
     progress: Annotated[
         str | None,
-        typer.Option(
-            help="how the summary and verdict grid print at the end: rich | plain | quiet "
-            "(default: rich on a terminal, plain otherwise; not with --github)"
+        progress_option(
+            "how the summary and verdict grid print at the end (default: rich on a terminal, "
+            "plain otherwise; not with --github)"
         ),
     ] = None,
 ) -> int:
     """Write report.md / report.json / report.csv (and plots/) into the results folder (or
     --out), then print per image the summary sentence and the verdict grid, and the paths
     written. A folder of your own runs gets the same report, one group per run name."""
-    if progress is not None and progress not in MODES:
-        raise typer.BadParameter("choose rich, plain or quiet", param_hint="--progress")
     if github:
-        from harness.report import analyze
-        from harness.report.github import write_summary
-        from harness.report.markdown import render_markdown
-
-        markdown = render_markdown(analyze(results)).decode("utf-8")
-        result = write_summary(markdown, artifact=artifact)
-        note = f" (cut to {result.lines_kept} of {result.lines_total} lines)" if result.cut else ""
-        typer.echo(f"job summary: {result.path}: {result.bytes_written} bytes{note}")
-        return 0
+        return _job_summary(results, artifact)
     report, written = make_reports(results, formats, plots=plots, max_plots=max_plots, out=out)
     if written:  # the answer, before the paths scripts read
         print_summary(report, progress, sys.stdout)
     for path in written:
         typer.echo(str(path))
+    return 0
+
+
+def _job_summary(results: Path, artifact: str) -> int:
+    """``--github``: the Markdown report appended to the job summary, cut to GitHub's limit."""
+    from harness.report import analyze
+    from harness.report.github import write_summary
+    from harness.report.markdown import render_markdown
+
+    markdown = render_markdown(analyze(results)).decode("utf-8")
+    result = write_summary(markdown, artifact=artifact)
+    note = f" (cut to {result.lines_kept} of {result.lines_total} lines)" if result.cut else ""
+    typer.echo(f"job summary: {result.path}: {result.bytes_written} bytes{note}")
     return 0

@@ -10,11 +10,19 @@ from typing import Annotated
 import typer
 
 from harness.cli.interrupts import cancel_on_signals
-from harness.errors import HarnessError
-from harness.matrix import load_matrix
+from harness.cli.options import (
+    data_dir_option,
+    executor_option,
+    out_option,
+    progress_option,
+    python_option,
+)
+from harness.errors import HarnessError, print_error
+from harness.matrix import LoadedMatrix, load_matrix
+from harness.report.exporters import REPORT_FORMATS
 from harness.report.terminal import print_summary
 from harness.results.store import ResultsDir
-from harness.run.matrix_runner import RunConfig, make_executor, run_matrix
+from harness.run.matrix_runner import RunConfig, RunSummary, make_executor, run_matrix
 from harness.run.shard import parse_shard
 
 
@@ -26,23 +34,19 @@ def command(
     matrix: Annotated[Path, typer.Argument(help="the matrix YAML file")],
     out: Annotated[
         Path | None,
-        typer.Option(
-            "--out",
-            "-o",
-            help="results folder: new, empty, or one `harness run` wrote, to resume it "
-            "(default results/<name>-<UTC time>/)",
+        out_option(
+            "results folder: new, empty, or one `harness run` wrote, to resume it "
+            "(default results/<name>-<UTC time>/)"
         ),
     ] = None,
     executor: Annotated[
         str,
-        typer.Option(
-            help="auto | local | docker (auto: image 'local' runs as a local "
-            "process, other images in containers)"
+        executor_option(
+            "(auto: image 'local' runs as a local process, other images in containers)"
         ),
     ] = "auto",
     progress: Annotated[
-        str | None,
-        typer.Option(help="rich | plain | quiet (default: rich on a terminal, plain otherwise)"),
+        str | None, progress_option("(default: rich on a terminal, plain otherwise)")
     ] = None,
     gpus: Annotated[
         str | None,
@@ -53,15 +57,15 @@ def command(
     ] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option(
-            help="MNIST folder (default: HARNESS_MNIST_DIR, else downloaded and verified "
+        data_dir_option(
+            "MNIST folder (default: HARNESS_MNIST_DIR, else downloaded and verified "
             "into ~/.cache/harness/mnist)"
         ),
     ] = None,
     python: Annotated[
         str | None,
-        typer.Option(
-            help="interpreter with the workload installed, for the local executor "
+        python_option(
+            "interpreter with the workload installed, for the local executor "
             "(default: HARNESS_WORKLOAD_PYTHON, else this one)"
         ),
     ] = None,
@@ -79,8 +83,6 @@ def command(
     them); 2 bad input (the matrix, a flag, the results folder: the message names the fix) or
     your own training failed (no further run is started); 130 interrupted (finished runs are
     kept)."""
-    if progress is not None and progress not in ("rich", "plain", "quiet"):
-        raise typer.BadParameter("choose rich, plain or quiet", param_hint="--progress")
     shard_spec = parse_shard(shard) if shard is not None else None
     loaded = load_matrix(matrix)
     if out is not None:  # refused before MNIST is fetched or an image is built
@@ -90,32 +92,42 @@ def command(
         out=out,
         progress=progress,
         gpus=gpus,
-        formats=("md", "json", "csv") if report else (),
+        formats=REPORT_FORMATS if report else (),
         shard=shard_spec,
     )
     chosen = make_executor(loaded, executor, shard=shard_spec, data_dir=data_dir, python=python)
     with cancel_on_signals(config.cancel):  # finished results stay
         summary = run_matrix(config, chosen)
-    failure = summary.workload_error
-    stopped = None
-    if failure is not None and not summary.interrupted:
-        # the user's own training failed: its message (their file and line) and what to do
-        # come first, before the grid of the runs it stopped; no traceback (exit 2)
-        text = failure.text()
-        snapshot, yours = chosen.options.code_dir, loaded.code_dir
-        if snapshot is not None and yours is not None:  # the snapshot ran; you edit your folder
-            text = text.replace(f"{snapshot}/", f"{yours}/")
-        stopped = WorkloadStopped(text, failure.hint(summary.out))
-        from harness.cli.main import print_error  # the one printer of a HarnessError
+    stopped = _workload_stopped(summary, chosen.options.code_dir, loaded)
+    _tell(summary, progress)
+    if stopped is not None:
+        sys.stderr.write("harness: stopped on the error in your training shown above\n")
+        return stopped.exit_code
+    return summary.exit_code
 
-        print_error(stopped)
-    if summary.report is not None:  # the answer, before the paths scripts read
+
+def _workload_stopped(
+    summary: RunSummary, snapshot: Path | None, loaded: LoadedMatrix
+) -> WorkloadStopped | None:
+    """The user's own training failed: its message (their file and line) and what to do, printed
+    first, before the grid of the runs it stopped; no traceback (exit 2)."""
+    failure = summary.workload_error
+    if failure is None or summary.interrupted:
+        return None
+    text = failure.text()
+    yours = loaded.code_dir
+    if snapshot is not None and yours is not None:  # the snapshot ran; you edit your folder
+        text = text.replace(f"{snapshot}/", f"{yours}/")
+    stopped = WorkloadStopped(text, failure.hint(summary.out))
+    print_error(stopped)
+    return stopped
+
+
+def _tell(summary: RunSummary, progress: str | None) -> None:
+    """The answer (summary and grid), then the paths scripts read."""
+    if summary.report is not None:
         print_summary(summary.report, progress, sys.stdout)
     for path in summary.reports:
         if path.suffix == ".md":
             typer.echo(f"report: {path}")
     typer.echo(f"results: {summary.out}")
-    if stopped is not None:
-        sys.stderr.write("harness: stopped on the error in your training shown above\n")
-        return stopped.exit_code
-    return summary.exit_code

@@ -8,9 +8,11 @@ from typing import Annotated
 
 import typer
 
-from harness.matrix import load_matrix
+from harness.cli.options import data_dir_option, out_option, python_option, slurm_executor_option
+from harness.matrix import LoadedMatrix, load_matrix
 from harness.run.shard import MAX_SHARDS
 from harness.slurm.batch_scripts import array_spec, resources, shown
+from harness.slurm.submission import Submitted
 from harness.slurm.submit import Prepared, prepare, resolve_request, submit
 from harness.text import terminal_safe
 
@@ -29,11 +31,9 @@ def slurm(
     matrix: Annotated[Path, typer.Argument(help="the matrix YAML file")],
     out: Annotated[
         Path,
-        typer.Option(
-            "--out",
-            "-o",
-            help="the submission folder: new, empty, or an earlier submission's, to resubmit "
-            "what is missing or failed; the merged results and report land in it",
+        out_option(
+            "the submission folder: new, empty, or an earlier submission's, to resubmit "
+            "what is missing or failed; the merged results and report land in it"
         ),
     ],
     shards: Annotated[
@@ -67,17 +67,15 @@ def slurm(
             "repeat for several (replaces slurm.sbatch)",
         ),
     ] = None,
-    executor: Annotated[
-        str | None, typer.Option(help="slurm.executor: auto | local | docker")
-    ] = None,
+    executor: Annotated[str | None, slurm_executor_option("slurm.executor")] = None,
     python: Annotated[
         str | None,
-        typer.Option(help="slurm.python: the nodes' Python with the harness (default: this one)"),
+        python_option("slurm.python: the nodes' Python with the harness (default: this one)"),
     ] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option(
-            help="MNIST as the nodes see it (default: slurm.data_dir, else HARNESS_MNIST_DIR)"
+        data_dir_option(
+            "MNIST as the nodes see it (default: slurm.data_dir, else HARNESS_MNIST_DIR)"
         ),
     ] = None,
     dry_run: Annotated[
@@ -109,7 +107,12 @@ def slurm(
     if dry_run:
         _show(prepared)
         return 0
-    done = submit(prepared)
+    _tell_submitted(loaded, prepared, submit(prepared))
+    return 0
+
+
+def _tell_submitted(loaded: LoadedMatrix, prepared: Prepared, done: Submitted) -> None:
+    """What went to Slurm: the arrays and their shards, the merge job, how to follow it."""
     _say(
         f"submitted {loaded.model.name} into {prepared.root}: {prepared.total} shard"
         f"{'s' if prepared.total != 1 else ''}, {loaded.total_runs} runs"
@@ -123,7 +126,6 @@ def slurm(
     if prepared.request.data_dir is None:
         _say(_NO_DATA, err=True)
     _say(f"follow it: harness status {prepared.root}")
-    return 0
 
 
 _NO_DATA = (

@@ -8,16 +8,42 @@ beside it, as workload arguments and environment, so a spec never changes with t
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from harness.contract.machine import ISA_ENV_VARS, NATIVE, isa_environment
 from harness.contract.settings import SETTINGS, Setting
+from harness.contract.spec_base import (
+    DIAGNOSE_LEVELS,
+    FAULT_KINDS,
+    OPTIONAL_RUN_FIELDS,
+    RUN_FIELDS,
+    SPEC_FORMAT_VERSION,
+    SpecBase,
+    SpecError,
+    check_spec,
+)
+from harness.contract.spec_fields import RunSpec
 
-SPEC_FORMAT_VERSION = 2
+__all__ = [
+    "CUBLAS_WORKSPACE_DETERMINISTIC",
+    "DEFAULT_DDP_TIMEOUT_S",
+    "DIAGNOSE_LEVELS",
+    "FAULT_KINDS",
+    "IMAGE_ENV",
+    "NUMERIC_ENV_VARS",
+    "OPTIONAL_RUN_FIELDS",
+    "OWNED_ENV_VARS",
+    "SPEC_FORMAT_VERSION",
+    "USER_CODE_ENV",
+    "RunSpec",
+    "SpecError",
+    "cublas_workspace_in_force",
+    "environment_for",
+    "isa_passthrough",
+    "make_spec_class",
+    "run_environment",
+]
 
 #: Environment variables that change numerics; recorded in every run record's provenance.
 NUMERIC_ENV_VARS = (
@@ -70,118 +96,9 @@ IMAGE_ENV = {
 USER_CODE_ENV = "HARNESS_USER_CODE_DIGEST"
 
 
-class SpecError(ValueError):
-    """A spec that cannot be run: names the setting and what it accepts."""
-
-
 #: The DDP collectives' timeout when ``run.ddp_timeout_s`` is not set (Lightning's own default
 #: is 30 minutes): a rank left waiting for a dead one fails after this long.
 DEFAULT_DDP_TIMEOUT_S = 180.0
-
-#: What ``test_fault`` (test-only) can do: ``raise`` an exception, ``cuda_error`` trigger a
-#: sticky device-side assert (an out-of-bounds index; on the CPU an IndexError), ``hang``
-#: sleep until a signal, on rank ``rank`` as optimizer step ``step`` (0-based) starts.
-FAULT_KINDS = ("raise", "cuda_error", "hang")
-
-#: How closely a replay for ``harness diagnose`` watches its logged step: every aten operation
-#: (DebugMode), or each module's outputs and gradients (hooks; torch without DebugMode).
-DIAGNOSE_LEVELS = ("ops", "modules")
-
-#: Run fields that are left out of the spec's dict while unset (None), so that the specs,
-#: records and digests of matrices that do not set them stay what they were.
-OPTIONAL_RUN_FIELDS = ("ddp_timeout_s", "test_fault", "count_host_syncs", "diagnose")
-
-
-def _checker(table: tuple[Setting, ...]) -> Any:
-    def __post_init__(self: Any) -> None:
-        for setting in table:
-            problem = setting.check(getattr(self, setting.name))
-            if problem:
-                raise SpecError(problem)
-        _check_run_fields(self)
-
-    return __post_init__
-
-
-def _check_run_fields(self: Any) -> None:
-    if isinstance(self.repeat, bool) or not isinstance(self.repeat, int) or self.repeat < 0:
-        raise SpecError(f"repeat must be a non-negative integer, got {self.repeat!r}")
-    if self.format_version != SPEC_FORMAT_VERSION:
-        raise SpecError(
-            f"spec format_version {self.format_version} is not {SPEC_FORMAT_VERSION}; "
-            "rebuild the workload image or update harness"
-        )
-    timeout = self.ddp_timeout_s
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
-        raise SpecError(f"ddp_timeout_s must be a positive number of seconds, got {timeout!r}")
-    if self.test_fault is not None:
-        _check_fault(self.test_fault)
-    if self.count_host_syncs is not None and not isinstance(self.count_host_syncs, bool):
-        raise SpecError(f"count_host_syncs must be true or false, got {self.count_host_syncs!r}")
-    if self.diagnose is not None:
-        _check_diagnose(self.diagnose, self.devices)
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _check_diagnose(entry: Any, devices: int) -> None:
-    """diagnose: ``{steps, log_step, log_from, level, rank}`` (harness/workload/replay.py)."""
-    keys = {"steps", "log_step", "log_from", "level", "rank"}
-    if not isinstance(entry, dict) or set(entry) - keys:
-        raise SpecError(f"diagnose must be a mapping of {', '.join(sorted(keys))}: {entry!r}")
-    steps, log_step = entry.get("steps"), entry.get("log_step")
-    if not _count(steps) or steps < 1:
-        raise SpecError(f"diagnose.steps must be a positive integer, got {steps!r}")
-    if log_step is not None and (not _count(log_step) or log_step >= steps):
-        raise SpecError(f"diagnose.log_step must be null or a step below steps, got {log_step!r}")
-    log_from = entry.get("log_from")
-    if log_from is not None and (log_step is None or not _count(log_from) or log_from > log_step):
-        raise SpecError(f"diagnose.log_from must be null or a step up to log_step: {log_from!r}")
-    if entry.get("level", "ops") not in DIAGNOSE_LEVELS:
-        raise SpecError(f"diagnose.level must be one of {', '.join(DIAGNOSE_LEVELS)}")
-    rank = entry.get("rank", 0)
-    if not _count(rank) or rank >= max(devices, 1):
-        raise SpecError(f"diagnose.rank must be a rank of the run (0 to {devices - 1}): {rank!r}")
-
-
-def _check_fault(fault: Any) -> None:
-    """test_fault: ``{kind, rank, step}``, nothing else."""
-    if not isinstance(fault, dict) or set(fault) - {"kind", "rank", "step"}:
-        raise SpecError(f"test_fault must be a mapping of kind, rank and step, got {fault!r}")
-    if fault.get("kind") not in FAULT_KINDS:
-        raise SpecError(f"test_fault.kind must be one of {', '.join(FAULT_KINDS)}")
-    for key in ("rank", "step"):
-        value = fault.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise SpecError(f"test_fault.{key} must be a non-negative integer, got {value!r}")
-
-
-def _to_dict(self: Any) -> dict[str, Any]:
-    """The spec as spec.json and the record hold it: unset optional run fields left out."""
-    data = dataclasses.asdict(self)
-    for name in OPTIONAL_RUN_FIELDS:
-        if data.get(name) is None:
-            data.pop(name, None)
-    return data
-
-
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise SpecError(f"unknown spec settings: {', '.join(unknown)}; known: {sorted(known)}")
-    return cls(**data)
-
-
-def _load(cls: type, path: str | Path) -> Any:
-    return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def _default(setting: Setting) -> Any:
@@ -191,40 +108,22 @@ def _default(setting: Setting) -> Any:
     return dataclasses.field(default=setting.default)
 
 
-def make_spec_class(table: tuple[Setting, ...] = SETTINGS) -> type:
-    """The spec dataclass of a settings table: one field per setting, then the run fields.
+def make_spec_class(table: tuple[Setting, ...] = SETTINGS) -> type[SpecBase]:
+    """The spec dataclass of another settings table: one field per setting, then the run fields.
 
-    Built from the table so that a new setting needs no edit here; tests build it from an
-    extended table to check just that.
+    ``RunSpec`` itself is generated source (spec_fields.py, for the type checker); tests build
+    the class of an extended table here to check that a new setting needs no edit elsewhere.
     """
     fields: list[Any] = [(s.name, Any, _default(s)) for s in table]
-    fields += [
-        ("repeat", int, dataclasses.field(default=0)),
-        ("cell_id", str, dataclasses.field(default="")),
-        ("cell_name", str, dataclasses.field(default="")),
-        ("format_version", int, dataclasses.field(default=SPEC_FORMAT_VERSION)),
-        # how the run runs, not what it computes; None (unset) is left out of to_dict()
-        ("ddp_timeout_s", Any, dataclasses.field(default=None)),
-        ("test_fault", Any, dataclasses.field(default=None)),
-        # count the host syncs of the training steps (docs/workload.md, "Host syncs per step")
-        ("count_host_syncs", Any, dataclasses.field(default=None)),
-        # a replay for `harness diagnose` (harness/workload/replay.py); None in every run of a
-        # matrix
-        ("diagnose", Any, dataclasses.field(default=None)),
-    ]
-    namespace = {
-        "__doc__": "Everything one repeat of one cell is: written by the host as spec.json.",
-        "__post_init__": _checker(table),
-        "from_dict": classmethod(_from_dict),
-        "load": classmethod(_load),
-        "to_dict": _to_dict,
-        "replace": dataclasses.replace,
-    }
-    return dataclasses.make_dataclass("RunSpec", fields, frozen=True, namespace=namespace)
+    fields += [(f.name, Any, dataclasses.field(default=f.default)) for f in RUN_FIELDS]
 
+    def __post_init__(self: Any) -> None:
+        check_spec(self, table)
 
-RunSpec: Any = make_spec_class()
-RunSpec.__module__ = __name__
+    namespace = {"__doc__": RunSpec.__doc__, "__post_init__": __post_init__}
+    return dataclasses.make_dataclass(
+        "RunSpec", fields, bases=(SpecBase,), frozen=True, namespace=namespace
+    )
 
 
 #: Variables the run's environment owns: set from the spec, or removed where the spec leaves them
@@ -246,7 +145,7 @@ def cublas_workspace_in_force(cublas_workspace: str, deterministic_algorithms: s
     return cublas_workspace
 
 
-def run_environment(spec: Any) -> dict[str, str]:
+def run_environment(spec: RunSpec) -> dict[str, str]:
     """The variables a run starts with, whoever starts it (local process, container, re-exec).
 
     Thread counts pinned to the spec, its hash seed, and the cuBLAS workspace the spec asks for
@@ -270,7 +169,7 @@ def run_environment(spec: Any) -> dict[str, str]:
     return env
 
 
-def environment_for(spec: Any, base: Mapping[str, str]) -> dict[str, str]:
+def environment_for(spec: RunSpec, base: Mapping[str, str]) -> dict[str, str]:
     """``base`` (the starter's environment) with the run's variables: those of
     ``run_environment`` set, and the ``OWNED_ENV_VARS`` it leaves unset removed, so an exported
     ``CUBLAS_WORKSPACE_CONFIG`` never reaches a run whose spec leaves it unset."""
@@ -279,7 +178,7 @@ def environment_for(spec: Any, base: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def isa_passthrough(spec: Any, base: Mapping[str, str]) -> dict[str, str]:
+def isa_passthrough(spec: RunSpec, base: Mapping[str, str]) -> dict[str, str]:
     """The ISA limits of ``base`` (the host's environment) that a ``native`` run keeps where it
     does not inherit the host's environment (a container): a limit exported on the host caps
     every native run, local or in a container, as it would on a machine of that code path.

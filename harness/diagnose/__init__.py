@@ -295,7 +295,8 @@ def runner_factory(results: Path, executor_choice: str, data_dir: Path | None, p
     from harness.contract import RunSpec
     from harness.diagnose.identity import check_identity, replay_code
     from harness.matrix import load_matrix
-    from harness.results.layout import MATRIX_FILE, read_manifest
+    from harness.results.layout import MATRIX_FILE
+    from harness.results.manifest import read_manifest
     from harness.run.matrix_runner import make_executor
 
     results = Path(results).resolve()  # the replays start in their own folders

@@ -26,10 +26,17 @@ from harness.errors import HarnessError
 from harness.executors.base import Executor, RunOutcome, Slot
 from harness.exit_codes import EXIT_INTERRUPTED
 from harness.report.trajectories import first_weight_divergence
-from harness.results.layout import MANIFEST_FILE, ManifestCell, run_dir
-from harness.results.run_reader import RecordError, load_record, load_weight_hashes, verified_losses
+from harness.results.layout import MANIFEST_FILE, run_dir
+from harness.results.manifest import ManifestCell
+from harness.results.run_reader import (
+    RecordError,
+    load_record,
+    load_weight_hashes,
+    log_tail,
+    verified_losses,
+)
 from harness.results.safe_paths import real_dir, remove_tree
-from harness.results.store import ResultsDir, log_tail
+from harness.results.store import ResultsDir
 from harness.run.schedule import SlotPool, detect_host, need_of
 
 

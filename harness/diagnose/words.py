@@ -85,7 +85,9 @@ def _named(differ: list[tuple[str, Any, Any]]) -> str:
     return ", ".join(parts) + more
 
 
-def _weights_cause(placements: set[str], differ: list[tuple[str, Any, Any]] | None = None) -> str:
+def _weights_cause(
+    placements: set[str | None], differ: list[tuple[str, Any, Any]] | None = None
+) -> str:
     """Why the initial weights differ: first what the two runs were set to differently (two
     cells of other model sizes), then where the seed was set, then the seed itself."""
     differ = differ or []
@@ -175,7 +177,7 @@ def machine_sentences(
 def sentences(
     f: Finding,
     recorded_loss_step: int | None,
-    placements: set[str],
+    placements: set[str | None],
     recorded_weights_step: int | None = None,
     differ: list[tuple[str, Any, Any]] | None = None,
 ) -> list[str]:
@@ -190,7 +192,8 @@ def sentences(
             f"{_weights_cause(placements, differ)}."
         )
         out.append(_data(f))
-    elif f.kind == "data":
+        return out
+    if f.kind == "data":
         assert f.batch is not None
         out.append("The initial weights are equal, but the two runs see different data.")
         out.append(_data(f))
@@ -204,26 +207,39 @@ def sentences(
             "equal outputs as far as both went."
         )
     else:
+        return _no_divergence(f, recorded_loss_step, recorded_weights_step)
+    return out + _recorded_steps(f, recorded_loss_step, recorded_weights_step)
+
+
+def _no_divergence(
+    f: Finding, recorded_loss_step: int | None, recorded_weights_step: int | None
+) -> list[str]:
+    """The replays agreed: what the records showed, which did not happen again."""
+    out = [
+        f"The two runs did not diverge in {f.steps_replayed} replayed "
+        f"step{'s' if f.steps_replayed != 1 else ''}: no nondeterminism showed up in this "
+        "replay."
+    ]
+    recorded = [
+        f"{what} differ from step {step}"
+        for what, step in (("weights", recorded_weights_step), ("losses", recorded_loss_step))
+        if step is not None
+    ]
+    if not recorded:
+        out.append("Their records agree as well.")
+    else:
         out.append(
-            f"The two runs did not diverge in {f.steps_replayed} replayed "
-            f"step{'s' if f.steps_replayed != 1 else ''}: no nondeterminism showed up in this "
-            "replay."
+            f"The recorded runs' {' and '.join(recorded)}: what made them differ (timing, "
+            "scheduling, another machine) did not happen again; replaying again may show it."
         )
-        recorded = [
-            f"{what} differ from step {step}"
-            for what, step in (("weights", recorded_weights_step), ("losses", recorded_loss_step))
-            if step is not None
-        ]
-        if not recorded:
-            out.append("Their records agree as well.")
-        else:
-            out.append(
-                f"The recorded runs' {' and '.join(recorded)}: what made them differ (timing, "
-                "scheduling, another machine) did not happen again; replaying again may show it."
-            )
-        return out
-    if f.kind == "initial_weights":
-        return out
+    return out
+
+
+def _recorded_steps(
+    f: Finding, recorded_loss_step: int | None, recorded_weights_step: int | None
+) -> list[str]:
+    """Where the recorded weights and losses first differ, against the replay's first step."""
+    out: list[str] = []
     start = f.op.step if f.op is not None else f.state_step
     if start is None:  # the state never differed: the replays' loss did
         start = f.loss_step
@@ -355,7 +371,8 @@ def markdown(title: str, lines: list[str], op: dict[str, Any] | None, anchor: st
     if op is not None:
         delta = op.get("max_abs_delta")
         ulps = op.get("max_ulps")
-        equal = {True: "yes", False: "no"}.get(op.get("inputs_equal"), "not logged")
+        answers: dict[Any, str] = {True: "yes", False: "no"}
+        equal = answers.get(op.get("inputs_equal"), "not logged")
         cells = [
             _plain(op.get("step")),
             _plain(op.get("phase")),

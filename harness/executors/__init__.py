@@ -1,11 +1,14 @@
 """The executors: what turns one run's spec into a process or a container.
 
 - ``base``: the interface every executor implements (``Executor``, ``ExecutorOptions``,
-  ``RunOutcome``, ``RunStatus``, ``Slot``, ``RunIdentity``);
-- ``local``: one child process per run on this machine;
+  ``RunJob``, ``RunOutcome``, ``RunStatus``, ``Slot``, ``RunIdentity``);
+- ``local``: one child process per run on this machine; ``local_probes``: what it asks the
+  runs' interpreter before any run;
 - ``docker``: one container per run, built from ``docker_kwargs`` (what a container is created
-  with), ``docker_outcome`` (waiting and what its end means) and ``docker_containers`` (logs,
-  kill, remove);
+  with), ``docker_outcome`` (waiting and what its end means), ``docker_containers`` (logs,
+  kill, remove), ``docker_host_folders`` (the host folders its user reads and writes) and
+  ``docker_sweep`` (what a harness that is gone left); ``images`` builds its workload images and
+  ``gpu_probe_host`` probes their GPUs;
 - ``fake``: a deterministic stand-in for the tests of scheduling, resume and failures.
 
 This module is the registry: names map to lazy ``module:attr`` entries, so ``plan`` and

@@ -36,6 +36,19 @@ class Slot:
     gpus: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class RunJob:
+    """One repeat to run, as ``Executor.run`` was asked: the spec (already written to
+    ``run_dir/spec.json``), its slot and run folder, its time limit, and the event that asks it
+    to stop (Ctrl-C, a shard's end)."""
+
+    spec: RunSpec
+    slot: Slot
+    run_dir: Path
+    timeout_s: float
+    cancel: threading.Event
+
+
 @dataclass
 class RunOutcome:
     """What an executor saw of one run. ``error_type`` names a failure the executor recognised
@@ -164,7 +177,6 @@ class Executor(ABC):
             return identity
         return dataclasses.replace(identity or RunIdentity(), user_code_digest=code[1])
 
-    @abstractmethod
     def run(
         self,
         spec: RunSpec,
@@ -175,6 +187,12 @@ class Executor(ABC):
         cancel: threading.Event,
     ) -> RunOutcome:
         """Run one repeat; the spec is already written to ``run_dir/spec.json``."""
+        return self.execute(RunJob(spec, slot, Path(run_dir), timeout_s, cancel))
+
+    @abstractmethod
+    def execute(self, job: RunJob) -> RunOutcome:
+        """What ``run`` does in each executor: one repeat, to its outcome (never raises for a
+        run that fails)."""
 
     def bind_results(self, out: Path) -> None:
         """Learn the (resolved) results folder the runs write into, before ``sweep`` and

@@ -8,10 +8,12 @@ one container per run. The pieces it uses each have a module of their own:
 - ``docker_outcome``: waiting for a container and what its end means (timeout, OOM, lost engine);
 - ``docker_containers``: following a container's logs, stopping (SIGINT, SIGTERM, SIGKILL), killing
   and removing it;
-- ``gpu_probe``: whether a GPU image's torch computes on the GPUs a run gets;
+- ``docker_host_folders``: the host folders the containers' (never root) user must read or write;
+- ``docker_sweep``: removing at start what a harness that is gone left in the results folder;
+- ``gpu_probe_host``: whether a GPU image's torch computes on the GPUs a run gets;
 - ``harness/results/untrusted_run_folder.py``: the run folder is not followed: the log is captured
-outside the
-  mount, and what the container left there (links, FIFOs, devices) is removed and fails the run.
+  outside the mount, and what the container left there (links, FIFOs, devices) is removed and
+  fails the run.
 
 Every container carries the labels of the harness invocation that owns it (``Owner``: a fresh
 id per executor, its pid and host, the results folder), so that ``cleanup`` (also called on
@@ -25,14 +27,8 @@ own environment) is run as a local process, so one matrix can list it beside con
 from __future__ import annotations
 
 import logging
-import os
-import re
-import shlex
-import stat
-import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,21 +39,19 @@ from harness.executors.base import (
     Executor,
     ExecutorOptions,
     RunIdentity,
+    RunJob,
     RunOutcome,
     RunStatus,
     Slot,
 )
 from harness.executors.docker_containers import LogFollower, remove
-from harness.executors.docker_kwargs import (
-    LABEL_INVOCATION,
-    LABEL_OUT,
-    LABEL_OWNER_HOST,
-    LABEL_OWNER_PID,
-    UNPRIVILEGED_UID,
-    Owner,
-    container_kwargs,
-    container_user,
+from harness.executors.docker_host_folders import (
+    check_code_readable_by_others,
+    check_readable_by_others,
+    reclaim,
+    writable_for,
 )
+from harness.executors.docker_kwargs import LABEL_INVOCATION, Owner, container_kwargs
 from harness.executors.docker_outcome import (
     NO_GPU_RUNTIME_HINT,
     exit_outcome,
@@ -66,9 +60,10 @@ from harness.executors.docker_outcome import (
     since,
     wait_for_exit,
 )
+from harness.executors.docker_sweep import sweep_folder
 from harness.executors.gpu_probe_host import run_container_probe
 from harness.executors.images import WorkloadImage, connect, ensure_workload_image
-from harness.results.store import log_tail
+from harness.results.run_reader import log_tail
 from harness.results.untrusted_run_folder import (
     capture_path,
     place_log,
@@ -225,19 +220,10 @@ class DockerExecutor(Executor):
 
     # -- one run -----------------------------------------------------------------------------
 
-    def run(
-        self,
-        spec: RunSpec,
-        slot: Slot,
-        run_dir: Path,
-        *,
-        timeout_s: float,
-        cancel: threading.Event,
-    ) -> RunOutcome:
+    def execute(self, job: RunJob) -> RunOutcome:
+        spec, slot, run_dir = job.spec, job.slot, job.run_dir
         if spec.image == "local":
-            return self._local_executor().run(
-                spec, slot, run_dir, timeout_s=timeout_s, cancel=cancel
-            )
+            return self._local_executor().execute(job)
         failed_probe = self.probe_failure(spec)
         if failed_probe is not None:
             return RunOutcome(RunStatus.FAILED, 0.0, None, failed_probe)
@@ -246,9 +232,9 @@ class DockerExecutor(Executor):
         if isinstance(container, RunOutcome):
             return container
         try:
-            if cancel.is_set():
+            if job.cancel.is_set():
                 return RunOutcome(RunStatus.ABORTED, 0.0, None, "stopped before it started")
-            return self._start_and_wait(container, start, timeout_s, cancel, run_dir)
+            return self._start_and_wait(container, start, job)
         finally:
             remove(container)
 
@@ -276,14 +262,8 @@ class DockerExecutor(Executor):
                 RunStatus.FAILED, since(start), None, f"cannot create the container: {exc}"
             )
 
-    def _start_and_wait(
-        self,
-        container: Any,
-        start: float,
-        timeout_s: float,
-        cancel: threading.Event,
-        run_dir: Path,
-    ) -> RunOutcome:
+    def _start_and_wait(self, container: Any, start: float, job: RunJob) -> RunOutcome:
+        run_dir = job.run_dir
         import docker
         import requests
 
@@ -299,7 +279,7 @@ class DockerExecutor(Executor):
         capture = capture_path(run_dir)
         follower = LogFollower(container, capture)
         follower.start()
-        outcome = self._wait(container, start, timeout_s, cancel, run_dir)
+        outcome = self._wait(container, start, job)
         follower.join(timeout=10)  # the stream ends when the container has stopped
         outcome = self._check_run_folder(run_dir, outcome)
         place_log(capture, run_dir)
@@ -328,20 +308,13 @@ class DockerExecutor(Executor):
             error_type=ErrorType.UNSAFE_RUN_FOLDER,
         )
 
-    def _wait(
-        self,
-        container: Any,
-        start: float,
-        timeout_s: float,
-        cancel: threading.Event,
-        run_dir: Path,
-    ) -> RunOutcome:
+    def _wait(self, container: Any, start: float, job: RunJob) -> RunOutcome:
         """Wait for the container to end; its exit, or why it had to stop, as an outcome."""
         end = wait_for_exit(
             container,
             start=start,
-            timeout_s=timeout_s,
-            cancel=cancel,
+            timeout_s=job.timeout_s,
+            cancel=job.cancel,
             engine_answers=self._engine_answers,
         )
         if isinstance(end, RunOutcome):
@@ -350,7 +323,7 @@ class DockerExecutor(Executor):
             container,
             end,
             start=start,
-            run_dir=run_dir,
+            run_dir=job.run_dir,
             memory_limit=self.options.memory_limit,
             engine_answers=self._engine_answers,
         )
@@ -373,53 +346,17 @@ class DockerExecutor(Executor):
     def containers(self) -> list[Any]:
         """Every container, running or not, that this invocation started (its id's label):
         never another harness's, even of the same matrix, folder or shard."""
-        return self.client.containers.list(
+        found = self.client.containers.list(
             all=True, filters={"label": f"{LABEL_INVOCATION}={self.invocation}"}
         )
+        return list(found)
 
     def sweep(self) -> list[str]:
-        """Remove the containers a harness that is gone left in this results folder.
-
-        Called under the folder's lock, before ``prepare``. A container is swept when it is
-        labelled with this results folder and this host, and is not this invocation's. Its
-        owner is either no longer running, or alive but not holding this folder's lock (which
-        this harness holds), so it cannot be running the matrix here: its pid was reused, or
-        it is a process that ran here and could not remove its containers (the engine did not
-        answer). Containers of other folders, and of other hosts (whose pids cannot be asked),
-        are never touched. An engine that cannot be reached has nothing to sweep.
-        """
-        import docker
-        import requests
-
-        out = self.options.out
-        if out is None:
+        """Remove the containers a harness that is gone left in this results folder
+        (``docker_sweep.sweep_folder``); called under the folder's lock, before ``prepare``."""
+        if self.options.out is None:
             return []
-        try:
-            found = self.client.containers.list(all=True, filters={"label": f"{LABEL_OUT}={out}"})
-        except ExecutorError as exc:  # no engine: nothing of this folder can run there
-            log.debug("sweep: %s", exc.message)
-            return []
-        except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
-            log.warning("sweep: cannot list containers: %s", exc)
-            return []
-        me = self.owner
-        swept: Counter[tuple[str, bool]] = Counter()
-        for container in found:
-            labels = container.labels or {}
-            if labels.get(LABEL_OUT) != str(out) or labels.get(LABEL_INVOCATION) == me.invocation:
-                continue
-            if labels.get(LABEL_OWNER_HOST) != me.host:
-                log.info(
-                    "sweep: container %s belongs to host %s",
-                    container.short_id,
-                    labels.get(LABEL_OWNER_HOST),
-                )
-                continue
-            pid = labels.get(LABEL_OWNER_PID, "")
-            log.info("sweep: removing container %s of harness pid %s", container.short_id, pid)
-            remove(container)
-            swept[(pid, pid_alive(pid))] += 1
-        return [sweep_notice(n, pid, alive) for (pid, alive), n in sorted(swept.items())]
+        return sweep_folder(lambda: self.client, self.options.out, self.owner)
 
     def cleanup(self) -> None:
         """Kill and remove every container of this invocation (safe to call twice)."""
@@ -439,95 +376,3 @@ class DockerExecutor(Executor):
         for container in leftovers:
             log.info("cleanup: removing container %s", container.short_id)
             remove(container)
-
-
-def writable_for(run_dir: Path, user: str) -> None:
-    """Give the run folder itself (not what it holds, never through a link) to the container's
-    ``uid:gid`` when it is not the harness's own: a root harness runs containers as
-    UNPRIVILEGED_UID, which must write its results there."""
-    uid, gid = (int(part) for part in user.split(":"))
-    if (uid, gid) != (os.getuid(), os.getgid()):
-        os.chown(run_dir, uid, gid, follow_symlinks=False)
-
-
-def reclaim(run_dir: Path) -> None:
-    """Take the run folder back from the container that has ended: the harness's own owner and
-    mode 0o755, so a container that ran ``chmod 000 /out`` cannot lock the host out of its
-    checks, its log and the failure record. The folder itself only; it is the mount point, which
-    the container cannot replace with a link."""
-    try:
-        if os.stat(run_dir, follow_symlinks=False).st_uid != os.getuid():
-            os.chown(run_dir, os.getuid(), os.getgid(), follow_symlinks=False)
-        os.chmod(run_dir, 0o755)
-    except OSError as exc:  # the checks that follow report what they cannot read
-        log.warning("cannot take back %s: %s", run_dir, exc)
-
-
-def check_readable_by_others(data_dir: Path) -> None:
-    """A root harness runs containers as UNPRIVILEGED_UID, which reads MNIST at /data only if
-    its files are readable by others: say so before any run, not as every run's failure."""
-    if container_user(os.getuid(), os.getgid()) == (os.getuid(), os.getgid()):
-        return  # the containers run as this user, who reads the folder already
-    unreadable = [
-        path.name
-        for path in sorted(data_dir.iterdir())
-        if path.is_file() and not path.stat().st_mode & stat.S_IROTH
-    ]
-    if not data_dir.stat().st_mode & stat.S_IXOTH or unreadable:
-        what = ", ".join(unreadable[:4]) or "the folder itself"
-        raise ExecutorError(
-            f"MNIST in {data_dir} is not readable by the containers' user "
-            f"{UNPRIVILEGED_UID} (harness runs as root, its containers never do): {what}",
-            hint=f"chmod -R a+rX {shlex.quote(str(data_dir))}",
-        )
-
-
-def check_code_readable_by_others(code_dir: Path) -> None:
-    """As ``check_readable_by_others``, for the user's code folder mounted at /opt/harness-user
-    (every folder and file below it): a run that cannot import its code fails every run the
-    same way, so it is said once, before any."""
-    if container_user(os.getuid(), os.getgid()) == (os.getuid(), os.getgid()):
-        return
-    unreadable = []
-    for folder, _dirs, files in os.walk(code_dir):
-        here = Path(folder)
-        if not here.stat().st_mode & stat.S_IROTH or not here.stat().st_mode & stat.S_IXOTH:
-            unreadable.append(here)
-        unreadable += [
-            here / name
-            for name in files
-            if (here / name).is_file() and not (here / name).stat().st_mode & stat.S_IROTH
-        ]
-    if unreadable:
-        shown = ", ".join(str(p.relative_to(code_dir)) for p in unreadable[:4])
-        raise ExecutorError(
-            f"your code in {code_dir} (workload.path) is not readable by the containers' user "
-            f"{UNPRIVILEGED_UID} (harness runs as root, its containers never do): {shown}",
-            hint=f"chmod -R a+rX {shlex.quote(str(code_dir))}",
-        )
-
-
-def pid_alive(pid: str) -> bool:
-    """Whether a process with this pid runs on this host (one that is not ours counts); a
-    label that is no positive pid names no process."""
-    if not re.fullmatch(r"[0-9]{1,10}", pid) or int(pid) == 0:
-        return False
-    try:
-        os.kill(int(pid), 0)  # signal 0: asks, sends nothing
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def sweep_notice(count: int, pid: str, alive: bool) -> str:
-    """The line the start-up sweep prints per owner (after ``harness: ``)."""
-    containers = "container" if count == 1 else "containers"
-    pid = pid if re.fullmatch(r"[0-9]{1,10}", pid) else "(unknown)"  # a label, shown on stderr
-    why = (
-        "alive, but not the harness that holds this results folder"
-        if alive
-        else "no longer running"
-    )
-    return f"removed {count} {containers} left by harness pid {pid} ({why}) for this results folder"

@@ -129,36 +129,23 @@ def container_kwargs(
     read-only at ``USER_CODE_MOUNT`` and passed as ``--code-dir``, the digest as
     ``USER_CODE_ENV``; nothing else of the container changes. ``data_dir`` None (a user's own
     training, no MNIST given): no ``/data`` mount and no ``--data-dir``."""
-    from docker.types import DeviceRequest, Mount
-
     user = container_user(os.getuid() if uid is None else uid, os.getgid() if gid is None else gid)
+    environment = container_environment(spec, slot, image)
+    if user_code is not None:
+        environment[USER_CODE_ENV] = user_code[1]
     kwargs: dict[str, Any] = {
         "image": image.image_id,  # the id: a tag can be moved by another build
-        "command": [
-            "--spec",
-            f"{OUT_MOUNT}/{SPEC_FILE}",
-            "--out",
-            OUT_MOUNT,
-            # no MNIST for a user's own training where none is given: nothing mounted
-            *(["--data-dir", DATA_MOUNT] if data_dir is not None else []),
-        ],
+        "command": container_command(data_dir, user_code),
         "detach": True,
         "init": True,  # tini is PID 1, so Lightning can SIGKILL rank 0 when a rank fails
-        "environment": container_environment(spec, slot, image),
+        "environment": environment,
         "labels": {
             LABEL_RUN: run_label,
             LABEL_CELL: spec.cell_id,
             LABEL_REPEAT: str(spec.repeat),
             **(owner or Owner()).labels(),
         },
-        "mounts": [
-            *(
-                [Mount(DATA_MOUNT, str(Path(data_dir).resolve()), type="bind", read_only=True)]
-                if data_dir is not None
-                else []
-            ),
-            Mount(OUT_MOUNT, str(Path(run_dir).resolve()), type="bind", read_only=False),
-        ],
+        "mounts": container_mounts(run_dir, data_dir, user_code),
         "network_mode": "none",
         "user": f"{user[0]}:{user[1]}",
         "working_dir": "/tmp",
@@ -171,13 +158,45 @@ def container_kwargs(
         "stdin_open": False,
         "tty": False,
     }
+    kwargs.update(resource_kwargs(spec, slot, memory_limit))
+    return kwargs
+
+
+def container_command(data_dir: Path | None, user_code: tuple[Path, str] | None) -> list[str]:
+    """The workload's arguments (the image's entry point is ``python -m harness.workload``)."""
+    return [
+        "--spec",
+        f"{OUT_MOUNT}/{SPEC_FILE}",
+        "--out",
+        OUT_MOUNT,
+        # no MNIST for a user's own training where none is given: nothing mounted
+        *(["--data-dir", DATA_MOUNT] if data_dir is not None else []),
+        *(["--code-dir", USER_CODE_MOUNT] if user_code is not None else []),
+    ]
+
+
+def container_mounts(
+    run_dir: Path, data_dir: Path | None, user_code: tuple[Path, str] | None
+) -> list[Any]:
+    """MNIST read-only at /data (where given), the run folder read-write at /out, the user's
+    code read-only at ``USER_CODE_MOUNT`` (a build function's runs)."""
+    from docker.types import Mount
+
+    mounts = []
+    if data_dir is not None:
+        mounts.append(Mount(DATA_MOUNT, str(Path(data_dir).resolve()), type="bind", read_only=True))
+    mounts.append(Mount(OUT_MOUNT, str(Path(run_dir).resolve()), type="bind", read_only=False))
     if user_code is not None:
-        folder, digest = user_code
-        kwargs["command"] += ["--code-dir", USER_CODE_MOUNT]
-        kwargs["mounts"].append(
-            Mount(USER_CODE_MOUNT, str(Path(folder).resolve()), type="bind", read_only=True)
-        )
-        kwargs["environment"][USER_CODE_ENV] = digest
+        folder = str(Path(user_code[0]).resolve())
+        mounts.append(Mount(USER_CODE_MOUNT, folder, type="bind", read_only=True))
+    return mounts
+
+
+def resource_kwargs(spec: RunSpec, slot: Slot, memory_limit: str | None) -> dict[str, Any]:
+    """The slot's cores as a cpuset, the memory limit (swap counted in it), the slot's GPUs."""
+    from docker.types import DeviceRequest
+
+    kwargs: dict[str, Any] = {}
     if slot.cpus:
         # cpuset, never nano_cpus: under a CPU quota torch still starts one thread per core of
         # the machine and is throttled about tenfold.

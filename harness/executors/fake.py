@@ -29,15 +29,16 @@ from harness.contract.record import (
     failed_record,
     write_record,
 )
+from harness.contract.trajectory_hash import trajectory_sha256
 from harness.executors.base import (
     Executor,
     ExecutorOptions,
     RunIdentity,
+    RunJob,
     RunOutcome,
     RunStatus,
     Slot,
 )
-from harness.results.run_reader import trajectory_sha256
 
 
 class FakeExecutor(Executor):
@@ -92,15 +93,9 @@ class FakeExecutor(Executor):
             return {}
         return {image: self.identity for image in {s.image for s in specs}}
 
-    def run(
-        self,
-        spec: RunSpec,
-        slot: Slot,
-        run_dir: Path,
-        *,
-        timeout_s: float,
-        cancel: threading.Event,
-    ) -> RunOutcome:
+    def execute(self, job: RunJob) -> RunOutcome:
+        spec, slot, run_dir = job.spec, job.slot, job.run_dir
+        timeout_s, cancel = job.timeout_s, job.cancel
         with self._lock:
             for other in self.running:
                 if set(other.cpus) & set(slot.cpus) or set(other.gpus) & set(slot.gpus):

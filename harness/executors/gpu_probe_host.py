@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.contract import RunSpec
+from harness.contract.probe_marks import GPU_PROBE_MARK
 from harness.executors.base import Slot
 from harness.executors.docker_kwargs import LABEL_CELL
 from harness.executors.docker_outcome import NO_GPU_RUNTIME_HINT, is_no_gpu_runtime
-from harness.workload.gpu_probe import RESULT_PREFIX
+from harness.subprocesses import ToolError, ToolTimedOut, run_tool
 
 #: The module the probe container runs (it is in every workload image, under harness/workload).
 PROBE_MODULE = "harness.workload.gpu_probe"
@@ -78,9 +78,9 @@ class ProbeResult:
 def parse_output(output: str) -> dict[str, Any] | None:
     """The probe's JSON object (its last result line), or None where it printed none."""
     for line in reversed(output.splitlines()):
-        if line.startswith(RESULT_PREFIX):
+        if line.startswith(GPU_PROBE_MARK):
             try:
-                facts = json.loads(line[len(RESULT_PREFIX) :])
+                facts = json.loads(line[len(GPU_PROBE_MARK) :])
             except ValueError:
                 return None
             return facts if isinstance(facts, dict) else None
@@ -247,7 +247,7 @@ def run_container_probe(
 
 def _logs(container: Any) -> str:
     try:
-        return container.logs(stdout=True, stderr=True).decode(errors="replace")
+        return str(container.logs(stdout=True, stderr=True).decode(errors="replace"))
     except Exception as exc:  # the verdict needs the output; say why there is none
         return f"(cannot read the probe's output: {exc})"
 
@@ -257,12 +257,10 @@ def probe_host(python: str, gpus: int, *, timeout_s: float = PROBE_TIMEOUT_S) ->
     interpreter): the same script, the same verdicts."""
     argv = [python, "-m", PROBE_MODULE, str(gpus)]
     try:
-        done = subprocess.run(  # argv list, no shell
-            argv, capture_output=True, text=True, timeout=timeout_s, check=False
-        )
-    except subprocess.TimeoutExpired:
+        done = run_tool(argv, timeout_s=timeout_s)
+    except ToolTimedOut:
         return ProbeResult(False, f"the GPU probe did not finish within {timeout_s:g} s")
-    except OSError as exc:
-        return ProbeResult(False, f"cannot run {python}: {exc}")
+    except ToolError as exc:
+        return ProbeResult(False, exc.message)
     output = done.stdout + done.stderr
     return classify(parse_output(done.stdout), done.returncode, output, gpus)

@@ -28,7 +28,7 @@ from pydantic import TypeAdapter, ValidationError
 from harness.contract import write_json_atomic
 from harness.contract.machine import Machine, fingerprint
 from harness.errors import HarnessError
-from harness.results.layout import read_manifest
+from harness.results.manifest import read_manifest
 
 BASELINE_FORMAT_VERSION = 2
 #: Formats ``from_file`` reads: 1 has no machines.

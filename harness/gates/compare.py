@@ -43,7 +43,6 @@ from harness.exit_codes import (
     EXIT_REGRESSION,
 )
 from harness.gates.baseline import CellDigests, ResultSet
-from harness.report.markdown import escape, table_lines
 
 __all__ = [
     "EXIT_MACHINE_CHANGED",
@@ -55,7 +54,6 @@ __all__ = [
     "Refusal",
     "compare",
     "compare_cell",
-    "render_markdown",
 ]
 
 
@@ -122,7 +120,7 @@ class CompareResult:
         return EXIT_OK
 
 
-def _cells(n: int) -> str:
+def cells_text(n: int) -> str:
     return f"{n} cell{'s' if n != 1 else ''}"
 
 
@@ -189,61 +187,53 @@ def compare_cell(
 ) -> list[CellChange]:
     """What changed in one cell; ``machines`` are the two sets' machine facts (fingerprint ->
     machine), which name what differs between machines that changed."""
-    out: list[CellChange] = []
-
-    def add(what: str, baseline: str, current: str, regression: bool, machine: bool = False):
-        out.append(CellChange(cid, cur.name, what, baseline, current, regression, machine))
-
     moved = machine_change(base, cur, *(machines or ({}, {})))
     same_image = base.image_identity == cur.image_identity
+    rows = _verdict_changes(base, cur, moved, same_image)
+    if not same_image:
+        rows.append(("image changed", _image(base), _image(cur), False, False))
+    if moved:
+        what = "machine changed" + (f": {'; '.join(moved.words)}" if moved.words else "")
+        rows.append((what, moved.baseline, moved.current, False, False))
+    return [CellChange(cid, cur.name, *row) for row in rows]
+
+
+#: (what, baseline, current, regression, machine_changed): a CellChange without its cell.
+_Row = tuple[str, str, str, bool, bool]
+
+
+def _verdict_changes(
+    base: CellDigests, cur: CellDigests, moved: MachineChange | None, same_image: bool
+) -> list[_Row]:
+    """What changed in the cell's verdict and trajectory (at most one row)."""
     # the first finished repeat's: a baseline without a verdict may have lost its first repeat
     base_traj = next((t for t in base.trajectories if t is not None), None)
     cur_trajs = {t for t in cur.trajectories if t is not None}
     if base.reproducible is True:
         if cur.reproducible is not True or not cur_trajs:
-            add(
-                "no longer reproduces" + (" (on another machine)" if moved else ""),
-                f"reproduces ({_short(base_traj)})",
-                f"{_verdict(cur)}: {_trajectories(cur)}",
-                True,
-            )
-        elif cur_trajs != {base_traj} and same_image and moved:
-            add(
-                "trajectory changed on another machine (see machine changed)",
-                _short(base_traj),
-                _trajectories(cur),
-                False,
-                machine=True,
-            )
-        elif cur_trajs != {base_traj}:
+            what = "no longer reproduces" + (" (on another machine)" if moved else "")
+            now = f"{_verdict(cur)}: {_trajectories(cur)}"
+            return [(what, f"reproduces ({_short(base_traj)})", now, True, False)]
+        if cur_trajs != {base_traj} and same_image and moved:
+            what = "trajectory changed on another machine (see machine changed)"
+            return [(what, _short(base_traj), _trajectories(cur), False, True)]
+        if cur_trajs != {base_traj}:
             what = (
                 "trajectory changed on the same image"
                 if same_image
                 else "trajectory changed with the image"
             )
-            add(what, _short(base_traj), _trajectories(cur), same_image)
-        elif base.final_weights != cur.final_weights:
-            add(
-                "final weights changed",
-                _short(base.final_weights),
-                _short(cur.final_weights),
-                False,
-            )
+            return [(what, _short(base_traj), _trajectories(cur), same_image, False)]
+        if base.final_weights != cur.final_weights:
+            was, now = _short(base.final_weights), _short(cur.final_weights)
+            return [("final weights changed", was, now, False, False)]
     elif base.reproducible is False and cur.reproducible is True:
-        add("now reproduces", _verdict(base), f"reproduces ({_trajectories(cur)})", False)
+        now = f"reproduces ({_trajectories(cur)})"
+        return [("now reproduces", _verdict(base), now, False, False)]
     elif base.reproducible is None and base_traj and cur_trajs and cur_trajs != {base_traj}:
-        add(
-            "trajectory changed (the baseline had one repeat: no verdict to keep)",
-            _short(base_traj),
-            _trajectories(cur),
-            False,
-        )
-    if not same_image:
-        add("image changed", _image(base), _image(cur), False)
-    if moved:
-        what = "machine changed" + (f": {'; '.join(moved.words)}" if moved.words else "")
-        add(what, moved.baseline, moved.current, False)
-    return out
+        what = "trajectory changed (the baseline had one repeat: no verdict to keep)"
+        return [(what, _short(base_traj), _trajectories(cur), False, False)]
+    return []
 
 
 def compare(
@@ -291,9 +281,9 @@ def _checks(
         checks.append(
             Refusal(
                 "no_common_cell",
-                f"no cell was compared: the baseline's {_cells(len(baseline.cells))} and the "
-                f"current results' {_cells(len(current.cells))} share no cell id (another seed, "
-                "another matrix, or a changed default gives other cell ids)",
+                f"no cell was compared: the baseline's {cells_text(len(baseline.cells))} and the "
+                f"current results' {cells_text(len(current.cells))} share no cell id (another "
+                "seed, another matrix, or a changed default gives other cell ids)",
             )
         )
     if result.removed_cells:
@@ -322,79 +312,3 @@ def _checks(
             )
         )
     return checks
-
-
-def render_markdown(result: CompareResult) -> str:
-    regressions = result.regressions
-    others = [c for c in result.changes if not c.regression]
-    refusals = result.refusals
-    moved = result.machine_changes
-    if regressions:
-        head = f"**{len(regressions)} regression{'s' if len(regressions) != 1 else ''}**"
-    elif moved:
-        head = "**Machine changed: the gate fails.**"
-    elif refusals:
-        head = "**Not comparable: the gate fails.**"
-    else:
-        head = "**No regression.**"
-    lines = [
-        f"{head} Baseline `{escape(result.baseline)}`, current `{escape(result.current)}`: "
-        f"{result.compared} cells in both, {len(result.new_cells)} new, "
-        f"{len(result.removed_cells)} removed.",
-        "",
-    ]
-    if moved:
-        n = len(moved)
-        lines += [
-            "### Machine changed",
-            "",
-            f"{_cells(n)} changed {'their trajectories' if n != 1 else 'its trajectory'} on "
-            "the same image, and ran on another machine than the baseline's: CPU and GPU "
-            "kernels, and so the bits, differ between machines, so this is not called a "
-            "regression of the code. Make the baseline on a machine like this one (its "
-            "fingerprint is in the report's header), or pin CI to the baseline's machine.",
-            "",
-        ]
-    if result.machines_unknown:
-        lines += [
-            f"The {result.machines_unknown} "
-            f"{'records' if result.machines_unknown == 'baseline' else 'record'} no machine "
-            "(made before machines were "
-            "recorded): the machines could not be compared, and a changed trajectory on the same "
-            "image counts as a regression.",
-            "",
-        ]
-    if refusals:
-        title = "Also not comparable" if regressions or moved else "Why the gate fails"
-        lines += [f"### {title}", ""]
-        for r in refusals:
-            accept = f" (`{r.accepted_by}` accepts it)" if r.accepted_by else ""
-            lines.append(f"- {escape(r.reason)}{accept}.")
-        lines.append("")
-    accepted = [r for r in result.checks if r.accepted]
-    if accepted:
-        lines += ["### Accepted by flags (not failures)", ""]
-        lines += [f"- {escape(r.reason)} (`{r.accepted_by}`)." for r in accepted] + [""]
-
-    def table(changes: list[CellChange]) -> list[str]:
-        header = ["cell", "id", "what changed", "baseline", "current"]
-        body = [
-            [escape(c.name), c.cell_id, escape(c.what), escape(c.baseline), escape(c.current)]
-            for c in changes
-        ]
-        return table_lines(header, body) + [""]
-
-    if regressions:
-        lines += ["### Regressions", ""] + table(regressions)
-    if others:
-        lines += ["### Other changes (not regressions)", ""] + table(others)
-    if not result.changes and result.compared:
-        lines += ["Every cell in both sets has the verdict and digests of the baseline.", ""]
-    for title, cells in (
-        ("New cells (not in the baseline)", result.new_cells),
-        ("Removed cells (not in the current results)", result.removed_cells),
-    ):
-        if cells:
-            lines += [f"### {title}", ""]
-            lines += [f"- {escape(name)} (`{cid}`)" for cid, name in cells] + [""]
-    return "\n".join(lines)

@@ -89,7 +89,8 @@ class LoadedMatrix:
 
     @property
     def total_runs(self) -> int:
-        return len(self.cells) * self.model.run.repeats
+        repeats: int = self.model.run.repeats
+        return len(self.cells) * repeats
 
 
 _UNSET_WORKLOAD = {
@@ -172,7 +173,9 @@ def full_settings(model: Any, combo: dict[str, Any]) -> dict[str, Any]:
     base["entry"] = model.workload.entry
     # a cell's params: workload.params, with those its axis or include entry names overridden
     params = {**model.workload.params, **(combo.get("params") or {})}
-    return CellSettings.model_validate({**base, **combo, "params": params}).model_dump(mode="json")
+    cell = CellSettings.model_validate({**base, **combo, "params": params})
+    settings: dict[str, Any] = cell.model_dump(mode="json")
+    return settings
 
 
 def run_fields(model: Any, settings: dict[str, Any]) -> dict[str, Any]:

@@ -9,14 +9,13 @@ any run) is simply taken over by the new matrix.
 from __future__ import annotations
 
 import difflib
-import json
 from pathlib import Path
 
-from harness.contract.files import read_regular
 from harness.errors import StoreError
 from harness.matrix import LoadedMatrix
 from harness.results import layout
-from harness.results.layout import Manifest
+from harness.results.manifest import Manifest
+from harness.results.run_reader import lenient_record
 
 #: at most this many changed lines of the matrix file are quoted
 SHOWN_LINES = 6
@@ -29,11 +28,8 @@ def runs_held(root: Path) -> tuple[int, int]:
     records = layout.record_paths(root)
     finished = 0
     for path in records:
-        try:
-            ok = json.loads(read_regular(path).decode("utf-8")).get("status") == "ok"
-        except (OSError, ValueError, AttributeError):
-            ok = True
-        finished += ok
+        data = lenient_record(path.parent)
+        finished += data is None or data.get("status") == "ok"
     return len(records), finished
 
 

@@ -62,8 +62,11 @@ def finite(*constraints: Any) -> Any:
 
 
 #: ``params``: a flat mapping of identifier-like names to scalars (settings.check_params).
-ParamValue = StrictBool | StrictInt | finite() | Annotated[str, Field(max_length=PARAM_STRING_MAX)]
-Params = dict[Annotated[str, Field(pattern=PARAM_NAME_PATTERN)], ParamValue]
+#: (Run-time types, built by ``finite``: ``Any`` to a type checker.)
+ParamValue: Any = (
+    StrictBool | StrictInt | finite() | Annotated[str, Field(max_length=PARAM_STRING_MAX)]
+)
+Params: Any = dict[Annotated[str, Field(pattern=PARAM_NAME_PATTERN)], ParamValue]
 
 
 class Strict(BaseModel):
@@ -77,12 +80,13 @@ def value_type(setting: Setting) -> Any:
     elif setting.kind == "image":
         base = Image
     elif setting.choices is not None and setting.kind != "bool":
-        base = Literal[setting.choices]  # type: ignore[valid-type]
+        base = Literal[setting.choices]
     elif setting.kind == "bool":
         base = StrictBool
     elif setting.kind == "int":
         bounds = _bounds(setting, Ge(1) if setting.positive else None)
-        base = Annotated[(StrictInt, *bounds)] if bounds else StrictInt
+        parts = (StrictInt, *bounds)
+        base = Annotated[parts] if bounds else StrictInt
     elif setting.kind == "float":
         base = finite(*_bounds(setting, Gt(0) if setting.positive else None))
     elif setting.pattern is not None:
@@ -129,10 +133,7 @@ def _axes(table: tuple[Setting, ...]) -> type[Strict]:
 
 
 def _patch(table: tuple[Setting, ...]) -> type[Strict]:
-    fields = {
-        s.name: (value_type(s) | None, Field(None, description=s.doc))  # type: ignore[operator]
-        for s in table
-    }
+    fields = {s.name: (value_type(s) | None, Field(None, description=s.doc)) for s in table}
     model = create_model("Patch", __base__=Strict, **fields)  # type: ignore[call-overload]
     model.__doc__ = "An include/exclude entry: some cell settings, each a single value."
     return model
@@ -292,7 +293,7 @@ def make_models(table: tuple[Setting, ...] = SETTINGS) -> dict[str, type[Strict]
     """CellSettings, Axes, Patch and Matrix for a settings table (tests pass an extended one)."""
     cell, axes, patch = _cell_settings(table), _axes(table), _patch(table)
     run = _run_block(table)
-    matrix = create_model(  # type: ignore[call-overload]
+    matrix = create_model(
         "Matrix",
         __base__=Strict,
         name=(str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=80)),

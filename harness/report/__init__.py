@@ -22,17 +22,15 @@ Modules, in the order the data flows:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.report.analyze import analyze
+from harness.report.exporters import REPORT_FORMATS as FORMATS
 from harness.report.report_data import Report
 
 __all__ = ["FORMATS", "Report", "analyze", "make_reports", "write_reports"]
-
-FORMATS = ("md", "json", "csv")
 
 
 def write_reports(
@@ -57,15 +55,10 @@ def make_reports(
 
     ``out``: the folder the report files and plots/ go to (created; default: ``root``)."""
     from harness.contract import write_bytes_atomic
-    from harness.report.exporters import EXPORTERS
+    from harness.report.exporters import EXPORTERS, check_format
 
     for fmt in formats:
-        if fmt not in EXPORTERS:
-            close = difflib.get_close_matches(fmt, EXPORTERS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise HarnessError(
-                f"unknown report format {fmt!r}", f"{hint}available: {', '.join(EXPORTERS)}"
-            )
+        check_format(fmt)
     report = analyze(root)
     dest = report.root if out is None else _out_dir(Path(out))
     written: list[Path] = []

@@ -1,9 +1,10 @@
 """``analyze``: the report model of a results folder, from its run records alone (no torch).
 
-The rooms it walks through: runs.py loads the folder's cells and run records, verdicts.py judges
-each cell (trajectories.py finds where repeats diverge), summaries.py says what holds across
-cells. A folder without a manifest or cells/ is a folder of the user's own runs
-(records.py: ReproRecorder's records, one group per name, through the same rooms).
+The rooms it walks through: folder_runs.py loads the folder's cells and run records (each file
+read once, by harness/results/run_reader.py), verdicts.py judges each cell (trajectories.py
+finds where repeats diverge), summaries.py says what holds across cells. A folder without a
+manifest or cells/ is a folder of the user's own runs (own_runs.py: ReproRecorder's records,
+one group per name, through the same rooms).
 """
 
 from __future__ import annotations
@@ -41,16 +42,17 @@ def analyze(root: str | Path) -> Report:
     for c in cells:
         by_image[str(c.settings.get("image"))].append(c)
     return Report(
-        folder.name,
-        root,
-        cells,
-        {image: summaries.describe_image(image, cs) for image, cs in by_image.items()},
-        summaries.compare_across("image", cells) + summaries.compare_across("devices", cells),
-        summaries.costs(cells),
-        summaries.failures(cells),
-        summaries.images(by_image),
-        summaries.conflicts(cells),
-        folder.mixed_code,
+        name=folder.name,
+        root=root,
+        cells=cells,
+        summaries={image: summaries.describe_image(image, cs) for image, cs in by_image.items()},
+        comparisons=summaries.compare_across("image", cells)
+        + summaries.compare_across("devices", cells),
+        costs=summaries.costs(cells),
+        failures=summaries.failures(cells),
+        images=summaries.images(by_image),
+        conflicts=summaries.conflicts(cells),
+        mixed_code=folder.mixed_code,
         diagnoses=load_diagnoses(root),
         machines=summaries.machines(cells),
     )

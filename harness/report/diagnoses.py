@@ -6,19 +6,17 @@ what does not have the expected shape is left out, and its text is made inert wh
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
-from harness.contract.files import open_regular
 from harness.diagnose.file_checks import diagnosis_data, why_invalid
 from harness.report.inert_text import clean
 from harness.report.report_data import DiagnosisEntry
 from harness.results.layout import DIAGNOSES_DIR, DIAGNOSIS_FILE
+from harness.results.run_reader import read_json_limited
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +25,9 @@ _NAME = re.compile(r"^[0-9a-f]{6,64}-[0-9]+--[0-9a-f]{6,64}-[0-9]+$")
 _LIMIT = 1 << 20
 
 
-def _read(path: Path) -> Any:
-    with open_regular(path) as handle:
-        return json.loads(handle.read(_LIMIT))
-
-
 def _entry(folder: Path, root: Path) -> DiagnosisEntry | None:
     try:
-        data = diagnosis_data(_read(folder / DIAGNOSIS_FILE))
+        data = diagnosis_data(read_json_limited(folder / DIAGNOSIS_FILE, _LIMIT))
     except ValidationError as exc:  # before ValueError: it is one
         why: object = f"not a diagnosis ({why_invalid(exc)})"
     except (OSError, ValueError) as exc:

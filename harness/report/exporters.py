@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 from collections.abc import Callable
+from typing import Any
 
+from harness.errors import HarnessError
 from harness.report.flatten import rows, to_jsonable
 from harness.report.markdown import render_markdown
 from harness.report.report_data import Report
@@ -20,7 +23,7 @@ from harness.results.layout import REPORT_FILES
 REPORT_FORMAT_VERSION = 2
 
 
-def _runs(runs: list[dict]) -> list[dict]:
+def _runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Runs as JSON: the absolute ``run_dir`` left out (``path`` is relative to the folder),
     the machine as its fingerprint (``machines`` has each machine's facts once)."""
     out = []
@@ -74,3 +77,18 @@ EXPORTERS: dict[str, tuple[str, Callable[[Report], bytes]]] = {
     fmt: (REPORT_FILES[fmt], render)
     for fmt, render in (("md", render_markdown), ("json", render_json), ("csv", render_csv))
 }
+
+#: The report formats, in the order they are written: ``--format``'s choices, and what ``run``,
+#: ``merge`` and ``diagnose`` write.
+REPORT_FORMATS: tuple[str, ...] = tuple(EXPORTERS)
+
+
+def check_format(fmt: str) -> str:
+    """``fmt`` when the registry has it; else the error naming the nearest one and the rest."""
+    if fmt not in EXPORTERS:
+        close = difflib.get_close_matches(fmt, EXPORTERS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise HarnessError(
+            f"unknown report format {fmt!r}", f"{hint}available: {', '.join(EXPORTERS)}"
+        )
+    return fmt

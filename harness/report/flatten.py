@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from harness.report.report_data import CellReport, Report
+from harness.report.report_data import EXPORTED, CellReport, Report
 from harness.report.summaries import report_keys, workspace_in_force
 
 
@@ -48,7 +48,11 @@ def rows(report: Report) -> list[dict[str, Any]]:
 
 def to_jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {
+            f.name: to_jsonable(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.metadata.get(EXPORTED, True)
+        }
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -10,7 +10,6 @@ step, is a *failed* run that says so. Neither ever ends the report in a tracebac
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import statistics
 from dataclasses import dataclass
@@ -18,19 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from harness.contract import LOSSES_FILE, RECORD_FILE
-from harness.contract.files import read_regular
 from harness.contract.settings import NAMES
 from harness.errors import HarnessError
 from harness.report.inert_text import clean
-from harness.report.report_data import CORRUPT, FAILED, MISSING, OK, RunResult
+from harness.report.report_data import CORRUPT, FAILED, MISSING, OK, CheckError, RunResult
 from harness.report.trajectories import epoch_batch
 from harness.results import layout
+from harness.results.manifest import ManifestCell, read_manifest
 from harness.results.merge_inputs import Mixed
 from harness.results.run_reader import (
     CorruptRun,
     RecordError,
     RunRecord,
     first_nonfinite_step,
+    lenient_spec,
     load_record,
     verified_losses,
 )
@@ -44,14 +44,14 @@ class FolderCells:
     (None: as many as were found)."""
 
     name: str
-    cells: list[layout.ManifestCell]
+    cells: list[ManifestCell]
     repeats: int | None
     mixed_code: list[str] = dataclasses.field(default_factory=list)
 
 
 def folder_cells(root: Path) -> FolderCells:
     """The cells of a results folder: from its manifest, or found on disk without one."""
-    manifest = layout.read_manifest(root)
+    manifest = read_manifest(root)
     if manifest is not None:
         mixed = _mixed_code(manifest.merge)
         return FolderCells(manifest.name or root.name, manifest.cells, manifest.repeats, mixed)
@@ -60,16 +60,14 @@ def folder_cells(root: Path) -> FolderCells:
             f"{root} is not a results folder: no {layout.MANIFEST_FILE} and no {layout.CELLS_DIR}/",
             "give the folder that `harness run` wrote (results/<name>-<time>/)",
         )
-    cells: dict[str, layout.ManifestCell] = {}
+    cells: dict[str, ManifestCell] = {}
     for run_json in layout.record_paths(root):
         cell_dir = run_json.parent.parent
         name, cid = layout.split_cell_dirname(cell_dir.name)
         if cid not in cells:
-            spec = _spec_of(run_json)
+            spec = lenient_spec(run_json.parent, root=root)  # damaged: a corrupt run
             settings = {k: spec.get(k) for k in NAMES}
-            cells[cid] = layout.ManifestCell(
-                cid, name, layout.cell_relpath(cell_dir.name), settings
-            )
+            cells[cid] = ManifestCell(cid, name, layout.cell_relpath(cell_dir.name), settings)
     return FolderCells(root.name, list(cells.values()), None)
 
 
@@ -83,23 +81,13 @@ def _mixed_code(merge: Any) -> list[str]:
     return [m.describe() if m is not None else str(entry) for entry, m in entries]
 
 
-def _spec_of(run_json: Path) -> dict[str, Any]:
-    """The spec in a run record, read leniently: a damaged record shows as a corrupt run."""
-    try:
-        data = json.loads(read_regular(run_json).decode("utf-8"))  # a FIFO must not hang it
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    spec = data.get("spec") if isinstance(data, dict) else None
-    return spec if isinstance(spec, dict) else {}
-
-
-def cell_runs(root: Path, cell: layout.ManifestCell, repeats: int | None) -> list[RunResult]:
+def cell_runs(root: Path, cell: ManifestCell, repeats: int | None) -> list[RunResult]:
     """Every repeat of one cell, missing ones included when ``repeats`` says how many."""
     cell_dir = root / cell.dir
     return [run_result(d, k, root=root) for k, d in layout.repeat_dirs(cell_dir, repeats)]
 
 
-def conflict_runs(root: Path, cell: layout.ManifestCell) -> list[RunResult]:
+def conflict_runs(root: Path, cell: ManifestCell) -> list[RunResult]:
     """The copies of this cell's runs that ``harness merge`` kept under ``conflicts/``."""
     dirname = Path(cell.dir).name
     return [
@@ -125,20 +113,27 @@ def run_result(
     losses that are not finite), or ok."""
     path = _relative(run_dir, root)
     try:
-        record = load_record(run_dir)
+        record = load_record(run_dir, root=root)  # never through a link below the root
     except RecordError as exc:
         if not (run_dir / RECORD_FILE).exists():
-            return RunResult(repeat, MISSING, run_dir, path, copy=copy, problem="no run record")
+            return RunResult(
+                repeat=repeat,
+                status=MISSING,
+                run_dir=run_dir,
+                path=path,
+                copy=copy,
+                problem="no run record",
+            )
         why = _without_path(str(exc), run_dir / RECORD_FILE, RECORD_FILE)
         log.warning("%s: corrupt run: %s", clean(path), clean(why))
         return RunResult(
-            repeat,
-            CORRUPT,
-            run_dir,
-            path,
+            repeat=repeat,
+            status=CORRUPT,
+            run_dir=run_dir,
+            path=path,
             copy=copy,
             problem=f"corrupt {why}",
-            error={"type": "corrupt", "message": why, "log_tail": ""},
+            error=CheckError(type="corrupt", message=why),
         )
     result = _from_record(record, run_dir, repeat, path, copy)
     if record.ok:
@@ -155,7 +150,8 @@ def _without_path(message: str, path: Path, name: str) -> str:
 
 
 def _check_losses(result: RunResult, record: RunRecord) -> None:
-    """Hold an ok record to its losses.npy: corrupt, no steps or not finite is not ok."""
+    """Hold an ok record to its losses.npy: corrupt, no steps or not finite is not ok; an ok
+    run keeps the losses it was held to (``RunResult.losses``)."""
     try:
         losses = verified_losses(result.run_dir, record)
     except CorruptRun as exc:
@@ -163,16 +159,14 @@ def _check_losses(result: RunResult, record: RunRecord) -> None:
         log.warning("%s: corrupt run: %s", clean(result.path), clean(why))
         result.status = CORRUPT
         result.problem = f"corrupt {why}"
-        result.error = {"type": "corrupt", "message": why, "log_tail": ""}
+        result.error = CheckError(type="corrupt", message=why)
         return
     if record.steps == 0:
         result.status = FAILED
         result.problem = "zero steps"
-        result.error = {
-            "type": "no_steps",
-            "message": "the record says ok, but the run made no optimizer step",
-            "log_tail": "",
-        }
+        result.error = CheckError(
+            type="no_steps", message="the record says ok, but the run made no optimizer step"
+        )
         return
     step = first_nonfinite_step(losses)
     if step is not None:
@@ -180,11 +174,11 @@ def _check_losses(result: RunResult, record: RunRecord) -> None:
         where = f" (epoch {epoch}, batch {batch})" if epoch is not None else ""
         result.status = FAILED
         result.problem = f"losses not finite from step {step}"
-        result.error = {
-            "type": "nonfinite",
-            "message": f"the loss is NaN or infinite from step {step}{where} on",
-            "log_tail": "",
-        }
+        result.error = CheckError(
+            type="nonfinite", message=f"the loss is NaN or infinite from step {step}{where} on"
+        )
+        return
+    result.losses = losses  # read once: the divergences and the plots use these
 
 
 def _from_record(
@@ -208,7 +202,7 @@ def _from_record(
         epoch_starts=_epoch_starts(record),
         val_acc=last_acc,
         seconds_per_epoch=_seconds_per_epoch(record),
-        error=dataclasses.asdict(record.error) if record.error else None,
+        error=record.error,
         image_digest=record.provenance.image_digest,
         image_id=record.provenance.image_id,
         torch=record.provenance.torch,

@@ -34,8 +34,8 @@ _SEARCH_LIMIT = 10
 _ROW_FIRST = ("devices", "model", "placement", "name")  # name: NAME_AXIS, a list of groups
 
 #: Each verdict as a symbol: Markdown (emoji, colour and shape), and terminal (one cell wide).
-MARK = {REPRODUCES: "✅", DIVERGES: "❌", UNKNOWN: "❔"}
-TERMINAL_MARK = {REPRODUCES: "✓", DIVERGES: "✗", UNKNOWN: "?"}
+MARK: dict[str, str] = {REPRODUCES: "✅", DIVERGES: "❌", UNKNOWN: "❔"}
+TERMINAL_MARK: dict[str, str] = {REPRODUCES: "✓", DIVERGES: "✗", UNKNOWN: "?"}
 #: An entry of the grid that no cell has (the matrix excluded it).
 NO_CELL = "·"
 #: A grid axis that is no setting: the cell's name. It is added where the settings that vary do
@@ -43,7 +43,7 @@ NO_CELL = "·"
 #: whose name is what the user gave them.
 NAME_AXIS = "name"
 #: What each symbol means, in the order a legend lists them.
-MEANING = {
+MEANING: dict[str, str] = {
     REPRODUCES: "reproduces",
     DIVERGES: "diverges",
     UNKNOWN: "unknown (a run failed, is missing or corrupt)",
@@ -120,7 +120,8 @@ def counted(verdict: str, n: int) -> str:
     """``n`` cells with ``verdict``, in words: "1 reproduces", "2 diverge", "1 unknown"."""
     if verdict == UNKNOWN:
         return f"{n} unknown"
-    word = {REPRODUCES: "reproduce", DIVERGES: "diverge"}[verdict]
+    words: dict[str, str] = {REPRODUCES: "reproduce", DIVERGES: "diverge"}
+    word = words[verdict]
     return f"{n} {word}s" if n == 1 else f"{n} {word}"
 
 

@@ -6,9 +6,10 @@ Such a folder has no manifest: each subfolder (one level, sorted by name) holds 
 true`` and names the run's group (``cell_name``). Runs with the same name are the repeats of
 one group, in folder-name order (repeat index = position), and each group becomes one
 ``CellReport`` through the matrix report's own code: the runs checked against their files
-(runs.py), the verdict and the first divergence (verdicts.py, trajectories.py), the failures
-and images (summaries.py). What a group adds is what its runs differ in (``differences``: the
-flags, threads, torch, CUDA, cuDNN, the GPU...), since that is usually why they diverge.
+(folder_runs.py), the verdict and the first divergence (verdicts.py, trajectories.py), the
+failures and images (summaries.py). What a group adds is what its runs differ in
+(own_run_differences.py: the flags, threads, torch, CUDA, cuDNN, the GPU...), since that is
+usually why they diverge. Each record is read by harness/results/run_reader.py.
 
 A folder that is neither a results folder nor holds such records, one that mixes them with a
 matrix's runs, and a record that cannot be read are a ``HarnessError`` (exit 2) that names the
@@ -18,41 +19,30 @@ folder or file and why, before anything is written.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from harness.contract.files import (
-    LOSSES_FILE,
-    RECORD_FILE,
-    WEIGHTS_FILE,
-    UnsafeFile,
-    read_regular,
-)
-from harness.contract.machine import limits_text
-from harness.contract.record import RECORD_FORMAT_VERSION, RunRecord
+from harness.contract.files import LOSSES_FILE, RECORD_FILE, WEIGHTS_FILE
+from harness.contract.record import RunRecord
 from harness.contract.settings import NAMES
 from harness.errors import HarnessError
 from harness.report import summaries
-from harness.report.folder_runs import gpu_kinds, run_result
+from harness.report.folder_runs import run_result
 from harness.report.inert_text import clean
+from harness.report.own_run_differences import describe_difference, differences, value_text
 from harness.report.report_data import (
     DIVERGES,
     OWN_RUNS,
     REPRODUCES,
     CellReport,
     Report,
-    RunDifference,
-    RunResult,
 )
 from harness.report.verdicts import analyze_cell
 from harness.results import layout
-from harness.results.run_reader import validate_record
+from harness.results.manifest import ManifestCell
+from harness.results.run_reader import RecordError, lenient_spec, load_record
 
 log = logging.getLogger(__name__)
 
@@ -99,20 +89,10 @@ def is_external(spec: Any) -> bool:
     return isinstance(spec, dict) and spec.get("external") is True
 
 
-def _peek_spec(run_dir: Path) -> dict[str, Any]:
-    """The spec of a run.json read leniently (a results folder's checks; nothing raised)."""
-    try:
-        data = json.loads(read_regular(run_dir / RECORD_FILE).decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    spec = data.get("spec") if isinstance(data, dict) else None
-    return spec if isinstance(spec, dict) else {}
-
-
 def refuse_own_runs_in(root: Path) -> None:
     """A results folder (it has a manifest or cells/) whose subfolders also hold records of own
     runs is refused: the report would show one and silently drop the other."""
-    own = [d.name for d in record_dirs(root) if is_external(_peek_spec(d))]
+    own = [d.name for d in record_dirs(root) if is_external(lenient_spec(d, root=root))]
     if own:
         raise HarnessError(
             f"{clean(root)} mixes a results folder of `harness run` with records of your own "
@@ -121,30 +101,19 @@ def refuse_own_runs_in(root: Path) -> None:
         )
 
 
-def read_own_run(run_dir: Path) -> RunRecord:
+def read_own_run(run_dir: Path, root: Path | None = None) -> RunRecord:
     """``run.json`` of ``run_dir`` as a RunRecord; a HarnessError naming the file and why when it
     cannot be read or is not a run record (the group it belongs to is in it, so a record that
-    cannot be read cannot be shown as a failed repeat of its group)."""
-    path = run_dir / RECORD_FILE
+    cannot be read cannot be shown as a failed repeat of its group). A link at ``run_dir``
+    (below ``root``) is not followed."""
     try:
-        data = json.loads(read_regular(path).decode("utf-8"))
-    except UnsafeFile as exc:
-        why = exc.strerror
-    except OSError as exc:
-        why = f"unreadable ({exc.strerror or exc})"
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        why = f"not valid JSON ({exc})"
-    else:
-        try:
-            return validate_record(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(map(str, first["loc"])) or "record"
-            why = f"not a run record of format {RECORD_FORMAT_VERSION} ({where}: {first['msg']})"
-    raise HarnessError(
-        f"cannot read the run record {clean(path)}: {clean(why)}; nothing was written",
-        "rerun that training, or move its folder out of the folder reported",
-    )
+        return load_record(run_dir, root=root)
+    except RecordError as exc:
+        raise HarnessError(
+            f"cannot read the run record {clean(run_dir / RECORD_FILE)}: {clean(exc.why)}; "
+            "nothing was written",
+            "rerun that training, or move its folder out of the folder reported",
+        ) from exc
 
 
 def _warn_unrecorded(root: Path, recorded: list[Path]) -> None:
@@ -177,7 +146,7 @@ def own_runs(root: Path) -> list[OwnRun]:
             f"{layout.CELLS_DIR}/) and none of its subfolders holds a run record ({RECORD_FILE})",
             _HINT,
         )
-    records = [(d, read_own_run(d)) for d in dirs]
+    records = [(d, read_own_run(d, root)) for d in dirs]
     matrix = [d.name for d, r in records if not is_external(r.spec)]
     if matrix:
         own = [d.name for d, r in records if is_external(r.spec)]
@@ -208,138 +177,6 @@ def own_runs(root: Path) -> list[OwnRun]:
     return out
 
 
-# ---------------------------------------------------------------- what the runs differ in
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-
-
-#: What a reader returns where the record does not say (no evidence either way).
-NOT_SAID: Any = object()
-
-
-def _spec(key: str) -> Callable[[RunRecord], Any]:
-    """A key of the spec; null is a value there (``seed: null``: no seed was given)."""
-    return lambda r: r.spec.get(key, NOT_SAID)
-
-
-def _provenance(key: str) -> Callable[[RunRecord], Any]:
-    """A field of the provenance; null there is unknown (a run that failed early)."""
-
-    def read(record: RunRecord) -> Any:
-        value = getattr(record.provenance, key)
-        return NOT_SAID if value is None else value
-
-    return read
-
-
-def _threads(record: RunRecord) -> Any:
-    """The torch thread count: the spec's (read from torch at fit start), else provenance's."""
-    value = record.spec.get("threads")
-    return _provenance("threads")(record) if value is None else value
-
-
-def _gpus(record: RunRecord) -> Any:
-    """The GPUs a run saw, each as model and SM count; ``none`` for a run that recorded its
-    provenance and saw none (a record without provenance, torch unknown, says nothing)."""
-    if not record.provenance.gpus:
-        return "none" if record.provenance.torch is not None else NOT_SAID
-    return ", ".join(
-        f"{name or 'unnamed GPU'}" + (f" ({sms} SMs)" if sms is not None else "")
-        for name, sms in gpu_kinds(record.provenance.gpus)
-    )
-
-
-def _machine(key: str) -> Callable[[RunRecord], Any]:
-    """A field of ``provenance.machine``; a record without one says nothing. The ISA limits
-    are those set (``none`` where none is)."""
-
-    def read(record: RunRecord) -> Any:
-        machine = record.provenance.machine
-        if machine is None:
-            return NOT_SAID
-        if key == "isa_limits":
-            return limits_text(machine.isa_limits)
-        value = getattr(machine, key)
-        return NOT_SAID if value is None else value
-
-    return read
-
-
-def _in_force(key: str) -> Callable[[RunRecord], Any]:
-    """A flag of ``provenance.determinism`` (read back from torch when fit returned); the cuBLAS
-    workspace ``unset`` where the record has the flags but no variable."""
-
-    def read(record: RunRecord) -> Any:
-        flags = record.provenance.determinism
-        if flags is None:
-            return NOT_SAID
-        value = getattr(flags, key)
-        return "unset" if value is None and key == "cublas_workspace_config" else value
-
-    return read
-
-
-#: What the runs of a group are compared in, in the order a reader checks them: the flags and
-#: threads first (the usual cause), then the software, then the hardware. A value a record does
-#: not hold (a key its spec lacks, a provenance field left null) is no evidence either way, and
-#: is left out; a null in the spec is a value (``seed: null``: no seed).
-DIFFERENCE_FIELDS: tuple[tuple[str, Callable[[RunRecord], Any]], ...] = (
-    ("cudnn_deterministic", _spec("cudnn_deterministic")),
-    ("cudnn_benchmark", _spec("cudnn_benchmark")),
-    ("deterministic_algorithms", _spec("deterministic_algorithms")),
-    ("matmul_allow_tf32", _in_force("matmul_allow_tf32")),
-    ("cudnn_allow_tf32", _in_force("cudnn_allow_tf32")),
-    ("cublas_workspace_config", _in_force("cublas_workspace_config")),
-    ("threads", _threads),
-    ("seed", _spec("seed")),
-    ("entry", _spec("entry")),
-    ("params", _spec("params")),
-    ("ranks", lambda r: r.ranks),
-    ("torch", _provenance("torch")),
-    ("cuda", _provenance("cuda")),
-    ("cudnn", _provenance("cudnn")),
-    ("nccl", _provenance("nccl")),
-    ("lightning", _provenance("lightning")),
-    ("python", _provenance("python")),
-    ("numpy", _provenance("numpy")),
-    ("gpus", _gpus),
-    ("gpu_driver", _provenance("gpu_driver")),
-    ("cpu_model", _provenance("cpu_model")),
-    ("cpu_capability", _machine("cpu_capability")),
-    ("isa_limits", _machine("isa_limits")),
-    ("machine", _machine("fingerprint")),
-)
-
-
-def differences(runs: list[OwnRun], results: list[RunResult]) -> list[RunDifference]:
-    """What the runs of one group differ in, each run named by its folder."""
-    out = []
-    for what, read in DIFFERENCE_FIELDS:
-        values = {
-            res.path: value
-            for run, res in zip(runs, results, strict=True)
-            if (value := read(run.record)) is not NOT_SAID
-        }
-        if len({_text(v) for v in values.values()}) > 1:
-            out.append(RunDifference(what, values))
-    return out
-
-
-def values_text(values: dict[str, Any]) -> str:
-    """``1 (a, c), 2 (b)``: each value once, with the run folders that had it."""
-    by_value: dict[str, list[str]] = {}
-    for path, value in values.items():
-        by_value.setdefault(_text(value), []).append(path)
-    return ", ".join(f"{v} ({', '.join(paths)})" for v, paths in by_value.items())
-
-
-def describe_difference(diff: RunDifference) -> str:
-    """``threads: 1 (a, c), 2 (b)``."""
-    return f"{diff.what}: {values_text(diff.values)}"
-
-
 # ---------------------------------------------------------------- the report
 
 
@@ -357,7 +194,7 @@ def group_settings(runs: list[OwnRun]) -> dict[str, Any]:
     for key in NAMES:
         if key == "image" or not all(key in r.record.spec for r in runs):
             continue
-        values = {_text(r.record.spec[key]) for r in runs}
+        values = {value_text(r.record.spec[key]) for r in runs}
         if len(values) == 1:
             settings[key] = runs[0].record.spec[key]
     return settings
@@ -366,9 +203,9 @@ def group_settings(runs: list[OwnRun]) -> dict[str, Any]:
 def analyze_group(root: Path, name: str, runs: list[OwnRun]) -> CellReport:
     """One group's verdict, as a matrix cell's, with what its runs differ in."""
     results = [run_result(run.dir, k, root=root) for k, run in enumerate(runs)]
-    cell = layout.ManifestCell(group_id(name), name, "", group_settings(runs))
+    cell = ManifestCell(group_id(name), name, "", group_settings(runs))
     report = analyze_cell(cell, results)
-    report.differences = differences(runs, results)
+    report.differences = differences([run.record for run in runs], results)
     if report.differences:
         report.detail += "; the runs differ in " + ", ".join(d.what for d in report.differences)
     return report
@@ -424,14 +261,14 @@ def analyze_own_runs(root: Path, runs: list[OwnRun]) -> Report:
         groups.setdefault(run.name, []).append(run)
     cells = [analyze_group(root, name, members) for name, members in groups.items()]
     return Report(
-        root.name,
-        root,
-        cells,
-        {OWN_RUNS_IMAGE: describe_groups(cells)},
-        [],  # no image or GPU-count axis to compare across
-        summaries.costs(cells),
-        summaries.failures(cells),
-        summaries.images({OWN_RUNS_IMAGE: cells}),
+        name=root.name,
+        root=root,
+        cells=cells,
+        summaries={OWN_RUNS_IMAGE: describe_groups(cells)},
+        comparisons=[],
+        costs=summaries.costs(cells),
+        failures=summaries.failures(cells),
+        images=summaries.images({OWN_RUNS_IMAGE: cells}),
         source=OWN_RUNS,
         machines=summaries.machines(cells),
     )

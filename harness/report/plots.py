@@ -1,7 +1,8 @@
 """PNG plots of |Δloss| per step between repeats (log y), one per cell that diverges.
 
-Only runs the report verified are plotted (ok runs, and ok merge conflict copies); a losses.npy
-that cannot be read when drawn (``CorruptRun``) leaves the cell without a plot and a warning,
+Only runs the report verified are plotted (ok runs, and ok merge conflict copies), from the
+losses it read then (``trajectories.losses_of``); a losses.npy that cannot be read when drawn
+(``CorruptRun``: a run made by hand, without them) leaves the cell without a plot and a warning,
 never a traceback.
 """
 
@@ -19,8 +20,9 @@ from harness.contract.files import write_bytes_atomic
 from harness.errors import StoreError
 from harness.report.inert_text import clean
 from harness.report.report_data import DIVERGES, OK, CellReport, Report
+from harness.report.trajectories import losses_of
 from harness.results import layout
-from harness.results.run_reader import RecordError, load_losses
+from harness.results.run_reader import RecordError
 from harness.results.safe_paths import real_dir
 
 log = logging.getLogger(__name__)
@@ -90,12 +92,12 @@ def plot_cell(cell: CellReport, out_dir: Path, canvas: _Canvas | None = None) ->
     ok = [r for r in [*cell.runs, *cell.conflict_copies] if r.status == OK]
     if cell.verdict != DIVERGES or len(ok) < 2 or cell.distinct_trajectories < 2:
         return None
-    ref = load_losses(ok[0].run_dir)
+    ref = losses_of(ok[0])
     series = []
     for run in ok[1:]:
         if run.trajectory == ok[0].trajectory:
             continue
-        other = load_losses(run.run_dir)
+        other = losses_of(run)
         n = min(len(ref), len(other))
         if ref.shape[1] != other.shape[1] or n == 0:
             continue

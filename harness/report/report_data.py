@@ -2,26 +2,90 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.contract.machine import Machine
+from harness.contract.record import RunError
 from harness.report.machines import MachineInfo
 
-#: RunResult.status: what the report makes of a run, after checking its files.
-OK, FAILED, MISSING, CORRUPT = "ok", "failed", "missing", "corrupt"
+if TYPE_CHECKING:
+    import numpy as np
 
-#: CellReport.verdict
-REPRODUCES, DIVERGES, UNKNOWN = "reproduces", "diverges", "unknown"
-VERDICTS = (REPRODUCES, DIVERGES, UNKNOWN)
-
-#: Report.source: a results folder of ``harness run`` (its cells), or a folder of the user's
-#: own runs (run records ``harness.lightning.ReproRecorder`` wrote; harness/report/own_runs.py)
-MATRIX, OWN_RUNS = "matrix", "own_runs"
+#: A field's metadata key: False keeps the field out of report.json (``flatten.to_jsonable``).
+EXPORTED = "exported"
 
 
-@dataclass
+class _Word(str, enum.Enum):
+    """An enum of the words the report writes: a ``str`` that equals, hashes, prints and
+    serializes (JSON, CSV) as its value, so the report's files hold the words they always did."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+
+class ResultStatus(_Word):
+    """``RunResult.status``: what the report makes of a run, after checking its files."""
+
+    OK = "ok"
+    FAILED = "failed"
+    MISSING = "missing"
+    CORRUPT = "corrupt"
+
+
+OK, FAILED, MISSING, CORRUPT = (
+    ResultStatus.OK,
+    ResultStatus.FAILED,
+    ResultStatus.MISSING,
+    ResultStatus.CORRUPT,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckError:
+    """Why the report holds a run to be not ok that its record does not name: its files do not
+    bear the record out (``corrupt``), it made no step (``no_steps``), or its losses are not
+    finite (``nonfinite``). report.json shows it as the run's ``error``, as it does a record's
+    ``RunError``."""
+
+    type: str
+    message: str
+    log_tail: str = ""
+
+
+class Verdict(_Word):
+    """``CellReport.verdict``."""
+
+    REPRODUCES = "reproduces"
+    DIVERGES = "diverges"
+    UNKNOWN = "unknown"
+
+
+REPRODUCES, DIVERGES, UNKNOWN = Verdict.REPRODUCES, Verdict.DIVERGES, Verdict.UNKNOWN
+VERDICTS = tuple(Verdict)
+
+
+class ReportSource(_Word):
+    """``Report.source``: a results folder of ``harness run`` (its cells), or a folder of the
+    user's own runs (run records ``harness.lightning.ReproRecorder`` wrote;
+    harness/report/own_runs.py)."""
+
+    MATRIX = "matrix"
+    OWN_RUNS = "own_runs"
+
+
+MATRIX, OWN_RUNS = ReportSource.MATRIX, ReportSource.OWN_RUNS
+
+
+@dataclass(kw_only=True)
 class RunResult:
     """One run as the report sees it: its record, checked against its losses.
 
@@ -35,7 +99,7 @@ class RunResult:
     """
 
     repeat: int
-    status: str  # ok | failed | missing | corrupt
+    status: ResultStatus
     run_dir: Path
     path: str = ""  # the run folder, relative to the results folder
     recorded: str | None = None  # ok | failed | None
@@ -49,7 +113,8 @@ class RunResult:
     epoch_starts: list[tuple[int, int]] = field(default_factory=list)  # (epoch, first_step)
     val_acc: float | None = None
     seconds_per_epoch: float | None = None
-    error: dict[str, Any] | None = None
+    #: the record's error, or what the report found wrong with a record that says ok
+    error: RunError | CheckError | None = None
     image_digest: str | None = None
     image_id: str | None = None
     torch: str | None = None
@@ -69,9 +134,18 @@ class RunResult:
     #: the record's ``provenance.user_seed``: the seed the user's build function set torch's
     #: generator to (None: it did not, or the record predates the field)
     user_seed: int | None = None
+    #: ``losses.npy`` as the report read and verified it, once (harness/report/folder_runs.py),
+    #: for the divergences and the plots; None where it was not read (a run that is not ok).
+    #: Not part of the report's files (``EXPORTED``).
+    losses: np.ndarray | None = field(
+        default=None, repr=False, compare=False, metadata={EXPORTED: False}
+    )
+
+    def __post_init__(self) -> None:
+        self.status = ResultStatus(self.status)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Divergence:
     """Where a trajectory first differs from the reference one (0-based epoch, batch, step)."""
 
@@ -85,7 +159,7 @@ class Divergence:
     copy: str | None = None  # the differing run is a merge conflict copy (its folder)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class WeightsDivergence:
     """The first step after which a repeat's parameters differ from the reference repeat's
     (``weights.npy``, bit for bit), and the first parameter that differs there. It can come
@@ -100,7 +174,7 @@ class WeightsDivergence:
     copy: str | None = None  # the differing run is a merge conflict copy (its folder)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunDifference:
     """Something the runs of one group of own runs differ in (a flag, the thread count, torch,
     CUDA, cuDNN, the GPU...): ``what`` names it, ``values`` maps each run folder (relative to
@@ -110,7 +184,7 @@ class RunDifference:
     values: dict[str, Any]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CellReport:
     """One cell's verdict (harness/report/verdicts.py): ``verdict`` is ``reproduces``,
     ``diverges`` or ``unknown``; ``reproducible`` is True, False or None (None exactly when
@@ -124,7 +198,7 @@ class CellReport:
     repeats: int
     ok_runs: int
     distinct_trajectories: int
-    verdict: str
+    verdict: Verdict
     reproducible: bool | None
     unknown_because: str | None
     first_divergence: Divergence | None
@@ -151,8 +225,11 @@ class CellReport:
     #: between them may be the machines', not the settings')
     machines_differ: str | None = None
 
+    def __post_init__(self) -> None:
+        self.verdict = Verdict(self.verdict)
 
-@dataclass
+
+@dataclass(kw_only=True)
 class Comparison:
     """The same settings across one axis (image or devices): are the trajectories equal?"""
 
@@ -167,7 +244,7 @@ class Comparison:
     machines_differ: str | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Cost:
     cell: str
     twin: str
@@ -181,7 +258,7 @@ class Cost:
         return self.seconds_per_epoch / self.twin_seconds_per_epoch
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Failure:
     """A run that is not ok: failed, missing, corrupt (``path``: its folder in the results)."""
 
@@ -193,7 +270,7 @@ class Failure:
     path: str = ""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ConflictCopy:
     """A copy of a run that ``harness merge`` kept under ``conflicts/`` beside the one in
     ``cells/``: ``same_result`` is True when both are ok with the same trajectory and final
@@ -203,13 +280,13 @@ class ConflictCopy:
     repeat: int
     path: str  # the copy's folder, relative to the results folder
     kept: str  # the run in cells/, relative to the results folder
-    status: str
-    kept_status: str
+    status: ResultStatus
+    kept_status: ResultStatus
     same_result: bool | None
     problem: str | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ImageInfo:
     """What each image of the matrix was, as its run records say: the digest pins it."""
 
@@ -220,7 +297,7 @@ class ImageInfo:
     cells: int
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DiagnosisEntry:
     """One ``harness diagnose`` of the folder (``diagnoses/<name>/diagnosis.json``)."""
 
@@ -237,7 +314,7 @@ class DiagnosisEntry:
         return f"diagnosis-{self.name}"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Report:
     name: str
     root: Path
@@ -257,6 +334,9 @@ class Report:
     #: the diagnoses ``harness diagnose`` wrote into the folder, oldest name first
     diagnoses: list[DiagnosisEntry] = field(default_factory=list)
     #: ``matrix`` (a results folder) or ``own_runs`` (a folder of ReproRecorder's records)
-    source: str = MATRIX
+    source: ReportSource = MATRIX
     #: the machines that ran the runs (harness/report/machines.py), in the order first seen
     machines: list[MachineInfo] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.source = ReportSource(self.source)

@@ -18,6 +18,7 @@ from harness.contract.settings import BUILTIN_ONLY, BY_NAME, NAMES, REPORT_SETTI
 from harness.contract.spec import cublas_workspace_in_force
 from harness.report.machines import MachineInfo, machine_table
 from harness.report.report_data import (
+    MISSING,
     OK,
     REPRODUCES,
     UNKNOWN,
@@ -173,8 +174,8 @@ def compare_across(axis: str, cells: list[CellReport]) -> list[Comparison]:
     """Cells that differ only in ``axis``: are their first ok repeats' trajectories equal?"""
     groups: dict[str, list[CellReport]] = defaultdict(list)
     for c in cells:
-        key = {k: v for k, v in c.settings.items() if k != axis}
-        groups[json.dumps(key, sort_keys=True)].append(c)
+        others = {k: v for k, v in c.settings.items() if k != axis}
+        groups[json.dumps(others, sort_keys=True)].append(c)
     out = []
     for key, members in groups.items():
         if len(members) < 2:
@@ -187,7 +188,15 @@ def compare_across(axis: str, cells: list[CellReport]) -> list[Comparison]:
         ignore = CODE_PATH if axis == "cpu_isa" else ()
         machines = machines_differ((r.machine for r in ran), ignore=ignore)
         out.append(
-            Comparison(axis, json.loads(key), values, equal, div, gpus_differ(ran), machines)
+            Comparison(
+                axis=axis,
+                settings=json.loads(key),
+                cells=values,
+                equal=equal,
+                divergence=div,
+                gpus_differ=gpus_differ(ran),
+                machines_differ=machines,
+            )
         )
     return out
 
@@ -221,10 +230,8 @@ def _first_runs_equal(refs: list[RunResult | None]) -> tuple[bool | None, Diverg
     if differing is None:
         return True, None
     try:
-        found = divergences_from(
-            base.run_dir, base.epoch_starts, [(differing.repeat, differing.run_dir)]
-        )
-    except RecordError:  # changed since it was verified: the digests still differ
+        found = divergences_from(base, [differing])  # the losses the report read, once
+    except RecordError:  # a run made by hand, its file gone: the digests still differ
         found = []
     return False, found[0] if found else None
 
@@ -266,7 +273,14 @@ def costs(cells: list[CellReport]) -> list[Cost]:
             continue
         twin = index.get(json.dumps(effective({**mine, **TWIN}), sort_keys=True))
         if twin is not None:
-            out.append(Cost(c.name, twin.name, c.seconds_per_epoch, twin.seconds_per_epoch))
+            out.append(
+                Cost(
+                    cell=c.name,
+                    twin=twin.name,
+                    seconds_per_epoch=c.seconds_per_epoch,
+                    twin_seconds_per_epoch=twin.seconds_per_epoch,
+                )
+            )
     return out
 
 
@@ -290,11 +304,20 @@ def failures(cells: Iterable[CellReport]) -> list[Failure]:
         for r in [*c.runs, *copies]:
             if r.status == OK:
                 continue
-            error = r.error or {}
-            message = error.get("message") or r.problem or ""
-            kind = error.get("type") or r.status
-            tail = error.get("log_tail") or ""
-            out.append(Failure(c.name, r.repeat, kind, message, tail, r.path))
+            error = r.error
+            message = (error.message if error else "") or r.problem or ""
+            kind = (error.type if error else "") or r.status.value
+            tail = (error.log_tail if error else "") or ""
+            out.append(
+                Failure(
+                    cell=c.name,
+                    repeat=r.repeat,
+                    type=kind,
+                    message=message,
+                    log_tail=tail,
+                    path=r.path,
+                )
+            )
     return out
 
 
@@ -306,7 +329,7 @@ def conflicts(cells: Iterable[CellReport]) -> list[ConflictCopy]:
         kept = {r.repeat: r for r in c.runs}
         for copy in c.conflict_copies:
             main = kept.get(copy.repeat)
-            main_status = main.status if main else "missing"
+            main_status = main.status if main else MISSING
             same: bool | None = None
             if main is not None and main.status == OK and copy.status == OK:
                 same = (main.trajectory, main.final_weights) == (
@@ -315,14 +338,14 @@ def conflicts(cells: Iterable[CellReport]) -> list[ConflictCopy]:
                 )
             out.append(
                 ConflictCopy(
-                    c.name,
-                    copy.repeat,
-                    copy.path,
-                    main.path if main else "",
-                    copy.status,
-                    main_status,
-                    same,
-                    copy.problem,
+                    cell=c.name,
+                    repeat=copy.repeat,
+                    path=copy.path,
+                    kept=main.path if main else "",
+                    status=copy.status,
+                    kept_status=main_status,
+                    same_result=same,
+                    problem=copy.problem,
                 )
             )
     return out
@@ -344,11 +367,11 @@ def images(by_image: dict[str, list[CellReport]]) -> list[ImageInfo]:
         runs = [r for c in cells for r in c.runs if r.status == OK]
         out.append(
             ImageInfo(
-                image,
-                seen(r.image_digest for r in runs),
-                seen(r.image_id for r in runs),
-                seen(r.torch for r in runs),
-                len(cells),
+                image=image,
+                digests=seen(r.image_digest for r in runs),
+                image_ids=seen(r.image_id for r in runs),
+                torch=seen(r.torch for r in runs),
+                cells=len(cells),
             )
         )
     return out

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 MODES = ("rich", "plain", "quiet")
 #: The marks where the stream cannot encode ✓ ✗ ·: still one column wide, still distinct.
-ASCII_MARK = {REPRODUCES: "o", DIVERGES: "X", UNKNOWN: "?"}
+ASCII_MARK: dict[str, str] = {REPRODUCES: "o", DIVERGES: "X", UNKNOWN: "?"}
 ASCII_NO_CELL = "."
 #: What the legend says for "no cell here" (the matrix excluded it).
 NO_CELL_MEANING = "no such cell"
@@ -42,7 +42,7 @@ WIDTH = 100
 #: Between two columns of a plain grid.
 GAP = "  "
 #: Colour-blind-safe (blue against orange), and bold so that the shape carries it too.
-STYLE = {REPRODUCES: "bold blue", DIVERGES: "bold dark_orange", UNKNOWN: "dim"}
+STYLE: dict[str, str] = {REPRODUCES: "bold blue", DIVERGES: "bold dark_orange", UNKNOWN: "dim"}
 
 
 def resolve_mode(mode: str | None, stream: TextIO) -> str:
@@ -239,9 +239,9 @@ def _print_rich(
         legend.append(empty, style="dim")
         legend.append(f" {NO_CELL_MEANING}")
     legend.rstrip()
-    names = abbreviations(report)
-    if names:
-        console.print(safe(names), soft_wrap=True)
+    abbreviated = abbreviations(report)
+    if abbreviated:
+        console.print(safe(abbreviated), soft_wrap=True)
     if legend.plain:
         console.print(legend, soft_wrap=True)
     machines = machines_line(report)

@@ -2,14 +2,11 @@
 
 A trajectory is ``losses.npy``: float32 [steps, ranks]. Two steps are equal when their bits are,
 so NaN equals NaN of the same bits and -0.0 differs from 0.0. Only runs whose losses were
-verified (harness/report/folder_runs.py) are compared; they are read again with
-``harness.results.run_reader.load_losses``, which raises ``CorruptRun`` (never a bare numpy error)
-should a file have changed since.
+verified (harness/report/folder_runs.py) are compared, with the array read then
+(``RunResult.losses``, ``losses_of``): a report reads each ``losses.npy`` once.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
@@ -28,21 +25,46 @@ def divergence(
 ) -> Divergence | None:
     """First differing step (by bits) of two [steps, ranks] trajectories, or None if equal."""
     if ref.shape[1] != other.shape[1]:
-        return Divergence(repeat, 0, None, None, None, None, shape_differs=True)
+        return Divergence(
+            repeat=repeat,
+            step=0,
+            epoch=None,
+            batch=None,
+            max_abs_delta=None,
+            max_ulps=None,
+            shape_differs=True,
+        )
     n = min(len(ref), len(other))
     a, b = ref[:n], other[:n]
     differs = (a.view("<i4") != b.view("<i4")).any(axis=1)
     if not differs.any():
         if len(ref) == len(other):
             return None
-        return Divergence(repeat, n, *epoch_batch(n, epoch_starts), None, None, True)
+        epoch, batch = epoch_batch(n, epoch_starts)
+        return Divergence(
+            repeat=repeat,
+            step=n,
+            epoch=epoch,
+            batch=batch,
+            max_abs_delta=None,
+            max_ulps=None,
+            shape_differs=True,
+        )
     step = int(np.argmax(differs))
     with np.errstate(invalid="ignore"):
         delta = np.abs(a.astype(np.float64) - b.astype(np.float64))
         max_abs = float(np.nanmax(delta)) if np.isfinite(delta).any() else float("nan")
     ulps = int(np.abs(ulp_order(a.view("<i4")) - ulp_order(b.view("<i4"))).max())
     epoch, batch = epoch_batch(step, epoch_starts)
-    return Divergence(repeat, step, epoch, batch, max_abs, ulps, len(ref) != len(other))
+    return Divergence(
+        repeat=repeat,
+        step=step,
+        epoch=epoch,
+        batch=batch,
+        max_abs_delta=max_abs,
+        max_ulps=ulps,
+        shape_differs=len(ref) != len(other),
+    )
 
 
 def first_weight_divergence(a: np.ndarray, b: np.ndarray) -> int | None:
@@ -70,21 +92,23 @@ def epoch_batch(step: int, epoch_starts: list[tuple[int, int]]) -> tuple[int | N
     return found if found else (None, None)
 
 
-def divergences_from(
-    ref_dir: Path,
-    ref_starts: list[tuple[int, int]],
-    others: list[tuple[int, Path]] | list[tuple[int, Path, str | None]],
-) -> list[Divergence]:
-    """Where each of ``others`` ((repeat, run folder[, conflict copy])) first differs from the
-    reference run (``ref_starts``: its (epoch, first step) pairs); runs that do not differ are
-    left out. CorruptRun when a losses.npy cannot be read."""
-    ref = load_losses(ref_dir)
+def losses_of(run: RunResult) -> np.ndarray:
+    """A run's losses: those the report verified when it read the run (``RunResult.losses``);
+    a RunResult made without them (by hand) has them read from its folder, CorruptRun when
+    they cannot be."""
+    return run.losses if run.losses is not None else load_losses(run.run_dir)
+
+
+def divergences_from(ref: RunResult, others: list[RunResult]) -> list[Divergence]:
+    """Where each of ``others`` first differs from the reference run (at its epochs), named by
+    its repeat and, for a merge conflict copy, the copy's folder; runs that do not differ are
+    left out. CorruptRun when a losses.npy cannot be read (``losses_of``)."""
+    ref_losses = losses_of(ref)
     found = []
     for other in others:
-        k, run_dir = other[0], other[1]
-        d = divergence(ref, load_losses(run_dir), k, ref_starts)
+        d = divergence(ref_losses, losses_of(other), other.repeat, ref.epoch_starts)
         if d is not None:
-            d.copy = other[2] if len(other) > 2 else None
+            d.copy = other.copy
             found.append(d)
     return found
 
@@ -115,6 +139,11 @@ def weights_divergence_from(runs: list[RunResult]) -> WeightsDivergence | None:
         differ = differing_parameters(ref_rows[step], rows[step], names)
         epoch, batch = epoch_batch(step, ref.epoch_starts)
         found = WeightsDivergence(
-            run.repeat, step, epoch, batch, differ[0] if differ else None, run.copy
+            repeat=run.repeat,
+            step=step,
+            epoch=epoch,
+            batch=batch,
+            parameter=differ[0] if differ else None,
+            copy=run.copy,
         )
     return found

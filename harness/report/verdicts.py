@@ -12,8 +12,8 @@ The report says no more than the runs showed:
 - otherwise every run is ok, verified and finite, at least two of them: the cell
   **reproduces** when all of them (conflict copies included) have one trajectory digest and one
   final-weights digest, and **diverges** when they do not. Digests are compared first (each
-  run's ``losses.npy`` was already verified against its digest when it was loaded); the losses
-  are read again only where digests differ, to locate the first divergence (the first step
+  run's ``losses.npy`` was verified against its digest when it was read, once); the losses
+  are compared only where digests differ, to locate the first divergence (the first step
   whose float32 bits differ in any rank). Runs that ran on different machines
   (``provenance.machine``) are still compared, and the verdict's words say so: the machines,
   not the settings, may have made the difference.
@@ -43,7 +43,7 @@ from harness.report.trajectories import (
     divergences_from,
     weights_divergence_from,
 )
-from harness.results.layout import ManifestCell
+from harness.results.manifest import ManifestCell
 from harness.results.run_reader import RecordError
 
 log = logging.getLogger(__name__)
@@ -60,16 +60,7 @@ def analyze_cell(
     trusted = ok + ok_copies
     because = unknown_because(runs, copies)
     distinct = len({r.trajectory for r in trusted})
-    divergences: list[Divergence] = []
-    if trusted and distinct > 1:
-        ref = trusted[0]
-        others = [
-            (r.repeat, r.run_dir, r.copy) for r in trusted[1:] if r.trajectory != ref.trajectory
-        ]
-        try:
-            divergences = divergences_from(ref.run_dir, ref.epoch_starts, others)
-        except RecordError as exc:  # a file changed since it was verified
-            because = because or f"losses.npy unreadable on a second read ({exc})"
+    divergences, because = _loss_divergences(trusted, distinct, because)
     first = _first(divergences)
     init_equal = _all_equal([r.init_weights for r in trusted]) if len(trusted) > 1 else None
     final_equal = _all_equal([r.final_weights for r in trusted]) if len(trusted) > 1 else None
@@ -111,6 +102,21 @@ def analyze_cell(
         weights_compared=compared,
         machines_differ=machines,
     )
+
+
+def _loss_divergences(
+    trusted: list[RunResult], distinct: int, because: str | None
+) -> tuple[list[Divergence], str | None]:
+    """Where each trusted run's losses part from the first's, and why the cell has no verdict
+    (``because``, or a losses file that changed since it was verified)."""
+    if not trusted or distinct <= 1:
+        return [], because
+    ref = trusted[0]
+    others = [r for r in trusted[1:] if r.trajectory != ref.trajectory]
+    try:
+        return divergences_from(ref, others), because
+    except RecordError as exc:  # a file changed since it was verified
+        return [], because or f"losses.npy unreadable on a second read ({exc})"
 
 
 def _weights_divergence(
@@ -160,14 +166,14 @@ def _first(divergences: list[Divergence]) -> Divergence | None:
     deltas = [d.max_abs_delta for d in divergences if d.max_abs_delta is not None]
     ulps = [d.max_ulps for d in divergences if d.max_ulps is not None]
     return Divergence(
-        first.repeat,
-        first.step,
-        first.epoch,
-        first.batch,
-        max(deltas) if deltas else None,
-        max(ulps) if ulps else None,
-        first.shape_differs,
-        first.copy,
+        repeat=first.repeat,
+        step=first.step,
+        epoch=first.epoch,
+        batch=first.batch,
+        max_abs_delta=max(deltas) if deltas else None,
+        max_ulps=max(ulps) if ulps else None,
+        shape_differs=first.shape_differs,
+        copy=first.copy,
     )
 
 

@@ -40,25 +40,28 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.results import layout
 from harness.contract import LOSSES_FILE, RECORD_FILE, WEIGHTS_FILE
 from harness.contract.code import snapshot_user_code, user_code_digest
 from harness.contract.files import UnsafeFile, read_regular
 from harness.contract.machine import Machine, machines_differ
 from harness.errors import StoreError
-from harness.results.layout import CONFLICTS_DIR, ManifestCell
-from harness.matrix import parse_matrix
+from harness.matrix import LoadedMatrix, parse_matrix
+from harness.report.exporters import REPORT_FORMATS
+from harness.results import layout
+from harness.results.layout import CONFLICTS_DIR
+from harness.results.manifest import Manifest, ManifestCell, write_manifest, write_matrix_text
 from harness.results.merge_inputs import (
     Mixed,
     check_inputs,
     machines_of,
     manifest_of,
     mixed_code,
-    record_or_none,
     records_of,
     shared_lock,
     short_digest,
 )
+from harness.results.out_folder import MERGE_OUT, check_out_folder
+from harness.results.run_reader import record_or_none
 from harness.results.safe_paths import real_dir
 from harness.results.store import ResultsDir
 
@@ -179,7 +182,7 @@ def merge(
     inputs: list[Path],
     out: Path,
     *,
-    formats: tuple[str, ...] = ("md", "json", "csv"),
+    formats: tuple[str, ...] = REPORT_FORMATS,
     plots: bool = True,
     allow_mixed: bool = False,
 ) -> MergeResult:
@@ -191,11 +194,10 @@ def merge(
     manifests = [manifest_of(p) for p in inputs]
     check_inputs(inputs, manifests, out)
     base = manifests[0]
-    matrix_text = base.matrix_text or ""  # _manifest made sure there is one
     # the user's code folder as the runs recorded it; merging needs no code, so it may be gone
     code_dir = Path(base.workload_path) if base.workload_path else None
     matrix = parse_matrix(
-        matrix_text,
+        base.matrix_text or "",  # manifest_of made sure there is one
         Path(base.matrix_path or layout.MATRIX_FILE),
         code_dir=code_dir,
         check_code_dir=False,
@@ -204,52 +206,16 @@ def merge(
         for folder in inputs:
             held.enter_context(shared_lock(folder))
         records = records_of(inputs)
-        mixed = mixed_code(inputs, manifests, records)
-        if mixed and not allow_mixed:
-            raise StoreError(
-                "these folders were made by different code: "
-                + " | ".join(m.describe() for m in mixed),
-                "merge results of one harness and workload version (rerun the odd shard with "
-                "the others' code), or pass --allow-mixed to merge them anyway; the merged "
-                "manifest then lists what differs (merge.mixed)",
-            )
+        mixed = _refuse_mixed(mixed_code(inputs, manifests, records), allow_mixed)
         store = ResultsDir(out)
         store.lock()
         try:
+            check_out_folder(out, MERGE_OUT, ignore=lambda p: p.name == layout.LOCK_FILE)
             result = _copy_runs(inputs, out)
             _copy_code_snapshots(inputs, out)
             result.mixed = mixed
             result.machines = machines_of(records)
-            present = {key.cell_dir for key in _runs_of(out)}
-            cells = [ManifestCell.of(c) for c in matrix.cells]
-            dirnames = [layout.cell_dirname(c.name, c.id) for c in matrix.cells]
-            result.missing_cells = [d for d in dirnames if d not in present]
-            for name in result.missing_cells:
-                log.warning("no input holds cell %s: the report lists its runs as missing", name)
-            merged = dataclasses.replace(
-                base,
-                shard=None,
-                cells=cells,
-                merged_from=[
-                    {
-                        "path": str(p),
-                        "shard": m.shard,
-                        "created_at": m.created_at,
-                        "harness_version": m.harness_version,
-                    }
-                    for p, m in zip(inputs, manifests, strict=True)
-                ],
-                merge={
-                    "duplicates": [dataclasses.asdict(d) for d in result.duplicates if d.identical],
-                    "conflicts": [dataclasses.asdict(d) for d in result.conflicts],
-                    "result_conflicts": [d.run for d in result.result_conflicts],
-                    "missing_cells": result.missing_cells,
-                    "mixed": [dataclasses.asdict(m) for m in mixed],
-                    "machines": {k: sorted(v) for k, v in result.machines.items()},
-                },
-            )
-            layout.write_manifest(out, merged)
-            layout.write_matrix_text(out, matrix_text)
+            _write_merged_manifest(out, matrix, inputs, manifests, result)
         finally:
             store.unlock()
     result.cells = len(matrix.cells)
@@ -258,6 +224,58 @@ def merge(
 
         result.reports = write_reports(out, formats, plots=plots)
     return result
+
+
+def _refuse_mixed(mixed: list[Mixed], allow_mixed: bool) -> list[Mixed]:
+    """``mixed``, when the inputs' code may differ (``allow_mixed``) or does not."""
+    if mixed and not allow_mixed:
+        raise StoreError(
+            "these folders were made by different code: " + " | ".join(m.describe() for m in mixed),
+            "merge results of one harness and workload version (rerun the odd shard with "
+            "the others' code), or pass --allow-mixed to merge them anyway; the merged "
+            "manifest then lists what differs (merge.mixed)",
+        )
+    return mixed
+
+
+def _write_merged_manifest(
+    out: Path,
+    matrix: LoadedMatrix,
+    inputs: list[Path],
+    manifests: list[Manifest],
+    result: MergeResult,
+) -> None:
+    """The merged manifest: every cell of the matrix, in its order (the cells no input holds
+    go to ``result.missing_cells``), the inputs, and what the merge found."""
+    present = {key.cell_dir for key in _runs_of(out)}
+    dirnames = [layout.cell_dirname(c.name, c.id) for c in matrix.cells]
+    result.missing_cells = [d for d in dirnames if d not in present]
+    for name in result.missing_cells:
+        log.warning("no input holds cell %s: the report lists its runs as missing", name)
+    merged = dataclasses.replace(
+        manifests[0],
+        shard=None,
+        cells=[ManifestCell.of(c) for c in matrix.cells],
+        merged_from=[
+            {
+                "path": str(p),
+                "shard": m.shard,
+                "created_at": m.created_at,
+                "harness_version": m.harness_version,
+            }
+            for p, m in zip(inputs, manifests, strict=True)
+        ],
+        merge={
+            "duplicates": [dataclasses.asdict(d) for d in result.duplicates if d.identical],
+            "conflicts": [dataclasses.asdict(d) for d in result.conflicts],
+            "result_conflicts": [d.run for d in result.result_conflicts],
+            "missing_cells": result.missing_cells,
+            "mixed": [dataclasses.asdict(m) for m in result.mixed],
+            "machines": {k: sorted(v) for k, v in result.machines.items()},
+        },
+    )
+    write_manifest(out, merged)
+    write_matrix_text(out, manifests[0].matrix_text or "")
 
 
 def _copy_code_snapshots(inputs: list[Path], out: Path) -> None:

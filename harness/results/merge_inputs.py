@@ -15,12 +15,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.results import layout
 from harness.contract.files import file_kind
 from harness.contract.machine import Machine, fingerprint
 from harness.errors import StoreError
-from harness.results.layout import Manifest
-from harness.results.run_reader import RecordError, RunRecord, load_record
+from harness.results import layout
+from harness.results.manifest import Manifest, read_manifest
+from harness.results.out_folder import MERGE_OUT, check_out_folder
+from harness.results.run_reader import RunRecord, record_or_none
 
 
 @dataclass
@@ -70,10 +71,10 @@ def short_digest(value: str) -> str:
 
 
 def manifest_of(folder: Path) -> Manifest:
-    """An input's manifest; one of another results format is refused (layout.read_manifest)."""
+    """An input's manifest; one of another results format is refused (manifest.read_manifest)."""
     if not folder.is_dir():
         raise StoreError(f"{folder}: no such results folder", "give folders `harness run` wrote")
-    manifest = layout.read_manifest(folder)
+    manifest = read_manifest(folder)
     if manifest is None or manifest.matrix_digest is None or manifest.matrix_text is None:
         raise StoreError(
             f"{folder} has no {layout.MANIFEST_FILE}: it is not a results folder of `harness run`",
@@ -128,7 +129,8 @@ def shared_lock(folder: Path) -> Iterator[None]:
 
 
 def check_inputs(inputs: list[Path], manifests: list[Manifest], out: Path) -> None:
-    """One matrix in every input, and an output that is new (or empty) and none of them."""
+    """One matrix in every input, and an output that is new (or empty) and none of them
+    (checked again under its lock, ``merge``)."""
     if len({m.matrix_digest for m in manifests}) > 1:
         lines = "; ".join(
             f"{p} ({m.name!r}, digest {(m.matrix_digest or '')[:12]})"
@@ -142,8 +144,7 @@ def check_inputs(inputs: list[Path], manifests: list[Manifest], out: Path) -> No
     for p in inputs:
         if p.resolve() == resolved_out:
             raise StoreError(f"{out} is one of the inputs", "merge into a new folder (-o DIR)")
-    if out.exists() and any(out.iterdir()):
-        raise StoreError(f"{out} is not empty", "merge into a new or empty folder (-o DIR)")
+    check_out_folder(out, MERGE_OUT)
 
 
 def records_of(inputs: list[Path]) -> dict[str, list[RunRecord]]:
@@ -208,10 +209,3 @@ def machines_of(records: dict[str, list[RunRecord]]) -> dict[str, dict[str, Mach
             if machine is not None and key is not None:
                 mine.setdefault(key, machine)
     return found
-
-
-def record_or_none(run_dir: Path) -> RunRecord | None:
-    try:
-        return load_record(run_dir)
-    except RecordError:
-        return None

@@ -26,7 +26,7 @@ from typing import IO
 from harness.contract.files import file_kind
 from harness.errors import StoreError
 
-__all__ = ["open_lock", "real_dir", "refuse_link", "remove_entry", "remove_tree"]
+__all__ = ["first_link", "open_lock", "real_dir", "refuse_link", "remove_entry", "remove_tree"]
 
 
 def _parts_below(root: Path, path: Path) -> tuple[str, ...]:
@@ -81,6 +81,22 @@ def real_dir(root: str | Path, path: str | Path, *, create: bool = True, what: s
         if not stat.S_ISDIR(mode):
             raise _refused(here, mode, what or f"the harness keeps {path} there")
     return path
+
+
+def first_link(root: str | Path, path: str | Path) -> Path | None:
+    """The first entry from ``root`` down to ``path`` (itself included, ``root`` not) that is a
+    symbolic link, None when none is (a missing one ends the look): what a reader of a run
+    folder must not go through."""
+    here = Path(root)
+    for part in _parts_below(here, Path(path)):
+        here = here / part
+        try:
+            mode = os.lstat(here).st_mode
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(mode):
+            return here
+    return None
 
 
 def refuse_link(root: str | Path, path: str | Path, *, what: str = "") -> None:

@@ -1,5 +1,6 @@
 """The results folder as ``harness run`` writes it: lock, manifest identity, resume decisions and
-host-written failure records. Its names and the manifest format are harness/results/layout.py's.
+host-written failure records (names: layout.py, the manifest: manifest.py, ``--out``:
+out_folder.py, run folders read by run_reader.py).
 
 ``run.json`` is the commit marker of a run: written last, atomically.
 """
@@ -19,16 +20,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness import __version__
-from harness.results import layout
 from harness.contract import (
-    LOG_FILE,
     LOSSES_FILE,
     RECORD_FILE,
     SPEC_FILE,
     RunSpec,
     write_json_atomic,
 )
-from harness.contract.files import open_regular
 from harness.contract.record import (
     STOPPED_BY_SIGNAL,
     ErrorType,
@@ -40,24 +38,37 @@ from harness.contract.record import (
 )
 from harness.errors import StoreError
 from harness.executors.base import RunIdentity
-from harness.results.layout import Manifest, ManifestCell, default_out
 from harness.matrix import Cell, LoadedMatrix
-from harness.results.run_reader import CorruptRun, RecordError, RunRecord, load_record, verified_losses
+from harness.results import layout
+from harness.results.layout import default_out
+from harness.results.manifest import (
+    Manifest,
+    ManifestCell,
+    read_manifest,
+    write_manifest,
+    write_matrix_text,
+)
+from harness.results.out_folder import RUN_OUT, check_out_folder, left_by_a_start
+from harness.results.run_reader import (
+    CorruptRun,
+    RecordError,
+    RunRecord,
+    load_record,
+    log_tail,
+    record_or_none,
+    verified_losses,
+)
 from harness.results.safe_paths import open_lock, real_dir, refuse_link, remove_tree
 
 __all__ = [
     "ResultsDir",
     "RunState",
     "default_out",
-    "log_tail",
     "record_failure",
     "set_aside_notices",
 ]
 
 log = logging.getLogger(__name__)
-
-LOG_TAIL_LINES = 40
-LOG_TAIL_CHARS = 4000
 
 
 class ResultsDir:
@@ -102,7 +113,7 @@ class ResultsDir:
 
     def read_manifest(self) -> Manifest | None:
         """The folder's manifest (None for a new folder); another format is a StoreError."""
-        return layout.read_manifest(self.root)
+        return read_manifest(self.root)
 
     def check_out(self) -> Manifest | None:
         """The manifest of a folder that ``harness run`` may write to: a results folder (its
@@ -112,27 +123,8 @@ class ResultsDir:
         manifest = self.read_manifest()
         if manifest is not None:
             self.check_folders()
-        if manifest is not None or not (self.root.exists() or self.root.is_symlink()):
             return manifest
-        hint = (
-            "give --out a new or empty folder, or a results folder that `harness run` wrote "
-            f"(it has a {layout.MANIFEST_FILE}) to resume it"
-        )
-        if not self.root.is_dir():
-            raise StoreError(f"{self.root} exists and is not a folder", hint)
-        try:
-            entries = sorted(p.name for p in self.root.iterdir() if not _left_by_a_start(p))
-        except OSError as exc:
-            raise StoreError(f"{self.root} cannot be read: {exc.strerror or exc}", hint) from exc
-        if entries:
-            shown = ", ".join(entries[:3]) + (
-                f" and {len(entries) - 3} more" if entries[3:] else ""
-            )
-            raise StoreError(
-                f"{self.root} is not empty and not a harness results folder (no "
-                f"{layout.MANIFEST_FILE}; it holds {shown}); nothing was written to it",
-                hint,
-            )
+        check_out_folder(self.root, RUN_OUT, ignore=left_by_a_start)
         return None
 
     def check_folders(self, run_dirs: Iterable[Path] = ()) -> None:
@@ -183,8 +175,8 @@ class ResultsDir:
             cells=[ManifestCell.of(c) for c in (matrix.cells if cells is None else cells)],
             workload_path=str(matrix.code_dir) if matrix.code_dir is not None else None,
         )
-        layout.write_manifest(self.root, manifest)
-        layout.write_matrix_text(self.root, matrix.text)
+        write_manifest(self.root, manifest)
+        write_matrix_text(self.root, matrix.text)
 
     # ------------------------------------------------------------ resume
 
@@ -342,22 +334,6 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def log_tail(run_dir: Path) -> str:
-    """The last lines of the run's ``run.log``; "" when there is none, or when what lies there
-    is a symbolic link, FIFO or device (``open_regular``: never followed, never waited on)."""
-    path = run_dir / LOG_FILE
-    try:
-        with open_regular(path) as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 64 * 1024))
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    lines = text.splitlines()[-LOG_TAIL_LINES:]
-    return "\n".join(lines)[-LOG_TAIL_CHARS:]
-
-
 #: The host's errors that say more than the workload's record of the signal that stopped it,
 #: with the signals (as recorded) each explains. A harness that was interrupted stops its runs
 #: with SIGINT, and the workload's ``Interrupted`` says that well; SIGTERM from outside does not
@@ -377,8 +353,11 @@ def record_failure(
     seconds: float | None = None,
     *,
     first_rank_error: bool = True,
-) -> None:
-    """Make sure a run that did not succeed has a failed run record with its log's tail.
+    known_record: RunRecord | None = None,
+) -> RunRecord:
+    """Make sure a run that did not succeed has a failed run record with its log's tail; the
+    record written is returned, so the caller need not read it back (``known_record``: the record
+    the caller read already, so it is not read twice; None: read here).
 
     A failed record written by the workload is kept and given the tail; an ok record from a run
     the host saw fail (killed after writing) is turned into a failed one. A run that left unsafe
@@ -394,10 +373,7 @@ def record_failure(
     tail = log_tail(run_dir)
     kind = ErrorType(error_type).value if isinstance(error_type, ErrorType) else error_type
     failures = read_rank_errors(run_dir, spec.devices) if spec.devices > 1 else []
-    try:
-        record: RunRecord | None = load_record(run_dir)
-    except RecordError:
-        record = None
+    record = known_record if known_record is not None else record_or_none(run_dir)
     # the host's reason wins where it knows more: planted entries, and a signal the workload
     # recorded whose sender the host knows: its own stop at a timeout (SIGINT first), an engine
     # that went away, a container stopped from outside (SIGTERM)
@@ -419,16 +395,4 @@ def record_failure(
         error = with_rank_errors(error, failures, own_rank=0, first_is_the_error=first_rank_error)
         record = failed_record(spec.to_dict(), error, ranks=spec.devices, wall_seconds=seconds)
     write_record(run_dir, record)
-
-
-def _left_by_a_start(path: Path) -> bool:
-    """What a ``harness run`` that stopped before its manifest leaves: the lock, and ``code/``
-    holding only snapshots of the user's code (``code/<sha256>/``, harness/contract/code.py),
-    so that the corrected matrix can use the same folder."""
-    if path.name == layout.LOCK_FILE:
-        return True
-    if path.name != layout.CODE_DIR or path.is_symlink() or not path.is_dir():
-        return False
-    return all(
-        len(p.name) == 64 and all(c in "0123456789abcdef" for c in p.name) for p in path.iterdir()
-    )
+    return record

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from harness.contract.files import open_regular
 from harness.contract.record import EPOCH_LINE
+from harness.results.run_reader import tail_bytes
 from harness.results.untrusted_run_folder import live_log
 from harness.text import terminal_safe
 
@@ -28,10 +28,7 @@ def last_epoch(run_dir: Path) -> tuple[int, int] | None:
     capture of a container run, else ``run.log``), or None. Only a regular file is read: a
     link or FIFO planted as ``run.log`` is never followed nor waited on."""
     try:
-        with open_regular(live_log(run_dir)) as handle:
-            handle.seek(0, 2)
-            handle.seek(max(0, handle.tell() - 8192))
-            found = EPOCH_LINE.findall(handle.read())
+        found = EPOCH_LINE.findall(tail_bytes(live_log(run_dir), 8192))
     except OSError:
         return None
     return (int(found[-1][0]), int(found[-1][1])) if found else None

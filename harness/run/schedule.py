@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -21,6 +19,7 @@ from typing import Generic, TypeVar
 from harness.contract import RunSpec
 from harness.errors import HarnessError
 from harness.executors.base import Slot
+from harness.subprocesses import ToolError, ToolNotFound, run_tool
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +73,12 @@ NO_NVIDIA_SMI = "nvidia-smi not found"
 
 def nvidia_gpus() -> tuple[list[str], str | None]:
     """``nvidia-smi -L``'s GPU lines, or why there are none (shared by slots and doctor)."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return [], NO_NVIDIA_SMI
     try:
-        proc = subprocess.run(
-            [exe, "-L"], capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return [], f"nvidia-smi -L failed: {exc}"
+        proc = run_tool(["nvidia-smi", "-L"], timeout_s=NVIDIA_SMI_TIMEOUT_S)
+    except ToolNotFound:
+        return [], NO_NVIDIA_SMI
+    except ToolError as exc:
+        return [], f"nvidia-smi -L failed: {exc.message}"
     if proc.returncode != 0:
         return [], f"nvidia-smi -L exited {proc.returncode}: {proc.stderr.strip()[:300]}"
     return [ln.strip() for ln in proc.stdout.splitlines() if ln.startswith("GPU ")], None

@@ -232,7 +232,7 @@ def _script(request: SlurmRequest, options: list[str], what: str, kind: str, roo
         "# Submit it again with harness submit slurm (it knows which shards are left).",
         "import sys",
         "",
-        "from harness.slurm.task import main",
+        "from harness.cli.slurm_task import main",
         "",
         f"sys.exit(main({literal(kind)}, {literal(str(root))}))",
     ]

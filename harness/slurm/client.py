@@ -9,12 +9,12 @@ traceback.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
+from harness.subprocesses import ToolNotFound, ToolTimedOut, find_tool, run_tool
 
 #: Seconds one Slurm command may take before the controller counts as unreachable.
 TIMEOUT_S = 60
@@ -47,14 +47,14 @@ def _where() -> str:
 
 def require(command: str) -> str:
     """The path of a Slurm command; ``SlurmUnavailable`` naming it when it is not installed."""
-    exe = shutil.which(command)
-    if exe is None:
+    try:
+        return find_tool(command, why="this machine has no Slurm client commands")
+    except ToolNotFound as exc:
         raise SlurmUnavailable(
-            f"{command} not found on PATH: this machine has no Slurm client commands",
+            exc.message,
             "run harness submit slurm on a login node of your cluster (or install Slurm's "
             "client: Debian's slurm-client); --dry-run shows the scripts without Slurm",
-        )
-    return exe
+        ) from None
 
 
 def call(argv: list[str]) -> subprocess.CompletedProcess[str]:
@@ -62,15 +62,8 @@ def call(argv: list[str]) -> subprocess.CompletedProcess[str]:
     munge authentication become ``SlurmUnavailable``, any other refusal ``SlurmError``."""
     exe = require(argv[0])
     try:
-        proc = subprocess.run(
-            [exe, *argv[1:]],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as exc:
+        proc = run_tool([exe, *argv[1:]], timeout_s=TIMEOUT_S)
+    except ToolTimedOut as exc:
         raise SlurmUnavailable(
             f"{argv[0]} did not answer within {TIMEOUT_S} s ({_where()})",
             "check that the Slurm controller is up: scontrol ping",

@@ -22,6 +22,7 @@ from harness.executors import choose_executor
 from harness.matrix import LoadedMatrix
 from harness.matrix.models import SlurmBlock
 from harness.results import layout
+from harness.results.out_folder import SUBMIT_OUT, check_out_folder
 from harness.run.shard import plan_shards
 from harness.slurm import client, submission
 from harness.slurm.batch_scripts import (
@@ -99,19 +100,9 @@ def resolve_request(
 def check_folder(root: Path) -> submission.Submission | None:
     """A new or empty folder (None), or one this command wrote (its record)."""
     record = submission.read(root)
-    if record is not None or not root.exists():
-        return record
-    if not root.is_dir():
-        raise StoreError(f"{root} exists and is not a folder", "give --out a new folder")
-    entries = sorted(p.name for p in root.iterdir())
-    if entries:
-        raise StoreError(
-            f"{root} is not empty and has no {layout.SLURM_DIR}/{layout.SUBMISSION_FILE}: it is "
-            f"not a folder harness submit slurm wrote (it holds {', '.join(entries[:3])}"
-            f"{' and more' if entries[3:] else ''}); nothing was written to it",
-            "give --out a new or empty folder, or the folder of an earlier submission to resume it",
-        )
-    return None
+    if record is None:
+        check_out_folder(root, SUBMIT_OUT)
+    return record
 
 
 def prepare(

@@ -6,14 +6,19 @@ time limit) stops it as Ctrl-C would, finished runs kept. The merge task is ``ha
 of the shards there are, with the report, into a staging folder that then replaces the merged
 results in ``<out>``: a merge that fails halfway leaves the previous merged results in place.
 Only what a merge writes is replaced (``MERGED_NAMES``), under ``<out>``'s results lock.
+
+Both run a ``harness`` command in this process, through the ``RunHarness`` they are handed: the
+batch scripts start at ``harness.cli.slurm_task``, which hands them the command line's ``main``,
+so the library never imports the command line (harness/cli/), which sits above it.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-from harness.errors import HarnessError, StoreError
+from harness.errors import HarnessError, StoreError, print_error
 from harness.executors import choose_executor
 from harness.exit_codes import EXIT_BAD_INPUT, EXIT_CONFLICT, EXIT_OK
 from harness.matrix import load_matrix
@@ -59,9 +64,11 @@ def shard_argv(root: Path, record: submission.Submission, index: int, executor: 
     return argv + gpu_option(executor, dict(os.environ))
 
 
-def run_shard(root: Path) -> int:
-    from harness.cli.main import main as harness_main
+#: ``harness ARGS`` run in this process: its exit code.
+RunHarness = Callable[[list[str]], int]
 
+
+def run_shard(root: Path, run_harness: RunHarness) -> int:
     record = _record(root)
     task = os.environ.get("SLURM_ARRAY_TASK_ID", "")
     if not task.isdigit() or not 1 <= int(task) <= record.shards:
@@ -82,10 +89,10 @@ def run_shard(root: Path) -> int:
     real_dir(root, layout.shard_results_dir(root, index), what="the shard's results")  # no link
     argv = shard_argv(root, record, index, executor)
     print(f"harness submit slurm: shard {index}/{record.shards}: harness {shown(argv)}", flush=True)
-    return harness_main(argv)
+    return run_harness(argv)
 
 
-def run_merge(root: Path) -> int:
+def run_merge(root: Path, run_harness: RunHarness) -> int:
     """Merge the shards into a staging folder, then put its results in place of the previous
     merged ones, all under the folder's results lock (the one ``harness run`` and ``harness
     diagnose`` take): while another harness holds it, the merge is refused, naming its pid."""
@@ -109,20 +116,18 @@ def run_merge(root: Path) -> int:
             + shown([str(layout.merge_script(root))]),
         ) from exc
     try:
-        return _merge_locked(root, present)
+        return _merge_locked(root, present, run_harness)
     finally:
         store.unlock()
 
 
-def _merge_locked(root: Path, present: list[Path]) -> int:
-    from harness.cli.main import main as harness_main
-
+def _merge_locked(root: Path, present: list[Path], run_harness: RunHarness) -> int:
     tag = os.environ.get("SLURM_JOB_ID") or str(os.getpid())
     staging = layout.merge_staging_dir(root, tag)
     remove_tree(root, staging, what="the merge's staging folder")
     argv = ["merge", *map(str, present), "--out", str(staging)]
     print(f"harness submit slurm: merge: harness {shown(argv)}", flush=True)
-    code = harness_main(argv)
+    code = run_harness(argv)
     if code not in (EXIT_OK, EXIT_CONFLICT) or not (staging / layout.MANIFEST_FILE).is_file():
         remove_tree(root, staging, what="the merge's staging folder")
         return code if code != EXIT_OK else EXIT_BAD_INPUT
@@ -173,12 +178,13 @@ def _record(root: Path) -> submission.Submission:
     return record
 
 
-def main(kind: str, root: str) -> int:
-    """Entry point of the batch scripts: ``kind`` is ``shard`` or ``merge``."""
-    from harness.cli.main import print_error
-
+def main(kind: str, root: str, run_harness: RunHarness) -> int:
+    """What a batch script runs (through harness.cli.slurm_task): ``kind`` is ``shard`` or
+    ``merge``."""
     folder = Path(root)
     try:
-        return run_shard(folder) if kind == "shard" else run_merge(folder)
+        if kind == "shard":
+            return run_shard(folder, run_harness)
+        return run_merge(folder, run_harness)
     except HarnessError as exc:
         return print_error(exc)

@@ -4,16 +4,18 @@ Run where the runs run (in the workload image, with the runs' hardening, by
 ``harness.executors.gpu_probe_host``; on the host by ``harness doctor``), or by hand::
 
     python -m harness.workload.gpu_probe N     # N: the GPUs one run gets
-    python path/to/gpu_probe.py N              # the file alone: torch and the standard library
+    python harness/workload/gpu_probe.py N     # from a checkout: needs torch, nothing installed
 
 It imports torch, checks ``torch.cuda.is_available()``, that ``torch.cuda.device_count()`` is N,
 and runs one small matmul on each visible GPU followed by ``torch.cuda.synchronize``. It prints
-one JSON line (``RESULT_PREFIX`` then the object: torch and CUDA versions, the driver's CUDA
+one JSON line (``GPU_PROBE_MARK`` then the object: torch and CUDA versions, the driver's CUDA
 version, device names and capabilities, torch's arch list, the stage that failed and its
 error) and exits 0 only when every check passed. It states facts; the host
 (``harness.executors.gpu_probe_host.classify``) turns them into a message with the fix.
 
-Self-contained on purpose (no harness imports): the same file runs in any image or venv.
+Torch and the standard library only, and the mark its line starts with from
+``harness.contract.probe_marks`` (stdlib only; run as a file, from the checkout it sits in): the
+same probe runs in any image or venv.
 """
 
 from __future__ import annotations
@@ -22,10 +24,14 @@ import ctypes
 import json
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
-#: The result line starts with this, so the host finds it among whatever torch prints.
-RESULT_PREFIX = "HARNESS_GPU_PROBE "
+if not __package__:  # run as a file: the contract is imported from the checkout it sits in
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+# The result line starts with this, so the host finds it among whatever torch prints.
+from harness.contract.probe_marks import GPU_PROBE_MARK  # noqa: E402
+
 #: The matmul's size: small, but a real kernel launch on each GPU.
 SIZE = 64
 
@@ -116,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     result = probe(int(args[0]))
-    print(RESULT_PREFIX + json.dumps(result, sort_keys=True), flush=True)
+    print(GPU_PROBE_MARK + json.dumps(result, sort_keys=True), flush=True)
     return 0 if result["ok"] else 1
 
 

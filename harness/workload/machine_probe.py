@@ -85,7 +85,7 @@ def read_machine(
     if why:
         unavailable["machine.cpu_capability"] = why
     text = build_config() if config is None else config
-    versions = {}
+    versions: dict[str, str | None] = {}
     for key, pattern in (("onednn", _ONEDNN), ("mkl", _MKL)):
         found = pattern.search(text)
         versions[key] = found.group(1) if found else None
@@ -101,7 +101,8 @@ def read_machine(
         kernel=platform.release() or None,
         libc=libc,
         gpus=gpu_identity(gpus),
-        **versions,
+        onednn=versions["onednn"],
+        mkl=versions["mkl"],
     )
     if not machine.gpus:
         unavailable["machine.gpus"] = no_gpus or "no GPU visible to this run"

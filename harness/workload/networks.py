@@ -98,6 +98,7 @@ class LitMNIST(LightningModule):
         x, y = batch
         loss = F.nll_loss(self(x), y)
         optimizer = self.optimizers()
+        assert not isinstance(optimizer, list)  # configure_optimizers gives one
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
@@ -110,8 +111,10 @@ class LitMNIST(LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self(x)
-        self._val_loss_sum += F.nll_loss(logits, y, reduction="sum").double()
-        self._val_correct += (logits.argmax(dim=1) == y).sum()
+        loss_sum, correct = self._val_loss_sum, self._val_correct
+        assert loss_sum is not None and correct is not None  # on_validation_epoch_start's
+        loss_sum += F.nll_loss(logits, y, reduction="sum").double()  # in place
+        correct += (logits.argmax(dim=1) == y).sum()
 
     def validation_result(self) -> tuple[float, float] | None:
         """Mean loss and accuracy over all validation samples (one host sync per epoch)."""

@@ -78,5 +78,6 @@ def for_package(callback: Any, package: Package) -> Any:
     """``callback`` (an instance of a harness callback) as one ``package``'s Trainer takes: the
     same object, its class switched to the twin for ``lightning``."""
     if package == "lightning" and not from_lightning(callback):
-        callback.__class__ = twin_class(type(callback))
+        kind: type = type(callback)  # a plain type: mypy takes type[Any] for unhashable
+        callback.__class__ = twin_class(kind)
     return callback

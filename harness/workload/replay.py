@@ -21,18 +21,28 @@ Everything is written once, after training, as ``replay.json`` and ``replay-outp
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
-from torch.utils._pytree import tree_leaves
 
 from harness.contract.files import REPLAY_FILE, REPLAY_OUTPUTS_FILE, write_json_atomic
-from harness.workload.weights import HASH_KIND, tensor_hash, tensor_hashes
+from harness.workload.replay_tensors import (
+    describe,
+    hash_text,
+    hex64,
+    host_copy,
+    pointers_of,
+    state_hashes,
+    state_rows,
+    tensors_of,
+    training_state,
+)
+from harness.workload.weights import HASH_KIND, tensor_hashes
 
 #: 2: the training state is listed afresh after every step; ``state_names`` holds every name
 #: seen, and a step's row holds null for a tensor that did not exist then (an optimizer's state
@@ -67,85 +77,6 @@ class ReplayOptions:
         return cls(**entry)
 
 
-def hex64(value: int) -> str:
-    return f"{value & 0xFFFFFFFFFFFFFFFF:016x}"
-
-
-def _hash_text(tensor: torch.Tensor) -> str | None:
-    try:
-        return hex64(int(tensor_hash(tensor).item()))
-    except (RuntimeError, TypeError):  # a dtype the hash does not take
-        return None
-
-
-def _tensors(tree: Any) -> list[torch.Tensor]:
-    return [t for t in tree_leaves(tree) if isinstance(t, torch.Tensor)]
-
-
-def _describe(tensors: Iterable[torch.Tensor], hashes: list[str | None]) -> list[dict[str, Any]]:
-    return [
-        {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "hash": h}
-        for t, h in zip(tensors, hashes, strict=True)
-    ]
-
-
-def training_state(pl_module: LightningModule, optimizers: Iterable[Any]) -> list[tuple[str, Any]]:
-    """The parameters, then each optimizer's state tensors (``model.1.weight:exp_avg``): what
-    the next step starts from, so a difference that the weights do not show yet (Adam's first
-    update is about ``lr * sign(grad)``) shows in the state."""
-    names = {id(p): n for n, p in pl_module.named_parameters()}
-    state: list[tuple[str, Any]] = list(pl_module.named_parameters())
-    for optimizer in optimizers:
-        for group in optimizer.param_groups:
-            for param in group["params"]:
-                entries = optimizer.state.get(param, {})
-                for key in sorted(entries):
-                    if isinstance(entries[key], torch.Tensor):
-                        state.append((f"{names.get(id(param), '?')}:{key}", entries[key]))
-    return state
-
-
-def state_hashes(state: list[tuple[str, Any]]) -> torch.Tensor:
-    """The state's tensors' hashes, on the device (empty: an int64 tensor of none)."""
-    if not state:
-        return torch.zeros(0, dtype=torch.int64)
-    return tensor_hashes([t for _, t in state])
-
-
-def state_rows(
-    names: list[str], steps: list[tuple[list[int], torch.Tensor]]
-) -> list[list[str | None]]:
-    """One row per step over every name: the tensor's hash, or None where it did not exist."""
-    rows: list[list[str | None]] = []
-    for columns, hashes in steps:
-        row: list[str | None] = [None] * len(names)
-        for column, value in zip(columns, hashes.cpu().tolist(), strict=True):
-            row[column] = hex64(int(value))
-        rows.append(row)
-    return rows
-
-
-def _pointers(tensors: list[torch.Tensor]) -> list[int]:
-    pointers = []
-    for tensor in tensors:
-        try:
-            pointers.append(tensor.data_ptr())
-        except RuntimeError:  # a tensor without storage
-            pointers.append(-1)
-    return pointers
-
-
-def _host_copy(tensor: torch.Tensor) -> np.ndarray | None:
-    """The output as numpy, for the host's |Δ| and ULPs (bfloat16 and half widened to float32)."""
-    try:
-        value = tensor.detach()
-        if value.dtype in (torch.bfloat16, torch.float16):
-            value = value.float()
-        return value.cpu().numpy().copy()
-    except (RuntimeError, TypeError):
-        return None
-
-
 class ReplayProbe(Callback):
     """The initial, per-step and logged steps' per-operation hashes; see the module's doc."""
 
@@ -176,7 +107,7 @@ class ReplayProbe(Callback):
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        self.batches.append(tensor_hashes(_tensors(batch)))
+        self.batches.append(tensor_hashes(tensors_of(batch)))
         self.phase = "forward"
         if self._logs(self.step):
             self._start(pl_module, trainer)
@@ -241,39 +172,41 @@ class ReplayProbe(Callback):
         from torch.distributed._tools.mod_tracker import ModTracker
         from torch.utils._debug_mode import DebugMode
 
+        stack = self._stack
+        assert stack is not None  # _start's
         self._tracker = ModTracker()
         self._mode = DebugMode(record_output=False)
-        self._stack.enter_context(self._tracker)
-        self._stack.enter_context(self._mode)
-        self._stack.enter_context(
+        stack.enter_context(self._tracker)
+        stack.enter_context(self._mode)
+        stack.enter_context(
             DebugMode.dispatch_hooks(record_hook=self._after_op, pre_log_hook=self._before_op)
         )
 
     def _before_op(self, func: Any, types: Any, args: Any, kwargs: Any, call: Any) -> dict:
         """Input hashes before the operation runs (an in-place op changes them)."""
-        inputs = _tensors((args, kwargs))
-        return {"inputs": _describe(inputs, [_hash_text(t) for t in inputs])}
+        inputs = tensors_of((args, kwargs))
+        return {"inputs": describe(inputs, [hash_text(t) for t in inputs])}
 
     def _after_op(self, func: Any, types: Any, args: Any, kwargs: Any, result: Any) -> dict:
         name = str(func)
         if name.startswith(_MARKERS):
             return {}
-        outputs = _tensors(result)
+        outputs = tensors_of(result)
         compared = not any(part in name for part in _UNINITIALISED)
-        hashes = [_hash_text(t) if compared else None for t in outputs]
+        hashes = [hash_text(t) if compared else None for t in outputs]
         index = len(self.ops)
         entry = {
             "index": index,
             "op": name,
             "phase": "collective" if name.startswith("c10d") else self.phase,
             "module": self._current_module(),
-            "outputs": _describe(outputs, hashes),
-            "_pointers": _pointers(outputs),
+            "outputs": describe(outputs, hashes),
+            "_pointers": pointers_of(outputs),
         }
         self.ops.append(entry)
         if compared:
             for k, tensor in enumerate(outputs):
-                copy = _host_copy(tensor)
+                copy = host_copy(tensor)
                 if copy is not None:
                     self.outputs[f"s{self.step}_op{index}_{k}"] = copy
         return {"entry": index}
@@ -331,12 +264,12 @@ class ReplayProbe(Callback):
                 "phase": phase or self.phase,
                 "module": module,
                 "tensors": tensors or [],
-                "inputs": _describe(inputs, [_hash_text(t) for t in inputs]),
-                "outputs": _describe(outputs, [_hash_text(t) for t in outputs]),
+                "inputs": describe(inputs, [hash_text(t) for t in inputs]),
+                "outputs": describe(outputs, [hash_text(t) for t in outputs]),
             }
         )
         for k, tensor in enumerate(outputs):
-            copy = _host_copy(tensor)
+            copy = host_copy(tensor)
             if copy is not None:
                 self.outputs[f"s{self.step}_op{index}_{k}"] = copy
 
@@ -348,25 +281,34 @@ class ReplayProbe(Callback):
         for name, param in pl_module.named_parameters():
             owner = name.rpartition(".")[0]
             handles.append(param.register_post_accumulate_grad_hook(self._grad_hook(owner, name)))
+        stack = self._stack
+        assert stack is not None  # _start's
         for handle in handles:
-            self._stack.callback(handle.remove)
+            stack.callback(handle.remove)
 
     def _forward_hook(self, name: str) -> Callable[..., None]:
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-            self._event("module output", name, _tensors(args), _tensors(output))
+            self._event("module output", name, tensors_of(args), tensors_of(output))
 
         return hook
 
     def _backward_hook(self, name: str) -> Callable[..., None]:
         def hook(module: torch.nn.Module, grad_input: Any, grad_output: Any) -> None:
-            self._event("module input gradient", name, _tensors(grad_output), _tensors(grad_input))
+            self._event(
+                "module input gradient", name, tensors_of(grad_output), tensors_of(grad_input)
+            )
 
         return hook
 
     def _grad_hook(self, owner: str, name: str) -> Callable[[torch.Tensor], None]:
         def hook(param: torch.Tensor) -> None:
             self._event(
-                "parameter gradient", owner, [], [param.grad], [f"{name} (gradient)"], "backward"
+                "parameter gradient",
+                owner,
+                [],
+                [cast(torch.Tensor, param.grad)],  # set: the hook runs after accumulation
+                [f"{name} (gradient)"],
+                "backward",
             )
 
         return hook
@@ -403,5 +345,6 @@ class ReplayProbe(Callback):
             "batches": rows(self.batches),
             "ops": self.logged,
         }
-        np.savez(out / REPLAY_OUTPUTS_FILE, **self.outputs)
+        # numpy's stub reads **kwds as possibly its allow_pickle: the names are ours (s<step>_op...)
+        np.savez(out / REPLAY_OUTPUTS_FILE, **cast("dict[str, Any]", self.outputs))
         write_json_atomic(out / REPLAY_FILE, data)

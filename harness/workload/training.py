@@ -22,28 +22,13 @@ import os
 import signal
 import time
 import warnings
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from harness.contract import LOSSES_FILE, TENSORBOARD_DIR, WEIGHTS_FILE, RunSpec
+from harness.contract import TENSORBOARD_DIR, RunSpec
 from harness.contract.record import (
     USER_WORKLOAD_ERRORS,
-    Determinism,
-    Digests,
-    EpochSummary,
-    HostSyncs,
-    Provenance,
-    RunError,
-    RunRecord,
-    Timing,
-    WeightDigests,
-    failed_record,
-    read_rank_errors,
-    with_rank_errors,
     write_rank_error,
     write_record,
 )
@@ -59,48 +44,13 @@ from harness.workload.entry import (
     find_data_dir,
     load_entry,
 )
+from harness.workload.loss_capture import LossCapture
 from harness.workload.packages import Package, for_package, namespace, package_of, submodule
-from harness.workload.recorder import (
-    EpochRecorder,
-    LossCapture,
-    LossRecorder,
-    TensorBoard,
-    trajectory_digest,
-    weights_digest,
-)
-from harness.workload.seeding import (
-    apply_determinism,
-    nondeterministic_ops,
-    pin_threads,
-    seed_all,
-)
-from harness.workload.weights import HASH_KIND, WeightRecorder
+from harness.workload.record_builder import RunState, finished_record, minimal_record
+from harness.workload.recorder import EpochRecorder, TensorBoard, weights_digest
+from harness.workload.seeding import apply_determinism, pin_threads, seed_all
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunState:
-    """What the run has produced so far; a failed run's record carries whatever is here."""
-
-    recorder: LossRecorder = field(default_factory=LossRecorder)
-    #: the parameters' hashes after every step (``weights.npy``)
-    weights: WeightRecorder = field(default_factory=WeightRecorder)
-    world_size: int = 1
-    is_global_zero: bool = True
-    init_digest: str | None = None
-    final_digest: str | None = None
-    split_digest: str | None = None
-    determinism: Determinism | None = None
-    #: reads every rank's determinism flags as training ends (provenance.determinism_ranks)
-    rank_flags: provenance.RankFlags = field(default_factory=provenance.RankFlags)
-    setup_seconds: float | None = None
-    error: RunError | None = None
-    tensorboard: TensorBoard | None = None
-    #: ``run.count_host_syncs``: the counter's result (None when not asked, or not reached)
-    host_syncs: HostSyncs | None = None
-    #: the seed the user's build function set torch's generator to (None: it did not)
-    user_seed: int | None = None
 
 
 def _rank_from_env() -> int:
@@ -256,6 +206,24 @@ def _train(
     _seed_if(spec, "before_trainer")
     if state.is_global_zero:
         state.tensorboard = TensorBoard(out / TENSORBOARD_DIR)
+    callbacks, counter = _callbacks(spec, state, caught, probe)
+    trainer = _build_trainer(
+        spec,
+        callbacks,
+        distributed_sampler=spec.entry is not None,
+        package=package_of(built.module, built.datamodule),
+    )
+    state.setup_seconds = time.perf_counter() - t0
+    _fit(spec, trainer, built)
+    state.host_syncs = counter.result if counter is not None else None
+    _after_fit(spec, out, state, trainer, model, probe)
+
+
+def _callbacks(
+    spec: RunSpec, state: RunState, caught: list[Any], probe: Any
+) -> tuple[list[Any], Any]:
+    """The run's callbacks, in the order they run, and the host-sync counter (None when
+    ``run.count_host_syncs`` is off)."""
     callbacks: list[Any] = [
         state.weights,
         EpochRecorder(state.recorder, state.tensorboard, spec.epochs),
@@ -274,15 +242,14 @@ def _train(
         callbacks.append(counter)
     if probe is not None:
         callbacks.append(probe)
-    trainer = _build_trainer(
-        spec,
-        callbacks,
-        distributed_sampler=spec.entry is not None,
-        package=package_of(built.module, built.datamodule),
-    )
-    state.setup_seconds = time.perf_counter() - t0
-    _fit(spec, trainer, built)
-    state.host_syncs = counter.result if counter is not None else None
+    return callbacks, counter
+
+
+def _after_fit(
+    spec: RunSpec, out: Path, state: RunState, trainer: Any, model: Any, probe: Any
+) -> None:
+    """What the training ran with and ended at, read back into ``state``; the replay's files
+    from the rank it follows."""
     # Read back from torch, not from the spec: what training ran with (the Trainer could have
     # changed a flag; it does not, as the workload passes it neither deterministic= nor benchmark=)
     state.determinism = provenance.determinism_in_force()
@@ -296,100 +263,6 @@ def _train(
     # A flag changed by the training's own code (build, the module, its callbacks): the run
     # did not test the cell's settings; it fails, keeping what it recorded.
     check_flags(spec, state.determinism)
-
-
-def nonfinite_error(losses: np.ndarray, summaries: list[EpochSummary]) -> RunError | None:
-    """A run whose loss became NaN or infinite has failed: its trajectory says nothing about
-    reproducibility. The error names the first such step (global, and epoch / batch)."""
-    bad = ~np.isfinite(losses).all(axis=1)
-    if not bad.any():
-        return None
-    step = int(np.argmax(bad))
-    where = next(
-        (f" (epoch {s.epoch}, batch {step - s.first_step})" for s in summaries
-         if s.first_step <= step < s.first_step + s.steps),
-        "",
-    )  # fmt: skip
-    return RunError(
-        type="NonFiniteLoss",
-        message=f"the training loss is not finite (NaN or infinite) from step {step}{where}; "
-        "training stopped at the end of that epoch. A smaller learning_rate may keep it finite",
-    )
-
-
-def build_record(
-    spec: dict[str, Any],
-    state: RunState,
-    losses: np.ndarray,
-    nondet: list[str],
-    timing: Timing,
-    weights: WeightDigests | None = None,
-    *,
-    accelerator: str,
-    image: str | None,
-) -> RunRecord:
-    """The run.json object (docs/run-record.md); ``spec``: the record's ``spec`` (a RunSpec's
-    dict, or harness.lightning's for a run outside the harness); ``weights``: what
-    ``weights.npy`` holds, None where it was not written; ``accelerator``, ``image``: for the
-    provenance."""
-    epochs = state.recorder.epochs
-    files = {"losses": LOSSES_FILE, "tensorboard": TENSORBOARD_DIR}
-    if weights is not None:
-        files["weights"] = WEIGHTS_FILE
-    return RunRecord(
-        status="failed" if state.error else "ok",
-        error=state.error,
-        spec=spec,
-        steps=int(losses.shape[0]),
-        ranks=int(losses.shape[1]),
-        steps_per_epoch=[len(rows) for rows in epochs],
-        digests=Digests(
-            trajectory=trajectory_digest(losses) if len(losses) else None,
-            init_weights=state.init_digest,
-            final_weights=state.final_digest,
-            epochs=[trajectory_digest(rows) for rows in epochs],
-            split=state.split_digest,
-        ),
-        epochs=list(state.recorder.summaries),
-        timing=timing,
-        nondeterministic_ops=nondet,
-        host_syncs=state.host_syncs,
-        weights=weights,
-        skipped=list(state.recorder.skipped),
-        provenance=Provenance(
-            **provenance.collect(
-                accelerator, image, state.world_size, state.determinism, state.rank_flags
-            ),
-            user_seed=state.user_seed,
-        ),
-        files=files,
-    )
-
-
-def save_trajectory(out: Path, state: RunState) -> tuple[np.ndarray, WeightDigests | None]:
-    """Write ``losses.npy`` and ``weights.npy`` (rank 0); a loss that is not finite becomes the
-    run's error, unless it already has one. Returns the losses and what weights.npy holds."""
-    losses = state.recorder.losses(state.world_size)
-    np.save(out / LOSSES_FILE, losses)
-    weights = _save_weights(out, state, len(losses))
-    if state.error is None:
-        state.error = nonfinite_error(losses, state.recorder.summaries)
-    return losses, weights
-
-
-def _save_weights(out: Path, state: RunState, steps: int) -> WeightDigests | None:
-    """Write ``weights.npy``, one row per step of ``losses.npy``: a partial epoch's rows that
-    the losses leave out (a failed DDP run keeps only whole epochs) are left out too. None,
-    and no file, where there is not a row for every step (or the rows cannot be read)."""
-    try:
-        rows = state.weights.rows()
-    except Exception as exc:  # noqa: BLE001 - the losses decide whether the record is whole
-        log.error("could not read the parameter hashes: %s: %s", type(exc).__name__, exc)
-        return None
-    if len(rows) < steps or not state.weights.names:
-        return None
-    np.save(out / WEIGHTS_FILE, np.ascontiguousarray(rows[:steps], dtype="<u8"))
-    return WeightDigests(parameters=list(state.weights.names), hash=HASH_KIND)
 
 
 def _note_failure(spec: RunSpec, out: Path, state: RunState, exc: BaseException) -> None:
@@ -406,63 +279,6 @@ def _note_failure(spec: RunSpec, out: Path, state: RunState, exc: BaseException)
     if error.type in USER_WORKLOAD_ERRORS and error.traceback:
         # where WorkloadFailure's hint points (run.log): the user's own frames included
         log.error("the traceback of your code's error:\n%s", error.traceback.rstrip())
-
-
-def _full_record(
-    spec: RunSpec, out: Path, state: RunState, caught: list[Any], t0: float, started_at: str
-) -> RunRecord:
-    losses, weights = save_trajectory(out, state)
-    timing = _timing(t0, started_at, state)
-    return build_record(
-        spec.to_dict(),
-        state,
-        losses,
-        nondeterministic_ops(caught),
-        timing,
-        weights,
-        accelerator=spec.accelerator,
-        image=spec.image,
-    )
-
-
-def _timing(t0: float, started_at: str, state: RunState) -> Timing:
-    return Timing(
-        started_at=started_at,
-        finished_at=datetime.now(timezone.utc).isoformat(),
-        wall_seconds=time.perf_counter() - t0,
-        setup_seconds=state.setup_seconds,
-    )
-
-
-def minimal_record(spec: RunSpec, state: RunState, timing: Timing) -> RunRecord:
-    """A failed record with what is known without touching torch (after a sticky CUDA error,
-    every CUDA call fails): the error, the spec, the digests taken so far, the timing."""
-    assert state.error is not None
-    record = failed_record(
-        spec.to_dict(), state.error, ranks=max(spec.devices, 1), written_by="workload"
-    )
-    record.timing = timing
-    record.digests = Digests(init_weights=state.init_digest, split=state.split_digest)
-    record.files = {}
-    return record
-
-
-def _record(
-    spec: RunSpec, out: Path, state: RunState, caught: list[Any], t0: float, started_at: str
-) -> RunRecord:
-    """The full record; when building it fails (a sticky CUDA error in the losses' copy, a
-    full disk for losses.npy), a minimal failed one that names the first error."""
-    try:
-        record = _full_record(spec, out, state, caught, t0, started_at)
-    except Exception as exc:  # noqa: BLE001 - whatever it is, the run gets a record
-        log.error("could not build the full run record: %s: %s", type(exc).__name__, exc)
-        if state.error is None:
-            state.error = signals.classify(exc)
-        record = minimal_record(spec, state, _timing(t0, started_at, state))
-    if record.error is not None and spec.devices > 1:
-        failures = read_rank_errors(out, spec.devices)
-        record.error = with_rank_errors(record.error, failures, own_rank=0)
-    return record
 
 
 def run(
@@ -490,7 +306,7 @@ def run(
         return 1 if state.error else 0
 
     with signals.deferred() as arrived:
-        record = _record(spec, out, state, caught, t0, started_at)
+        record = finished_record(spec, out, state, caught, t0, started_at)
         if arrived and record.error is None:
             # stopped while the record was being written: the run did not end on its own
             stop = signals.Terminated() if signal.SIGTERM in arrived else KeyboardInterrupt()

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 
-from harness.workload.recorder import StepRows, batch_loss, epoch_capacity, grown
+from harness.workload.loss_capture import StepRows, batch_loss
+from harness.workload.recorder import epoch_capacity, grown
 
 #: Which hash a run used: recorded in run.json (``weights.hash``) and replay.json (``hash``).
 #: Records of another kind (``hash_tensor``, ``weighted_sum``: older harnesses) are never
