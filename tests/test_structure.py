@@ -85,3 +85,22 @@ def test_a_command_s_options_do_not_count_but_its_body_does() -> None:
     assert function_lengths(command) == {"command:1": 10}
     plain = f"def helper(\n{options.replace('typer.Option(0)', '0')}\n) -> None:\n{body}\n"
     assert function_lengths(plain) == {"helper:1": 92}
+
+
+def test_no_source_file_is_ignored_by_git() -> None:
+    """A new module in a folder that an ignore pattern matches (``results/`` once matched
+    harness/results/) would work here and be missing from every clone."""
+    import shutil
+    import subprocess
+
+    git = shutil.which("git")
+    assert git is not None and (ROOT / ".git").exists(), "the tests run in a git checkout"
+    ignored = subprocess.run(  # argv list
+        [git, "ls-files", "--others", "--ignored", "--exclude-standard", "--", "harness", "tests"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    sources = [p for p in ignored if p.endswith((".py", ".md", ".yaml", ".json", ".npy", ".csv"))]
+    assert sources == []
