@@ -143,7 +143,8 @@ def exit_outcome(
         memory_limit=memory_limit,
         record_written=(run_dir / RECORD_FILE).is_file(),
         engine_answers=engine_answers,
-        terminated=_recorded_sigterm(run_dir),
+        # only a failed exit can be a recorded SIGTERM: an ok run's record is read once, later
+        terminated=code not in (0, 143) and not oom and _recorded_sigterm(run_dir),
     )
 
 
