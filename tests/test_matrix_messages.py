@@ -106,7 +106,7 @@ CASES = [
         invalid(
             "  m.yaml:3: unknown key 'includes' in the top level\n"
             "    fix: did you mean 'include'? allowed here: "
-            "name, run, workload, axes, include, exclude, slurm"
+            "name, run, workload, axes, include, exclude, slurm, control"
         ),
         DOCS_HINT,
     ),

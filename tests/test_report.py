@@ -46,6 +46,7 @@ def write_run(
     error: dict | None = None,
     acc: float = 0.9,
     provenance: dict | None = None,
+    val_loss: float | None = None,
 ) -> None:
     run_dir = root / cell["dir"] / f"repeat-{repeat}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -78,6 +79,7 @@ def write_run(
                     "val_acc": acc,
                     "train_seconds": 2.0 + e,
                     "val_seconds": 0.5,
+                    **({"val_loss": val_loss} if val_loss is not None else {}),
                 }
                 for e, f in EPOCHS
             ],

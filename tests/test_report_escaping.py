@@ -123,9 +123,13 @@ def test_tampered_records_render_without_tags_links_or_commands(tmp_path: Path, 
     assert images.count("(invalid)") == 2
     assert "img src" not in images and "zz" not in images
     assert "&lt;script&gt;" in html  # the torch "version", escaped text
-    # The log tail: one code block, whole, that nothing in it closed.
-    blocks = re.findall(r"<pre><code[^>]*>(.*?)</code></pre>", html, flags=re.S)
-    assert len(blocks) == 1
+    # The log tail: one code block, whole, that nothing in it closed; beside it only the
+    # recipe's code, made from validated settings alone (no text of a record reaches it).
+    blocks = re.findall(r"<pre><code([^>]*)>(.*?)</code></pre>", html, flags=re.S)
+    recipe = [text for attrs, text in blocks if "language-python" in attrs]
+    blocks = [text for attrs, text in blocks if "language-python" not in attrs]
+    assert len(blocks) == 1 and len(recipe) <= 1
+    assert all("img" not in text and "evil" not in text for text in recipe)
     assert "::error::boom" in blocks[0] and "&lt;/details&gt;&lt;img src=y&gt;" in blocks[0]
     assert "after a CR" in blocks[0]
     assert html.count("<details><summary>log tail") == 1

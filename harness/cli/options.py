@@ -92,6 +92,11 @@ def python_option(help: str) -> Any:
     return typer.Option("--python", help=help)
 
 
+def control_option(help: str) -> Any:
+    """``--control``: the matrix as if it said ``control: true`` (a control cell per image)."""
+    return typer.Option("--control", help=help)
+
+
 def out_option(help: str) -> Any:
     """``-o/--out``: every output folder or file (docs/contributing.md)."""
     return typer.Option("--out", "-o", help=help)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from harness.cli.options import control_option
 from harness.matrix import load_matrix
 from harness.run.schedule import need_of
 from harness.run.shard import MAX_SHARDS, github_matrix, plan_shards
@@ -18,8 +19,8 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def plan_data(matrix_path: Path) -> dict[str, Any]:
-    matrix = load_matrix(matrix_path)
+def plan_data(matrix_path: Path, control: bool = False) -> dict[str, Any]:
+    matrix = load_matrix(matrix_path, control=control)
     repeats = matrix.model.run.repeats
     cells = []
     for cell in matrix.cells:
@@ -32,6 +33,7 @@ def plan_data(matrix_path: Path) -> dict[str, Any]:
                 "cores": need.cores,
                 "gpus": need.gpus,
                 "settings": cell.settings,
+                **({"control": True} if cell.control else {}),
             }
         )
     return {
@@ -59,13 +61,16 @@ def command(
             "expected run time and GPU count; `harness run --shard I/N` runs one"
         ),
     ] = None,
+    control: Annotated[
+        bool, control_option("with a control cell per image, as `harness run --control`")
+    ] = False,
 ) -> int:
     """List the cells and runs of a matrix without running them."""
     if shards is not None:
-        return _shards_command(matrix, shards, fmt)
+        return _shards_command(matrix, shards, fmt, control)
     if fmt == "github":
         raise typer.BadParameter("github needs --shards N", param_hint="--format")
-    data = plan_data(matrix)
+    data = plan_data(matrix, control)
     if fmt == "json":
         typer.echo(json.dumps(data, indent=2))
         return 0
@@ -74,12 +79,13 @@ def command(
     typer.echo(f"{data['name']}: {len(data['cells'])} cells, {data['runs']} runs")
     for c in data["cells"]:
         res = _count(c["cores"], "core") + (f", {_count(c['gpus'], 'GPU')}" if c["gpus"] else "")
-        typer.echo(f"  {c['id']}  {c['name']}  x{c['repeats']}  ({res})")
+        mark = "  control" if c.get("control") else ""
+        typer.echo(f"  {c['id']}  {c['name']}  x{c['repeats']}  ({res}){mark}")
     return 0
 
 
-def _shards_command(matrix_path: Path, shards: int, fmt: str) -> int:
-    matrix = load_matrix(matrix_path)
+def _shards_command(matrix_path: Path, shards: int, fmt: str, control: bool = False) -> int:
+    matrix = load_matrix(matrix_path, control=control)
     planned = plan_shards(matrix, shards)
     data = github_matrix(planned)
     if fmt == "github":

@@ -11,6 +11,7 @@ import typer
 
 from harness.cli.interrupts import cancel_on_signals
 from harness.cli.options import (
+    control_option,
     data_dir_option,
     executor_option,
     out_option,
@@ -21,6 +22,7 @@ from harness.errors import HarnessError, print_error
 from harness.matrix import LoadedMatrix, load_matrix
 from harness.report.exporters import REPORT_FORMATS
 from harness.report.terminal import print_summary
+from harness.results.manifest import read_manifest
 from harness.results.store import ResultsDir
 from harness.run.matrix_runner import RunConfig, RunSummary, make_executor, run_matrix
 from harness.run.shard import parse_shard
@@ -78,15 +80,24 @@ def command(
             help="run only shard I of N (e.g. 2/4), as split by `harness plan --shards N`"
         ),
     ] = None,
+    control: Annotated[
+        bool,
+        control_option(
+            "add to each image a control cell that must not reproduce (placement none), as "
+            "control: true in the matrix does; a folder run with it resumes with it"
+        ),
+    ] = False,
 ) -> int:
     """Run the matrix. Exit codes: 0 every run succeeded; 1 some runs failed (the report lists
     them); 2 bad input (the matrix, a flag, the results folder: the message names the fix) or
     your own training failed (no further run is started); 130 interrupted (finished runs are
     kept)."""
     shard_spec = parse_shard(shard) if shard is not None else None
-    loaded = load_matrix(matrix)
+    loaded = load_matrix(matrix, control=control)
     if out is not None:  # refused before MNIST is fetched or an image is built
         ResultsDir(out).check_out()
+        if not loaded.model.control and _has_controls(out):
+            loaded = load_matrix(matrix, control=True)
     config = RunConfig(
         matrix=loaded,
         out=out,
@@ -104,6 +115,13 @@ def command(
         sys.stderr.write("harness: stopped on the error in your training shown above\n")
         return stopped.exit_code
     return summary.exit_code
+
+
+def _has_controls(out: Path) -> bool:
+    """The folder was run with control cells (``--control``): resuming it makes them again,
+    as its ``matrix.yaml`` copy says, whether or not the option is given again."""
+    manifest = read_manifest(out)
+    return manifest is not None and any(c.control for c in manifest.cells)
 
 
 def _workload_stopped(

@@ -72,6 +72,9 @@ class Setting:
     against. ``run_default``: ``run:`` in the matrix file may set its default for every cell.
     ``builtin_only``: read by the built-in MNIST experiment only; a cell with an ``entry`` (the
     user's build function) never reads it, so the matrix refuses it there (use ``params``).
+    ``trains``: it says what is trained (the network, its hyperparameters, how long), not how
+    the training runs: the report gives a recipe per value of it, and asks of the others only
+    whether they change the bits (another training has other bits by definition).
     """
 
     name: str
@@ -91,6 +94,7 @@ class Setting:
     pattern: str | None = None
     pattern_doc: str = ""
     builtin_only: bool = False
+    trains: bool = False
 
     @property
     def python_type(self) -> type:
@@ -205,7 +209,7 @@ SETTINGS: tuple[Setting, ...] = (
         "model", "str", "mlp",
         "the network: `mlp`, the post's (no cuDNN call), or `cnn`, the PyTorch MNIST example "
         "(its convolutions go through cuDNN; dropout draws from the seeded generator)",
-        choices=("mlp", "cnn"), in_report=True, builtin_only=True,
+        choices=("mlp", "cnn"), in_report=True, builtin_only=True, trains=True,
     ),
     Setting(
         "cudnn_deterministic", "bool", True, "`torch.backends.cudnn.deterministic`",
@@ -246,30 +250,32 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("seed", "int", DEFAULT_SEED, "the seed, at the placement", label="seed",
             run_default=True, minimum=0, maximum=SEED_MAX),
-    Setting("epochs", "int", 1, "training epochs", positive=True, label="ep", run_default=True),
+    Setting("epochs", "int", 1, "training epochs", positive=True, label="ep", run_default=True,
+            trains=True),
     Setting(
         "max_steps_per_epoch", "int", None, "optimizer steps per epoch (`null`: the whole epoch)",
-        positive=True, nullable=True, label="steps", run_default=True,
+        positive=True, nullable=True, label="steps", run_default=True, trains=True,
     ),
     Setting("pythonhashseed", "int", 0, "`PYTHONHASHSEED` of the run's processes", label="phs",
             minimum=0, maximum=SEED_MAX),
     Setting("batch_size", "int", 32, "training batch size (the post's 32)", positive=True,
-            label="bs", builtin_only=True),
+            label="bs", builtin_only=True, trains=True),
     Setting("learning_rate", "float", 1e-4, "Adam's learning rate (the post's 1e-4)",
-            positive=True, label="lr", builtin_only=True),
+            positive=True, label="lr", builtin_only=True, trains=True),
     Setting("hidden_size", "int", 64, "the `mlp`'s hidden width (the post's 64; `cnn` has none)",
-            positive=True, label="h", builtin_only=True),
+            positive=True, label="h", builtin_only=True, trains=True),
     Setting(
         "entry", "str", None,
         "the training to run: `null`, the built-in MNIST experiment, or `package.module:function`, "
         "your build function (docs/workload.md); `workload.entry` sets it for every cell",
         nullable=True, pattern=ENTRY_PATTERN, pattern_doc=ENTRY_WORDS, label="", in_report=True,
+        trains=True,
     ),
     Setting(
         "params", "params", {},
         "a mapping your build function receives (e.g. `{lr: 0.001}`); `workload.params` gives "
         "every cell's, an axis or include entry overrides some of them; each is a report column",
-        in_report=True,
+        in_report=True, trains=True,
     ),
 )  # fmt: skip
 
@@ -292,6 +298,9 @@ TWIN: Mapping[str, Any] = twin_of(SETTINGS)
 #: Settings only the built-in MNIST experiment reads (``model``, ``hidden_size`` ...): refused
 #: for a cell with an ``entry``, left out of its name, its report and "did you mean".
 BUILTIN_ONLY: frozenset[str] = frozenset(s.name for s in SETTINGS if s.builtin_only)
+#: Settings that say what is trained, not how it runs (``Setting.trains``); ``params`` stands for
+#: each ``params.<key>`` of the report.
+TRAINS: frozenset[str] = frozenset(s.name for s in SETTINGS if s.trains)
 #: The settings every matrix digest has held since digests were pinned: the dump lists each of
 #: them in axes, include and exclude (null where unused). A setting added later is left out of
 #: the digest where the matrix does not use it (harness/matrix/cells.py), so adding one

@@ -12,7 +12,7 @@ import itertools
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ class Cell:
     #: count_host_syncs); not settings:
     #: they are in no cell id or name
     run_fields: dict[str, Any] = field(default_factory=dict)
+    #: a control cell (``control: true``): its image's cell that must not reproduce
+    control: bool = False
 
     def spec(self, repeat: int) -> RunSpec:
         return RunSpec(
@@ -84,6 +86,8 @@ class LoadedMatrix:
             del data["workload"]  # unset: the digest of before it existed
         # where and how harness submit slurm queues the runs, not what they run
         data.pop("slurm")
+        if not data["control"]:  # unset: the digest of before it existed
+            data.pop("control")
         _drop_unused_later_settings(data)
         return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
@@ -198,6 +202,43 @@ def make_cells(model: Any, combos: list[dict[str, Any]]) -> list[Cell]:
     names = readable_names(settings)
     return [
         Cell(cell_id(s), n, s, run_fields(model, s)) for s, n in zip(settings, names, strict=True)
+    ]
+
+
+#: The placement of a control cell: the seed is set nowhere, so its repeats must differ.
+CONTROL_PLACEMENT = "none"
+
+
+def with_controls(model: Any, cells: list[Cell]) -> list[Cell]:
+    """``cells`` with a control cell per image (first-seen order) when ``control`` is set.
+
+    An image's control is its first cell with ``placement: none``: a cell that must not
+    reproduce, so a reproducing one shows the harness cannot see a difference there. A cell
+    with exactly those settings already in the matrix is marked; otherwise a new cell is
+    added at the end, named like any other (the existing cells' names do not change)."""
+    if not model.control:
+        return cells
+    index = {c.id: i for i, c in enumerate(cells)}
+    firsts: dict[str, Cell] = {}
+    for c in cells:
+        firsts.setdefault(c.settings["image"], c)
+    marked = list(cells)
+    added: list[dict[str, Any]] = []
+    for first in firsts.values():
+        settings = {**first.settings, "placement": CONTROL_PLACEMENT}
+        found = index.get(cell_id(settings))
+        if found is not None:
+            marked[found] = replace(marked[found], control=True)
+        else:
+            added.append(settings)
+    taken = {c.name for c in cells}
+    names = readable_names([c.settings for c in cells] + added)[len(cells) :]
+    names = [
+        n if n not in taken else f"{n}-{cell_id(s)[:6]}" for n, s in zip(names, added, strict=True)
+    ]
+    return marked + [
+        Cell(cell_id(s), n, s, run_fields(model, s), control=True)
+        for s, n in zip(added, names, strict=True)
     ]
 
 

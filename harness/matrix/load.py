@@ -15,18 +15,29 @@ from pydantic import ValidationError
 
 from harness.contract.settings import BUILTIN_ONLY
 from harness.errors import MatrixError
-from harness.matrix.cells import Cell, LoadedMatrix, canonical_json, expand, make_cells
+from harness.matrix.cells import (
+    Cell,
+    LoadedMatrix,
+    canonical_json,
+    expand,
+    make_cells,
+    with_controls,
+)
 from harness.matrix.models import Matrix
 from harness.matrix.validation_messages import validation_error, where
 from harness.matrix.yaml_reader import read_yaml
 
 
 def load_matrix(
-    path: str | Path, *, code_dir: Path | None = None, check_code_dir: bool = True
+    path: str | Path,
+    *,
+    code_dir: Path | None = None,
+    check_code_dir: bool = True,
+    control: bool = False,
 ) -> LoadedMatrix:
     """Read, validate and expand a matrix file; every problem is a MatrixError with file:line.
 
-    ``code_dir`` and ``check_code_dir``: as ``parse_matrix`` takes them."""
+    ``code_dir``, ``check_code_dir`` and ``control``: as ``parse_matrix`` takes them."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -35,11 +46,18 @@ def load_matrix(
             f"{path}: cannot read the matrix file ({exc.strerror})",
             "give the path of a matrix YAML file, e.g. examples/placement-quick.yaml",
         ) from exc
-    return parse_matrix(text, path, code_dir=code_dir, check_code_dir=check_code_dir)
+    return parse_matrix(
+        text, path, code_dir=code_dir, check_code_dir=check_code_dir, control=control
+    )
 
 
 def parse_matrix(
-    text: str, path: Path, *, code_dir: Path | None = None, check_code_dir: bool = True
+    text: str,
+    path: Path,
+    *,
+    code_dir: Path | None = None,
+    check_code_dir: bool = True,
+    control: bool = False,
 ) -> LoadedMatrix:
     """Validate and expand a matrix given as text; ``path`` names it in messages.
 
@@ -47,6 +65,10 @@ def parse_matrix(
     ``code_dir`` says where it is: the absolute folder a results folder's manifest recorded
     (its ``matrix.yaml`` is a copy, whose own folder is not the user's). With
     ``check_code_dir`` (the default) it must be an existing folder.
+
+    ``control`` (``harness run --control``) reads the file as if it said ``control: true``,
+    and the loaded text says so: the copy a results folder keeps makes the same cells when
+    resume, merge or diagnose read it again.
     """
     root, data = read_yaml(text, path)
     if not isinstance(data, dict):
@@ -59,10 +81,13 @@ def parse_matrix(
         model = Matrix.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, root, path, data) from exc
+    if control and not model.control:
+        text = control_text(text, root, path)
+        model = model.model_copy(update={"control": True})
     _check_product(model, root, path)
     combos = expand(model)
     _check_builtin_only(model, combos, root, path)
-    _check_size(model, combos, root, path)
+    _check_size(model, len(combos), root, path)
     try:
         cells = make_cells(model, combos)
     except ValidationError as exc:  # a combination the parts allowed but the whole does not
@@ -73,24 +98,51 @@ def parse_matrix(
         ) from exc
     _check_duplicates(model, cells, combos, root, path)
     _check_workload(model, cells, root, path)
+    cells = with_controls(model, cells)
+    _check_size(model, len(cells), root, path, " (with the control cells)")
     found = _code_dir(model, root, path, code_dir, check_code_dir)
     return LoadedMatrix(path, text, model, cells, code_dir=found)
 
 
-def _check_size(
-    model: Any, combos: list[dict[str, Any]], root: yaml.Node | None, path: Path
-) -> None:
+def control_text(text: str, root: yaml.Node | None, path: Path) -> str:
+    """``text`` saying ``control: true``: its ``control:`` value replaced, or the key put
+    before the first one (indented as it is). Checked by reading it again; a file it cannot be
+    written into is a MatrixError saying to write the key in the file."""
+    if not isinstance(root, yaml.MappingNode) or not root.value:
+        raise MatrixError(f"{path}:1: the matrix must be a mapping", "start from an example")
+    value = next((v for k, v in root.value if k.value == "control"), None)
+    if value is not None:
+        new = text[: value.start_mark.index] + "true" + text[value.end_mark.index :]
+    else:
+        first = root.value[0][0].start_mark
+        after = ", " if root.flow_style else "\n" + " " * first.column
+        new = text[: first.index] + "control: true" + after + text[first.index :]
+    try:
+        data = read_yaml(new, path)[1]
+        Matrix.model_validate(data)
+    except (MatrixError, ValidationError):
+        data = None
+    if not isinstance(data, dict) or data.get("control") is not True:
+        raise MatrixError(
+            f"{path}:1: --control could not be added to this file",
+            "write control: true in the matrix file instead",
+        )
+    return new
+
+
+def _check_size(model: Any, cells: int, root: yaml.Node | None, path: Path, what: str = "") -> None:
     """At least one cell, and no more runs than ``run.max_runs``: checked before the cells
-    are built, which is the slow part."""
-    if not combos:
+    are built, which is the slow part (and again with the control cells, when they are
+    added)."""
+    if not cells:
         raise MatrixError(
             f"{path}:1: the matrix has no cells",
             "give at least one axis, or include entries, and check exclude",
         )
-    total = len(combos) * model.run.repeats
+    total = cells * model.run.repeats
     if total > model.run.max_runs:
         raise MatrixError(
-            f"{where(path, root, ('run', 'repeats'))}: the matrix has {len(combos)} cells x "
+            f"{where(path, root, ('run', 'repeats'))}: the matrix has {cells} cells{what} x "
             f"{model.run.repeats} repeats = {total} runs, more than run.max_runs "
             f"({model.run.max_runs})",
             f"if you mean it, raise it: run: {{max_runs: {total}}}",

@@ -303,6 +303,16 @@ def make_models(table: tuple[Setting, ...] = SETTINGS) -> dict[str, type[Strict]
         include=(list[patch], Field(default_factory=list)),  # type: ignore[valid-type]
         exclude=(list[patch], Field(default_factory=list)),  # type: ignore[valid-type]
         slurm=(SlurmBlock | None, Field(None, description="harness submit slurm's requests")),
+        control=(
+            StrictBool,
+            Field(
+                False,
+                description="add to each image one control cell that must not reproduce: the "
+                "image's first cell with placement none (an existing cell with those settings "
+                "is marked instead); if it reproduces, the report gives no reproduces verdict "
+                "on that image (`harness run --control` sets it for one run)",
+            ),
+        ),
     )
     matrix.__doc__ = "The whole matrix file."
     return {"CellSettings": cell, "Axes": axes, "Patch": patch, "RunBlock": run, "Matrix": matrix}

@@ -19,7 +19,9 @@ from harness.results.layout import REPORT_FILES
 #: ``reproducible`` null exactly when unknown), runs checked against their files (status
 #: ``corrupt``), merge conflict copies (``conflict_copies``, ``conflicts``), ``mixed_code``;
 #: since then, added keys only: ``machines``, each run's ``machine`` (its fingerprint), each
-#: cell's and comparison's ``machines_differ``.
+#: cell's and comparison's ``machines_differ``; ``answer`` (what changes the bits, the recipes,
+#: the noise, the controls), each cell's ``control``, each run's ``val_loss``. The schema:
+#: docs/report.schema.json (harness/report/report_schema.py).
 REPORT_FORMAT_VERSION = 2
 
 
@@ -57,6 +59,7 @@ def render_json(report: Report) -> bytes:
         "mixed_code": report.mixed_code,
         "diagnoses": to_jsonable(report.diagnoses),
         "machines": to_jsonable(report.machines),
+        "answer": to_jsonable(report.answer),
     }
     return (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8")
 

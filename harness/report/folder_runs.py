@@ -187,6 +187,7 @@ def _from_record(
     d = record.digests
     epochs = record.epochs
     last_acc = next((e.val_acc for e in reversed(epochs) if e.val_acc is not None), None)
+    last_loss = next((e.val_loss for e in reversed(epochs) if e.val_loss is not None), None)
     return RunResult(
         repeat=repeat,
         status=OK if record.ok else FAILED,
@@ -201,6 +202,7 @@ def _from_record(
         ranks=record.ranks,
         epoch_starts=_epoch_starts(record),
         val_acc=last_acc,
+        val_loss=last_loss,
         seconds_per_epoch=_seconds_per_epoch(record),
         error=record.error,
         image_digest=record.provenance.image_digest,

@@ -16,6 +16,7 @@ from harness.diagnose.words import markdown as diagnosis_markdown
 from harness.report.grid import MARK, MEANING, NO_CELL, Grid, constant, grids
 from harness.report.heatmap_layout import title as heatmap_title
 from harness.report.machines import MachineInfo
+from harness.report.markdown_answer import answer_lead, answer_section
 from harness.report.markdown_blocks import escape, html_text, table_lines
 from harness.report.markdown_cells import cells_section, settings_text
 from harness.report.markdown_sections import (
@@ -44,7 +45,8 @@ _SECTIONS = (
 
 def render_markdown(report: Report) -> bytes:
     """The report: first what a reader takes in at a glance (the counts, each image's summary
-    sentence and verdict grid, the cost of determinism), then the long sections, folded.
+    sentence and verdict grid, the cost of determinism, the answer's lines), then the long
+    sections, folded (the answer's tables and code first).
 
     Plots are linked and the grid heatmaps embedded only where ``write_plots`` and
     ``write_grid_plots`` drew them (``cell.plot``, ``report.grid_plots``): the GitHub job
@@ -56,6 +58,8 @@ def render_markdown(report: Report) -> bytes:
     for grid in grid_list:
         out += _image_grid(report, grid)
     out += _cost_line(report)
+    out += answer_lead(report)
+    out += answer_section(report)  # the first fold: the answer's tables and code
     out += cells_section(report, grid_list, shared)
     out += _heatmaps(report, grid_list)
     out += _diagnoses(report)

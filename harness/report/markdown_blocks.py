@@ -23,14 +23,14 @@ def escape(text: Any) -> str:
     return inert.defuse_commands(inert.neutralise_links(s))
 
 
-def fence(text: str) -> str:
+def fence(text: str, lang: str = "text") -> str:
     """A code block of ``text`` (control characters stripped) whose fence is longer than any
     backtick run inside it, so nothing in it can close it; no line of it starts a workflow
-    command."""
+    command. ``lang``: the info string (a fixed word of the report's, never from a record)."""
     text = inert.defuse_commands(inert.strip_controls(text, multiline=True))
     longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
     ticks = "`" * max(3, longest + 1)
-    return f"{ticks}text\n{text}\n{ticks}"
+    return f"{ticks}{lang}\n{text}\n{ticks}"
 
 
 def code(value: str | None, kind: str = "digest") -> str:

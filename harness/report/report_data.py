@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.contract.machine import Machine
 from harness.contract.record import RunError
+from harness.report.answer_data import Answer
 from harness.report.machines import MachineInfo
 
 if TYPE_CHECKING:
@@ -112,6 +113,8 @@ class RunResult:
     ranks: int = 1
     epoch_starts: list[tuple[int, int]] = field(default_factory=list)  # (epoch, first_step)
     val_acc: float | None = None
+    #: the last epoch's validation loss (None: no epoch was validated)
+    val_loss: float | None = None
     seconds_per_epoch: float | None = None
     #: the record's error, or what the report found wrong with a record that says ok
     error: RunError | CheckError | None = None
@@ -224,6 +227,9 @@ class CellReport:
     #: set when its trusted runs ran on different machines: how they differ (a divergence
     #: between them may be the machines', not the settings')
     machines_differ: str | None = None
+    #: a control cell (``control: true``, ``harness run --control``): one per image that must
+    #: not reproduce (harness/report/controls.py)
+    control: bool = False
 
     def __post_init__(self) -> None:
         self.verdict = Verdict(self.verdict)
@@ -337,6 +343,9 @@ class Report:
     source: ReportSource = MATRIX
     #: the machines that ran the runs (harness/report/machines.py), in the order first seen
     machines: list[MachineInfo] = field(default_factory=list)
+    #: what changes the bits, the recipe per image, the noise against the seeds, the controls
+    #: (harness/report/answer_data.py)
+    answer: Answer = field(default_factory=Answer)
 
     def __post_init__(self) -> None:
         self.source = ReportSource(self.source)

@@ -1,6 +1,7 @@
 """The answer in the terminal: what ``harness run`` and ``harness report`` print at the end, so
 the user learns it without opening a file: per image, the summary sentence and the verdict grid
-(grid.py's ``Grid``, the same one the Markdown and the heatmap draw), then a legend.
+(grid.py's ``Grid``, the same one the Markdown and the heatmap draw), then a legend, then the
+answer's lines (what changes the bits, the recipe per image, the controls).
 
 Three modes, as the progress display has (harness/run/progress.py): ``rich`` (a ``rich`` table per
 image, entries coloured), ``plain`` (aligned text, for CI logs and pipes) and ``quiet`` (nothing).
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from harness.report.answer_text import lead_lines
 from harness.report.grid import MEANING, NO_CELL, TERMINAL_MARK, Grid, grids, short, value_text
 from harness.report.report_data import DIVERGES, REPRODUCES, UNKNOWN, Report
 from harness.text import terminal_safe
@@ -105,6 +107,8 @@ def render_plain(
     machines = machines_line(report)
     if machines:
         lines += textwrap.wrap(machines, width)
+    for line in lead_lines(report.answer):
+        lines += textwrap.wrap(line, width, subsequent_indent="  ")
     if report_path is not None:
         lines.append(f"report: {report_path}")
     return [terminal_safe(line) for line in lines]
@@ -247,6 +251,8 @@ def _print_rich(
     machines = machines_line(report)
     if machines:
         console.print(safe(machines), soft_wrap=True)
+    for line in lead_lines(report.answer):
+        console.print(safe(line), soft_wrap=True)
     if report_path is not None:
         console.print(safe(f"report: {report_path}"), soft_wrap=True)
 

@@ -101,6 +101,7 @@ def analyze_cell(
         weights_divergence=weights,
         weights_compared=compared,
         machines_differ=machines,
+        control=cell.control,
     )
 
 

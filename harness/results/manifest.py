@@ -35,17 +35,20 @@ MANIFEST_FORMAT_VERSION = 2
 
 @dataclass
 class ManifestCell:
-    """One cell of the folder: ``dir`` is its folder relative to the results folder."""
+    """One cell of the folder: ``dir`` is its folder relative to the results folder;
+    ``control``: a control cell (``control: true``), written only when set, so a manifest
+    without control cells reads and writes as before they existed."""
 
     id: str
     name: str
     dir: str
     settings: dict[str, Any]
+    control: bool = False
 
     @classmethod
     def of(cls, cell: Cell) -> ManifestCell:
         dirname = cell_dirname(cell.name, cell.id)
-        return cls(cell.id, cell.name, cell_relpath(dirname), dict(cell.settings))
+        return cls(cell.id, cell.name, cell_relpath(dirname), dict(cell.settings), cell.control)
 
 
 @dataclass
@@ -79,6 +82,9 @@ class Manifest:
         for key in ("merged_from", "merge", "workload_path"):
             if data[key] is None:
                 del data[key]
+        for cell in data["cells"]:
+            if not cell["control"]:
+                del cell["control"]
         return data
 
 
