@@ -301,3 +301,76 @@ def test_what_is_trained_and_the_seed_get_no_row(tmp_path: Path):
     found = effects(tmp_path)
     assert list(found) == ["threads"]
     assert (found["threads"].pairs, found["threads"].changed) == (1, 1)
+
+
+def test_a_pair_whose_losses_are_gone_changes_the_bits_at_an_unknown_step(tmp_path: Path):
+    """Two reproducing cells with other trajectory digests, their runs made by hand (without
+    the losses the report read) and the losses files gone: the bits differ, where is not
+    known."""
+    write_cells(
+        tmp_path,
+        {"t1": ({"threads": 1}, [base_losses()] * 2), "t2": ({"threads": 2}, [planted(7)] * 2)},
+    )
+    cells = analyze(tmp_path).cells
+    for cell in cells:
+        cell.runs = [dataclasses.replace(r, losses=None) for r in cell.runs]
+    for path in tmp_path.glob("cells/t2--*/repeat-*/losses.npy"):
+        path.unlink()
+    (threads,) = what_changes_bits(cells)
+    (pair,) = threads.pair_list
+    assert (pair.setting, pair.cells, pair.equal, pair.first_step) == (
+        "threads",
+        ("t1", "t2"),
+        False,
+        None,
+    )
+    assert (threads.effect, threads.changed, threads.first_step) == ("always", 1, None)
+    assert threads.sentence == "threads: changes the bits in 1 of 1 pair (first step unknown)"
+
+
+def test_every_unjudged_pair_is_counted(tmp_path: Path):
+    """One reproducing cell and two whose own repeats differ: three pairs, none judged."""
+    base = base_losses()
+    write_cells(
+        tmp_path,
+        {
+            "t1": ({"threads": 1}, [base, base]),
+            "t2": ({"threads": 2}, [base, planted(8)]),
+            "t3": ({"threads": 3}, [base, planted(9)]),
+        },
+    )
+    threads = effects(tmp_path)["threads"]
+    assert (threads.effect, threads.pairs, threads.unjudged_pairs) == ("no_pairs", 0, 3)
+    assert threads.sentence == (
+        "threads: no pair to compare; 3 pairs where a cell does not reproduce"
+    )
+
+
+def test_a_setting_that_changes_the_bits_on_two_images_of_three(tmp_path: Path):
+    """The images it changes the bits on are named, each count is its own: 1 pair on each of
+    img-b and img-c, none of the 3 on img-a."""
+    base = base_losses()
+    cells = {
+        f"img-a-t{t}-b{int(b)}": (
+            {"image": "img-a", "threads": t, "cudnn_benchmark": b},
+            [base] * 2,
+        )
+        for t in (1, 2, 3)
+        for b in (False, True)
+    }
+    for image, step in (("img-b", 12), ("img-c", 20)):
+        for b in (False, True):
+            traj = planted(step) if b else base
+            settings = {"image": image, "threads": 1, "cudnn_benchmark": b}
+            cells[f"{image}-b{int(b)}"] = (settings, [traj] * 2)
+    write_cells(tmp_path, cells)
+    bench = effects(tmp_path)["cudnn_benchmark"]
+    assert [(i.image, i.pairs, i.changed) for i in bench.by_image] == [
+        ("img-a", 3, 0),
+        ("img-b", 1, 1),
+        ("img-c", 1, 1),
+    ]
+    assert bench.sentence == (
+        "cudnn_benchmark: changes the bits only on img-b and img-c (2 of 2 pairs there; 0 of 3 "
+        "elsewhere), first at step 12"
+    )

@@ -244,3 +244,42 @@ def test_a_control_without_a_verdict_leaves_the_check_undone(two_images):
     assert "could not be checked" in first.sentence
     assert list(withheld) == ["a/torch:1"]  # that image's control reproduced
     assert {c.name: c.verdict for c in report.cells}["same-local"] == "reproduces"
+
+
+def test_every_control_result_names_its_cell_and_says_what_it_shows(two_images):
+    """The sentence and the cell of a control in each state: diverging with its final weights
+    alone differing, diverging where the step is not known, reproducing (withheld), and
+    without a verdict."""
+    root, cells = two_images
+    for name, cell in cells.items():
+        if name == "control-local":  # equal losses, other final weights
+            for k in range(2):
+                write_run(root, cell, k, base_losses(), final=f"w{k}")
+        else:
+            _write(root, cell, 30 if name.startswith("diverge-") else None)
+    report = analyze(root)
+    weights, reproducing = report.answer.controls
+    assert (weights.cell, weights.verdict, weights.seen) == ("control-local", "diverges", True)
+    assert weights.sentence == (
+        "On local, the control cell control-local diverges, as it must (its final weights "
+        "differ): the harness sees a difference there."
+    )
+    assert (reproducing.cell, reproducing.seen) == ("control-a_torch_1", False)
+    assert reproducing.sentence == (
+        "On a/torch:1, the control cell control-a_torch_1 reproduces, but it must not: the "
+        "harness could not see a difference there, so no cell on it is said to reproduce."
+    )
+
+
+def test_a_control_without_a_verdict_is_named(two_images):
+    root, cells = two_images
+    for name, cell in cells.items():
+        _write(root, cell, 30 if name.startswith(("diverge-", "control-")) else None)
+    write_run(root, cells["control-local"], 1, None, status="failed", error={
+        "type": "timeout", "message": "timed out", "log_tail": ""})  # fmt: skip
+    first = analyze(root).answer.controls[0]
+    assert (first.cell, first.verdict, first.seen) == ("control-local", "unknown", None)
+    assert first.sentence == (
+        "On local, the control cell control-local has no verdict (1 of 2 repeats failed): "
+        "whether the harness sees a difference there could not be checked."
+    )

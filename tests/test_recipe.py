@@ -15,6 +15,7 @@ import pytest
 from test_report import base_losses, make_cell, make_results, write_run
 
 from harness.contract import RunSpec
+from harness.contract.settings import DEFAULTS
 from harness.report import analyze
 from harness.report.recipe import median_seconds, recipe_code, recipes
 
@@ -222,7 +223,9 @@ def test_recipe_code_carries_every_value():
     for name, value in env.items():
         assert f"# before Python starts: export {name}={value}\n" in code
     for line in (
+        "import lightning as L  # or: import pytorch_lightning as L",
         "torch.set_num_threads(3)",
+        "torch.set_num_interop_threads(1)",
         "torch.backends.cudnn.deterministic = True",
         "torch.backends.cudnn.benchmark = False",
         "torch.backends.cuda.matmul.allow_tf32 = True",
@@ -258,7 +261,9 @@ def test_recipe_code_places_the_seed_as_the_workload_does():
     assert seed_line(before) < line_of(before, "model =")
     never, _ = recipe_code({**GPU, "placement": "none"})
     compile(never, "<recipe>", "exec")
-    assert "manual_seed" not in never and "placement=none" in never
+    assert "manual_seed" not in never and never.count("placement=none") == 1
+    for code in (first, before):  # seeded once, where the workload seeds
+        assert code.count("torch.manual_seed(") == 1
 
 
 def test_recipe_code_flags_off_and_warn():
@@ -269,6 +274,8 @@ def test_recipe_code_flags_off_and_warn():
     warn, env = recipe_code({**GPU, "deterministic_algorithms": "warn", "cpu_isa": "native"})
     assert "torch.use_deterministic_algorithms(True, warn_only=True)" in warn.splitlines()
     assert env["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8" and "ATEN_CPU_CAPABILITY" not in env
+    bench, _ = recipe_code({**GPU, "cudnn_benchmark": True})
+    assert "torch.backends.cudnn.benchmark = True" in bench.splitlines()
     unset, env = recipe_code({**GPU, "cublas_workspace": "unset"})
     assert "CUBLAS_WORKSPACE_CONFIG" not in env
 
@@ -303,3 +310,100 @@ def test_the_code_a_user_pastes_is_formatted_as_ruff_formats_it():
             check=False,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_nearest_is_a_cell_whose_losses_agree_at_every_step(tmp_path: Path):
+    """No cell reproduces: one parts at step 90, the other's losses agree throughout and
+    only its final weights differ: that one is nearer, and the sentence says why."""
+    m = {"late": make_cell("late", threads=2), "weights": make_cell("weights", threads=1)}
+    make_results(tmp_path, list(m.values()), repeats=2)
+    write_cell(tmp_path, m["late"], [1.0, 1.0], step=90)
+    for k in range(2):
+        write_run(tmp_path, m["weights"], k, base_losses(), final=f"w{k}")
+    cells = analyze(tmp_path).cells
+    assert [c.verdict for c in cells] == ["diverges", "diverges"]
+    (recipe,) = recipes(cells)
+    assert (recipe.cell, recipe.nearest) == (None, "weights")
+    assert recipe.sentence == (
+        "On local, no cell reproduces; the nearest is weights (its repeats' losses agree at "
+        "every step, its final weights do not)."
+    )
+
+
+def untimed_run(root: Path, cell: dict, repeat: int) -> None:
+    """write_run, then no epoch timed and no wall time: the run's time is unknown."""
+    write_run(root, cell, repeat, base_losses())
+    path = root / cell["dir"] / f"repeat-{repeat}" / "run.json"
+    record = json.loads(path.read_text())
+    for epoch in record["epochs"]:
+        epoch["train_seconds"] = None
+    record["timing"]["wall_seconds"] = None
+    path.write_text(json.dumps(record))
+
+
+def test_a_lone_reproducing_cell_is_named_and_is_the_fastest(tmp_path: Path):
+    """Nothing varies: the recipe names its cell, and it is the fastest there."""
+    cell = make_cell("only", threads=1)
+    make_results(tmp_path, [cell], repeats=2)
+    write_cell(tmp_path, cell, [2.0, 2.0])
+    (recipe,) = recipes(analyze(tmp_path).cells)
+    assert recipe.sentence == (
+        "On local, only reproduces at 2.00 s/epoch (median), the fastest cell there."
+    )
+
+
+def test_a_recipe_whose_time_was_not_recorded_says_so(tmp_path: Path):
+    cell = make_cell("only", threads=1)
+    make_results(tmp_path, [cell], repeats=2)
+    for k in range(2):
+        untimed_run(tmp_path, cell, k)
+    (recipe,) = recipes(analyze(tmp_path).cells)
+    assert (recipe.cell, recipe.seconds_per_epoch, recipe.cost_ratio) == ("only", None, None)
+    assert recipe.sentence == "On local, only reproduces (its time was not recorded)."
+
+
+def test_a_recipe_as_fast_as_the_fastest_cell_is_the_fastest(tmp_path: Path):
+    """A diverging cell first in the matrix ties the recipe's time: no ×1.00 to pay."""
+    m = {"none": make_cell("none", placement="none"), "seeded": make_cell("seeded")}
+    make_results(tmp_path, list(m.values()), repeats=2)
+    write_cell(tmp_path, m["none"], [1.5, 1.5], step=5)
+    write_cell(tmp_path, m["seeded"], [1.5, 1.5])
+    (recipe,) = recipes(analyze(tmp_path).cells)
+    assert (recipe.cell, recipe.fastest_cell, recipe.cost_ratio) == ("seeded", "none", 1.0)
+    assert recipe.sentence == (
+        "On local, placement=before_model reproduces at 1.50 s/epoch (median), the fastest "
+        "cell there; it needs placement=before_model."
+    )
+
+
+def test_every_required_setting_is_said(tmp_path: Path):
+    """Two settings each break the recipe alone: both are required, both said."""
+    m = {
+        "ok": make_cell("ok", cudnn_deterministic=True),
+        "none": make_cell("none", placement="none", cudnn_deterministic=True),
+        "nondet": make_cell("nondet", cudnn_deterministic=False),
+    }
+    make_results(tmp_path, list(m.values()), repeats=2)
+    write_cell(tmp_path, m["ok"], [2.0, 2.0])
+    write_cell(tmp_path, m["none"], [1.0, 1.0], step=5)
+    write_cell(tmp_path, m["nondet"], [1.0, 1.0], step=7)
+    (recipe,) = recipes(analyze(tmp_path).cells)
+    assert [(r.setting, r.broken_by) for r in recipe.required] == [
+        ("placement", ["none"]),
+        ("cudnn_deterministic", ["nondet"]),
+    ]
+    assert recipe.sentence.endswith("; it needs placement=before_model, cudnn_deterministic=true.")
+
+
+def test_a_setting_left_out_is_its_default_in_the_code():
+    """Settings an older record lacks are the defaults it ran with: the same code."""
+    assert recipe_code({}) == recipe_code(dict(DEFAULTS))
+    assert "torch.set_num_threads(1)" in recipe_code({})[0].splitlines()
+
+
+def test_recipe_code_of_a_build_function_without_params():
+    settings = {**GPU, "entry": "convnet:build", "params": {}}
+    del settings["model"]
+    lines = recipe_code(settings)[0].splitlines()
+    at = lines.index("# the model: your build function convnet:build with params none")
+    assert lines[at + 1] == "model = YourModule()"
