@@ -15,8 +15,9 @@ Both train ``--steps`` optimizer steps (default: the whole epoch, 1,719 steps) a
 medians, the ratio capture / plain, and whether the two gave the same loss bits (on the CPU
 they should; it is reported, not required). ``--json`` writes the numbers too.
 
-    .venv/bin/python benchmarks/bench_capture.py --repeats 5 --steps 400
+    .venv/bin/python benchmarks/bench_capture.py --models mlp --repeats 5     # whole epochs
     python benchmarks/bench_capture.py --device cuda --repeats 2 --steps 300   # on a GPU
+    .venv/bin/python benchmarks/bench_capture.py --smoke   # one pair of 5-step runs: seconds
 """
 
 from __future__ import annotations
@@ -168,13 +169,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--steps", type=int, default=0, help="steps per run (0: whole epoch)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="alternated pairs per model")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--plain-child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true", help="one pair of 5-step mlp runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.models, args.steps, args.repeats = ["mlp"], 5, 1
     if args.plain_child is not None:
         plain_child(
             args.plain_child, args.data_dir, args.threads, args.models[0], args.device, args.steps
@@ -197,6 +201,9 @@ def main() -> int:
         meta = {"device": args.device, "threads": args.threads, "repeats": args.repeats}
         meta["steps"] = steps
         args.json.write_text(json.dumps({"settings": meta, "models": found}, indent=2))
+    if args.smoke:
+        r = found["mlp"]
+        print(f"smoke: bench_capture ok: ratio {r['ratio']:.2f}, same bits {r['same_loss_bits']}")
     return 0
 
 

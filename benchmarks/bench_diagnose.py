@@ -15,6 +15,7 @@ for S = 0 and S = 1000 (``--steps``), at 1 thread, and prints the medians of the
 wall time, and the ratios replay / plain. The loss bits of the two must be equal (checked).
 
     .venv/bin/python benchmarks/bench_diagnose.py --repeats 3
+    .venv/bin/python benchmarks/bench_diagnose.py --smoke   # one pair at step 2: seconds
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from bench_workload import REPO, _env, default_data_dir
@@ -59,7 +61,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, nargs="+", default=[0, 1000])
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--smoke", action="store_true", help="one pair, divergence at step 2")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats, args.steps = 1, [2]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for step in args.steps:
@@ -73,7 +78,7 @@ def main() -> int:
                 plain = np.load(Path(tmp) / f"{step}-plain-{k}" / "losses.npy")
                 replay = np.load(Path(tmp) / f"{step}-replay-{k}" / "losses.npy")
                 assert plain.tobytes() == replay.tobytes(), "a replay changed the loss bits"
-            row = {}
+            row: dict[str, Any] = {}
             for kind, pairs in times.items():
                 row[kind] = {
                     "train_s": statistics.median(p[0] for p in pairs),
@@ -90,6 +95,8 @@ def main() -> int:
             )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+    if args.smoke:  # one pair is no measure: both ran, the replay kept the loss bits
+        print(f"smoke: bench_diagnose ok: replay x{results[2]['wall_ratio']:.2f} wall, same bits")
     return 0
 
 

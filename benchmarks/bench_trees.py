@@ -8,6 +8,7 @@ checks that every run gave the same loss bits.
 
     git archive BASE | tar -x -C /tmp/before
     .venv/bin/python benchmarks/bench_trees.py /tmp/before . --repeats 7
+    .venv/bin/python benchmarks/bench_trees.py --smoke   # this checkout against itself, 5 steps
 """
 
 from __future__ import annotations
@@ -24,12 +25,21 @@ import numpy as np
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("before", type=Path, help="the checkout before the change")
-    parser.add_argument("after", type=Path, help="the checkout after it")
+    parser.add_argument("before", type=Path, nargs="?", help="the checkout before the change")
+    parser.add_argument("after", type=Path, nargs="?", help="the checkout after it")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=None, help="steps a run (default: 1,719)")
     parser.add_argument("--data-dir", type=Path, default=bench_workload.default_data_dir())
+    parser.add_argument(
+        "--smoke", action="store_true", help="this checkout against itself, one pair of 5 steps"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        here = Path(__file__).resolve().parents[1]
+        args.before, args.after = args.before or here, args.after or here
+        args.repeats, args.steps = 1, 5
+    if args.before is None or args.after is None:
+        parser.error("give the two checkouts: BEFORE AFTER (or --smoke)")
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     times: dict[str, list[float]] = {name: [] for name in trees}
     reference = None
@@ -52,6 +62,8 @@ def main() -> int:
         runs = ", ".join(f"{t:.3f}" for t in times[name])
         print(f"{name:6s}: median {statistics.median(times[name]):.3f} s ({runs})")
     print(f"ratio of medians after / before: {after / before:.3f}; loss bits identical")
+    if args.smoke:
+        print(f"smoke: bench_trees ok: one pair of {args.steps} steps, loss bits identical")
     return 0
 
 

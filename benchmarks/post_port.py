@@ -13,6 +13,7 @@ times it (epoch start to the first validation hook), written to timing.json.
 
     python benchmarks/post_port.py --data-dir ../shared/data/mnist --out /tmp/port \
         --placement before_model --epochs 1 --threads 1
+    python benchmarks/post_port.py --smoke   # 5 steps: seconds
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def gunzip_mnist(src: Path, root: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("HARNESS_MNIST_DIR"))
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", help="where losses.npy and timing.json go (required)")
     parser.add_argument(
         "--placement", default="before_model", choices=["none", "before_trainer", "before_model"]
     )
@@ -171,7 +172,21 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true", help="5 steps into a temporary folder")
     args = parser.parse_args()
+    if args.smoke:
+        with tempfile.TemporaryDirectory(prefix="post-port-smoke-") as tmp:
+            args.out, args.max_steps = tmp, 5
+            steps = train(args)
+        print(f"smoke: post_port ok: {steps} steps")
+        return
+    if args.out is None:
+        parser.error("--out is required")
+    train(args)
+
+
+def train(args: argparse.Namespace) -> int:
+    """The post's training; returns how many steps it recorded."""
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -198,6 +213,7 @@ def main() -> None:
     np.save(out / "losses.npy", losses)
     (out / "timing.json").write_text(json.dumps({"train_seconds": timer.train_seconds}))
     shutil.rmtree(root)
+    return len(losses)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ costs at most 5% of a step on the CPU.
 
     .venv/bin/python benchmarks/weight_digest.py --rounds 30 --block 100
     python benchmarks/weight_digest.py --device cuda      # on a GPU
+    .venv/bin/python benchmarks/weight_digest.py --smoke   # 2 rounds of 5 steps: seconds
 """
 
 from __future__ import annotations
@@ -194,7 +195,10 @@ def main() -> int:
     parser.add_argument(
         "--against", type=Path, help="also time another version's weights.py's Hasher beside this"
     )
+    parser.add_argument("--smoke", action="store_true", help="2 rounds of 5 steps: seconds")
     args = parser.parse_args()
+    if args.smoke:
+        args.rounds, args.block = 2, 5
     found = bench(args)
     print(
         f"MLP step on {found['device']}, {found['threads']} thread(s), torch {found['torch']}, "
@@ -207,6 +211,11 @@ def main() -> int:
             f"{r['digest_us_per_step']:.1f} us: digest {r['cost_us_per_step']:.1f} us/step, "
             f"ratio {r['ratio']:.4f} (bound: 1.05)"
         )
+    loop = found["workload"]["plain_us_per_step"] - found["bare"]["plain_us_per_step"]
+    print(
+        f"  Lightning's loop and the loss capture, without the digest: {loop:.1f} us/step over "
+        f"the bare step ({100 * loop / found['bare']['plain_us_per_step']:.0f}%)"
+    )
     if "inside_us_per_step" in found["workload"]:
         r = found["workload"]
         print(
@@ -222,6 +231,8 @@ def main() -> int:
         )
     if args.json is not None:
         args.json.write_text(json.dumps(found, indent=2))
+    if args.smoke:
+        print(f"smoke: weight_digest ok: digest {found['bare']['cost_us_per_step']:.0f} us/step")
     return 0
 
 

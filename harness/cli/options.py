@@ -20,6 +20,7 @@ from harness.executors import EXECUTORS, get_executor_class
 from harness.matrix.models import SlurmBlock
 from harness.report.exporters import REPORT_FORMATS, check_format
 from harness.report.terminal import MODES
+from harness.run.gpu_packing import MAX_RUNS_PER_GPU
 
 #: ``--executor`` of ``run`` and ``diagnose``: ``auto`` or a registry name. ``fake`` (the tests'
 #: stand-in) is accepted but not offered in ``--help``.
@@ -100,3 +101,22 @@ def control_option(help: str) -> Any:
 def out_option(help: str) -> Any:
     """``-o/--out``: every output folder or file (docs/contributing.md)."""
     return typer.Option("--out", "-o", help=help)
+
+
+def _runs_per_gpu(value: str) -> str:
+    """``auto`` or a whole number from 1 to ``MAX_RUNS_PER_GPU``, kept as text (the library
+    takes ``"auto"``, ``"1"``, ``"4"``)."""
+    if value == "auto":
+        return value
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_RUNS_PER_GPU:
+        raise typer.BadParameter(
+            f"{value!r}: write auto (the GPU check's measurement decides) or a whole number of "
+            f"runs from 1 to {MAX_RUNS_PER_GPU}, e.g. 4",
+            param_hint="--runs-per-gpu",
+        )
+    return str(int(value))
+
+
+def runs_per_gpu_option(help: str) -> Any:
+    """``--runs-per-gpu``: how many 1-GPU runs share each GPU (harness/run/gpu_packing.py)."""
+    return typer.Option("--runs-per-gpu", parser=_runs_per_gpu, metavar="<auto|N>", help=help)

@@ -17,6 +17,7 @@ from harness.cli.options import (
     out_option,
     progress_option,
     python_option,
+    runs_per_gpu_option,
 )
 from harness.errors import HarnessError, print_error
 from harness.matrix import LoadedMatrix, load_matrix
@@ -24,7 +25,13 @@ from harness.report.exporters import REPORT_FORMATS
 from harness.report.terminal import print_summary
 from harness.results.manifest import read_manifest
 from harness.results.store import ResultsDir
-from harness.run.matrix_runner import RunConfig, RunSummary, make_executor, run_matrix
+from harness.run.matrix_runner import (
+    RunConfig,
+    RunSummary,
+    make_executor,
+    packed_gpus,
+    run_matrix,
+)
 from harness.run.shard import parse_shard
 
 
@@ -55,6 +62,20 @@ def command(
         typer.Option(
             help="GPU ids to use, e.g. 0,1 (default: nvidia-smi -L); an id named n times runs "
             "n 1-GPU runs side by side on that GPU, e.g. 0,0,0,0"
+        ),
+    ] = None,
+    runs_per_gpu: Annotated[
+        str,
+        runs_per_gpu_option(
+            "1-GPU runs side by side on each GPU: 1 (default), N, or auto: as many as the GPU "
+            "check measured fit this GPU and cell (--packing), else 1; DDP cells are never packed"
+        ),
+    ] = "1",
+    packing: Annotated[
+        Path | None,
+        typer.Option(
+            help="the packing measurement --runs-per-gpu auto reads (written by `bash "
+            "scripts/gpu-check.sh OUT packing`; default ~/.cache/harness/gpu-packing.json)"
         ),
     ] = None,
     data_dir: Annotated[
@@ -98,6 +119,9 @@ def command(
         ResultsDir(out).check_out()
         if not loaded.model.control and _has_controls(out):
             loaded = load_matrix(matrix, control=True)
+    gpus, notice = packed_gpus(loaded, runs_per_gpu, gpus=gpus, shard=shard_spec, packing=packing)
+    if notice is not None:
+        sys.stderr.write(f"harness: {notice}\n")
     config = RunConfig(
         matrix=loaded,
         out=out,

@@ -17,23 +17,39 @@ import contextlib
 import logging
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from harness.contract.code import snapshot_user_code
-from harness.errors import StoreError
+from harness.errors import HarnessError, StoreError
 from harness.executors import Executor, ExecutorOptions, choose_executor, get_executor_class
 from harness.matrix import Cell, LoadedMatrix
 from harness.results.layout import code_store
 from harness.results.safe_paths import real_dir
 from harness.results.store import ResultsDir, RunState, default_out, set_aside_notices
+from harness.run.gpu_packing import (
+    Decision,
+    Device,
+    decide,
+    default_packing_file,
+    not_packable,
+    pack_gpus,
+    read_measurements,
+)
 from harness.run.matrix_plan import PlannedRun, RunConfig, RunSummary, plan_runs
 from harness.run.mnist_source import default_data_dir, mnist_for
 from harness.run.run_execution import DISK_FULL, execute_runs
-from harness.run.schedule import Host, check_fits, detect_host
+from harness.run.schedule import Host, check_fits, detect_host, gpu_device
 from harness.run.shard import ShardSpec, cells_of_shard
 
-__all__ = ["RunConfig", "RunSummary", "make_executor", "plan_runs", "run_matrix"]
+__all__ = [
+    "RunConfig",
+    "RunSummary",
+    "make_executor",
+    "packed_gpus",
+    "plan_runs",
+    "run_matrix",
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +78,65 @@ def make_executor(
         requirements=tuple(matrix.model.workload.requirements),
     )
     return get_executor_class(name)(options)
+
+
+def packed_gpus(
+    matrix: LoadedMatrix,
+    runs_per_gpu: str,
+    *,
+    gpus: str | None = None,
+    shard: ShardSpec | None = None,
+    packing: Path | None = None,
+    device: Callable[[], Device | None] = gpu_device,
+) -> tuple[str | None, str | None]:
+    """``--runs-per-gpu``: the ``--gpus`` list that gives each GPU that many slots (the
+    scheduler runs as many 1-GPU runs side by side on it), and a notice saying how many and why.
+    ``1`` changes nothing; ``auto`` asks harness/run/gpu_packing.py's rule, with the measurement
+    in ``packing`` (default: ``default_packing_file()``) and ``device()``'s GPU; ``N`` is taken
+    as asked, except with a DDP cell, which is refused."""
+    if packing is not None and runs_per_gpu != "auto":
+        raise HarnessError(
+            "--packing is read only with --runs-per-gpu auto", "add it, or drop --packing"
+        )
+    if runs_per_gpu == "1":
+        return gpus, None
+    cells = matrix.cells if shard is None else cells_of_shard(matrix, shard)
+    settings = [{**c.settings, "cell_name": c.name} for c in cells]
+    notice = None
+    if runs_per_gpu == "auto":
+        decision = _auto(settings, packing, device)
+        runs = decision.runs_per_gpu
+        said = "measured" if decision.measured else "unmeasured"
+        notice = f"runs per GPU: {runs} ({said}: {decision.reason})"
+    else:
+        runs = int(runs_per_gpu)
+        refused = not_packable(settings)
+        if refused is not None and "DDP" in refused.reason:
+            raise HarnessError(
+                f"--runs-per-gpu {runs}: {refused.reason}",
+                "use --runs-per-gpu 1 (or auto) for a matrix with DDP cells, or run them apart",
+            )
+    visible = detect_host(gpus).gpus if runs > 1 else ()
+    if not visible:
+        return gpus, notice
+    return ",".join(str(g) for g in pack_gpus(visible, runs)), notice
+
+
+def _auto(
+    settings: list[dict[str, object]], packing: Path | None, device: Callable[[], Device | None]
+) -> Decision:
+    early = not_packable(settings)
+    if early is not None:
+        return early
+    path = packing or default_packing_file()
+    if packing is None and not path.is_file():
+        return Decision(
+            1,
+            False,
+            f"no packing measurement at {path} (`bash scripts/gpu-check.sh OUT packing` on "
+            "this GPU writes one; pass it with --packing)",
+        )
+    return decide(settings, read_measurements(path), device())
 
 
 def run_matrix(config: RunConfig, executor: Executor) -> RunSummary:

@@ -19,6 +19,7 @@ from typing import Generic, TypeVar
 from harness.contract import RunSpec
 from harness.errors import HarnessError
 from harness.executors.base import Slot
+from harness.run.gpu_packing import Device
 from harness.subprocesses import ToolError, ToolNotFound, run_tool
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,24 @@ def nvidia_gpus() -> tuple[list[str], str | None]:
     if proc.returncode != 0:
         return [], f"nvidia-smi -L exited {proc.returncode}: {proc.stderr.strip()[:300]}"
     return [ln.strip() for ln in proc.stdout.splitlines() if ln.startswith("GPU ")], None
+
+
+def gpu_device() -> Device | None:
+    """This machine's GPU model and memory (``nvidia-smi --query-gpu``), for
+    ``--runs-per-gpu auto``; None where it cannot be read or the GPUs are not all alike."""
+    query = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
+    try:
+        proc = run_tool(query, timeout_s=NVIDIA_SMI_TIMEOUT_S)
+    except (ToolNotFound, ToolError):
+        return None
+    rows = {line.strip() for line in proc.stdout.splitlines() if line.strip()}
+    if proc.returncode != 0 or len(rows) != 1 or "," not in next(iter(rows)):
+        return None
+    name, mib = (part.strip() for part in next(iter(rows)).rsplit(",", 1))
+    try:
+        return Device(name, int(float(mib)) * 1024 * 1024)
+    except ValueError:
+        return None
 
 
 def _nvidia_smi_gpus() -> tuple[int, ...]:

@@ -137,6 +137,11 @@ def _main(args: argparse.Namespace, out: Path) -> int:
 
     _configure_logging()
     code_dir = add_code_dir(args.code_dir)
+    if spec.entry is None:
+        # the built-in logs no metric: Lightning without torchmetrics' seconds of imports
+        from harness.workload.torchmetrics_standin import import_lightning_without_torchmetrics
+
+        import_lightning_without_torchmetrics()
     from harness.workload.training import run
 
     return run(spec, out, args.data_dir, code_dir)

@@ -6,8 +6,10 @@ running process, not from what the host believes it started.
 
 from __future__ import annotations
 
+import ast
 import ctypes
 import dataclasses
+import importlib.util
 import logging
 import os
 import platform
@@ -287,6 +289,33 @@ class RankFlags(Callback):
             log.warning("%s", self.reason)
 
 
+def torchvision_version() -> str | None:
+    """``torchvision.__version__`` without importing torchvision where the run has not (its
+    import is about a second, and the built-in never uses it): the literal its ``version.py``
+    assigns, which is what the attribute holds; None when torchvision is not installed."""
+    module = sys.modules.get("torchvision")
+    if module is not None:
+        return str(module.__version__)
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        try:
+            tree = ast.parse((Path(location) / "version.py").read_text())
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            if (
+                isinstance(node, ast.Assign)
+                and [ast.unparse(t) for t in node.targets] == ["__version__"]
+                and isinstance(node.value, ast.Constant)
+            ):
+                return str(node.value.value)
+    import torchvision  # a version.py of another shape: ask the package itself
+
+    return str(torchvision.__version__)
+
+
 def collect(
     accelerator: str,
     image: str | None,
@@ -301,7 +330,6 @@ def collect(
     ``flags`` the callback that read every rank's. Read after ``fit``: cuBLAS is loaded lazily,
     at the first GPU matmul."""
     import pytorch_lightning
-    import torchvision
 
     gpus, unavailable = _gpus(accelerator)
     no_cuda = unavailable.get("gpus")
@@ -324,7 +352,7 @@ def collect(
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "nccl": _nccl(),
         "lightning": pytorch_lightning.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": torchvision_version(),
         "numpy": np.__version__,
         "gpus": gpus,
         "gpu_driver": gpu_driver(),

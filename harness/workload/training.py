@@ -44,10 +44,10 @@ from harness.workload.entry import (
     find_data_dir,
     load_entry,
 )
-from harness.workload.loss_capture import LossCapture
 from harness.workload.packages import Package, for_package, namespace, package_of, submodule
 from harness.workload.record_builder import RunState, finished_record, minimal_record
-from harness.workload.recorder import EpochRecorder, TensorBoard, weights_digest
+from harness.workload.recorder import TensorBoard, weights_digest
+from harness.workload.run_callbacks import Recorders, log_first_step, quiet_profiler_class
 from harness.workload.seeding import apply_determinism, pin_threads, seed_all
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ def _build_trainer(
         enable_model_summary=False,
         use_distributed_sampler=distributed_sampler,
         callbacks=callbacks,
+        profiler=quiet_profiler_class(package)(),
     )
     # Lightning's SIGTERM handler runs a DDP broadcast inside the signal handler, which hangs
     # (until the DDP timeout) when another rank waits in a different collective; the workload's
@@ -206,7 +207,8 @@ def _train(
     _seed_if(spec, "before_trainer")
     if state.is_global_zero:
         state.tensorboard = TensorBoard(out / TENSORBOARD_DIR)
-    callbacks, counter = _callbacks(spec, state, caught, probe)
+    recorders = Recorders(state, state.tensorboard, spec.epochs)
+    callbacks, counter = _callbacks(spec, state, recorders, caught, probe)
     trainer = _build_trainer(
         spec,
         callbacks,
@@ -215,21 +217,17 @@ def _train(
     )
     state.setup_seconds = time.perf_counter() - t0
     _fit(spec, trainer, built)
+    log_first_step(recorders.first_step_at)
     state.host_syncs = counter.result if counter is not None else None
     _after_fit(spec, out, state, trainer, model, probe)
 
 
 def _callbacks(
-    spec: RunSpec, state: RunState, caught: list[Any], probe: Any
+    spec: RunSpec, state: RunState, recorders: Recorders, caught: list[Any], probe: Any
 ) -> tuple[list[Any], Any]:
-    """The run's callbacks, in the order they run, and the host-sync counter (None when
-    ``run.count_host_syncs`` is off)."""
-    callbacks: list[Any] = [
-        state.weights,
-        EpochRecorder(state.recorder, state.tensorboard, spec.epochs),
-        LossCapture(state.recorder),
-        state.rank_flags,
-    ]
+    """The run's callbacks, in the order they run (its recorders first, as one callback), and
+    the host-sync counter (None when ``run.count_host_syncs`` is off)."""
+    callbacks: list[Any] = [recorders]
     if spec.test_fault is not None:
         from harness.workload.faults import FaultSwitch
 
