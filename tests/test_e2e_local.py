@@ -128,17 +128,21 @@ def _grid_of(lines: list[str]) -> list[str]:
 
 
 def test_run_prints_the_answer_in_the_terminal(quick: dict):
-    """The sentence, the grid and the legend, then the lines scripts read (plain: not a TTY)."""
+    """The sentence, the grid, the legend and the answer, then the lines scripts read (plain:
+    not a TTY)."""
     out = quick["out"].resolve()
     lines = quick["stdout"].splitlines()
     sentence = quick["report"]["summaries"]["local"]
     assert " ".join(lines[: lines.index("")]) == sentence
     assert _grid_of(lines) == QUICK_GRID
-    assert lines[-3:] == [
-        "✓ reproduces  ✗ diverges",
-        f"report: {out / 'report.md'}",
-        f"results: {out}",
-    ]
+    assert lines[-2:] == [f"report: {out / 'report.md'}", f"results: {out}"]
+    # the legend, then the answer: no pair of reproducing cells differs in placement alone,
+    # and the recipe names before_model (wrapped lines go on indented)
+    answer = lines[lines.index("✓ reproduces  ✗ diverges") + 1 : -2]
+    assert answer[0] == "What changes the bits: no two reproducing cells to judge placement by."
+    recipe = " ".join(line.strip() for line in answer[1:])
+    assert recipe.startswith("Recipe: On local, placement=before_model reproduces at ")
+    assert recipe.endswith("it needs placement=before_model.")
 
 
 def test_report_on_the_same_folder_prints_the_same_answer(quick: dict):
