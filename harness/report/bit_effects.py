@@ -25,9 +25,7 @@ from harness.contract.machine import CODE_PATH, fingerprint, machines_differ
 from harness.contract.settings import TRAINS
 from harness.report.answer_data import CellPair, ImageEffect, SettingEffect
 from harness.report.report_data import OK, REPRODUCES, CellReport, RunResult
-from harness.report.summaries import PARAM_PREFIX, gpus_differ, label, varying
-from harness.report.trajectories import divergences_from
-from harness.results.run_reader import RecordError
+from harness.report.summaries import PARAM_PREFIX, first_runs_equal, gpus_differ, label, varying
 
 #: The row that counts the machine's own effect (a cell's repeats on several machines).
 MACHINE = "machine"
@@ -100,14 +98,10 @@ def _cell_pair(key: str, a: CellReport, b: CellReport) -> CellPair:
 
 
 def _compare(a: RunResult, b: RunResult) -> tuple[bool, int | None]:
-    """(equal trajectories, the first step where they differ: None when unknown)."""
-    if a.trajectory == b.trajectory:
-        return True, None
-    try:
-        found = divergences_from(a, [b])
-    except RecordError:  # a run made by hand, its file gone: the digests still differ
-        found = []
-    return False, found[0].step if found else None
+    """(equal trajectories, the first step where they differ: None when unknown), as the
+    comparisons across images and GPU counts judge two runs (``summaries.first_runs_equal``)."""
+    equal, divergence = first_runs_equal([a, b])
+    return bool(equal), divergence.step if divergence is not None else None
 
 
 def _agree(runs: list[RunResult]) -> bool:

@@ -181,7 +181,7 @@ def compare_across(axis: str, cells: list[CellReport]) -> list[Comparison]:
         if len(members) < 2:
             continue
         refs = [next((r for r in c.runs if r.status == OK), None) for c in members]
-        equal, div = _first_runs_equal(refs)
+        equal, div = first_runs_equal(refs)
         values = [(str(c.settings.get(axis)), c.name) for c in members]
         ran = [r for r in refs if r is not None]
         # the machine's part a setting sets itself (cpu_isa: the code path) is no machine change
@@ -220,7 +220,7 @@ def gpus_differ(runs: list[RunResult]) -> str | None:
     return f"ran on different GPUs: {listed}"
 
 
-def _first_runs_equal(refs: list[RunResult | None]) -> tuple[bool | None, Divergence | None]:
+def first_runs_equal(refs: list[RunResult | None]) -> tuple[bool | None, Divergence | None]:
     """(equal, where the first differing run diverges); (None, None) when a cell has no ok run."""
     if not all(refs):
         return None, None
